@@ -1,0 +1,110 @@
+//! The on-disk layout of the physical root (DESIGN.md section 3).
+//!
+//! Every path here is relative to the physical root (`/sysroot` on a booted system,
+//! `--sysroot DIR` for tools and tests), so callers open them relative to a directory
+//! file descriptor instead of joining absolute strings.
+
+use std::path::PathBuf;
+
+use crate::cmdline::DeploymentId;
+
+/// The physical root as seen from the initramfs and from the booted system.
+pub const DEFAULT_SYSROOT: &str = "/sysroot";
+/// The composefs repository (mode 0700): `objects/`, `images/`, `streams/`.
+pub const REPOSITORY: &str = "composefs";
+/// Inside the repository: the EROFS images, named by their fs-verity digest.
+pub const REPO_IMAGES: &str = "images";
+/// Inside the repository: the content-addressed object store.
+pub const REPO_OBJECTS: &str = "objects";
+/// One directory per deployment: `state/deploy/<hex>/`.
+pub const STATE_DEPLOY: &str = "state/deploy";
+/// The one shared `/var`.
+pub const SHARED_VAR: &str = "state/os/default/var";
+/// Target of each deployment's `var` symlink, relative to the deployment directory.
+pub const DEPLOY_VAR_LINK: &str = "../../os/default/var";
+/// A deployment's writable `/etc`, inside its state directory.
+pub const DEPLOY_ETC: &str = "etc";
+/// A deployment's `var` symlink, inside its state directory.
+pub const DEPLOY_VAR: &str = "var";
+/// Where the physical root is kept visible inside the composed root.
+pub const SYSROOT_IN_ROOT: &str = "sysroot";
+/// The initramfs setup configuration inside the booted image.
+pub const SETUP_CONFIG: &str = "/usr/lib/composefs/setup-root-conf.toml";
+/// Where the initramfs binary is installed in images.
+pub const INITRAMFS_SETUP_BIN: &str = "/usr/lib/bootc/initramfs-setup";
+/// BLS Type #1 entries, relative to the boot partition (or ESP) root.
+pub const LOADER_ENTRIES: &str = "loader/entries";
+/// The staged entry set, swapped with [`LOADER_ENTRIES`] at finalize.
+pub const LOADER_ENTRIES_STAGED: &str = "loader/entries.staged";
+/// GRUB menu entries, relative to the boot partition.
+pub const GRUB_USER_CFG: &str = "grub2/user.cfg";
+/// The staged GRUB menu, swapped with [`GRUB_USER_CFG`] at finalize.
+pub const GRUB_USER_CFG_STAGED: &str = "grub2/user.cfg.staged";
+/// Prefix of the per-deployment boot directory (BLS) and UKI file name.
+pub const BOOT_PREFIX: &str = "bootc_composefs-";
+/// UKIs (Type #2), relative to the ESP root.
+pub const UKI_DIR: &str = "EFI/Linux";
+/// Marker of the staged deployment; on tmpfs so it is gone after a reboot.
+pub const STAGED_MARKER: &str = "/run/composefs/staged-deployment";
+
+/// `composefs/images/<hex>`.
+pub fn image_path(id: &DeploymentId) -> PathBuf {
+    [REPOSITORY, REPO_IMAGES, id.hex()].iter().collect()
+}
+
+/// `state/deploy/<hex>`.
+pub fn deploy_dir(id: &DeploymentId) -> PathBuf {
+    PathBuf::from(STATE_DEPLOY).join(id.hex())
+}
+
+/// `state/deploy/<hex>/etc`.
+pub fn deploy_etc(id: &DeploymentId) -> PathBuf {
+    deploy_dir(id).join(DEPLOY_ETC)
+}
+
+/// `state/deploy/<hex>/var` (a symlink to the shared var).
+pub fn deploy_var(id: &DeploymentId) -> PathBuf {
+    deploy_dir(id).join(DEPLOY_VAR)
+}
+
+/// `state/deploy/<hex>/<hex>.origin`.
+pub fn origin_file(id: &DeploymentId) -> PathBuf {
+    deploy_dir(id).join(format!("{}.origin", id.hex()))
+}
+
+/// `bootc_composefs-<hex>`: the boot directory holding a BLS deployment's kernel+initrd.
+pub fn boot_dir_name(id: &DeploymentId) -> String {
+    format!("{BOOT_PREFIX}{}", id.hex())
+}
+
+/// `EFI/Linux/bootc_composefs-<hex>.efi`.
+pub fn uki_path(id: &DeploymentId) -> PathBuf {
+    PathBuf::from(UKI_DIR).join(format!("{}.efi", boot_dir_name(id)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths() {
+        let id = DeploymentId::parse(&"ab".repeat(32)).unwrap();
+        let hex = "ab".repeat(32);
+        assert_eq!(image_path(&id), PathBuf::from(format!("composefs/images/{hex}")));
+        assert_eq!(deploy_etc(&id), PathBuf::from(format!("state/deploy/{hex}/etc")));
+        assert_eq!(origin_file(&id), PathBuf::from(format!("state/deploy/{hex}/{hex}.origin")));
+        assert_eq!(uki_path(&id), PathBuf::from(format!("EFI/Linux/bootc_composefs-{hex}.efi")));
+        // The var symlink, resolved from the deployment directory, lands on the shared var.
+        let resolved = PathBuf::from(STATE_DEPLOY).join(hex).join(DEPLOY_VAR_LINK);
+        let mut norm = PathBuf::new();
+        for c in resolved.components() {
+            match c {
+                std::path::Component::ParentDir => {
+                    norm.pop();
+                }
+                c => norm.push(c),
+            }
+        }
+        assert_eq!(norm, PathBuf::from(SHARED_VAR));
+    }
+}

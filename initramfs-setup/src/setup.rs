@@ -1,0 +1,506 @@
+//! Compose the deployment's root filesystem and put it in place.
+//!
+//! The contract (DESIGN.md section 4): given the physical root and the kernel command
+//! line, mount `composefs/images/<id>` as an overlay whose data-only lower layer is the
+//! object store (`verity=require` unless the argument starts with `?`), read-only; bind
+//! the deployment's `/etc` and the shared `/var` into it; keep the physical root at
+//! `/sysroot` inside it; then stack it on the physical root's mount point (or attach it
+//! at `--target`, leaving the physical root alone).
+//!
+//! Every check that can be made before mounting is made first. When a step fails, what
+//! was already mounted is detached again, and the error is one line naming the step,
+//! the path and what to check. Nothing is ever mounted without fs-verity when the
+//! command line required it.
+
+use std::ffi::OsStr;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+
+use composefs::fsverity::{
+    measure_verity, FsVerityHashValue, MeasureVerityError, Sha256HashValue, Sha512HashValue,
+};
+use composefs::mount::{composefs_fsmount, MountOptions, VerityRequirement};
+use composefs::repository::{read_repo_algorithm, Repository, RepositoryOpenError};
+use rustix::fs::{fstatfs, mkdirat, openat, openat2, readlinkat, statat, AtFlags, FileType, Mode, OFlags, ResolveFlags, CWD};
+use rustix::io::Errno;
+use rustix::mount::{
+    mount, move_mount, open_tree, unmount, MountFlags, MoveMountFlags, OpenTreeFlags,
+    UnmountFlags,
+};
+
+use crate::cmdline::{Algorithm, ComposefsKarg};
+use crate::config::{MountMode, SetupConfig};
+use crate::layout;
+
+/// A failed setup step, rendered as one line: `STEP: PATH: DETAIL (HINT)`.
+#[derive(Debug, thiserror::Error)]
+#[error("{step}: {path}: {detail}{}", hint.as_ref().map(|h| format!(" ({h})")).unwrap_or_default())]
+pub struct SetupError {
+    /// What was being done.
+    pub step: &'static str,
+    /// The path it was done on.
+    pub path: String,
+    /// What went wrong.
+    pub detail: String,
+    /// What to check.
+    pub hint: Option<String>,
+}
+
+fn fail(step: &'static str, path: impl AsRef<Path>, detail: impl ToString) -> SetupError {
+    SetupError {
+        step,
+        path: path.as_ref().display().to_string(),
+        detail: one_line(&detail.to_string()),
+        hint: None,
+    }
+}
+
+impl SetupError {
+    fn hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// What `setup-root` is asked to do.
+#[derive(Debug, Clone)]
+pub struct SetupArgs {
+    /// The physical root (holds `composefs/` and `state/`).
+    pub sysroot: PathBuf,
+    /// The kernel command line text.
+    pub cmdline: String,
+    /// The parsed configuration.
+    pub config: SetupConfig,
+    /// Attach the composed root here instead of replacing `sysroot`.
+    pub target: Option<PathBuf>,
+}
+
+/// Mount the deployment named on the command line. See the module documentation.
+pub fn setup_root(args: &SetupArgs) -> Result<(), SetupError> {
+    let karg = ComposefsKarg::from_cmdline(&args.cmdline).map_err(|e| {
+        fail("reading the kernel command line", "composefs=", e)
+            .hint("expected composefs=[?]sha256:<64 hex digits> naming a deployment")
+    })?;
+    match karg.id.algorithm() {
+        Algorithm::Sha256 => setup_typed::<Sha256HashValue>(args, &karg),
+        Algorithm::Sha512 => setup_typed::<Sha512HashValue>(args, &karg),
+    }
+}
+
+fn setup_typed<H: FsVerityHashValue>(
+    args: &SetupArgs,
+    karg: &ComposefsKarg,
+) -> Result<(), SetupError> {
+    let sysroot = &args.sysroot;
+    let id = &karg.id;
+    let repo_path = sysroot.join(layout::REPOSITORY);
+
+    let sysroot_fd = open_dir(CWD, sysroot)
+        .map_err(|e| fail("opening the physical root", sysroot, e).hint("is the root filesystem mounted there?"))?;
+
+    // The repository: it must be one, and of the digest's algorithm.
+    let repo_dir = open_dir(&sysroot_fd, layout::REPOSITORY).map_err(|e| {
+        fail("opening the composefs repository", &repo_path, e)
+            .hint("was this disk installed with bootc's composefs backend?")
+    })?;
+    match read_repo_algorithm(&repo_dir) {
+        Ok(Some(alg)) if alg.hash_name() == id.algorithm().name() => {}
+        Ok(Some(alg)) => {
+            return Err(fail(
+                "opening the composefs repository",
+                &repo_path,
+                format!("the repository uses {} but the command line names a {} digest", alg.hash_name(), id.algorithm()),
+            )
+            .hint("check composefs= on the kernel command line"))
+        }
+        Ok(None) => {
+            return Err(fail("opening the composefs repository", &repo_path, "not a composefs repository (no meta.json)")
+                .hint("was this disk installed with bootc's composefs backend?"))
+        }
+        Err(e) => {
+            return Err(fail("opening the composefs repository", &repo_path, format!("{e:#}"))
+                .hint("the repository metadata is damaged"))
+        }
+    }
+    let repo = Repository::<H>::open_path(&sysroot_fd, layout::REPOSITORY).map_err(|e| {
+        let hint = match e {
+            RepositoryOpenError::MetadataMissing | RepositoryOpenError::OldFormatRepository => {
+                "was this disk installed with bootc's composefs backend?"
+            }
+            _ => "the repository metadata is damaged or from a newer tool",
+        };
+        fail("opening the composefs repository", &repo_path, e).hint(hint)
+    })?;
+    let objects = repo
+        .objects_dir()
+        .map_err(|e| fail("opening the object store", repo_path.join(layout::REPO_OBJECTS), e))?;
+
+    // The image, and its fs-verity digest.
+    let image_path = sysroot.join(layout::image_path(id));
+    let image = match openat(&sysroot_fd, layout::image_path(id), OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(Errno::NOENT) => {
+            return Err(fail(
+                "opening the deployment image",
+                repo_path.join(layout::REPO_IMAGES),
+                format!("image {} not found", id.short()),
+            )
+            .hint("was the deployment garbage-collected? choose another boot entry"))
+        }
+        Err(e) => return Err(fail("opening the deployment image", &image_path, e)),
+    };
+    check_image_verity::<H>(&image, karg, &image_path)?;
+
+    // The deployment's state, checked before anything is mounted.
+    let deploy_dir = layout::deploy_dir(id);
+    open_dir(&sysroot_fd, &deploy_dir).map_err(|e| {
+        fail("opening the deployment state", sysroot.join(&deploy_dir), e)
+            .hint("the deployment was not written by bootc install/upgrade, or was removed")
+    })?;
+    let etc_state = match args.config.etc.mount {
+        MountMode::Bind | MountMode::Overlay => Some(
+            open_dir(&sysroot_fd, layout::deploy_etc(id)).map_err(|e| {
+                fail("opening the deployment's /etc", sysroot.join(layout::deploy_etc(id)), e)
+                    .hint("the deployment state is incomplete")
+            })?,
+        ),
+        _ => None,
+    };
+    let (var_state, var_rel) = match args.config.var.mount {
+        MountMode::Bind | MountMode::Overlay => {
+            let (fd, rel) = open_shared_var(&sysroot_fd, id).map_err(|(e, hint)| {
+                fail("opening the shared /var", sysroot.join(layout::deploy_var(id)), e).hint(hint)
+            })?;
+            (Some(fd), Some(rel))
+        }
+        _ => (None, None),
+    };
+
+    // Scratch space for transient layers, detached again when we are done.
+    let mut scratch = Scratch::default();
+    let verity = if karg.insecure {
+        VerityRequirement::Disabled
+    } else {
+        VerityRequirement::Required
+    };
+    let mut options = MountOptions::default();
+    if args.config.root.transient {
+        let (upper, work) = scratch
+            .upper_work("root")
+            .map_err(|e| fail("preparing the transient root layer", scratch.describe(), e))?;
+        options.set_overlay(upper, work);
+        options.set_read_write(true);
+    }
+
+    let root = mount_image(image, id.hex(), objects.as_fd(), verity, &options).map_err(|e| {
+        let hint = if karg.insecure {
+            "does this kernel have erofs and overlayfs with data-only layers?"
+        } else {
+            "fs-verity is required: are the objects verity-enabled? (composefs=? boots without)"
+        };
+        fail("mounting the composefs image", &image_path, e).hint(hint)
+    })?;
+
+    // From here on, undo what we attached if a later step fails.
+    let mountpoint = args.target.clone().unwrap_or_else(|| sysroot.clone());
+    let mut attached = Attached::default();
+    let sysroot_clone = open_tree(
+        &sysroot_fd,
+        "",
+        OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC | OpenTreeFlags::AT_RECURSIVE | OpenTreeFlags::AT_EMPTY_PATH,
+    )
+    .map_err(|e| fail("cloning the physical root mount", sysroot, e))?;
+    attach(&root, &mountpoint).map_err(|e| fail("attaching the composed root", &mountpoint, e))?;
+    attached.push(mountpoint.clone());
+    let root_dir = open_dir(CWD, &mountpoint).map_err(|e| fail("opening the composed root", &mountpoint, e))?;
+
+    for dir in ["etc", "var", layout::SYSROOT_IN_ROOT] {
+        let st = statat(&root_dir, dir, AtFlags::SYMLINK_NOFOLLOW);
+        if !matches!(st, Ok(ref st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory) {
+            return Err(fail("checking the composed root", mountpoint.join(dir), "missing or not a directory")
+                .hint("the image must have /etc, /var and /sysroot directories (commit it with the bootable transform)"));
+        }
+    }
+
+    provide_dir(
+        &mut attached,
+        &mut scratch,
+        &root_dir,
+        &mountpoint,
+        "etc",
+        args.config.etc.mount,
+        etc_state.as_ref().map(|fd| (fd, &sysroot_fd, layout::deploy_etc(id))),
+    )?;
+    provide_dir(
+        &mut attached,
+        &mut scratch,
+        &root_dir,
+        &mountpoint,
+        "var",
+        args.config.var.mount,
+        var_state.as_ref().map(|fd| (fd, &sysroot_fd, var_rel.clone().unwrap_or_default())),
+    )?;
+
+    let in_root = mountpoint.join(layout::SYSROOT_IN_ROOT);
+    attach(&sysroot_clone, &in_root).map_err(|e| fail("binding the physical root", &in_root, e))?;
+    attached.push(in_root);
+
+    attached.disarm();
+    Ok(())
+}
+
+/// With verity required, the image must carry fs-verity and its digest must be the id.
+/// Insecure boots accept an image without verity, but never one whose digest is wrong.
+fn check_image_verity<H: FsVerityHashValue>(
+    image: &OwnedFd,
+    karg: &ComposefsKarg,
+    path: &Path,
+) -> Result<(), SetupError> {
+    let step = "verifying the deployment image";
+    match measure_verity::<H>(image) {
+        Ok(found) if found.to_hex() == karg.id.hex() => Ok(()),
+        Ok(found) => Err(fail(step, path, format!("fs-verity digest is {}, the command line names {}", found.to_hex(), karg.id.hex()))
+            .hint("the image was replaced or damaged")),
+        Err(MeasureVerityError::VerityMissing | MeasureVerityError::FilesystemNotSupported)
+            if karg.insecure =>
+        {
+            Ok(())
+        }
+        Err(e @ (MeasureVerityError::VerityMissing | MeasureVerityError::FilesystemNotSupported)) => {
+            Err(fail(step, path, e).hint("fs-verity is required by composefs=; boot with composefs=? only if this is expected"))
+        }
+        Err(e) => Err(fail(step, path, e)),
+    }
+}
+
+/// Resolves the deployment's `var` symlink inside the physical root. Returns the
+/// opened directory and its path relative to the physical root.
+fn open_shared_var(sysroot: &OwnedFd, id: &crate::cmdline::DeploymentId) -> Result<(OwnedFd, PathBuf), (String, &'static str)> {
+    let link = layout::deploy_var(id);
+    let target = readlinkat(sysroot, &link, Vec::new())
+        .map_err(|e| (e.to_string(), "the deployment's var symlink is missing"))?;
+    let target = PathBuf::from(OsStr::from_bytes(target.as_bytes()));
+    // Resolve lexically relative to the deployment directory, staying inside the root.
+    let mut rel = PathBuf::new();
+    for c in layout::deploy_dir(id).join(&target).components() {
+        match c {
+            Component::Normal(n) => rel.push(n),
+            Component::ParentDir => {
+                if !rel.pop() {
+                    return Err((format!("symlink to {} leaves the physical root", target.display()), "expected ../../os/default/var"));
+                }
+            }
+            Component::CurDir => {}
+            Component::RootDir | Component::Prefix(_) => {
+                return Err((format!("symlink to {} is absolute", target.display()), "expected ../../os/default/var"))
+            }
+        }
+    }
+    let fd = openat2(
+        sysroot,
+        &rel,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::IN_ROOT,
+    )
+    .map_err(|e| (format!("{}: {e}", rel.display()), "the shared var (state/os/default/var) is missing"))?;
+    Ok((fd, rel))
+}
+
+/// Provides `/etc` or `/var` in the composed root per the configured mode.
+fn provide_dir(
+    attached: &mut Attached,
+    scratch: &mut Scratch,
+    root_dir: &OwnedFd,
+    mountpoint: &Path,
+    name: &'static str,
+    mode: MountMode,
+    state: Option<(&OwnedFd, &OwnedFd, PathBuf)>,
+) -> Result<(), SetupError> {
+    let target = mountpoint.join(name);
+    match (mode, state) {
+        (MountMode::None, _) => Ok(()),
+        (MountMode::Bind, Some((state, _, rel))) => {
+            let clone = open_tree(
+                state,
+                "",
+                OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC | OpenTreeFlags::AT_EMPTY_PATH,
+            )
+            .map_err(|e| fail("binding state", &rel, e))?;
+            attach(&clone, &target).map_err(|e| fail("binding state", &target, e))?;
+            attached.push(target);
+            Ok(())
+        }
+        (MountMode::Overlay, Some((state, sysroot_fd, rel))) => {
+            let work_rel = PathBuf::from(format!("{}.work", rel.display()));
+            match mkdirat(sysroot_fd, &work_rel, Mode::from_raw_mode(0o700)) {
+                Ok(()) | Err(Errno::EXIST) => {}
+                Err(e) => return Err(fail("creating the overlay work directory", &work_rel, e)),
+            }
+            let work = open_dir(sysroot_fd, &work_rel).map_err(|e| fail("opening the overlay work directory", &work_rel, e))?;
+            let lower = open_dir(root_dir, name).map_err(|e| fail("opening the image directory", &target, e))?;
+            overlay_at(&lower, state, &work, &target).map_err(|e| fail("mounting the state overlay", &target, e))?;
+            attached.push(target);
+            Ok(())
+        }
+        (MountMode::Transient, _) => {
+            let (upper, work) = scratch
+                .upper_work(name)
+                .map_err(|e| fail("preparing a transient layer", scratch.describe(), e))?;
+            let lower = open_dir(root_dir, name).map_err(|e| fail("opening the image directory", &target, e))?;
+            overlay_at(&lower, &upper, &work, &target).map_err(|e| fail("mounting the transient overlay", &target, e))?;
+            attached.push(target);
+            Ok(())
+        }
+        (_, None) => unreachable!("state is opened for bind and overlay modes"),
+    }
+}
+
+fn overlay_at(lower: &OwnedFd, upper: &OwnedFd, work: &OwnedFd, target: &Path) -> rustix::io::Result<()> {
+    let data = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        proc_fd(lower),
+        proc_fd(upper),
+        proc_fd(work)
+    );
+    let data = std::ffi::CString::new(data).map_err(|_| Errno::INVAL)?;
+    mount("overlay", target, "overlay", MountFlags::empty(), Some(data.as_c_str()))
+}
+
+fn proc_fd(fd: &OwnedFd) -> String {
+    format!("/proc/self/fd/{}", fd.as_raw_fd())
+}
+
+fn open_dir(dirfd: impl AsFd, path: impl AsRef<Path>) -> rustix::io::Result<OwnedFd> {
+    openat(
+        dirfd,
+        path.as_ref(),
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+}
+
+fn attach(mnt: &OwnedFd, target: &Path) -> rustix::io::Result<()> {
+    move_mount(mnt, "", CWD, target, MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH)
+}
+
+const TMPFS_MAGIC: i64 = 0x0102_1994;
+const RAMFS_MAGIC: i64 = 0x8584_58f6;
+
+/// Mounts the image, file-backed where the kernel and the filesystem allow it, else on a
+/// loop device (tmpfs-backed repositories, kernels before 6.12).
+fn mount_image(
+    image: OwnedFd,
+    name: &str,
+    objects: BorrowedFd<'_>,
+    verity: VerityRequirement,
+    options: &MountOptions,
+) -> std::io::Result<OwnedFd> {
+    let on_ram = fstatfs(&image)
+        .map(|s| matches!(s.f_type as i64, TMPFS_MAGIC | RAMFS_MAGIC))
+        .unwrap_or(false);
+    if !on_ram {
+        let dup = rustix::io::fcntl_dupfd_cloexec(&image, 0)?;
+        match composefs_fsmount(dup, name, &[objects], verity, options) {
+            Ok(fd) => return Ok(fd),
+            Err(e)
+                if matches!(
+                    e.raw_os_error().map(Errno::from_raw_os_error),
+                    Some(Errno::NOTBLK | Errno::OPNOTSUPP | Errno::INVAL)
+                ) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let dev = loop_device(&image)?;
+    composefs_fsmount(dev, name, &[objects], verity, options)
+}
+
+/// A read-only, auto-clearing loop device over `image`; retries when another process
+/// takes the free device first.
+fn loop_device(image: &OwnedFd) -> std::io::Result<OwnedFd> {
+    let mut last = None;
+    for _ in 0..8 {
+        match composefs_ioctls::loop_device::loopify(image) {
+            Ok(fd) => return Ok(fd),
+            Err(e) if e.raw_os_error() == Some(Errno::BUSY.raw_os_error()) => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("no loop device")))
+}
+
+/// Mount points attached so far, detached again (newest first) unless disarmed.
+#[derive(Default)]
+struct Attached(Vec<PathBuf>);
+
+impl Attached {
+    fn push(&mut self, p: PathBuf) {
+        self.0.push(p)
+    }
+    fn disarm(&mut self) {
+        self.0.clear()
+    }
+}
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        for p in self.0.iter().rev() {
+            let _ = unmount(p, UnmountFlags::DETACH);
+        }
+    }
+}
+
+/// A private tmpfs for transient upper layers. It is attached under /run only while
+/// the overlays are built, then detached: the overlays keep it alive.
+#[derive(Default)]
+struct Scratch {
+    dir: Option<PathBuf>,
+}
+
+impl Scratch {
+    fn describe(&self) -> String {
+        self.dir
+            .as_ref()
+            .map(|d| d.display().to_string())
+            .unwrap_or_else(|| "/run".into())
+    }
+
+    fn ensure(&mut self) -> rustix::io::Result<PathBuf> {
+        if let Some(d) = &self.dir {
+            return Ok(d.clone());
+        }
+        let dir = PathBuf::from(format!("/run/bootc-initramfs-setup.{}", std::process::id()));
+        mkdirat(CWD, &dir, Mode::from_raw_mode(0o700))?;
+        if let Err(e) = mount("tmpfs", &dir, "tmpfs", MountFlags::empty(), Some(c"mode=0755")) {
+            let _ = rustix::fs::rmdir(&dir);
+            return Err(e);
+        }
+        self.dir = Some(dir.clone());
+        Ok(dir)
+    }
+
+    /// Creates `NAME/upper` and `NAME/work` on the scratch tmpfs.
+    fn upper_work(&mut self, name: &str) -> rustix::io::Result<(OwnedFd, OwnedFd)> {
+        let dir = self.ensure()?;
+        let base = open_dir(CWD, &dir)?;
+        mkdirat(&base, name, Mode::from_raw_mode(0o755))?;
+        let sub = open_dir(&base, name)?;
+        mkdirat(&sub, "upper", Mode::from_raw_mode(0o755))?;
+        mkdirat(&sub, "work", Mode::from_raw_mode(0o700))?;
+        Ok((open_dir(&sub, "upper")?, open_dir(&sub, "work")?))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if let Some(dir) = self.dir.take() {
+            let _ = unmount(&dir, UnmountFlags::DETACH);
+            let _ = rustix::fs::rmdir(&dir);
+        }
+    }
+}
