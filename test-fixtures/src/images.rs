@@ -14,6 +14,12 @@ pub const KVER: &str = "6.12.0-bootc-test";
 /// Size of the large file in the base layer.
 pub const BIG_FILE_SIZE: usize = 20 * 1024 * 1024;
 
+/// `security.capability` granting cap_net_bind_service (effective): an xattr that
+/// survives composefs' default xattr allowlist.
+pub const FILE_CAPS: [u8; 20] = [1, 0, 0, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+/// [`FILE_CAPS`] as `getfattr -e hex` prints it.
+pub const FILE_CAPS_HEX: &str = "0x0100000200040000000000000000000000000000";
+
 /// Deterministic, incompressible-looking bytes.
 pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed | 1;
@@ -46,8 +52,8 @@ pub fn base_layer() -> Layer {
         .dir("usr/share/empty", 0o700)
         .file("usr/share/owned", "owned by 1000\n", 0o640)
         .owner(1000, 1000)
-        .file("usr/share/with-xattr", "xattr\n", 0o644)
-        .xattr("user.bootc-test", b"hello")
+        .file("usr/bin/with-caps", "caps\n", 0o755)
+        .xattr("security.capability", &FILE_CAPS)
         .symlink("bin", "usr/bin")
         .symlink("lib", "usr/lib")
         .dir("boot", 0o755)

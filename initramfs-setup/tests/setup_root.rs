@@ -1,0 +1,429 @@
+//! Host integration tests of `bootc-initramfs-setup setup-root`, as root, with real
+//! mounts. This kernel has EROFS and overlayfs but no fs-verity, so the repository is
+//! insecure and the deployment boots with `composefs=?…`; the secure path is shown to
+//! refuse here (never an unverified mount) and is exercised for real in the VM tests.
+//!
+//! Each test builds an OCI layout from the fixtures, imports it with composefs-oci into a
+//! repository on a fresh filesystem (an ext4 loop image, or a tmpfs for the loop-device
+//! fallback), lays out the deployment state, and runs the real binary with `--target`
+//! inside `unshare -m`, so every mount it makes dies with that namespace.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+
+use bootc_test_fixtures::images;
+use bootc_test_fixtures::oci::{self, Kind, Layer};
+use bootc_test_fixtures::skip;
+use composefs::fsverity::{Algorithm, FsVerityHashValue, Sha256HashValue};
+use composefs::repository::{Repository, RepositoryConfig};
+
+const BIN: &str = env!("CARGO_BIN_EXE_bootc-initramfs-setup");
+
+/// How the physical root is backed.
+#[derive(Clone, Copy, PartialEq)]
+enum Backing {
+    Ext4Loop,
+    Tmpfs,
+}
+
+/// A physical root with a repository holding the v1 test image and its state.
+struct Fixture {
+    dir: tempfile::TempDir,
+    sysroot: PathBuf,
+    hex: String,
+    layers: Vec<Layer>,
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.sysroot).status();
+    }
+}
+
+fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn can_run() -> bool {
+    skip::need_root() && skip::need_tools(&["unshare", "mkfs.ext4", "mount", "umount", "getfattr", "sha256sum"])
+}
+
+impl Fixture {
+    fn new(backing: Backing) -> Fixture {
+        let dir = tempfile::Builder::new().prefix("initramfs-setup-").tempdir_in("/var/tmp").unwrap();
+        let sysroot = dir.path().join("sysroot");
+        fs::create_dir(&sysroot).unwrap();
+        match backing {
+            Backing::Ext4Loop => {
+                let img = dir.path().join("root.img");
+                let f = fs::File::create(&img).unwrap();
+                f.set_len(256 << 20).unwrap();
+                run(Command::new("mkfs.ext4").args(["-q", "-F", "-O", "verity"]).arg(&img));
+                run(Command::new("mount").args(["-o", "loop"]).arg(&img).arg(&sysroot));
+            }
+            Backing::Tmpfs => {
+                run(Command::new("mount").args(["-t", "tmpfs", "-o", "size=200m", "tmpfs"]).arg(&sysroot));
+            }
+        }
+        let layers = images::bootable(1);
+        let layout = dir.path().join("oci");
+        oci::write_image(&layout, "v1", &layers, &[]).unwrap();
+        let hex = import(&sysroot, &layout, "v1");
+        let fx = Fixture { dir, sysroot, hex, layers };
+        fx.write_state();
+        fx
+    }
+
+    /// `state/deploy/<id>/{etc/,var}` and the shared var, as `bootc install` lays them.
+    fn write_state(&self) {
+        let deploy = self.sysroot.join("state/deploy").join(&self.hex);
+        let etc = deploy.join("etc");
+        fs::create_dir_all(&etc).unwrap();
+        fs::write(etc.join("hostname"), "from-state\n").unwrap();
+        fs::write(etc.join("state-only"), "only in state\n").unwrap();
+        let var = self.sysroot.join("state/os/default/var");
+        fs::create_dir_all(var.join("lib")).unwrap();
+        fs::write(var.join("lib/shared"), "shared var\n").unwrap();
+        symlink("../../os/default/var", deploy.join("var")).unwrap();
+    }
+
+    fn cmdline(&self) -> String {
+        format!("root=LABEL=x rw composefs=?sha256:{}", self.hex)
+    }
+
+    fn target(&self) -> PathBuf {
+        let t = self.dir.path().join("target");
+        let _ = fs::create_dir(&t);
+        t
+    }
+}
+
+/// Imports `layout:tag` with composefs-oci into an insecure repository; returns the
+/// deployment id (the EROFS image's digest).
+fn import(sysroot: &Path, layout: &Path, tag: &str) -> String {
+    let (repo, _) = Repository::<Sha256HashValue>::init_path(
+        rustix::fs::CWD,
+        sysroot.join("composefs"),
+        RepositoryConfig::new(Algorithm::SHA256).set_insecure(),
+    )
+    .unwrap();
+    let repo = Arc::new(repo);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let imgref = format!("oci:{}:{tag}", layout.display());
+    let pulled = rt
+        .block_on(composefs_oci::pull(&repo, &imgref, Some(tag), Default::default()))
+        .unwrap();
+    let id = composefs_oci::composefs_erofs_for_manifest(
+        &repo,
+        &pulled.manifest_digest,
+        None,
+        repo.erofs_version(),
+    )
+    .unwrap()
+    .expect("pull committed an EROFS image");
+    assert!(sysroot.join("composefs/images").join(id.to_hex()).exists());
+    id.to_hex()
+}
+
+/// Runs `script` in a new private mount namespace; `$BIN` is the binary.
+fn in_namespace(script: &str) -> Output {
+    Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-euc", script])
+        .env("BIN", BIN)
+        .output()
+        .unwrap()
+}
+
+/// The tree the image's layers describe: path → "type mode uid gid detail".
+fn expected_tree(layers: &[Layer]) -> BTreeMap<String, String> {
+    let mut tree: BTreeMap<String, (Kind, u32, u64, u64)> = BTreeMap::new();
+    for layer in layers {
+        for e in &layer.0 {
+            if e.kind == Kind::Whiteout {
+                let prefix = format!("{}/", e.path);
+                tree.retain(|p, _| p != &e.path && !p.starts_with(&prefix));
+                continue;
+            }
+            tree.insert(e.path.clone(), (e.kind.clone(), e.mode, e.uid, e.gid));
+        }
+    }
+    tree.into_iter()
+        .map(|(p, (kind, mode, uid, gid))| {
+            let v = match kind {
+                Kind::File(data) => {
+                    use sha2::Digest;
+                    format!("f {:o} {uid} {gid} {}", mode & 0o7777, hex::encode(sha2::Sha256::digest(&data)))
+                }
+                Kind::Dir => format!("d {:o} {uid} {gid}", mode & 0o7777),
+                Kind::Symlink(t) => format!("l {uid} {gid} {t}"),
+                Kind::Whiteout => unreachable!(),
+            };
+            (p, v)
+        })
+        .collect()
+}
+
+/// Lists the tree under `$T` (one filesystem) in the same format as [`expected_tree`].
+const LIST_TREE: &str = r#"
+cd "$T"
+find . -xdev -mindepth 1 ! -type f ! -type l -printf '%P\td %m %U %G\n'
+find . -xdev -type l -printf '%P\tl %U %G %l\n'
+find . -xdev -type f -printf '%P\t%m %U %G\n' | while IFS="$(printf '\t')" read -r p meta; do
+  set -- $meta
+  printf '%s\tf %s %s %s %s\n' "$p" "$1" "$2" "$3" "$(sha256sum "$p" | cut -d' ' -f1)"
+done
+"#;
+
+fn parse_listing(s: &str) -> BTreeMap<String, String> {
+    s.lines()
+        .filter_map(|l| l.split_once('\t'))
+        .map(|(p, v)| (p.to_string(), v.to_string()))
+        .collect()
+}
+
+fn composed_root_matches_image(backing: Backing) {
+    if !can_run() {
+        return;
+    }
+    let fx = Fixture::new(backing);
+    let t = fx.target();
+    let script = format!(
+        r#"
+T='{t}'
+"$BIN" setup-root --sysroot '{sysroot}' --cmdline '{cmdline}' --config /nonexistent --target "$T"
+echo '--- mountinfo'
+grep -F " $T" /proc/self/mountinfo
+echo '--- tree'
+{LIST_TREE}
+echo '--- xattr'
+getfattr -e hex -n security.capability "$T/usr/bin/with-caps" | grep =
+echo '--- etc'
+cat "$T/etc/hostname" "$T/etc/state-only"
+echo written-in-etc > "$T/etc/new-file"
+echo '--- var'
+cat "$T/var/lib/shared"
+echo written-in-var > "$T/var/new-file"
+echo '--- sysroot'
+ls "$T/sysroot/composefs/images" | grep -c '{hex}'
+echo '--- loop'
+cat /sys/block/loop*/loop/backing_file 2>/dev/null | grep -c '{sysroot}/composefs/' || true
+echo '--- readonly'
+if touch "$T/usr/should-fail" 2>/dev/null; then echo WRITABLE; else echo READONLY; fi
+"#,
+        t = t.display(),
+        sysroot = fx.sysroot.display(),
+        cmdline = fx.cmdline(),
+        hex = fx.hex,
+    );
+    let out = in_namespace(&script);
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "script failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let section = |name: &str| -> String {
+        let start = stdout.find(&format!("--- {name}\n")).unwrap_or_else(|| panic!("no {name} in {stdout}")) + name.len() + 5;
+        let rest = &stdout[start..];
+        rest[..rest.find("\n--- ").map(|i| i + 1).unwrap_or(rest.len())].to_string()
+    };
+
+    // The root is an overlay of the EROFS image with the object store as data layer.
+    let mounts = section("mountinfo");
+    let root_line = mounts.lines().find(|l| l.contains(" overlay ")).expect("an overlay mount");
+    assert!(root_line.contains("composefs:"), "{root_line}");
+    assert!(root_line.contains("::"), "data-only lower layer: {root_line}");
+    assert!(root_line.contains("metacopy=on") && root_line.contains("redirect_dir=on"), "{root_line}");
+    assert!(root_line.contains(" ro"), "root must be read-only: {root_line}");
+    assert!(!root_line.contains("verity=require"), "insecure boot: {root_line}");
+    assert_eq!(mounts.lines().count(), 4, "root, etc, var, sysroot:\n{mounts}");
+
+    // Every file, directory and symlink of the image, with modes, owners and content,
+    // apart from /etc, /var and /sysroot which are other mounts.
+    let mut expected = expected_tree(&fx.layers);
+    expected.retain(|p, _| !["etc/", "var/", "sysroot/"].iter().any(|d| p.starts_with(d)));
+    let mut actual = parse_listing(&section("tree"));
+    // Mount points show the mounted directory's attributes.
+    for d in ["etc", "var", "sysroot"] {
+        expected.remove(d);
+        actual.remove(d);
+    }
+    assert_eq!(actual, expected);
+    assert_eq!(section("xattr").trim(), format!("security.capability={}", images::FILE_CAPS_HEX));
+
+    // /etc is the deployment's state, /var the shared var, /sysroot the physical root.
+    assert_eq!(section("etc"), "from-state\nonly in state\n");
+    assert_eq!(section("var"), "shared var\n");
+    assert_eq!(section("sysroot").trim(), "1");
+    assert_eq!(section("readonly").trim(), "READONLY");
+    // ext4 backs a file-backed EROFS mount; a tmpfs repository needs the loop fallback.
+    let loops: u32 = section("loop").trim().parse().unwrap();
+    match backing {
+        Backing::Ext4Loop => assert_eq!(loops, 0, "file-backed EROFS expected"),
+        Backing::Tmpfs => assert_eq!(loops, 1, "loop-device fallback expected"),
+    }
+    let state_etc = fx.sysroot.join("state/deploy").join(&fx.hex).join("etc");
+    assert_eq!(fs::read_to_string(state_etc.join("new-file")).unwrap(), "written-in-etc\n");
+    assert_eq!(
+        fs::read_to_string(fx.sysroot.join("state/os/default/var/new-file")).unwrap(),
+        "written-in-var\n"
+    );
+}
+
+#[test]
+fn composed_root_on_ext4() {
+    composed_root_matches_image(Backing::Ext4Loop);
+}
+
+#[test]
+fn composed_root_on_tmpfs_uses_loop_fallback() {
+    composed_root_matches_image(Backing::Tmpfs);
+}
+
+/// Runs the binary with `args` in a namespace; returns (exit ok, stderr, mounts changed).
+fn run_failing(args: &str) -> (bool, String, bool) {
+    let script = format!(
+        r#"
+before=$(cat /proc/self/mountinfo | md5sum)
+set +e
+"$BIN" setup-root {args} 2>/dev/stderr
+rc=$?
+set -e
+after=$(cat /proc/self/mountinfo | md5sum)
+echo "rc=$rc"
+if [ "$before" = "$after" ]; then echo SAME; else echo CHANGED; cat /proc/self/mountinfo; fi
+"#
+    );
+    let out = in_namespace(&script);
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{stdout}");
+    let ok = stdout.contains("rc=0\n");
+    (ok, String::from_utf8_lossy(&out.stderr).to_string(), stdout.contains("CHANGED"))
+}
+
+#[track_caller]
+fn assert_clean_failure(args: &str, needle: &str) {
+    let (ok, stderr, changed) = run_failing(args);
+    assert!(!ok, "{args}: expected failure");
+    assert!(!changed, "{args}: something was left mounted");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{args}: want one line, got {stderr:?}");
+    assert!(lines[0].starts_with("bootc-initramfs-setup: "), "{stderr}");
+    assert!(lines[0].contains(needle), "{args}: {stderr:?} lacks {needle:?}");
+}
+
+#[test]
+fn bad_input_fails_cleanly() {
+    if !can_run() {
+        return;
+    }
+    let fx = Fixture::new(Backing::Ext4Loop);
+    let t = fx.target();
+    let base = format!("--sysroot '{}' --config /nonexistent --target '{}'", fx.sysroot.display(), t.display());
+    let h = &fx.hex;
+
+    // Malformed command lines.
+    for (cmdline, needle) in [
+        ("quiet rw", "no composefs= argument"),
+        ("composefs=", "empty digest"),
+        ("composefs=?abc", "hex digits"),
+        (&format!("composefs=sha512:{h}") as &str, "expected 128"),
+        (&format!("composefs=?{}zz", &h[2..]), "not hex"),
+        (&format!("composefs=md5:{h}"), "unknown composefs digest algorithm"),
+        (&format!("composefs=?{h} composefs=?{}", "0".repeat(64)), "conflicting"),
+    ] {
+        assert_clean_failure(&format!("{base} --cmdline '{cmdline}'"), needle);
+    }
+
+    // A digest that is not in the repository.
+    let missing = "ab".repeat(32);
+    assert_clean_failure(&format!("{base} --cmdline 'composefs=?{missing}'"), "not found");
+
+    // Verity required on a kernel/filesystem without it: refuse, never mount unverified.
+    assert_clean_failure(&format!("{base} --cmdline 'composefs=sha256:{h}'"), "fs-verity");
+
+    // A corrupt configuration, and an unknown key in it.
+    let bad = fx.dir.path().join("bad.toml");
+    fs::write(&bad, "[etc\nmount=").unwrap();
+    let with_cfg = |cfg: &Path| format!("--sysroot '{}' --config '{}' --target '{}' --cmdline '{}'", fx.sysroot.display(), cfg.display(), t.display(), fx.cmdline());
+    assert_clean_failure(&with_cfg(&bad), "bad.toml");
+    fs::write(&bad, "[etc]\nmount = \"bind\"\nmode = 1\n").unwrap();
+    assert_clean_failure(&with_cfg(&bad), "mode");
+
+    // A missing state directory.
+    let deploy = fx.sysroot.join("state/deploy").join(h);
+    let moved = fx.sysroot.join("state/moved");
+    fs::rename(&deploy, &moved).unwrap();
+    assert_clean_failure(&format!("{base} --cmdline '{}'", fx.cmdline()), "deployment state");
+    fs::rename(&moved, &deploy).unwrap();
+
+    // A dangling var symlink (the shared var missing).
+    let var = fx.sysroot.join("state/os/default/var");
+    fs::rename(&var, fx.sysroot.join("state/os/default/var.moved")).unwrap();
+    assert_clean_failure(&format!("{base} --cmdline '{}'", fx.cmdline()), "shared /var");
+    fs::rename(fx.sysroot.join("state/os/default/var.moved"), &var).unwrap();
+
+    // A repository that is not one.
+    let fake = fx.dir.path().join("fake-root");
+    fs::create_dir_all(fake.join("composefs/images")).unwrap();
+    assert_clean_failure(
+        &format!("--sysroot '{}' --config /nonexistent --target '{}' --cmdline '{}'", fake.display(), t.display(), fx.cmdline()),
+        "not a composefs repository",
+    );
+
+    // A physical root that does not exist.
+    assert_clean_failure(
+        &format!("--sysroot /nonexistent-root --target '{}' --cmdline '{}'", t.display(), fx.cmdline()),
+        "opening the physical root",
+    );
+
+    // And after all that, the good case still works from the same disk.
+    let (ok, stderr, _) = run_failing(&format!("{base} --cmdline '{}'", fx.cmdline()));
+    assert!(ok, "{stderr}");
+}
+
+#[test]
+fn transient_and_overlay_modes() {
+    if !can_run() {
+        return;
+    }
+    let fx = Fixture::new(Backing::Ext4Loop);
+    let t = fx.target();
+    let cfg = fx.dir.path().join("conf.toml");
+    fs::write(&cfg, "[etc]\nmount = \"transient\"\n[var]\nmount = \"overlay\"\n[root]\ntransient = true\n").unwrap();
+    let script = format!(
+        r#"
+T='{t}'
+"$BIN" setup-root --sysroot '{sysroot}' --cmdline '{cmdline}' --config '{cfg}' --target "$T"
+cat "$T/etc/hostname"
+echo transient > "$T/etc/transient-file"
+cat "$T/var/lib/seeded" "$T/var/lib/shared"
+echo via-overlay > "$T/var/overlay-file"
+touch "$T/usr/root-is-writable" && echo ROOT-WRITABLE
+"#,
+        t = t.display(),
+        sysroot = fx.sysroot.display(),
+        cmdline = fx.cmdline(),
+        cfg = cfg.display(),
+    );
+    let out = in_namespace(&script);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    // transient /etc shows the image's /etc and forgets writes; the overlaid /var shows
+    // the image's var under the shared var and writes go to the shared var.
+    assert_eq!(stdout, "bootc-test\nfrom the image\nshared var\nROOT-WRITABLE\n");
+    let state_etc = fx.sysroot.join("state/deploy").join(&fx.hex).join("etc");
+    assert!(!state_etc.join("transient-file").exists());
+    assert_eq!(
+        fs::read_to_string(fx.sysroot.join("state/os/default/var/overlay-file")).unwrap(),
+        "via-overlay\n"
+    );
+    assert!(fs::metadata(fx.sysroot.join("state/os/default/var.work")).unwrap().permissions().mode() & 0o777 == 0o700);
+}
