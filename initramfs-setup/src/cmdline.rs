@@ -227,7 +227,9 @@ impl ComposefsKarg {
         else {
             return Err(CmdlineError::BadDescriptor(descriptor.to_string()));
         };
-        if !matches!(version, "v1" | "v2") || lg.is_empty() || !lg.bytes().all(|b| b.is_ascii_digit())
+        if !matches!(version, "v1" | "v2")
+            || lg.is_empty()
+            || !lg.bytes().all(|b| b.is_ascii_digit())
         {
             return Err(CmdlineError::BadDescriptor(descriptor.to_string()));
         }
@@ -327,10 +329,26 @@ mod tests {
             (format!("composefs=sha256:{H256}"), Algorithm::Sha256, false),
             (format!("composefs=?sha256:{H256}"), Algorithm::Sha256, true),
             (format!("composefs={}", h512()), Algorithm::Sha512, false),
-            (format!("composefs=?sha512:{}", h512()), Algorithm::Sha512, true),
-            (format!("composefs.digest=v1-sha256-12:{H256}"), Algorithm::Sha256, false),
-            (format!("composefs.digest=?v1-sha256-12:{H256}"), Algorithm::Sha256, true),
-            (format!("composefs.digest=v2-sha512-12:{}", h512()), Algorithm::Sha512, false),
+            (
+                format!("composefs=?sha512:{}", h512()),
+                Algorithm::Sha512,
+                true,
+            ),
+            (
+                format!("composefs.digest=v1-sha256-12:{H256}"),
+                Algorithm::Sha256,
+                false,
+            ),
+            (
+                format!("composefs.digest=?v1-sha256-12:{H256}"),
+                Algorithm::Sha256,
+                true,
+            ),
+            (
+                format!("composefs.digest=v2-sha512-12:{}", h512()),
+                Algorithm::Sha512,
+                false,
+            ),
         ];
         for (arg, alg, insecure) in cases {
             let line = format!("root=UUID=x rw {arg} quiet");
@@ -356,23 +374,40 @@ mod tests {
             ("composefs=".into(), |e| matches!(e, Empty)),
             ("composefs=?".into(), |e| matches!(e, Empty)),
             ("composefs=sha256:".into(), |e| matches!(e, Empty)),
-            (format!("composefs={}", &H256[1..]), |e| matches!(e, WrongLength { found: 63, .. })),
-            (format!("composefs=sha512:{H256}"), |e| matches!(e, WrongLength { found: 64, .. })),
-            (format!("composefs=sha256:{}", h512()), |e| matches!(e, WrongLength { .. })),
-            (format!("composefs={}g", &H256[1..]), |e| matches!(e, NotHex(_))),
-            (format!("composefs=md5:{H256}"), |e| matches!(e, UnknownAlgorithm(a) if a == "md5")),
-            (format!("composefs.digest=v3-sha256-12:{H256}"), |e| matches!(e, BadDescriptor(_))),
-            (format!("composefs.digest={H256}"), |e| matches!(e, BadDescriptor(_))),
-            (format!("composefs.digest=v1-sha256:{H256}"), |e| matches!(e, BadDescriptor(_))),
-            (format!("composefs.digest=v1-blake3-12:{H256}"), |e| matches!(e, UnknownAlgorithm(_))),
+            (format!("composefs={}", &H256[1..]), |e| {
+                matches!(e, WrongLength { found: 63, .. })
+            }),
+            (format!("composefs=sha512:{H256}"), |e| {
+                matches!(e, WrongLength { found: 64, .. })
+            }),
+            (format!("composefs=sha256:{}", h512()), |e| {
+                matches!(e, WrongLength { .. })
+            }),
+            (format!("composefs={}g", &H256[1..]), |e| {
+                matches!(e, NotHex(_))
+            }),
             (
-                format!("composefs={H256} composefs={}", h512()),
-                |e| matches!(e, Conflicting(..)),
+                format!("composefs=md5:{H256}"),
+                |e| matches!(e, UnknownAlgorithm(a) if a == "md5"),
             ),
-            (
-                format!("composefs={H256} composefs=?{H256}"),
-                |e| matches!(e, Conflicting(..)),
-            ),
+            (format!("composefs.digest=v3-sha256-12:{H256}"), |e| {
+                matches!(e, BadDescriptor(_))
+            }),
+            (format!("composefs.digest={H256}"), |e| {
+                matches!(e, BadDescriptor(_))
+            }),
+            (format!("composefs.digest=v1-sha256:{H256}"), |e| {
+                matches!(e, BadDescriptor(_))
+            }),
+            (format!("composefs.digest=v1-blake3-12:{H256}"), |e| {
+                matches!(e, UnknownAlgorithm(_))
+            }),
+            (format!("composefs={H256} composefs={}", h512()), |e| {
+                matches!(e, Conflicting(..))
+            }),
+            (format!("composefs={H256} composefs=?{H256}"), |e| {
+                matches!(e, Conflicting(..))
+            }),
         ];
         for (line, check) in bad {
             let err = ComposefsKarg::from_cmdline(&line).expect_err(&line);
@@ -384,7 +419,9 @@ mod tests {
 
     #[test]
     fn agreeing_duplicates_are_fine() {
-        let line = format!("composefs={H256} composefs=sha256:{H256} composefs.digest=v1-sha256-12:{H256}");
+        let line = format!(
+            "composefs={H256} composefs=sha256:{H256} composefs.digest=v1-sha256-12:{H256}"
+        );
         let k = ComposefsKarg::from_cmdline(&line).unwrap();
         assert!(!k.insecure);
     }
@@ -405,7 +442,10 @@ mod tests {
 
     #[test]
     fn quoting() {
-        assert_eq!(tokenize(r#"a "b c" d="e f"  g"#), vec!["a", "b c", "d=e f", "g"]);
+        assert_eq!(
+            tokenize(r#"a "b c" d="e f"  g"#),
+            vec!["a", "b c", "d=e f", "g"]
+        );
         let line = format!(r#"foo="x y" "composefs={H256}""#);
         assert!(ComposefsKarg::from_cmdline(&line).is_ok());
     }
@@ -413,7 +453,23 @@ mod tests {
     #[test]
     fn never_panics_on_junk() {
         // A cheap deterministic fuzz in addition to the cargo-fuzz target.
-        let alphabet = ["composefs=", "composefs.digest=", "?", ":", "sha256", "sha512", "v1-", "-12", "a", "Z", "0", " ", "\"", "é", "\0"];
+        let alphabet = [
+            "composefs=",
+            "composefs.digest=",
+            "?",
+            ":",
+            "sha256",
+            "sha512",
+            "v1-",
+            "-12",
+            "a",
+            "Z",
+            "0",
+            " ",
+            "\"",
+            "é",
+            "\0",
+        ];
         let mut seed: u64 = 0x9e3779b97f4a7c15;
         for _ in 0..20000 {
             let mut s = String::new();

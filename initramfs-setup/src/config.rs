@@ -152,7 +152,12 @@ mod tests {
 
     #[test]
     fn bad_values() {
-        for text in ["[etc]\nmount = \"copy\"\n", "[root]\ntransient = \"yes\"\n", "[etc", "\u{0}"] {
+        for text in [
+            "[etc]\nmount = \"copy\"\n",
+            "[root]\ntransient = \"yes\"\n",
+            "[etc",
+            "\u{0}",
+        ] {
             assert!(SetupConfig::parse(text, "t").is_err(), "{text:?}");
         }
     }

@@ -90,10 +90,22 @@ mod tests {
     fn paths() {
         let id = DeploymentId::parse(&"ab".repeat(32)).unwrap();
         let hex = "ab".repeat(32);
-        assert_eq!(image_path(&id), PathBuf::from(format!("composefs/images/{hex}")));
-        assert_eq!(deploy_etc(&id), PathBuf::from(format!("state/deploy/{hex}/etc")));
-        assert_eq!(origin_file(&id), PathBuf::from(format!("state/deploy/{hex}/{hex}.origin")));
-        assert_eq!(uki_path(&id), PathBuf::from(format!("EFI/Linux/bootc_composefs-{hex}.efi")));
+        assert_eq!(
+            image_path(&id),
+            PathBuf::from(format!("composefs/images/{hex}"))
+        );
+        assert_eq!(
+            deploy_etc(&id),
+            PathBuf::from(format!("state/deploy/{hex}/etc"))
+        );
+        assert_eq!(
+            origin_file(&id),
+            PathBuf::from(format!("state/deploy/{hex}/{hex}.origin"))
+        );
+        assert_eq!(
+            uki_path(&id),
+            PathBuf::from(format!("EFI/Linux/bootc_composefs-{hex}.efi"))
+        );
         // The var symlink, resolved from the deployment directory, lands on the shared var.
         let resolved = PathBuf::from(STATE_DEPLOY).join(hex).join(DEPLOY_VAR_LINK);
         let mut norm = PathBuf::new();

@@ -11,7 +11,11 @@ use bootc_initramfs_setup::setup::{setup_root, SetupArgs};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "bootc-initramfs-setup", version, about = "Mount a composefs deployment as the root filesystem (run from the initramfs)")]
+#[command(
+    name = "bootc-initramfs-setup",
+    version,
+    about = "Mount a composefs deployment as the root filesystem (run from the initramfs)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -40,7 +44,12 @@ const NAME: &str = "bootc-initramfs-setup";
 
 fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
-        Command::SetupRoot { sysroot, cmdline, config, target } => {
+        Command::SetupRoot {
+            sysroot,
+            cmdline,
+            config,
+            target,
+        } => {
             let cmdline = match cmdline {
                 Some(c) => c,
                 None => std::fs::read_to_string("/proc/cmdline")
@@ -48,7 +57,13 @@ fn run(cli: Cli) -> Result<(), String> {
             };
             let config = SetupConfig::load(&config)
                 .map_err(|e| format!("reading the configuration: {e}"))?;
-            setup_root(&SetupArgs { sysroot, cmdline, config, target }).map_err(|e| e.to_string())
+            setup_root(&SetupArgs {
+                sysroot,
+                cmdline,
+                config,
+                target,
+            })
+            .map_err(|e| e.to_string())
         }
     }
 }

@@ -22,11 +22,13 @@ use composefs::fsverity::{
 };
 use composefs::mount::{composefs_fsmount, MountOptions, VerityRequirement};
 use composefs::repository::{read_repo_algorithm, Repository, RepositoryOpenError};
-use rustix::fs::{fstatfs, mkdirat, openat, openat2, readlinkat, statat, AtFlags, FileType, Mode, OFlags, ResolveFlags, CWD};
+use rustix::fs::{
+    fstatfs, mkdirat, openat, openat2, readlinkat, statat, AtFlags, FileType, Mode, OFlags,
+    ResolveFlags, CWD,
+};
 use rustix::io::Errno;
 use rustix::mount::{
-    mount, move_mount, open_tree, unmount, MountFlags, MoveMountFlags, OpenTreeFlags,
-    UnmountFlags,
+    mount, move_mount, open_tree, unmount, MountFlags, MoveMountFlags, OpenTreeFlags, UnmountFlags,
 };
 
 use crate::cmdline::{Algorithm, ComposefsKarg};
@@ -100,8 +102,9 @@ fn setup_typed<H: FsVerityHashValue>(
     let id = &karg.id;
     let repo_path = sysroot.join(layout::REPOSITORY);
 
-    let sysroot_fd = open_dir(CWD, sysroot)
-        .map_err(|e| fail("opening the physical root", sysroot, e).hint("is the root filesystem mounted there?"))?;
+    let sysroot_fd = open_dir(CWD, sysroot).map_err(|e| {
+        fail("opening the physical root", sysroot, e).hint("is the root filesystem mounted there?")
+    })?;
 
     // The repository: it must be one, and of the digest's algorithm.
     let repo_dir = open_dir(&sysroot_fd, layout::REPOSITORY).map_err(|e| {
@@ -114,17 +117,29 @@ fn setup_typed<H: FsVerityHashValue>(
             return Err(fail(
                 "opening the composefs repository",
                 &repo_path,
-                format!("the repository uses {} but the command line names a {} digest", alg.hash_name(), id.algorithm()),
+                format!(
+                    "the repository uses {} but the command line names a {} digest",
+                    alg.hash_name(),
+                    id.algorithm()
+                ),
             )
             .hint("check composefs= on the kernel command line"))
         }
         Ok(None) => {
-            return Err(fail("opening the composefs repository", &repo_path, "not a composefs repository (no meta.json)")
-                .hint("was this disk installed with bootc's composefs backend?"))
+            return Err(fail(
+                "opening the composefs repository",
+                &repo_path,
+                "not a composefs repository (no meta.json)",
+            )
+            .hint("was this disk installed with bootc's composefs backend?"))
         }
         Err(e) => {
-            return Err(fail("opening the composefs repository", &repo_path, format!("{e:#}"))
-                .hint("the repository metadata is damaged"))
+            return Err(fail(
+                "opening the composefs repository",
+                &repo_path,
+                format!("{e:#}"),
+            )
+            .hint("the repository metadata is damaged"))
         }
     }
     let repo = Repository::<H>::open_path(&sysroot_fd, layout::REPOSITORY).map_err(|e| {
@@ -136,13 +151,22 @@ fn setup_typed<H: FsVerityHashValue>(
         };
         fail("opening the composefs repository", &repo_path, e).hint(hint)
     })?;
-    let objects = repo
-        .objects_dir()
-        .map_err(|e| fail("opening the object store", repo_path.join(layout::REPO_OBJECTS), e))?;
+    let objects = repo.objects_dir().map_err(|e| {
+        fail(
+            "opening the object store",
+            repo_path.join(layout::REPO_OBJECTS),
+            e,
+        )
+    })?;
 
     // The image, and its fs-verity digest.
     let image_path = sysroot.join(layout::image_path(id));
-    let image = match openat(&sysroot_fd, layout::image_path(id), OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()) {
+    let image = match openat(
+        &sysroot_fd,
+        layout::image_path(id),
+        OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) {
         Ok(fd) => fd,
         Err(Errno::NOENT) => {
             return Err(fail(
@@ -163,18 +187,27 @@ fn setup_typed<H: FsVerityHashValue>(
             .hint("the deployment was not written by bootc install/upgrade, or was removed")
     })?;
     let etc_state = match args.config.etc.mount {
-        MountMode::Bind | MountMode::Overlay => Some(
-            open_dir(&sysroot_fd, layout::deploy_etc(id)).map_err(|e| {
-                fail("opening the deployment's /etc", sysroot.join(layout::deploy_etc(id)), e)
-                    .hint("the deployment state is incomplete")
-            })?,
-        ),
+        MountMode::Bind | MountMode::Overlay => {
+            Some(open_dir(&sysroot_fd, layout::deploy_etc(id)).map_err(|e| {
+                fail(
+                    "opening the deployment's /etc",
+                    sysroot.join(layout::deploy_etc(id)),
+                    e,
+                )
+                .hint("the deployment state is incomplete")
+            })?)
+        }
         _ => None,
     };
     let (var_state, var_rel) = match args.config.var.mount {
         MountMode::Bind | MountMode::Overlay => {
             let (fd, rel) = open_shared_var(&sysroot_fd, id).map_err(|(e, hint)| {
-                fail("opening the shared /var", sysroot.join(layout::deploy_var(id)), e).hint(hint)
+                fail(
+                    "opening the shared /var",
+                    sysroot.join(layout::deploy_var(id)),
+                    e,
+                )
+                .hint(hint)
             })?;
             (Some(fd), Some(rel))
         }
@@ -212,12 +245,16 @@ fn setup_typed<H: FsVerityHashValue>(
     let sysroot_clone = open_tree(
         &sysroot_fd,
         "",
-        OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC | OpenTreeFlags::AT_RECURSIVE | OpenTreeFlags::AT_EMPTY_PATH,
+        OpenTreeFlags::OPEN_TREE_CLONE
+            | OpenTreeFlags::OPEN_TREE_CLOEXEC
+            | OpenTreeFlags::AT_RECURSIVE
+            | OpenTreeFlags::AT_EMPTY_PATH,
     )
     .map_err(|e| fail("cloning the physical root mount", sysroot, e))?;
     attach(&root, &mountpoint).map_err(|e| fail("attaching the composed root", &mountpoint, e))?;
     attached.push(mountpoint.clone());
-    let root_dir = open_dir(CWD, &mountpoint).map_err(|e| fail("opening the composed root", &mountpoint, e))?;
+    let root_dir = open_dir(CWD, &mountpoint)
+        .map_err(|e| fail("opening the composed root", &mountpoint, e))?;
 
     for dir in ["etc", "var", layout::SYSROOT_IN_ROOT] {
         let st = statat(&root_dir, dir, AtFlags::SYMLINK_NOFOLLOW);
@@ -234,7 +271,9 @@ fn setup_typed<H: FsVerityHashValue>(
         &mountpoint,
         "etc",
         args.config.etc.mount,
-        etc_state.as_ref().map(|fd| (fd, &sysroot_fd, layout::deploy_etc(id))),
+        etc_state
+            .as_ref()
+            .map(|fd| (fd, &sysroot_fd, layout::deploy_etc(id))),
     )?;
     provide_dir(
         &mut attached,
@@ -243,7 +282,9 @@ fn setup_typed<H: FsVerityHashValue>(
         &mountpoint,
         "var",
         args.config.var.mount,
-        var_state.as_ref().map(|fd| (fd, &sysroot_fd, var_rel.clone().unwrap_or_default())),
+        var_state
+            .as_ref()
+            .map(|fd| (fd, &sysroot_fd, var_rel.clone().unwrap_or_default())),
     )?;
 
     let in_root = mountpoint.join(layout::SYSROOT_IN_ROOT);
@@ -264,23 +305,36 @@ fn check_image_verity<H: FsVerityHashValue>(
     let step = "verifying the deployment image";
     match measure_verity::<H>(image) {
         Ok(found) if found.to_hex() == karg.id.hex() => Ok(()),
-        Ok(found) => Err(fail(step, path, format!("fs-verity digest is {}, the command line names {}", found.to_hex(), karg.id.hex()))
-            .hint("the image was replaced or damaged")),
+        Ok(found) => Err(fail(
+            step,
+            path,
+            format!(
+                "fs-verity digest is {}, the command line names {}",
+                found.to_hex(),
+                karg.id.hex()
+            ),
+        )
+        .hint("the image was replaced or damaged")),
         Err(MeasureVerityError::VerityMissing | MeasureVerityError::FilesystemNotSupported)
             if karg.insecure =>
         {
             Ok(())
         }
-        Err(e @ (MeasureVerityError::VerityMissing | MeasureVerityError::FilesystemNotSupported)) => {
-            Err(fail(step, path, e).hint("fs-verity is required by composefs=; boot with composefs=? only if this is expected"))
-        }
+        Err(
+            e @ (MeasureVerityError::VerityMissing | MeasureVerityError::FilesystemNotSupported),
+        ) => Err(fail(step, path, e).hint(
+            "fs-verity is required by composefs=; boot with composefs=? only if this is expected",
+        )),
         Err(e) => Err(fail(step, path, e)),
     }
 }
 
 /// Resolves the deployment's `var` symlink inside the physical root. Returns the
 /// opened directory and its path relative to the physical root.
-fn open_shared_var(sysroot: &OwnedFd, id: &crate::cmdline::DeploymentId) -> Result<(OwnedFd, PathBuf), (String, &'static str)> {
+fn open_shared_var(
+    sysroot: &OwnedFd,
+    id: &crate::cmdline::DeploymentId,
+) -> Result<(OwnedFd, PathBuf), (String, &'static str)> {
     let link = layout::deploy_var(id);
     let target = readlinkat(sysroot, &link, Vec::new())
         .map_err(|e| (e.to_string(), "the deployment's var symlink is missing"))?;
@@ -292,12 +346,18 @@ fn open_shared_var(sysroot: &OwnedFd, id: &crate::cmdline::DeploymentId) -> Resu
             Component::Normal(n) => rel.push(n),
             Component::ParentDir => {
                 if !rel.pop() {
-                    return Err((format!("symlink to {} leaves the physical root", target.display()), "expected ../../os/default/var"));
+                    return Err((
+                        format!("symlink to {} leaves the physical root", target.display()),
+                        "expected ../../os/default/var",
+                    ));
                 }
             }
             Component::CurDir => {}
             Component::RootDir | Component::Prefix(_) => {
-                return Err((format!("symlink to {} is absolute", target.display()), "expected ../../os/default/var"))
+                return Err((
+                    format!("symlink to {} is absolute", target.display()),
+                    "expected ../../os/default/var",
+                ))
             }
         }
     }
@@ -308,7 +368,12 @@ fn open_shared_var(sysroot: &OwnedFd, id: &crate::cmdline::DeploymentId) -> Resu
         Mode::empty(),
         ResolveFlags::IN_ROOT,
     )
-    .map_err(|e| (format!("{}: {e}", rel.display()), "the shared var (state/os/default/var) is missing"))?;
+    .map_err(|e| {
+        (
+            format!("{}: {e}", rel.display()),
+            "the shared var (state/os/default/var) is missing",
+        )
+    })?;
     Ok((fd, rel))
 }
 
@@ -329,7 +394,9 @@ fn provide_dir(
             let clone = open_tree(
                 state,
                 "",
-                OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC | OpenTreeFlags::AT_EMPTY_PATH,
+                OpenTreeFlags::OPEN_TREE_CLONE
+                    | OpenTreeFlags::OPEN_TREE_CLOEXEC
+                    | OpenTreeFlags::AT_EMPTY_PATH,
             )
             .map_err(|e| fail("binding state", &rel, e))?;
             attach(&clone, &target).map_err(|e| fail("binding state", &target, e))?;
@@ -342,9 +409,12 @@ fn provide_dir(
                 Ok(()) | Err(Errno::EXIST) => {}
                 Err(e) => return Err(fail("creating the overlay work directory", &work_rel, e)),
             }
-            let work = open_dir(sysroot_fd, &work_rel).map_err(|e| fail("opening the overlay work directory", &work_rel, e))?;
-            let lower = open_dir(root_dir, name).map_err(|e| fail("opening the image directory", &target, e))?;
-            overlay_at(&lower, state, &work, &target).map_err(|e| fail("mounting the state overlay", &target, e))?;
+            let work = open_dir(sysroot_fd, &work_rel)
+                .map_err(|e| fail("opening the overlay work directory", &work_rel, e))?;
+            let lower = open_dir(root_dir, name)
+                .map_err(|e| fail("opening the image directory", &target, e))?;
+            overlay_at(&lower, state, &work, &target)
+                .map_err(|e| fail("mounting the state overlay", &target, e))?;
             attached.push(target);
             Ok(())
         }
@@ -352,8 +422,10 @@ fn provide_dir(
             let (upper, work) = scratch
                 .upper_work(name)
                 .map_err(|e| fail("preparing a transient layer", scratch.describe(), e))?;
-            let lower = open_dir(root_dir, name).map_err(|e| fail("opening the image directory", &target, e))?;
-            overlay_at(&lower, &upper, &work, &target).map_err(|e| fail("mounting the transient overlay", &target, e))?;
+            let lower = open_dir(root_dir, name)
+                .map_err(|e| fail("opening the image directory", &target, e))?;
+            overlay_at(&lower, &upper, &work, &target)
+                .map_err(|e| fail("mounting the transient overlay", &target, e))?;
             attached.push(target);
             Ok(())
         }
@@ -361,7 +433,12 @@ fn provide_dir(
     }
 }
 
-fn overlay_at(lower: &OwnedFd, upper: &OwnedFd, work: &OwnedFd, target: &Path) -> rustix::io::Result<()> {
+fn overlay_at(
+    lower: &OwnedFd,
+    upper: &OwnedFd,
+    work: &OwnedFd,
+    target: &Path,
+) -> rustix::io::Result<()> {
     let data = format!(
         "lowerdir={},upperdir={},workdir={}",
         proc_fd(lower),
@@ -369,7 +446,13 @@ fn overlay_at(lower: &OwnedFd, upper: &OwnedFd, work: &OwnedFd, target: &Path) -
         proc_fd(work)
     );
     let data = std::ffi::CString::new(data).map_err(|_| Errno::INVAL)?;
-    mount("overlay", target, "overlay", MountFlags::empty(), Some(data.as_c_str()))
+    mount(
+        "overlay",
+        target,
+        "overlay",
+        MountFlags::empty(),
+        Some(data.as_c_str()),
+    )
 }
 
 fn proc_fd(fd: &OwnedFd) -> String {
@@ -386,7 +469,13 @@ fn open_dir(dirfd: impl AsFd, path: impl AsRef<Path>) -> rustix::io::Result<Owne
 }
 
 fn attach(mnt: &OwnedFd, target: &Path) -> rustix::io::Result<()> {
-    move_mount(mnt, "", CWD, target, MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH)
+    move_mount(
+        mnt,
+        "",
+        CWD,
+        target,
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+    )
 }
 
 const TMPFS_MAGIC: i64 = 0x0102_1994;
@@ -476,7 +565,13 @@ impl Scratch {
         }
         let dir = PathBuf::from(format!("/run/bootc-initramfs-setup.{}", std::process::id()));
         mkdirat(CWD, &dir, Mode::from_raw_mode(0o700))?;
-        if let Err(e) = mount("tmpfs", &dir, "tmpfs", MountFlags::empty(), Some(c"mode=0755")) {
+        if let Err(e) = mount(
+            "tmpfs",
+            &dir,
+            "tmpfs",
+            MountFlags::empty(),
+            Some(c"mode=0755"),
+        ) {
             let _ = rustix::fs::rmdir(&dir);
             return Err(e);
         }

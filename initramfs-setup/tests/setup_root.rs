@@ -45,7 +45,9 @@ impl Drop for Fixture {
 }
 
 fn run(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
     assert!(
         out.status.success(),
         "{cmd:?} failed: {}{}",
@@ -56,12 +58,23 @@ fn run(cmd: &mut Command) -> Output {
 }
 
 fn can_run() -> bool {
-    skip::need_root() && skip::need_tools(&["unshare", "mkfs.ext4", "mount", "umount", "getfattr", "sha256sum"])
+    skip::need_root()
+        && skip::need_tools(&[
+            "unshare",
+            "mkfs.ext4",
+            "mount",
+            "umount",
+            "getfattr",
+            "sha256sum",
+        ])
 }
 
 impl Fixture {
     fn new(backing: Backing) -> Fixture {
-        let dir = tempfile::Builder::new().prefix("initramfs-setup-").tempdir_in("/var/tmp").unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("initramfs-setup-")
+            .tempdir_in("/var/tmp")
+            .unwrap();
         let sysroot = dir.path().join("sysroot");
         fs::create_dir(&sysroot).unwrap();
         match backing {
@@ -69,18 +82,30 @@ impl Fixture {
                 let img = dir.path().join("root.img");
                 let f = fs::File::create(&img).unwrap();
                 f.set_len(256 << 20).unwrap();
-                run(Command::new("mkfs.ext4").args(["-q", "-F", "-O", "verity"]).arg(&img));
-                run(Command::new("mount").args(["-o", "loop"]).arg(&img).arg(&sysroot));
+                run(Command::new("mkfs.ext4")
+                    .args(["-q", "-F", "-O", "verity"])
+                    .arg(&img));
+                run(Command::new("mount")
+                    .args(["-o", "loop"])
+                    .arg(&img)
+                    .arg(&sysroot));
             }
             Backing::Tmpfs => {
-                run(Command::new("mount").args(["-t", "tmpfs", "-o", "size=200m", "tmpfs"]).arg(&sysroot));
+                run(Command::new("mount")
+                    .args(["-t", "tmpfs", "-o", "size=200m", "tmpfs"])
+                    .arg(&sysroot));
             }
         }
         let layers = images::bootable(1);
         let layout = dir.path().join("oci");
         oci::write_image(&layout, "v1", &layers, &[]).unwrap();
         let hex = import(&sysroot, &layout, "v1");
-        let fx = Fixture { dir, sysroot, hex, layers };
+        let fx = Fixture {
+            dir,
+            sysroot,
+            hex,
+            layers,
+        };
         fx.write_state();
         fx
     }
@@ -119,10 +144,18 @@ fn import(sysroot: &Path, layout: &Path, tag: &str) -> String {
     )
     .unwrap();
     let repo = Arc::new(repo);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let imgref = format!("oci:{}:{tag}", layout.display());
     let pulled = rt
-        .block_on(composefs_oci::pull(&repo, &imgref, Some(tag), Default::default()))
+        .block_on(composefs_oci::pull(
+            &repo,
+            &imgref,
+            Some(tag),
+            Default::default(),
+        ))
         .unwrap();
     let id = composefs_oci::composefs_erofs_for_manifest(
         &repo,
@@ -163,7 +196,11 @@ fn expected_tree(layers: &[Layer]) -> BTreeMap<String, String> {
             let v = match kind {
                 Kind::File(data) => {
                     use sha2::Digest;
-                    format!("f {:o} {uid} {gid} {}", mode & 0o7777, hex::encode(sha2::Sha256::digest(&data)))
+                    format!(
+                        "f {:o} {uid} {gid} {}",
+                        mode & 0o7777,
+                        hex::encode(sha2::Sha256::digest(&data))
+                    )
                 }
                 Kind::Dir => format!("d {:o} {uid} {gid}", mode & 0o7777),
                 Kind::Symlink(t) => format!("l {uid} {gid} {t}"),
@@ -228,27 +265,58 @@ if touch "$T/usr/should-fail" 2>/dev/null; then echo WRITABLE; else echo READONL
     );
     let out = in_namespace(&script);
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(out.status.success(), "script failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "script failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let section = |name: &str| -> String {
-        let start = stdout.find(&format!("--- {name}\n")).unwrap_or_else(|| panic!("no {name} in {stdout}")) + name.len() + 5;
+        let start = stdout
+            .find(&format!("--- {name}\n"))
+            .unwrap_or_else(|| panic!("no {name} in {stdout}"))
+            + name.len()
+            + 5;
         let rest = &stdout[start..];
         rest[..rest.find("\n--- ").map(|i| i + 1).unwrap_or(rest.len())].to_string()
     };
 
     // The root is an overlay of the EROFS image with the object store as data layer.
     let mounts = section("mountinfo");
-    let root_line = mounts.lines().find(|l| l.contains(" overlay ")).expect("an overlay mount");
+    let root_line = mounts
+        .lines()
+        .find(|l| l.contains(" overlay "))
+        .expect("an overlay mount");
     assert!(root_line.contains("composefs:"), "{root_line}");
-    assert!(root_line.contains("::"), "data-only lower layer: {root_line}");
-    assert!(root_line.contains("metacopy=on") && root_line.contains("redirect_dir=on"), "{root_line}");
-    assert!(root_line.contains(" ro"), "root must be read-only: {root_line}");
-    assert!(!root_line.contains("verity=require"), "insecure boot: {root_line}");
-    assert_eq!(mounts.lines().count(), 4, "root, etc, var, sysroot:\n{mounts}");
+    assert!(
+        root_line.contains("::"),
+        "data-only lower layer: {root_line}"
+    );
+    assert!(
+        root_line.contains("metacopy=on") && root_line.contains("redirect_dir=on"),
+        "{root_line}"
+    );
+    assert!(
+        root_line.contains(" ro"),
+        "root must be read-only: {root_line}"
+    );
+    assert!(
+        !root_line.contains("verity=require"),
+        "insecure boot: {root_line}"
+    );
+    assert_eq!(
+        mounts.lines().count(),
+        4,
+        "root, etc, var, sysroot:\n{mounts}"
+    );
 
     // Every file, directory and symlink of the image, with modes, owners and content,
     // apart from /etc, /var and /sysroot which are other mounts.
     let mut expected = expected_tree(&fx.layers);
-    expected.retain(|p, _| !["etc/", "var/", "sysroot/"].iter().any(|d| p.starts_with(d)));
+    expected.retain(|p, _| {
+        !["etc/", "var/", "sysroot/"]
+            .iter()
+            .any(|d| p.starts_with(d))
+    });
     let mut actual = parse_listing(&section("tree"));
     // Mount points show the mounted directory's attributes.
     for d in ["etc", "var", "sysroot"] {
@@ -256,7 +324,10 @@ if touch "$T/usr/should-fail" 2>/dev/null; then echo WRITABLE; else echo READONL
         actual.remove(d);
     }
     assert_eq!(actual, expected);
-    assert_eq!(section("xattr").trim(), format!("security.capability={}", images::FILE_CAPS_HEX));
+    assert_eq!(
+        section("xattr").trim(),
+        format!("security.capability={}", images::FILE_CAPS_HEX)
+    );
 
     // /etc is the deployment's state, /var the shared var, /sysroot the physical root.
     assert_eq!(section("etc"), "from-state\nonly in state\n");
@@ -270,7 +341,10 @@ if touch "$T/usr/should-fail" 2>/dev/null; then echo WRITABLE; else echo READONL
         Backing::Tmpfs => assert_eq!(loops, 1, "loop-device fallback expected"),
     }
     let state_etc = fx.sysroot.join("state/deploy").join(&fx.hex).join("etc");
-    assert_eq!(fs::read_to_string(state_etc.join("new-file")).unwrap(), "written-in-etc\n");
+    assert_eq!(
+        fs::read_to_string(state_etc.join("new-file")).unwrap(),
+        "written-in-etc\n"
+    );
     assert_eq!(
         fs::read_to_string(fx.sysroot.join("state/os/default/var/new-file")).unwrap(),
         "written-in-var\n"
@@ -305,7 +379,11 @@ if [ "$before" = "$after" ]; then echo SAME; else echo CHANGED; cat /proc/self/m
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(out.status.success(), "{stdout}");
     let ok = stdout.contains("rc=0\n");
-    (ok, String::from_utf8_lossy(&out.stderr).to_string(), stdout.contains("CHANGED"))
+    (
+        ok,
+        String::from_utf8_lossy(&out.stderr).to_string(),
+        stdout.contains("CHANGED"),
+    )
 }
 
 #[track_caller]
@@ -316,7 +394,10 @@ fn assert_clean_failure(args: &str, needle: &str) {
     let lines: Vec<&str> = stderr.lines().collect();
     assert_eq!(lines.len(), 1, "{args}: want one line, got {stderr:?}");
     assert!(lines[0].starts_with("bootc-initramfs-setup: "), "{stderr}");
-    assert!(lines[0].contains(needle), "{args}: {stderr:?} lacks {needle:?}");
+    assert!(
+        lines[0].contains(needle),
+        "{args}: {stderr:?} lacks {needle:?}"
+    );
 }
 
 #[test]
@@ -326,7 +407,11 @@ fn bad_input_fails_cleanly() {
     }
     let fx = Fixture::new(Backing::Ext4Loop);
     let t = fx.target();
-    let base = format!("--sysroot '{}' --config /nonexistent --target '{}'", fx.sysroot.display(), t.display());
+    let base = format!(
+        "--sysroot '{}' --config /nonexistent --target '{}'",
+        fx.sysroot.display(),
+        t.display()
+    );
     let h = &fx.hex;
 
     // Malformed command lines.
@@ -336,23 +421,43 @@ fn bad_input_fails_cleanly() {
         ("composefs=?abc", "hex digits"),
         (&format!("composefs=sha512:{h}") as &str, "expected 128"),
         (&format!("composefs=?{}zz", &h[2..]), "not hex"),
-        (&format!("composefs=md5:{h}"), "unknown composefs digest algorithm"),
-        (&format!("composefs=?{h} composefs=?{}", "0".repeat(64)), "conflicting"),
+        (
+            &format!("composefs=md5:{h}"),
+            "unknown composefs digest algorithm",
+        ),
+        (
+            &format!("composefs=?{h} composefs=?{}", "0".repeat(64)),
+            "conflicting",
+        ),
     ] {
         assert_clean_failure(&format!("{base} --cmdline '{cmdline}'"), needle);
     }
 
     // A digest that is not in the repository.
     let missing = "ab".repeat(32);
-    assert_clean_failure(&format!("{base} --cmdline 'composefs=?{missing}'"), "not found");
+    assert_clean_failure(
+        &format!("{base} --cmdline 'composefs=?{missing}'"),
+        "not found",
+    );
 
     // Verity required on a kernel/filesystem without it: refuse, never mount unverified.
-    assert_clean_failure(&format!("{base} --cmdline 'composefs=sha256:{h}'"), "fs-verity");
+    assert_clean_failure(
+        &format!("{base} --cmdline 'composefs=sha256:{h}'"),
+        "fs-verity",
+    );
 
     // A corrupt configuration, and an unknown key in it.
     let bad = fx.dir.path().join("bad.toml");
     fs::write(&bad, "[etc\nmount=").unwrap();
-    let with_cfg = |cfg: &Path| format!("--sysroot '{}' --config '{}' --target '{}' --cmdline '{}'", fx.sysroot.display(), cfg.display(), t.display(), fx.cmdline());
+    let with_cfg = |cfg: &Path| {
+        format!(
+            "--sysroot '{}' --config '{}' --target '{}' --cmdline '{}'",
+            fx.sysroot.display(),
+            cfg.display(),
+            t.display(),
+            fx.cmdline()
+        )
+    };
     assert_clean_failure(&with_cfg(&bad), "bad.toml");
     fs::write(&bad, "[etc]\nmount = \"bind\"\nmode = 1\n").unwrap();
     assert_clean_failure(&with_cfg(&bad), "mode");
@@ -361,26 +466,41 @@ fn bad_input_fails_cleanly() {
     let deploy = fx.sysroot.join("state/deploy").join(h);
     let moved = fx.sysroot.join("state/moved");
     fs::rename(&deploy, &moved).unwrap();
-    assert_clean_failure(&format!("{base} --cmdline '{}'", fx.cmdline()), "deployment state");
+    assert_clean_failure(
+        &format!("{base} --cmdline '{}'", fx.cmdline()),
+        "deployment state",
+    );
     fs::rename(&moved, &deploy).unwrap();
 
     // A dangling var symlink (the shared var missing).
     let var = fx.sysroot.join("state/os/default/var");
     fs::rename(&var, fx.sysroot.join("state/os/default/var.moved")).unwrap();
-    assert_clean_failure(&format!("{base} --cmdline '{}'", fx.cmdline()), "shared /var");
+    assert_clean_failure(
+        &format!("{base} --cmdline '{}'", fx.cmdline()),
+        "shared /var",
+    );
     fs::rename(fx.sysroot.join("state/os/default/var.moved"), &var).unwrap();
 
     // A repository that is not one.
     let fake = fx.dir.path().join("fake-root");
     fs::create_dir_all(fake.join("composefs/images")).unwrap();
     assert_clean_failure(
-        &format!("--sysroot '{}' --config /nonexistent --target '{}' --cmdline '{}'", fake.display(), t.display(), fx.cmdline()),
+        &format!(
+            "--sysroot '{}' --config /nonexistent --target '{}' --cmdline '{}'",
+            fake.display(),
+            t.display(),
+            fx.cmdline()
+        ),
         "not a composefs repository",
     );
 
     // A physical root that does not exist.
     assert_clean_failure(
-        &format!("--sysroot /nonexistent-root --target '{}' --cmdline '{}'", t.display(), fx.cmdline()),
+        &format!(
+            "--sysroot /nonexistent-root --target '{}' --cmdline '{}'",
+            t.display(),
+            fx.cmdline()
+        ),
         "opening the physical root",
     );
 
@@ -397,7 +517,11 @@ fn transient_and_overlay_modes() {
     let fx = Fixture::new(Backing::Ext4Loop);
     let t = fx.target();
     let cfg = fx.dir.path().join("conf.toml");
-    fs::write(&cfg, "[etc]\nmount = \"transient\"\n[var]\nmount = \"overlay\"\n[root]\ntransient = true\n").unwrap();
+    fs::write(
+        &cfg,
+        "[etc]\nmount = \"transient\"\n[var]\nmount = \"overlay\"\n[root]\ntransient = true\n",
+    )
+    .unwrap();
     let script = format!(
         r#"
 T='{t}'
@@ -415,15 +539,29 @@ touch "$T/usr/root-is-writable" && echo ROOT-WRITABLE
     );
     let out = in_namespace(&script);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // transient /etc shows the image's /etc and forgets writes; the overlaid /var shows
     // the image's var under the shared var and writes go to the shared var.
-    assert_eq!(stdout, "bootc-test\nfrom the image\nshared var\nROOT-WRITABLE\n");
+    assert_eq!(
+        stdout,
+        "bootc-test\nfrom the image\nshared var\nROOT-WRITABLE\n"
+    );
     let state_etc = fx.sysroot.join("state/deploy").join(&fx.hex).join("etc");
     assert!(!state_etc.join("transient-file").exists());
     assert_eq!(
         fs::read_to_string(fx.sysroot.join("state/os/default/var/overlay-file")).unwrap(),
         "via-overlay\n"
     );
-    assert!(fs::metadata(fx.sysroot.join("state/os/default/var.work")).unwrap().permissions().mode() & 0o777 == 0o700);
+    assert!(
+        fs::metadata(fx.sysroot.join("state/os/default/var.work"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+            == 0o700
+    );
 }
