@@ -42,13 +42,25 @@ pub fn base_layer() -> Layer {
         .dir("usr/lib", 0o755)
         .dir("usr/lib/modules", 0o755)
         .dir(&format!("usr/lib/modules/{KVER}"), 0o755)
-        .file(&format!("usr/lib/modules/{KVER}/vmlinuz"), pseudo_random(256 * 1024, 1), 0o644)
-        .file(&format!("usr/lib/modules/{KVER}/initramfs.img"), pseudo_random(128 * 1024, 2), 0o644)
+        .file(
+            &format!("usr/lib/modules/{KVER}/vmlinuz"),
+            pseudo_random(256 * 1024, 1),
+            0o644,
+        )
+        .file(
+            &format!("usr/lib/modules/{KVER}/initramfs.img"),
+            pseudo_random(128 * 1024, 2),
+            0o644,
+        )
         .file("usr/bin/hello", "#!/bin/sh\necho hello\n", 0o755)
         .file("usr/bin/setuid-tool", "binary\n", 0o4755)
         .dir("usr/share", 0o755)
         .dir("usr/share/big", 0o755)
-        .file("usr/share/big/blob.bin", pseudo_random(BIG_FILE_SIZE, 3), 0o644)
+        .file(
+            "usr/share/big/blob.bin",
+            pseudo_random(BIG_FILE_SIZE, 3),
+            0o644,
+        )
         .dir("usr/share/empty", 0o700)
         .file("usr/share/owned", "owned by 1000\n", 0o640)
         .owner(1000, 1000)

@@ -170,7 +170,8 @@ fn write_blob(layout: &Path, data: &[u8]) -> Result<String> {
     fs::create_dir_all(&dir)?;
     let path = dir.join(&digest["sha256:".len()..]);
     if !path.exists() {
-        let mut f = fs::File::create(&path).with_context(|| format!("writing {}", path.display()))?;
+        let mut f =
+            fs::File::create(&path).with_context(|| format!("writing {}", path.display()))?;
         f.write_all(data)?;
     }
     Ok(digest)
@@ -179,9 +180,17 @@ fn write_blob(layout: &Path, data: &[u8]) -> Result<String> {
 /// Writes an image with `layers` to the OCI layout at `layout` (created if needed) and
 /// tags it `tag` in `index.json` (replacing an image with the same tag).
 /// `labels` go into the image config.
-pub fn write_image(layout: &Path, tag: &str, layers: &[Layer], labels: &[(&str, &str)]) -> Result<ImageInfo> {
+pub fn write_image(
+    layout: &Path,
+    tag: &str,
+    layers: &[Layer],
+    labels: &[(&str, &str)],
+) -> Result<ImageInfo> {
     fs::create_dir_all(layout)?;
-    fs::write(layout.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+    fs::write(
+        layout.join("oci-layout"),
+        br#"{"imageLayoutVersion":"1.0.0"}"#,
+    )?;
     let mut layer_descs = vec![];
     let mut layer_digests = vec![];
     for l in layers {
@@ -194,8 +203,10 @@ pub fn write_image(layout: &Path, tag: &str, layers: &[Layer], labels: &[(&str, 
         }));
         layer_digests.push(d);
     }
-    let labels: serde_json::Map<String, serde_json::Value> =
-        labels.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
+    let labels: serde_json::Map<String, serde_json::Value> = labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), json!(v)))
+        .collect();
     let config = serde_json::to_vec(&json!({
         "architecture": "amd64",
         "os": "linux",
@@ -236,7 +247,11 @@ pub fn write_image(layout: &Path, tag: &str, layers: &[Layer], labels: &[(&str, 
         &index_path,
         serde_json::to_vec(&json!({ "schemaVersion": 2, "manifests": manifests }))?,
     )?;
-    Ok(ImageInfo { manifest_digest, config_digest, layer_digests })
+    Ok(ImageInfo {
+        manifest_digest,
+        config_digest,
+        layer_digests,
+    })
 }
 
 #[cfg(test)]
@@ -246,13 +261,30 @@ mod tests {
     #[test]
     fn reproducible_and_shared() {
         let t = std::env::temp_dir().join(format!("oci-fixture-{}", std::process::id()));
-        let base = Layer::new().dir("etc", 0o755).file("etc/hostname", "x\n", 0o644);
+        let base = Layer::new()
+            .dir("etc", 0o755)
+            .file("etc/hostname", "x\n", 0o644);
         let a = write_image(&t, "a", &[base.clone()], &[]).unwrap();
-        let b = write_image(&t, "b", &[base, Layer::new().symlink("etc/l", "hostname")], &[]).unwrap();
+        let b = write_image(
+            &t,
+            "b",
+            &[base, Layer::new().symlink("etc/l", "hostname")],
+            &[],
+        )
+        .unwrap();
         assert_eq!(a.layer_digests[0], b.layer_digests[0]);
-        let again = write_image(&t, "a", &[Layer::new().dir("etc", 0o755).file("etc/hostname", "x\n", 0o644)], &[]).unwrap();
+        let again = write_image(
+            &t,
+            "a",
+            &[Layer::new()
+                .dir("etc", 0o755)
+                .file("etc/hostname", "x\n", 0o644)],
+            &[],
+        )
+        .unwrap();
         assert_eq!(a.manifest_digest, again.manifest_digest);
-        let index: serde_json::Value = serde_json::from_slice(&fs::read(t.join("index.json")).unwrap()).unwrap();
+        let index: serde_json::Value =
+            serde_json::from_slice(&fs::read(t.join("index.json")).unwrap()).unwrap();
         assert_eq!(index["manifests"].as_array().unwrap().len(), 2);
         fs::remove_dir_all(&t).unwrap();
     }
