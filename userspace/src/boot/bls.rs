@@ -1,0 +1,301 @@
+//! Boot Loader Specification Type #1 entries (UAPI.1): the entry text, the kernel and
+//! initrd copied from the image, the kernel arguments.
+
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::io::Write;
+use std::os::fd::{AsFd, OwnedFd};
+
+use anyhow::{bail, Context, Result};
+use bootc_initramfs_setup::cmdline::DeploymentId;
+use bootc_initramfs_setup::layout;
+use composefs::fsverity::FsVerityHashValue;
+use composefs::repository::Repository;
+use composefs::tree::{FileSystem, Inode, LeafContent, RegularFile};
+use composefs_boot::bootloader::BootEntry;
+use composefs_boot::os_release::OsReleaseInfo;
+use sha2::{Digest, Sha256};
+
+use crate::deploy::state::{self, Origin};
+use crate::durable;
+
+/// Where images declare their kernel arguments.
+pub const KARGS_D: &str = "/usr/lib/bootc/kargs.d";
+/// File names of the kernel and initrd in the per-deployment boot directory.
+pub const VMLINUZ: &str = "vmlinuz";
+/// See [`VMLINUZ`].
+pub const INITRD: &str = "initramfs.img";
+
+/// One Type #1 entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlsEntry {
+    /// File stem: the entry is `loader/entries/<file_stem>.conf`.
+    pub file_stem: String,
+    /// `title`.
+    pub title: String,
+    /// `version`.
+    pub version: String,
+    /// `sort-key`.
+    pub sort_key: Option<String>,
+    /// `linux`, relative to the boot partition root.
+    pub linux: String,
+    /// `initrd` lines.
+    pub initrd: Vec<String>,
+    /// `options`: the kernel command line.
+    pub options: String,
+}
+
+impl BlsEntry {
+    /// The entry's file name.
+    pub fn file_name(&self) -> String {
+        format!("{}.conf", self.file_stem)
+    }
+
+    /// The entry text.
+    pub fn render(&self) -> String {
+        let mut s = format!("title {}\nversion {}\n", self.title, self.version);
+        if let Some(k) = &self.sort_key {
+            s.push_str(&format!("sort-key {k}\n"));
+        }
+        s.push_str(&format!("linux {}\n", self.linux));
+        for i in &self.initrd {
+            s.push_str(&format!("initrd {i}\n"));
+        }
+        s.push_str(&format!("options {}\n", self.options));
+        s
+    }
+
+    /// Parses entry text (unknown keys are ignored; `linux` is required).
+    pub fn parse(file_stem: &str, text: &str) -> Result<BlsEntry> {
+        let mut e = BlsEntry {
+            file_stem: file_stem.to_string(),
+            title: String::new(),
+            version: String::new(),
+            sort_key: None,
+            linux: String::new(),
+            initrd: vec![],
+            options: String::new(),
+        };
+        for line in text.lines() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let (k, v) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
+            let v = v.trim().to_string();
+            match k {
+                "title" => e.title = v,
+                "version" => e.version = v,
+                "sort-key" => e.sort_key = Some(v),
+                "linux" => e.linux = v,
+                "initrd" => e.initrd.push(v),
+                "options" => {
+                    if !e.options.is_empty() {
+                        e.options.push(' ');
+                    }
+                    e.options.push_str(&v)
+                }
+                _ => {}
+            }
+        }
+        if e.linux.is_empty() {
+            bail!("{file_stem}.conf: BLS entry has no linux line");
+        }
+        Ok(e)
+    }
+}
+
+/// The kernel and initrd an image boots.
+pub struct Kernel<H: FsVerityHashValue> {
+    /// Kernel version (directory under /usr/lib/modules).
+    pub kver: String,
+    /// The kernel image.
+    pub vmlinuz: RegularFile<H>,
+    /// The initramfs.
+    pub initrd: RegularFile<H>,
+}
+
+/// Picks the image's kernel from its boot resources.
+pub fn find_kernel<H: FsVerityHashValue>(entries: Vec<BootEntry<H>>) -> Result<Kernel<H>> {
+    let mut found = vec![];
+    let mut uki = false;
+    for e in entries {
+        match e {
+            BootEntry::UsrLibModulesVmLinuz(k) => {
+                let kver = k.kver.to_string();
+                let initrd = k.initramfs.with_context(|| {
+                    format!("the image's kernel {kver} has no initramfs: expected /usr/lib/modules/{kver}/initramfs.img")
+                })?;
+                found.push(Kernel { kver, vmlinuz: k.vmlinuz, initrd });
+            }
+            BootEntry::Type2(_) => uki = true,
+            _ => {}
+        }
+    }
+    if found.len() > 1 {
+        let kvers: Vec<_> = found.iter().map(|k| k.kver.as_str()).collect();
+        bail!("the image has more than one kernel ({}); expected exactly one under /usr/lib/modules", kvers.join(", "));
+    }
+    match found.pop() {
+        Some(k) => Ok(k),
+        None if uki => bail!("the image only has a UKI; UKI (Type #2) installs are not supported yet"),
+        None => bail!("the image has no kernel: expected /usr/lib/modules/<kver>/vmlinuz and initramfs.img"),
+    }
+}
+
+fn read<H: FsVerityHashValue>(repo: &Repository<H>, f: &RegularFile<H>) -> Result<Box<[u8]>> {
+    composefs::fs::read_file(f, repo)
+}
+
+/// sha256 over the kernel then the initrd (hex): deduplicates boot directories.
+pub fn boot_digest<H: FsVerityHashValue>(repo: &Repository<H>, k: &Kernel<H>) -> Result<String> {
+    let mut h = Sha256::new();
+    h.update(read(repo, &k.vmlinuz).context("reading the kernel")?);
+    h.update(read(repo, &k.initrd).context("reading the initrd")?);
+    Ok(hex::encode(h.finalize()))
+}
+
+/// A regular file of the image tree by absolute path, if present.
+pub fn image_file<'a, H: FsVerityHashValue>(fs: &'a FileSystem<H>, path: &str) -> Option<&'a RegularFile<H>> {
+    let (dir, name) = fs.as_dir().split_ref(OsStr::new(path)).ok()?;
+    dir.get_file_opt(name).ok().flatten()
+}
+
+/// What os-release says, for the entry's title, version and sort key.
+pub struct OsInfo {
+    /// PRETTY_NAME (or NAME, ID).
+    pub title: String,
+    /// VERSION_ID (or VERSION).
+    pub version: Option<String>,
+    /// ID.
+    pub id: Option<String>,
+}
+
+/// Reads `/usr/lib/os-release` (or `/etc/os-release`) from the image.
+pub fn os_info<H: FsVerityHashValue>(repo: &Repository<H>, fs: &FileSystem<H>) -> Result<OsInfo> {
+    let file = image_file(fs, "/usr/lib/os-release").or_else(|| image_file(fs, "/etc/os-release"));
+    let text = match file {
+        Some(f) => String::from_utf8_lossy(&read(repo, f).context("reading os-release")?).into_owned(),
+        None => String::new(),
+    };
+    let info = OsReleaseInfo::parse(&text);
+    Ok(OsInfo {
+        title: info.get_pretty_name().unwrap_or_else(|| "Linux".into()),
+        version: info.get_version(),
+        id: info.get_value(&["ID"]),
+    })
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+struct KargsFile {
+    kargs: Vec<String>,
+    #[serde(default)]
+    match_architectures: Option<Vec<String>>,
+}
+
+/// The kernel arguments from the image's `/usr/lib/bootc/kargs.d/*.toml`, in file name order.
+pub fn image_kargs<H: FsVerityHashValue>(repo: &Repository<H>, fs: &FileSystem<H>) -> Result<Vec<String>> {
+    let Ok(Some(dir)) = fs.as_dir().get_directory_ref_opt(OsStr::new(KARGS_D)) else {
+        return Ok(vec![]);
+    };
+    let mut files = BTreeMap::new();
+    for (name, inode) in dir.entries() {
+        let name = name.to_string_lossy().into_owned();
+        if !name.ends_with(".toml") {
+            continue;
+        }
+        if let Inode::Leaf(id, _) = inode {
+            if let LeafContent::Regular(f) = &dir.leaf(*id).content {
+                files.insert(name, f);
+            }
+        }
+    }
+    let mut out = vec![];
+    for (name, f) in files {
+        let path = format!("{KARGS_D}/{name}");
+        let text = String::from_utf8(read(repo, f)?.into_vec()).with_context(|| format!("{path}: not UTF-8"))?;
+        let parsed: KargsFile = toml::from_str(&text).with_context(|| format!("{path}: expected kargs = [\"…\"]"))?;
+        if let Some(archs) = &parsed.match_architectures {
+            if !archs.iter().any(|a| a == std::env::consts::ARCH) {
+                continue;
+            }
+        }
+        out.extend(parsed.kargs);
+    }
+    Ok(out)
+}
+
+/// Copies the kernel and initrd to `bootc_composefs-<id>/` on the boot partition, unless
+/// another deployment with the same boot digest already has a directory there; returns
+/// the directory name the entry must use.
+pub fn install_kernel<H: FsVerityHashValue>(
+    repo: &Repository<H>,
+    sysroot: &OwnedFd,
+    boot: &OwnedFd,
+    id: &DeploymentId,
+    kernel: &Kernel<H>,
+    digest: &str,
+) -> Result<String> {
+    for other in state::list_deployments(sysroot)? {
+        if &other == id {
+            continue;
+        }
+        let Ok(origin) = Origin::load(sysroot, &other) else { continue };
+        let dir = layout::boot_dir_name(&other);
+        if origin.boot_digest.as_deref() == Some(digest)
+            && rustix::fs::statat(boot, format!("{dir}/{VMLINUZ}").as_str(), rustix::fs::AtFlags::empty()).is_ok()
+        {
+            tracing::info!("reusing the kernel and initrd in {dir} (same digest)");
+            return Ok(dir);
+        }
+    }
+    let dir = layout::boot_dir_name(id);
+    let tmp = format!("{dir}.tmp");
+    durable::remove_all(boot, &tmp)?;
+    let staging = durable::ensure_dir(boot, tmp.as_str(), 0o755)?;
+    for (name, f, what) in [(VMLINUZ, &kernel.vmlinuz, "kernel"), (INITRD, &kernel.initrd, "initrd")] {
+        let data = read(repo, f).with_context(|| format!("reading the {what} from the image"))?;
+        durable::write_file_with(&staging, name, 0o644, |out| out.write_all(&data).map_err(Into::into))
+            .with_context(|| format!("writing {tmp}/{name}"))?;
+    }
+    durable::fsync_dir(&staging)?;
+    durable::remove_all(boot, &dir)?;
+    durable::rename_into_place(boot, &tmp, &dir).with_context(|| format!("moving {dir} into place"))?;
+    Ok(dir)
+}
+
+/// Writes `entries` into `loader/entries/` of the boot partition, each atomically.
+pub fn write_entries(boot: impl AsFd, entries: &[BlsEntry]) -> Result<()> {
+    let dir = durable::ensure_dir_all(&boot, layout::LOADER_ENTRIES, 0o755)?;
+    for e in entries {
+        durable::write_file(&dir, &e.file_name(), e.render().as_bytes(), 0o644)
+            .with_context(|| format!("writing {}/{}", layout::LOADER_ENTRIES, e.file_name()))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn render_and_parse() {
+        let e = BlsEntry {
+            file_stem: "bootc_composefs-ab".into(),
+            title: "Bootc Test OS v1".into(),
+            version: "1".into(),
+            sort_key: Some("bootc-test".into()),
+            linux: "/bootc_composefs-ab/vmlinuz".into(),
+            initrd: vec!["/bootc_composefs-ab/initramfs.img".into()],
+            options: "root=UUID=x rw composefs=?sha256:ab".into(),
+        };
+        let text = e.render();
+        assert_eq!(
+            text,
+            "title Bootc Test OS v1\nversion 1\nsort-key bootc-test\nlinux /bootc_composefs-ab/vmlinuz\ninitrd /bootc_composefs-ab/initramfs.img\noptions root=UUID=x rw composefs=?sha256:ab\n"
+        );
+        assert_eq!(BlsEntry::parse("bootc_composefs-ab", &text).unwrap(), e);
+        assert!(BlsEntry::parse("x", "title t\n").is_err());
+    }
+}

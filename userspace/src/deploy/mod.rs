@@ -1,0 +1,3 @@
+//! Deployments: their state directories and origin files.
+
+pub mod state;

@@ -1,0 +1,368 @@
+//! Deployment state on the physical root (DESIGN.md section 3):
+//! `state/deploy/<id>/{etc/, var -> ../../os/default/var, <id>.origin}` and the shared
+//! `state/os/default/var`.
+//!
+//! A deployment directory is written under a temporary name, synced, and renamed into
+//! place, so it is either complete or absent.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use bootc_initramfs_setup::cmdline::DeploymentId;
+use bootc_initramfs_setup::layout;
+use composefs::fsverity::FsVerityHashValue;
+use composefs::generic_tree::{LeafId, Stat};
+use composefs::repository::Repository;
+use composefs::tree::{Directory, FileSystem, Inode, LeafContent, RegularFile};
+use rustix::fs::{
+    fchmod, fchown, linkat, mkdirat, mknodat, openat, symlinkat, utimensat, AtFlags, FileType, Gid, Mode,
+    OFlags, Timespec, Timestamps, Uid, XattrFlags,
+};
+
+use crate::durable;
+
+/// The boot type recorded in the origin.
+pub const BOOT_TYPE_BLS: &str = "bls";
+
+/// A deployment's `.origin` file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    /// `[origin] container-image-reference`, e.g. `ostree-unverified-image:registry:quay.io/x`.
+    pub image_reference: String,
+    /// `[boot] boot_type`: `bls` or `uki`.
+    pub boot_type: String,
+    /// `[boot] digest`: sha256 of kernel+initrd (hex).
+    pub boot_digest: Option<String>,
+    /// `[image] manifest_digest`: `sha256:…`.
+    pub manifest_digest: Option<String>,
+}
+
+/// A malformed origin file.
+#[derive(Debug, thiserror::Error)]
+pub enum OriginError {
+    /// Not INI.
+    #[error("{path}: malformed origin file: {detail}")]
+    Malformed {
+        /// The file.
+        path: String,
+        /// What the parser said.
+        detail: String,
+    },
+    /// A required key is missing.
+    #[error("{path}: origin file has no [{section}] {key}")]
+    Missing {
+        /// The file.
+        path: String,
+        /// Section.
+        section: &'static str,
+        /// Key.
+        key: &'static str,
+    },
+}
+
+impl Origin {
+    /// The INI text.
+    pub fn render(&self) -> String {
+        let mut s = format!("[origin]\ncontainer-image-reference={}\n\n[boot]\nboot_type={}\n", self.image_reference, self.boot_type);
+        if let Some(d) = &self.boot_digest {
+            s.push_str(&format!("digest={d}\n"));
+        }
+        if let Some(d) = &self.manifest_digest {
+            s.push_str(&format!("\n[image]\nmanifest_digest={d}\n"));
+        }
+        s
+    }
+
+    /// Parses the INI text of the file at `path` (named in errors). Unknown sections
+    /// and keys are ignored.
+    pub fn parse(text: &str, path: &Path) -> Result<Origin, OriginError> {
+        let path_s = path.display().to_string();
+        let opt = ini::ParseOption { enabled_escape: false, enabled_quote: false, ..Default::default() };
+        let ini = ini::Ini::load_from_str_opt(text, opt)
+            .map_err(|e| OriginError::Malformed { path: path_s.clone(), detail: e.to_string() })?;
+        // rust-ini accepts a bare word as a key; an origin line must be key=value.
+        for (n, line) in text.lines().enumerate() {
+            let l = line.trim();
+            if l.is_empty() || l.starts_with('#') || l.starts_with(';') || l.starts_with('[') {
+                continue;
+            }
+            if !l.contains('=') {
+                return Err(OriginError::Malformed { path: path_s, detail: format!("line {}: expected key=value, found {l:?}", n + 1) });
+            }
+        }
+        let get = |sec: &str, key: &str| ini.section(Some(sec)).and_then(|s| s.get(key)).map(|v| v.trim().to_string());
+        let image_reference = get("origin", "container-image-reference")
+            .filter(|v| !v.is_empty())
+            .ok_or(OriginError::Missing { path: path_s.clone(), section: "origin", key: "container-image-reference" })?;
+        Ok(Origin {
+            image_reference,
+            boot_type: get("boot", "boot_type").unwrap_or_else(|| BOOT_TYPE_BLS.to_string()),
+            boot_digest: get("boot", "digest"),
+            manifest_digest: get("image", "manifest_digest"),
+        })
+    }
+
+    /// Reads `state/deploy/<id>/<id>.origin` under the physical root.
+    pub fn load(sysroot: impl AsFd, id: &DeploymentId) -> Result<Origin> {
+        let rel = layout::origin_file(id);
+        let fd = openat(&sysroot, &rel, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
+            .with_context(|| format!("opening {}", rel.display()))?;
+        let text = std::io::read_to_string(File::from(fd)).with_context(|| format!("reading {}", rel.display()))?;
+        Ok(Origin::parse(&text, &rel)?)
+    }
+}
+
+/// The deployments present under `state/deploy` (hex names that parse as ids).
+pub fn list_deployments(sysroot: impl AsFd) -> Result<Vec<DeploymentId>> {
+    let dir = match openat(&sysroot, layout::STATE_DEPLOY, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()) {
+        Ok(d) => d,
+        Err(rustix::io::Errno::NOENT) => return Ok(vec![]),
+        Err(e) => return Err(e).with_context(|| format!("opening {}", layout::STATE_DEPLOY)),
+    };
+    let mut out = vec![];
+    let mut d = rustix::fs::Dir::read_from(&dir)?;
+    while let Some(e) = d.read() {
+        let e = e?;
+        if let Ok(id) = DeploymentId::parse(&e.file_name().to_string_lossy()) {
+            out.push(id);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Writes `state/deploy/<id>/` (etc copied from the image, the var symlink and the
+/// origin) and, when `seed_var` is set and the shared var does not exist yet, the shared
+/// `state/os/default/var` from the image's `/var`.
+pub fn write_deployment<H: FsVerityHashValue>(
+    sysroot: &OwnedFd,
+    repo: &Repository<H>,
+    fs: &FileSystem<H>,
+    id: &DeploymentId,
+    origin: &Origin,
+    seed_var: bool,
+) -> Result<()> {
+    let deploy_root = durable::ensure_dir_all(sysroot, layout::STATE_DEPLOY, 0o755)?;
+
+    if seed_var {
+        let var_rel = PathBuf::from(layout::SHARED_VAR);
+        let parent_rel = var_rel.parent().context("shared var has no parent")?;
+        let parent = durable::ensure_dir_all(sysroot, parent_rel, 0o755)?;
+        let name = var_rel.file_name().and_then(OsStr::to_str).context("shared var name")?;
+        if rustix::fs::statat(&parent, name, AtFlags::SYMLINK_NOFOLLOW).is_err() {
+            let tmp = format!(".{name}.tmp");
+            durable::remove_all(&parent, &tmp)?;
+            copy_image_dir(repo, fs, "var", &parent, &tmp)
+                .with_context(|| format!("seeding {} from the image's /var", layout::SHARED_VAR))?;
+            durable::syncfs(&parent)?;
+            durable::rename_into_place(&parent, &tmp, name)?;
+        }
+    }
+
+    let hex = id.hex();
+    let tmp = format!(".{hex}.tmp");
+    durable::remove_all(&deploy_root, &tmp)?;
+    let staging = durable::ensure_dir(&deploy_root, tmp.as_str(), 0o755)?;
+    copy_image_dir(repo, fs, "etc", &staging, layout::DEPLOY_ETC)
+        .with_context(|| format!("copying the image's /etc to {}", layout::deploy_etc(id).display()))?;
+    symlinkat(layout::DEPLOY_VAR_LINK, &staging, layout::DEPLOY_VAR)
+        .with_context(|| format!("creating {}", layout::deploy_var(id).display()))?;
+    let origin_name = format!("{hex}.origin");
+    durable::write_file(&staging, &origin_name, origin.render().as_bytes(), 0o644)
+        .with_context(|| format!("writing {}", layout::origin_file(id).display()))?;
+    durable::syncfs(&staging)?;
+    // Replacing an existing deployment of the same id (a re-install) is not atomic, but
+    // it leaves either the old complete directory or the new one plus a leftover.
+    durable::remove_all(&deploy_root, hex)?;
+    durable::rename_into_place(&deploy_root, &tmp, hex)
+        .with_context(|| format!("moving {} into place", layout::deploy_dir(id).display()))?;
+    Ok(())
+}
+
+/// Copies the image's top-level directory `name` (e.g. `etc`) to `dest_name` in `dest`,
+/// with modes, owners, xattrs, mtimes, symlinks and hard links intact. A missing
+/// directory in the image gives an empty 0755 directory.
+pub fn copy_image_dir<H: FsVerityHashValue>(
+    repo: &Repository<H>,
+    fs: &FileSystem<H>,
+    name: &str,
+    dest: impl AsFd,
+    dest_name: &str,
+) -> Result<()> {
+    let empty;
+    let dir = match fs.root.get_directory_opt(OsStr::new(name)) {
+        Ok(Some(d)) => d,
+        _ => {
+            empty = Directory::new(Stat { st_mode: 0o755, ..Stat::uninitialized() });
+            &empty
+        }
+    };
+    let mut w = TreeWriter { repo, fs, links: HashMap::new(), top: None };
+    w.write_dir(dir, dest.as_fd(), OsStr::new(dest_name), Path::new(""))
+}
+
+struct TreeWriter<'a, H: FsVerityHashValue> {
+    repo: &'a Repository<H>,
+    fs: &'a FileSystem<H>,
+    /// Hard links: the first path written for each leaf, relative to the copy's top.
+    links: HashMap<LeafId, PathBuf>,
+    top: Option<OwnedFd>,
+}
+
+fn ts(stat: &Stat) -> Timestamps {
+    let t = Timespec { tv_sec: stat.st_mtim_sec, tv_nsec: stat.st_mtim_nsec as _ };
+    Timestamps { last_access: t, last_modification: t }
+}
+
+fn set_xattrs(fd: impl AsFd, stat: &Stat, what: &Path) -> Result<()> {
+    for (k, v) in &stat.xattrs {
+        rustix::fs::fsetxattr(&fd, k.as_ref(), v, XattrFlags::empty())
+            .with_context(|| format!("setting xattr {} on {}", k.to_string_lossy(), what.display()))?;
+    }
+    Ok(())
+}
+
+fn set_owner_mode(fd: impl AsFd, stat: &Stat, what: &Path) -> Result<()> {
+    fchown(&fd, Some(Uid::from_raw(stat.st_uid)), Some(Gid::from_raw(stat.st_gid)))
+        .with_context(|| format!("setting the owner of {}", what.display()))?;
+    // After chown, which clears setuid/setgid.
+    fchmod(&fd, Mode::from_raw_mode(stat.st_mode & 0o7777)).with_context(|| format!("setting the mode of {}", what.display()))
+}
+
+impl<H: FsVerityHashValue> TreeWriter<'_, H> {
+    fn write_dir(&mut self, dir: &Directory<H>, parent: impl AsFd, name: &OsStr, rel: &Path) -> Result<()> {
+        let what = rel.join(name);
+        mkdirat(&parent, name, Mode::from_raw_mode(0o700)).with_context(|| format!("creating {}", what.display()))?;
+        let fd = openat(&parent, name, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
+            .with_context(|| format!("opening {}", what.display()))?;
+        let child_rel = if self.top.is_none() {
+            self.top = Some(rustix::io::fcntl_dupfd_cloexec(&fd, 0)?);
+            PathBuf::new()
+        } else {
+            what.clone()
+        };
+        for (n, inode) in dir.sorted_entries() {
+            match inode {
+                Inode::Directory(d) => self.write_dir(d, &fd, n, &child_rel)?,
+                Inode::Leaf(id, _) => self.write_leaf(*id, &fd, n, &child_rel)?,
+            }
+        }
+        set_owner_mode(&fd, &dir.stat, &what)?;
+        set_xattrs(&fd, &dir.stat, &what)?;
+        rustix::fs::futimens(&fd, &ts(&dir.stat)).with_context(|| format!("setting the mtime of {}", what.display()))?;
+        Ok(())
+    }
+
+    fn write_leaf(&mut self, id: LeafId, dirfd: &OwnedFd, name: &OsStr, rel: &Path) -> Result<()> {
+        let what = rel.join(name);
+        if let Some(first) = self.links.get(&id) {
+            let top = self.top.as_ref().context("no top directory")?;
+            return linkat(top, first, dirfd, name, AtFlags::empty())
+                .with_context(|| format!("linking {} to {}", what.display(), first.display()));
+        }
+        let leaf = self.fs.leaf(id);
+        let stat = &leaf.stat;
+        match &leaf.content {
+            LeafContent::Regular(file) => {
+                let fd = openat(dirfd, name, OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC, Mode::from_raw_mode(0o600))
+                    .with_context(|| format!("creating {}", what.display()))?;
+                let mut out = File::from(fd);
+                match file {
+                    RegularFile::Inline(data) => out.write_all(data)?,
+                    RegularFile::External(oid, _) | RegularFile::ExternalNoVerity(oid, _) => {
+                        let mut obj = File::from(self.repo.open_object(oid).with_context(|| format!("opening the object of {}", what.display()))?);
+                        std::io::copy(&mut obj, &mut out).with_context(|| format!("writing {}", what.display()))?;
+                    }
+                    RegularFile::Sparse(size) => out.set_len(*size)?,
+                }
+                set_owner_mode(&out, stat, &what)?;
+                set_xattrs(&out, stat, &what)?;
+                rustix::fs::futimens(&out, &ts(stat)).with_context(|| format!("setting the mtime of {}", what.display()))?;
+            }
+            LeafContent::Symlink(target) => {
+                symlinkat(target.as_ref(), dirfd, name).with_context(|| format!("creating symlink {}", what.display()))?;
+                self.finish_special(dirfd, name, stat, &what, false)?;
+            }
+            LeafContent::BlockDevice(rdev) => {
+                mknodat(dirfd, name, FileType::BlockDevice, Mode::from_raw_mode(0o600), *rdev)?;
+                self.finish_special(dirfd, name, stat, &what, true)?;
+            }
+            LeafContent::CharacterDevice(rdev) => {
+                mknodat(dirfd, name, FileType::CharacterDevice, Mode::from_raw_mode(0o600), *rdev)?;
+                self.finish_special(dirfd, name, stat, &what, true)?;
+            }
+            LeafContent::Fifo => {
+                mknodat(dirfd, name, FileType::Fifo, Mode::from_raw_mode(0o600), 0)?;
+                self.finish_special(dirfd, name, stat, &what, true)?;
+            }
+            LeafContent::Socket => {
+                mknodat(dirfd, name, FileType::Socket, Mode::from_raw_mode(0o600), 0)?;
+                self.finish_special(dirfd, name, stat, &what, true)?;
+            }
+        }
+        self.links.insert(id, what);
+        Ok(())
+    }
+
+    /// Owner, mode, xattrs and mtime of a node we cannot open for writing.
+    fn finish_special(&self, dirfd: &OwnedFd, name: &OsStr, stat: &Stat, what: &Path, chmod: bool) -> Result<()> {
+        rustix::fs::chownat(dirfd, name, Some(Uid::from_raw(stat.st_uid)), Some(Gid::from_raw(stat.st_gid)), AtFlags::SYMLINK_NOFOLLOW)
+            .with_context(|| format!("setting the owner of {}", what.display()))?;
+        if chmod {
+            rustix::fs::chmodat(dirfd, name, Mode::from_raw_mode(stat.st_mode & 0o7777), AtFlags::empty())
+                .with_context(|| format!("setting the mode of {}", what.display()))?;
+        }
+        if !stat.xattrs.is_empty() {
+            let p = PathBuf::from(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(dirfd))).join(name);
+            for (k, v) in &stat.xattrs {
+                rustix::fs::lsetxattr(&p, k.as_ref(), v, XattrFlags::empty())
+                    .with_context(|| format!("setting xattr {} on {}", k.to_string_lossy(), what.display()))?;
+            }
+        }
+        utimensat(dirfd, name, &ts(stat), AtFlags::SYMLINK_NOFOLLOW).with_context(|| format!("setting the mtime of {}", what.display()))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origin_round_trip() {
+        let o = Origin {
+            image_reference: "ostree-unverified-image:registry:quay.io/x/os:latest".into(),
+            boot_type: "bls".into(),
+            boot_digest: Some("ab".repeat(32)),
+            manifest_digest: Some(format!("sha256:{}", "cd".repeat(32))),
+        };
+        let text = o.render();
+        assert!(text.starts_with("[origin]\ncontainer-image-reference=ostree-unverified-image:registry:quay.io/x/os:latest\n"));
+        assert!(text.contains("[boot]\nboot_type=bls\ndigest="));
+        assert!(text.contains("[image]\nmanifest_digest=sha256:"));
+        assert_eq!(Origin::parse(&text, Path::new("x.origin")).unwrap(), o);
+    }
+
+    #[test]
+    fn origin_tolerates_unknown_keys() {
+        let text = "# comment\n[origin]\ncontainer-image-reference=ostree-unverified-registry:q.io/x\nfuture-key=1\n\n[other]\na=b\n[boot]\nboot_type=uki\n";
+        let o = Origin::parse(text, Path::new("x.origin")).unwrap();
+        assert_eq!(o.image_reference, "ostree-unverified-registry:q.io/x");
+        assert_eq!(o.boot_type, "uki");
+        assert_eq!(o.boot_digest, None);
+        assert_eq!(o.manifest_digest, None);
+    }
+
+    #[test]
+    fn origin_errors_name_the_path() {
+        for bad in ["[origin\nx=y\n", "[origin]\njunk line\n", "[boot]\nboot_type=bls\n", ""] {
+            let e = Origin::parse(bad, Path::new("/s/state/deploy/a/a.origin")).unwrap_err();
+            assert!(e.to_string().contains("/s/state/deploy/a/a.origin"), "{bad:?}: {e}");
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! Durable, atomic writes relative to directory file descriptors.
+//!
+//! Every durable write is: write a temporary file next to the target, fsync it, rename
+//! it into place, fsync the directory (DESIGN.md section 3). A crash at any instant
+//! leaves either the old or the new content, never a torn file.
+
+use std::io::Write;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use rustix::fs::{fsync, mkdirat, openat, renameat, unlinkat, AtFlags, Mode, OFlags};
+use rustix::io::Errno;
+
+/// Opens a directory (readable, for fsync and *at calls).
+pub fn open_dir(dirfd: impl AsFd, path: impl AsRef<Path>) -> Result<OwnedFd> {
+    let path = path.as_ref();
+    openat(dirfd, path, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+        .with_context(|| format!("opening directory {}", path.display()))
+}
+
+/// Creates `path` (one level) if missing and opens it.
+pub fn ensure_dir(dirfd: impl AsFd, path: impl AsRef<Path>, mode: u32) -> Result<OwnedFd> {
+    let path = path.as_ref();
+    match mkdirat(&dirfd, path, Mode::from_raw_mode(mode)) {
+        Ok(()) | Err(Errno::EXIST) => {}
+        Err(e) => return Err(e).with_context(|| format!("creating directory {}", path.display())),
+    }
+    open_dir(dirfd, path)
+}
+
+/// Creates every component of the relative `path` and opens the last one.
+pub fn ensure_dir_all(dirfd: impl AsFd, path: impl AsRef<Path>, mode: u32) -> Result<OwnedFd> {
+    let mut cur = rustix::io::fcntl_dupfd_cloexec(dirfd, 0)?;
+    for c in path.as_ref().components() {
+        cur = ensure_dir(&cur, c.as_os_str(), mode)?;
+    }
+    Ok(cur)
+}
+
+/// fsyncs a directory (after creating, renaming or removing entries in it).
+pub fn fsync_dir(dir: impl AsFd) -> Result<()> {
+    fsync(dir).context("syncing directory")
+}
+
+/// Atomically replaces `name` in `dir` with `contents` (mode `mode`), durably.
+pub fn write_file(dir: impl AsFd, name: &str, contents: &[u8], mode: u32) -> Result<()> {
+    write_file_with(dir, name, mode, |f| f.write_all(contents).map_err(Into::into))
+}
+
+/// Like [`write_file`], with the content produced by `fill`.
+pub fn write_file_with(
+    dir: impl AsFd,
+    name: &str,
+    mode: u32,
+    fill: impl FnOnce(&mut std::fs::File) -> Result<()>,
+) -> Result<()> {
+    let dir = dir.as_fd();
+    let tmp = format!(".{name}.tmp.{}", std::process::id());
+    let _ = unlinkat(dir, &tmp, AtFlags::empty());
+    let fd = openat(
+        dir,
+        &tmp,
+        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC,
+        Mode::from_raw_mode(mode),
+    )
+    .with_context(|| format!("creating {tmp}"))?;
+    let mut file = std::fs::File::from(fd);
+    let result = (|| -> Result<()> {
+        fill(&mut file).with_context(|| format!("writing {name}"))?;
+        // The umask may have narrowed the mode.
+        rustix::fs::fchmod(&file, Mode::from_raw_mode(mode)).with_context(|| format!("setting the mode of {name}"))?;
+        file.sync_all().with_context(|| format!("syncing {name}"))?;
+        renameat(dir, &tmp, dir, name).with_context(|| format!("renaming {tmp} to {name}"))?;
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = unlinkat(dir, &tmp, AtFlags::empty());
+    }
+    result?;
+    fsync_dir(dir)
+}
+
+/// Renames the (fully written and synced) `tmp` entry to `name` in `dir` and syncs `dir`.
+pub fn rename_into_place(dir: impl AsFd, tmp: &str, name: &str) -> Result<()> {
+    renameat(&dir, tmp, &dir, name).with_context(|| format!("renaming {tmp} to {name}"))?;
+    fsync_dir(dir)
+}
+
+/// Removes `name` in `dir` recursively if it exists (for leftovers of an interrupted run).
+pub fn remove_all(dir: impl AsFd, name: &str) -> Result<()> {
+    let dir = dir.as_fd();
+    match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Err(Errno::NOENT) => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("inspecting {name}")),
+        Ok(st) if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::Directory => {
+            return unlinkat(dir, name, AtFlags::empty()).with_context(|| format!("removing {name}"));
+        }
+        Ok(_) => {}
+    }
+    let sub = open_dir(dir, name)?;
+    let entries: Vec<String> = {
+        let mut d = rustix::fs::Dir::read_from(&sub).with_context(|| format!("reading {name}"))?;
+        let mut v = vec![];
+        while let Some(e) = d.read() {
+            let e = e?;
+            let n = e.file_name().to_string_lossy().into_owned();
+            if n != "." && n != ".." {
+                v.push(n);
+            }
+        }
+        v
+    };
+    for e in entries {
+        remove_all(&sub, &e).with_context(|| format!("in {name}"))?;
+    }
+    unlinkat(dir, name, AtFlags::REMOVEDIR).with_context(|| format!("removing {name}"))
+}
+
+/// Syncs every file and directory of the filesystem holding `fd`.
+pub fn syncfs(fd: impl AsFd) -> Result<()> {
+    rustix::fs::syncfs(fd).context("syncing the filesystem")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustix::fs::CWD;
+
+    #[test]
+    fn atomic_write_and_remove() {
+        let t = tempfile::tempdir().unwrap();
+        let d = open_dir(CWD, t.path()).unwrap();
+        write_file(&d, "a.conf", b"one\n", 0o644).unwrap();
+        write_file(&d, "a.conf", b"two\n", 0o600).unwrap();
+        assert_eq!(std::fs::read_to_string(t.path().join("a.conf")).unwrap(), "two\n");
+        use std::os::unix::fs::PermissionsExt;
+        let m = std::fs::metadata(t.path().join("a.conf")).unwrap().permissions().mode();
+        assert_eq!(m & 0o7777, 0o600);
+        // No temporary files are left behind.
+        assert_eq!(std::fs::read_dir(t.path()).unwrap().count(), 1);
+        let sub = ensure_dir_all(&d, "x/y/z", 0o755).unwrap();
+        write_file(&sub, "f", b"", 0o644).unwrap();
+        remove_all(&d, "x").unwrap();
+        assert!(!t.path().join("x").exists());
+        remove_all(&d, "x").unwrap();
+    }
+}

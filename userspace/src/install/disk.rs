@@ -1,0 +1,315 @@
+//! Block devices for `install to-disk`: loop devices, the partition table, filesystems
+//! and mounts. Every resource is held by a guard that releases it on drop, so every
+//! exit path (errors included) unmounts and detaches what was set up.
+
+use std::fs::File;
+use std::io::{Seek, SeekFrom, Write};
+use std::os::unix::fs::FileTypeExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use rustix::mount::{unmount, MountFlags, UnmountFlags};
+
+/// GPT type of the EFI System Partition.
+pub const ESP_TYPE: &str = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B";
+/// GPT type of the x86-64 root partition (found by systemd-gpt-auto-generator).
+pub const ROOT_TYPE_X86_64: &str = "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709";
+/// GPT type of the aarch64 root partition.
+pub const ROOT_TYPE_AARCH64: &str = "B921B045-1DF0-41C3-AF44-4C6F280D3FAE";
+/// Size of the ESP.
+pub const ESP_SIZE_MIB: u64 = 512;
+/// The smallest root partition we create.
+pub const MIN_ROOT_MIB: u64 = 512;
+/// The smallest target: GPT + ESP + root.
+pub const MIN_DISK_BYTES: u64 = (ESP_SIZE_MIB + MIN_ROOT_MIB + 2) << 20;
+/// Label of the ESP filesystem.
+pub const ESP_LABEL: &str = "EFI-SYSTEM";
+/// Label of the root filesystem.
+pub const ROOT_LABEL: &str = "root";
+
+/// The root partition type for this architecture.
+pub fn root_type() -> &'static str {
+    match std::env::consts::ARCH {
+        "aarch64" => ROOT_TYPE_AARCH64,
+        _ => ROOT_TYPE_X86_64,
+    }
+}
+
+/// Runs a command; on failure the error names the command and carries its stderr.
+pub fn run(cmd: &mut Command) -> Result<String> {
+    run_with_stdin(cmd, None)
+}
+
+/// Like [`run`], feeding `stdin`.
+pub fn run_with_stdin(cmd: &mut Command, stdin: Option<&str>) -> Result<String> {
+    let desc = format!("{cmd:?}").replace('"', "");
+    tracing::debug!("running {desc}");
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+    let mut child = cmd.spawn().with_context(|| format!("starting {desc}"))?;
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().context("stdin pipe")?;
+        pipe.write_all(input.as_bytes()).with_context(|| format!("writing to {desc}"))?;
+    }
+    let out = child.wait_with_output().with_context(|| format!("waiting for {desc}"))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let err = err.split_whitespace().collect::<Vec<_>>().join(" ");
+        bail!("{desc} failed ({}): {err}", out.status);
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// An attached loop device, detached on drop.
+#[derive(Debug)]
+pub struct Loopback {
+    dev: PathBuf,
+}
+
+impl Loopback {
+    /// Attaches `file` with partition scanning.
+    pub fn attach(file: &Path) -> Result<Loopback> {
+        let out = run(Command::new("losetup").args(["--find", "--show", "--partscan"]).arg(file))
+            .with_context(|| format!("attaching {} to a loop device", file.display()))?;
+        let dev = PathBuf::from(out.trim());
+        tracing::info!("attached {} as {}", file.display(), dev.display());
+        Ok(Loopback { dev })
+    }
+
+    /// `/dev/loopN`.
+    pub fn dev(&self) -> &Path {
+        &self.dev
+    }
+}
+
+impl Drop for Loopback {
+    fn drop(&mut self) {
+        // A just-unmounted partition can keep the device busy for a moment.
+        for i in 0..20 {
+            match run(Command::new("losetup").arg("--detach").arg(&self.dev)) {
+                Ok(_) => return,
+                Err(e) if i == 19 => tracing::warn!("detaching {}: {e:#}", self.dev.display()),
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
+    }
+}
+
+/// A mount, unmounted on drop.
+#[derive(Debug)]
+pub struct Mount {
+    target: PathBuf,
+    active: bool,
+}
+
+impl Mount {
+    /// Mounts `source` (a block device) of type `fstype` on `target`.
+    pub fn new(source: &Path, target: &Path, fstype: &str) -> Result<Mount> {
+        rustix::mount::mount(source, target, fstype, MountFlags::empty(), None)
+            .with_context(|| format!("mounting {} ({fstype}) on {}", source.display(), target.display()))?;
+        Ok(Mount { target: target.to_path_buf(), active: true })
+    }
+
+    /// Where it is mounted.
+    pub fn path(&self) -> &Path {
+        &self.target
+    }
+
+    /// Unmounts now, reporting errors.
+    pub fn unmount(mut self) -> Result<()> {
+        self.active = false;
+        unmount(&self.target, UnmountFlags::empty()).with_context(|| format!("unmounting {}", self.target.display()))
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        if self.active {
+            if let Err(e) = unmount(&self.target, UnmountFlags::empty()) {
+                tracing::warn!("unmounting {}: {e}; detaching it lazily", self.target.display());
+                let _ = unmount(&self.target, UnmountFlags::DETACH);
+            }
+        }
+    }
+}
+
+/// The size of a block device or file, in bytes.
+pub fn size_of(path: &Path) -> Result<u64> {
+    let mut f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    f.seek(SeekFrom::End(0)).with_context(|| format!("finding the size of {}", path.display()))
+}
+
+/// Fails unless `path` is a block device.
+pub fn require_block_device(path: &Path) -> Result<()> {
+    let md = std::fs::metadata(path).with_context(|| format!("{}", path.display()))?;
+    if !md.file_type().is_block_device() {
+        bail!("{} is not a block device (use --via-loopback to install to a disk image file)", path.display());
+    }
+    Ok(())
+}
+
+/// Fails if the target is smaller than [`MIN_DISK_BYTES`].
+pub fn check_size(path: &Path, size: u64) -> Result<()> {
+    if size < MIN_DISK_BYTES {
+        bail!(
+            "{} is too small: {} MiB, need at least {} MiB ({} MiB ESP + {} MiB root)",
+            path.display(),
+            size >> 20,
+            MIN_DISK_BYTES >> 20,
+            ESP_SIZE_MIB,
+            MIN_ROOT_MIB
+        );
+    }
+    Ok(())
+}
+
+/// The device nodes of `dev`'s partitions, from sysfs.
+pub fn partitions(dev: &Path) -> Result<Vec<PathBuf>> {
+    let real = std::fs::canonicalize(dev).with_context(|| format!("resolving {}", dev.display()))?;
+    let name = real.file_name().context("device name")?.to_string_lossy().into_owned();
+    let sys = PathBuf::from("/sys/class/block").join(&name);
+    let mut out = vec![];
+    if let Ok(rd) = std::fs::read_dir(&sys) {
+        for e in rd.flatten() {
+            let n = e.file_name().to_string_lossy().into_owned();
+            if n.starts_with(&name) && e.path().join("partition").exists() {
+                out.push(PathBuf::from("/dev").join(n));
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Fails if the device or one of its partitions is mounted.
+pub fn check_not_mounted(dev: &Path) -> Result<()> {
+    let mut devs = vec![std::fs::canonicalize(dev).unwrap_or_else(|_| dev.to_path_buf())];
+    devs.extend(partitions(dev)?);
+    let mounts = std::fs::read_to_string("/proc/self/mounts").context("reading /proc/self/mounts")?;
+    for line in mounts.lines() {
+        let mut f = line.split_whitespace();
+        let (Some(src), Some(dst)) = (f.next(), f.next()) else { continue };
+        if devs.iter().any(|d| Path::new(src) == d) {
+            bail!("{src} is mounted on {dst}; unmount it before installing to {}", dev.display());
+        }
+    }
+    Ok(())
+}
+
+/// The partition table or filesystem signatures found on `dev` (empty when blank).
+pub fn signatures(dev: &Path) -> Result<Vec<String>> {
+    let mut found = vec![];
+    for d in std::iter::once(dev.to_path_buf()).chain(partitions(dev)?) {
+        let out = run(Command::new("wipefs").args(["--no-act", "--noheadings", "--output", "TYPE"]).arg(&d))
+            .with_context(|| format!("probing {} for existing data", d.display()))?;
+        found.extend(out.lines().map(str::trim).filter(|l| !l.is_empty()).map(|l| format!("{l} on {}", d.display())));
+    }
+    Ok(found)
+}
+
+/// Erases every signature on the partitions and the device.
+pub fn wipe(dev: &Path) -> Result<()> {
+    for p in partitions(dev)? {
+        run(Command::new("wipefs").args(["--all", "--quiet"]).arg(&p)).with_context(|| format!("wiping {}", p.display()))?;
+    }
+    run(Command::new("wipefs").args(["--all", "--quiet"]).arg(dev)).with_context(|| format!("wiping {}", dev.display()))?;
+    Ok(())
+}
+
+/// The node of partition `n` of `dev` (`/dev/sda1`, `/dev/loop0p1`, `/dev/nvme0n1p1`).
+pub fn partition_path(dev: &Path, n: u32) -> PathBuf {
+    let s = dev.to_string_lossy();
+    if s.ends_with(|c: char| c.is_ascii_digit()) {
+        PathBuf::from(format!("{s}p{n}"))
+    } else {
+        PathBuf::from(format!("{s}{n}"))
+    }
+}
+
+/// The sfdisk script of our layout.
+pub fn sfdisk_script() -> String {
+    format!(
+        "label: gpt\nsize={ESP_SIZE_MIB}MiB, type={ESP_TYPE}, name=\"EFI System Partition\"\ntype={}, name=\"root\"\n",
+        root_type()
+    )
+}
+
+/// Writes the GPT (ESP + root) and waits for the partition nodes; returns (esp, root).
+pub fn partition(dev: &Path) -> Result<(PathBuf, PathBuf)> {
+    run_with_stdin(Command::new("sfdisk").args(["--quiet", "--wipe", "always", "--wipe-partitions", "always"]).arg(dev), Some(&sfdisk_script()))
+        .with_context(|| format!("partitioning {}", dev.display()))?;
+    // Make the kernel see the new table (sfdisk asks too; partx covers devices where
+    // that did not take, without udev).
+    let _ = run(Command::new("partx").arg("--update").arg(dev));
+    let esp = partition_path(dev, 1);
+    let root = partition_path(dev, 2);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let ready = [&esp, &root].iter().all(|p| std::fs::metadata(p).map(|m| m.file_type().is_block_device()).unwrap_or(false));
+        if ready {
+            return Ok((esp, root));
+        }
+        if Instant::now() > deadline {
+            bail!("the partitions of {} did not appear ({} and {})", dev.display(), esp.display(), root.display());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Root filesystem types `--filesystem` offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Filesystem {
+    /// ext4 with the verity feature.
+    Ext4,
+}
+
+/// Formats the ESP (FAT32) and the root (ext4 with fs-verity enabled).
+pub fn mkfs(esp: &Path, root: &Path, fs: Filesystem) -> Result<()> {
+    run(Command::new("mkfs.vfat").args(["-F", "32", "-n", ESP_LABEL]).arg(esp))
+        .with_context(|| format!("formatting the ESP {}", esp.display()))?;
+    match fs {
+        Filesystem::Ext4 => run(Command::new("mkfs.ext4").args(["-q", "-F", "-O", "verity", "-L", ROOT_LABEL]).arg(root))
+            .with_context(|| format!("formatting the root {}", root.display()))?,
+    };
+    Ok(())
+}
+
+/// The filesystem UUID of a block device (probed directly, no udev or cache).
+pub fn fs_uuid(dev: &Path) -> Result<String> {
+    let out = run(Command::new("blkid").args(["--probe", "--match-tag", "UUID", "--output", "value"]).arg(dev))
+        .with_context(|| format!("reading the filesystem UUID of {}", dev.display()))?;
+    let uuid = out.trim().to_string();
+    if uuid.is_empty() {
+        bail!("{} has no filesystem UUID", dev.display());
+    }
+    Ok(uuid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_names() {
+        assert_eq!(partition_path(Path::new("/dev/sda"), 1), PathBuf::from("/dev/sda1"));
+        assert_eq!(partition_path(Path::new("/dev/loop3"), 2), PathBuf::from("/dev/loop3p2"));
+        assert_eq!(partition_path(Path::new("/dev/nvme0n1"), 2), PathBuf::from("/dev/nvme0n1p2"));
+    }
+
+    #[test]
+    fn script() {
+        let s = sfdisk_script();
+        assert!(s.starts_with("label: gpt\n"));
+        assert!(s.contains(&format!("size=512MiB, type={ESP_TYPE}")));
+        assert!(s.contains(root_type()));
+    }
+
+    #[test]
+    fn too_small() {
+        let e = check_size(Path::new("disk.img"), 100 << 20).unwrap_err().to_string();
+        assert!(e.contains("too small") && e.contains("100 MiB"), "{e}");
+        check_size(Path::new("disk.img"), MIN_DISK_BYTES).unwrap();
+    }
+}

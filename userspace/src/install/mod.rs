@@ -1,0 +1,263 @@
+//! `bootc install to-disk` and `install to-filesystem`: partition and format (to-disk),
+//! create the repository, pull the image, commit its boot image, write the deployment
+//! state, install the boot loader and write the boot entry.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use bootc_initramfs_setup::cmdline::{Algorithm, ComposefsKarg};
+use bootc_initramfs_setup::layout;
+use composefs::fsverity::{FsVerityHashValue, Sha256HashValue, Sha512HashValue};
+use rustix::fs::{openat, unlinkat, AtFlags, Mode, OFlags, CWD};
+
+use crate::boot::bls::{self, BlsEntry};
+use crate::boot::BootloaderKind;
+use crate::deploy::state::{self, Origin, BOOT_TYPE_BLS};
+use crate::durable;
+use crate::imgref::ImageReference;
+use crate::repo::{self, PullOpts};
+
+pub mod disk;
+
+/// What every install needs, whatever the target.
+#[derive(Debug, Clone)]
+pub struct InstallOpts {
+    /// The image to install.
+    pub source_imgref: ImageReference,
+    /// What the origin records for upgrades (default: the source).
+    pub target_imgref: Option<ImageReference>,
+    /// The boot loader.
+    pub bootloader: BootloaderKind,
+    /// Extra kernel arguments.
+    pub kargs: Vec<String>,
+    /// The repository's fs-verity algorithm.
+    pub algorithm: Algorithm,
+    /// Fail instead of warning when fs-verity is unavailable.
+    pub require_verity: bool,
+    /// Skip TLS verification for the registry.
+    pub insecure_registry: bool,
+    /// No progress output.
+    pub quiet: bool,
+}
+
+/// What was installed.
+#[derive(Debug, Clone)]
+pub struct Installed {
+    /// The deployment id.
+    pub id: bootc_initramfs_setup::cmdline::DeploymentId,
+    /// The boot entry.
+    pub entry: BlsEntry,
+}
+
+/// `install to-disk`.
+pub fn to_disk(
+    opts: &InstallOpts,
+    target: &Path,
+    via_loopback: bool,
+    wipe: bool,
+    filesystem: disk::Filesystem,
+) -> Result<Installed> {
+    opts.bootloader.get().check()?;
+    let size = disk::size_of(target)?;
+    disk::check_size(target, size)?;
+    if !via_loopback {
+        disk::require_block_device(target)?;
+    } else if !std::fs::metadata(target).with_context(|| format!("{}", target.display()))?.is_file() {
+        bail!("--via-loopback expects a disk image file, {} is not a regular file", target.display());
+    }
+
+    let loopback = if via_loopback { Some(disk::Loopback::attach(target)?) } else { None };
+    let dev: PathBuf = loopback.as_ref().map(|l| l.dev().to_path_buf()).unwrap_or_else(|| target.to_path_buf());
+    disk::check_not_mounted(&dev)?;
+    let found = disk::signatures(&dev)?;
+    if !found.is_empty() {
+        if !wipe {
+            bail!(
+                "{} is not empty (found {}); pass --wipe to erase it",
+                target.display(),
+                found.join(", ")
+            );
+        }
+        tracing::info!("wiping {}", target.display());
+        disk::wipe(&dev)?;
+    }
+    tracing::info!("partitioning {}", target.display());
+    let (esp_dev, root_dev) = disk::partition(&dev)?;
+    disk::mkfs(&esp_dev, &root_dev, filesystem)?;
+    let uuid = disk::fs_uuid(&root_dev)?;
+
+    let mnt = tempfile::Builder::new()
+        .prefix("bootc-install.")
+        .tempdir_in("/run")
+        .context("creating a temporary mount point in /run")?;
+    let root_mount = disk::Mount::new(&root_dev, mnt.path(), "ext4")?;
+    let esp_path = mnt.path().join("boot");
+    std::fs::create_dir(&esp_path).with_context(|| format!("creating {}", esp_path.display()))?;
+    let esp_mount = disk::Mount::new(&esp_dev, &esp_path, "vfat")?;
+
+    let installed = install_to_root(opts, mnt.path(), &esp_path, &format!("UUID={uuid}"))?;
+
+    esp_mount.unmount()?;
+    root_mount.unmount()?;
+    drop(mnt);
+    drop(loopback);
+    Ok(installed)
+}
+
+/// `install to-filesystem`: `root` is the mounted root filesystem, with the ESP mounted
+/// on `root/boot`.
+pub fn to_filesystem(opts: &InstallOpts, root: &Path, root_mount_spec: Option<&str>, wipe: bool) -> Result<Installed> {
+    opts.bootloader.get().check()?;
+    let root = std::fs::canonicalize(root).with_context(|| format!("{}", root.display()))?;
+    if !root.is_dir() {
+        bail!("{} is not a directory", root.display());
+    }
+    let spec = match root_mount_spec {
+        Some(s) => s.to_string(),
+        None => {
+            let src = mount_source(&root)?.with_context(|| {
+                format!("{} is not a mount point; mount the root filesystem there or pass --root-mount-spec", root.display())
+            })?;
+            format!("UUID={}", disk::fs_uuid(Path::new(&src))?)
+        }
+    };
+    let esp = root.join("boot");
+    if mount_source(&esp)?.is_none() {
+        bail!("{} is not a mount point: mount the ESP there", esp.display());
+    }
+    // Refuse to mix with an existing installation unless asked to replace it.
+    let leftovers: Vec<String> = std::fs::read_dir(&root)
+        .with_context(|| format!("reading {}", root.display()))?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !matches!(n.as_str(), "lost+found" | "boot"))
+        .collect();
+    if !leftovers.is_empty() {
+        if !wipe {
+            bail!("{} is not empty (found {}); pass --wipe to remove its contents", root.display(), leftovers.join(", "));
+        }
+        let fd = durable::open_dir(CWD, &root)?;
+        for n in &leftovers {
+            durable::remove_all(&fd, n).with_context(|| format!("wiping {}", root.join(n).display()))?;
+        }
+    }
+    install_to_root(opts, &root, &esp, &spec)
+}
+
+/// The source of the mount at exactly `path`, if it is a mount point.
+fn mount_source(path: &Path) -> Result<Option<String>> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
+    let want = path.to_string_lossy();
+    let mut found = None;
+    for line in info.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let Some(sep) = fields.iter().position(|f| *f == "-") else { continue };
+        if fields.get(4).map(|m| unescape(m)) == Some(want.to_string()) {
+            found = fields.get(sep + 2).map(|s| s.to_string());
+        }
+    }
+    Ok(found)
+}
+
+fn unescape(s: &str) -> String {
+    s.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
+}
+
+/// Whether the filesystem holding `dir` (and this kernel) can enable fs-verity.
+fn probe_verity(dir: &OwnedFd) -> Result<(), String> {
+    let name = ".bootc-verity-probe";
+    let _ = unlinkat(dir, name, AtFlags::empty());
+    let res = (|| {
+        let fd = openat(dir, name, OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC, Mode::from_raw_mode(0o600))
+            .map_err(|e| e.to_string())?;
+        rustix::io::write(&fd, &[0u8; 4096]).map_err(|e| e.to_string())?;
+        drop(fd);
+        let ro = openat(dir, name, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()).map_err(|e| e.to_string())?;
+        composefs::fsverity::enable_verity_raw::<Sha256HashValue>(&ro).map_err(|e| e.to_string())
+    })();
+    let _ = unlinkat(dir, name, AtFlags::empty());
+    res
+}
+
+/// The install proper, on a mounted root with the boot partition (ESP) at `boot`.
+pub fn install_to_root(opts: &InstallOpts, root: &Path, boot: &Path, root_spec: &str) -> Result<Installed> {
+    let root_fd = durable::open_dir(CWD, root)?;
+    let verity = match probe_verity(&root_fd) {
+        Ok(()) => true,
+        Err(e) if opts.require_verity => {
+            bail!("fs-verity is required (--require-verity) but {} cannot enable it: {e}", root.display())
+        }
+        Err(e) => {
+            tracing::warn!(
+                "fs-verity is not available on {} ({e}): the repository is created without verity and the system boots with composefs=? (not tamper-proof)",
+                root.display()
+            );
+            false
+        }
+    };
+    match opts.algorithm {
+        Algorithm::Sha256 => install_typed::<Sha256HashValue>(opts, root, &root_fd, boot, root_spec, verity),
+        Algorithm::Sha512 => install_typed::<Sha512HashValue>(opts, root, &root_fd, boot, root_spec, verity),
+    }
+}
+
+fn install_typed<H: FsVerityHashValue>(
+    opts: &InstallOpts,
+    root: &Path,
+    root_fd: &OwnedFd,
+    boot: &Path,
+    root_spec: &str,
+    verity: bool,
+) -> Result<Installed> {
+    let source = opts.source_imgref.absolutize().context("resolving the image path")?;
+    let target = match &opts.target_imgref {
+        Some(t) => t.absolutize().context("resolving the target image path")?,
+        None => source.clone(),
+    };
+    let repo = repo::init::<H>(root_fd, verity)?;
+    let pulled = repo::pull(
+        &repo,
+        &source,
+        &PullOpts { insecure_registry: opts.insecure_registry, progress: crate::progress::reporter(opts.quiet) },
+    )?;
+    let id = pulled.id.clone();
+    tracing::info!("deployment {}", id.short());
+    let (fs, boot_entries) = repo::boot_tree(&repo, &pulled)?;
+    let kernel = bls::find_kernel(boot_entries).with_context(|| format!("installing {source}"))?;
+    let digest = bls::boot_digest(&repo, &kernel)?;
+    let os = bls::os_info(&repo, &fs)?;
+    let image_kargs = bls::image_kargs(&repo, &fs)?;
+
+    let origin = Origin {
+        image_reference: target.to_origin(),
+        boot_type: BOOT_TYPE_BLS.to_string(),
+        boot_digest: Some(digest.clone()),
+        manifest_digest: Some(pulled.manifest_digest.clone()),
+    };
+    state::write_deployment(root_fd, &repo, &fs, &id, &origin, true)?;
+
+    let boot_fd = durable::open_dir(CWD, boot)?;
+    let loader = opts.bootloader.get();
+    loader.install(root, boot)?;
+    let dir = bls::install_kernel(&repo, root_fd, &boot_fd, &id, &kernel, &digest)?;
+
+    let mut options = vec![format!("root={root_spec}"), "rw".to_string()];
+    options.extend(opts.kargs.iter().cloned());
+    options.extend(image_kargs);
+    options.push(ComposefsKarg::new(id.clone(), !verity).to_string());
+    let entry = BlsEntry {
+        file_stem: layout::boot_dir_name(&id),
+        title: os.title,
+        version: os.version.unwrap_or_else(|| kernel.kver.clone()),
+        sort_key: os.id,
+        linux: format!("/{dir}/{}", bls::VMLINUZ),
+        initrd: vec![format!("/{dir}/{}", bls::INITRD)],
+        options: options.join(" "),
+    };
+    loader.write_entries(&boot_fd, std::slice::from_ref(&entry))?;
+    durable::syncfs(boot_fd.as_fd())?;
+    durable::syncfs(root_fd.as_fd())?;
+    tracing::info!("installed {source} as {} with {}", id.short(), loader.name());
+    Ok(Installed { id, entry })
+}

@@ -1,0 +1,198 @@
+//! The composefs repository on the physical root: create/open it, pull images into it,
+//! commit the boot image (whose fs-verity digest is the deployment id), and read an
+//! image's boot-transformed tree back.
+
+use std::os::fd::AsFd;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use bootc_initramfs_setup::cmdline::{Algorithm, DeploymentId};
+use bootc_initramfs_setup::layout;
+use composefs::fsverity::{Algorithm as CfsAlgorithm, FsVerityHashValue};
+use composefs::generic_tree::OciTransformOptions;
+use composefs::repository::{read_repo_algorithm, Repository, RepositoryConfig};
+use composefs::tree::FileSystem;
+use composefs_boot::bootloader::BootEntry;
+use composefs_oci::oci_image::OciImage;
+use composefs_oci::{ImportStats, PullOptions, SharedReporter};
+use containers_image_proxy::ImageProxyConfig;
+
+use crate::imgref::ImageReference;
+
+/// Prefix of the tag that keeps a deployment's image alive across GC.
+pub const DEPLOYMENT_TAG_PREFIX: &str = "bootc-deployment-";
+
+/// The tag naming the image a deployment was made from.
+pub fn deployment_tag(id: &DeploymentId) -> String {
+    format!("{DEPLOYMENT_TAG_PREFIX}{}", id.hex())
+}
+
+/// The composefs algorithm object for our algorithm.
+pub fn cfs_algorithm(alg: Algorithm) -> CfsAlgorithm {
+    match alg {
+        Algorithm::Sha256 => CfsAlgorithm::SHA256,
+        Algorithm::Sha512 => CfsAlgorithm::SHA512,
+    }
+}
+
+/// Our algorithm for a composefs hash type.
+pub fn algorithm_of<H: FsVerityHashValue>() -> Algorithm {
+    match CfsAlgorithm::for_hash::<H>().hash_name() {
+        "sha512" => Algorithm::Sha512,
+        _ => Algorithm::Sha256,
+    }
+}
+
+/// The algorithm of the repository under `sysroot` (from its `meta.json`).
+pub fn read_algorithm(sysroot: impl AsFd) -> Result<Algorithm> {
+    let repo_dir = crate::durable::open_dir(&sysroot, layout::REPOSITORY)
+        .context("opening the composefs repository")?;
+    match read_repo_algorithm(&repo_dir)? {
+        Some(a) => a
+            .hash_name()
+            .parse::<Algorithm>()
+            .with_context(|| format!("repository uses unsupported algorithm {a}")),
+        None => bail!("{} is not a composefs repository (no meta.json)", layout::REPOSITORY),
+    }
+}
+
+/// Creates the repository (`composefs/`, mode 0700) under `sysroot`.
+pub fn init<H: FsVerityHashValue>(sysroot: impl AsFd, verity: bool) -> Result<Arc<Repository<H>>> {
+    let mut config = RepositoryConfig::new(CfsAlgorithm::for_hash::<H>());
+    if !verity {
+        config = config.set_insecure();
+    }
+    let (repo, _) = Repository::<H>::init_path(&sysroot, layout::REPOSITORY, config)
+        .with_context(|| format!("creating the composefs repository {}", layout::REPOSITORY))?;
+    Ok(Arc::new(repo))
+}
+
+/// Opens the existing repository under `sysroot`.
+pub fn open<H: FsVerityHashValue>(sysroot: impl AsFd) -> Result<Arc<Repository<H>>> {
+    let repo = Repository::<H>::open_path(&sysroot, layout::REPOSITORY)
+        .with_context(|| format!("opening the composefs repository {}", layout::REPOSITORY))?;
+    Ok(Arc::new(repo))
+}
+
+/// How to pull.
+#[derive(Clone, Default)]
+pub struct PullOpts {
+    /// Verify TLS when talking to a registry.
+    pub insecure_registry: bool,
+    /// Progress reporting.
+    pub progress: Option<SharedReporter>,
+}
+
+/// What a pull produced.
+#[derive(Debug, Clone)]
+pub struct Pulled {
+    /// `sha256:…` of the manifest.
+    pub manifest_digest: String,
+    /// The deployment id: fs-verity digest of the committed boot EROFS image.
+    pub id: DeploymentId,
+    /// What was stored.
+    pub stats: ImportStats,
+}
+
+/// Pulls `imgref` into the repository, commits its boot image and tags it with the
+/// deployment id, so a later GC keeps it.
+pub fn pull<H: FsVerityHashValue>(
+    repo: &Arc<Repository<H>>,
+    imgref: &ImageReference,
+    opts: &PullOpts,
+) -> Result<Pulled> {
+    let mut proxy = ImageProxyConfig::default();
+    if opts.insecure_registry {
+        proxy.insecure_skip_tls_verification = Some(true);
+    }
+    let source = imgref.to_skopeo();
+    tracing::info!("pulling {source}");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let result = rt
+        .block_on(composefs_oci::pull(
+            repo,
+            &source,
+            None,
+            PullOptions {
+                img_proxy_config: Some(proxy),
+                progress: opts.progress.clone(),
+                bootable: true,
+                ..Default::default()
+            },
+        ))
+        .with_context(|| format!("pulling {source}"))?;
+    drop(rt);
+    let manifest_digest = result.manifest_digest.clone();
+    let image_id = composefs_oci::boot_image(repo, &manifest_digest)
+        .with_context(|| format!("looking up the boot image of {source}"))?
+        .with_context(|| format!("{source} did not produce a boot image (is it a container image with /usr, /boot and /sysroot?)"))?;
+    let id = DeploymentId::new(algorithm_of::<H>(), &image_id.to_hex())
+        .context("the boot image digest is not a valid deployment id")?;
+    composefs_oci::tag_image(repo, &manifest_digest, &deployment_tag(&id))
+        .with_context(|| format!("tagging {source} in the repository"))?;
+    tracing::info!("imported {source}: {}", result.stats);
+    Ok(Pulled {
+        manifest_digest: manifest_digest.to_string(),
+        id,
+        stats: result.stats,
+    })
+}
+
+/// The image's boot-transformed tree (exactly what the deployment's EROFS holds) and
+/// the boot resources it carries. Checked against the committed image's digest.
+pub fn boot_tree<H: FsVerityHashValue>(
+    repo: &Arc<Repository<H>>,
+    pulled: &Pulled,
+) -> Result<(FileSystem<H>, Vec<BootEntry<H>>)> {
+    use composefs_boot::BootOps;
+    let digest: composefs_oci::OciDigest = pulled
+        .manifest_digest
+        .as_str()
+        .try_into()
+        .with_context(|| format!("invalid manifest digest {}", pulled.manifest_digest))?;
+    let img = OciImage::open(repo, &digest, None).context("opening the pulled image")?;
+    let mut fs = composefs_oci::image::create_filesystem(
+        repo,
+        img.config_digest(),
+        Some(img.config_verity()),
+        &OciTransformOptions::default(),
+    )
+    .context("reading the image's filesystem tree")?;
+    let entries = fs.transform_for_boot(repo).context("finding the image's boot resources")?;
+    let computed = fs.compute_image_id(repo.erofs_version());
+    if computed.to_hex() != pulled.id.hex() {
+        bail!(
+            "the image tree digests to {} but its committed boot image is {}",
+            computed.to_hex(),
+            pulled.id.hex()
+        );
+    }
+    Ok((fs, entries))
+}
+
+/// The number of objects in the repository's object store (for tests and reports).
+pub fn count_objects(sysroot: impl AsFd) -> Result<usize> {
+    let objects = crate::durable::open_dir(&sysroot, format!("{}/{}", layout::REPOSITORY, layout::REPO_OBJECTS))?;
+    let mut n = 0;
+    let mut d = rustix::fs::Dir::read_from(&objects)?;
+    while let Some(e) = d.read() {
+        let e = e?;
+        let name = e.file_name().to_bytes();
+        if name.len() != 2 {
+            continue;
+        }
+        let sub = crate::durable::open_dir(&objects, std::ffi::OsStr::new(std::str::from_utf8(name)?))?;
+        let mut sd = rustix::fs::Dir::read_from(&sub)?;
+        while let Some(f) = sd.read() {
+            let f = f?;
+            if !matches!(f.file_name().to_bytes(), b"." | b"..") {
+                n += 1;
+            }
+        }
+    }
+    Ok(n)
+}
