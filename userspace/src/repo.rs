@@ -101,17 +101,38 @@ pub fn pull<H: FsVerityHashValue>(
     imgref: &ImageReference,
     opts: &PullOpts,
 ) -> Result<Pulled> {
-    let mut proxy = ImageProxyConfig::default();
-    if opts.insecure_registry {
-        proxy.insecure_skip_tls_verification = Some(true);
-    }
+    let proxy_config = || {
+        let mut proxy = ImageProxyConfig::default();
+        if opts.insecure_registry {
+            proxy.insecure_skip_tls_verification = Some(true);
+        }
+        proxy
+    };
     let source = imgref.to_skopeo();
-    tracing::info!("pulling {source}");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+
+    // An image that is already in the repository with its boot image is not pulled
+    // again: re-importing would rewrite its metadata streams for nothing.
+    let digest = rt
+        .block_on(resolve_manifest(&source, proxy_config()))
+        .with_context(|| format!("pulling {source}"))?;
+    if composefs_oci::oci_image::has_manifest(repo, &digest)?.is_some() {
+        if let Some(image_id) = composefs_oci::boot_image(repo, &digest)? {
+            let id = DeploymentId::new(algorithm_of::<H>(), &image_id.to_hex())
+                .context("the boot image digest is not a valid deployment id")?;
+            composefs_oci::tag_image(repo, &digest, &deployment_tag(&id))
+                .with_context(|| format!("tagging {source} in the repository"))?;
+            tracing::info!("{source} ({digest}) is already in the repository");
+            return Ok(Pulled { manifest_digest: digest.to_string(), id, stats: ImportStats::default() });
+        }
+    }
+
+    tracing::info!("pulling {source}");
+    let proxy = proxy_config();
     let result = rt
         .block_on(composefs_oci::pull(
             repo,
@@ -140,6 +161,19 @@ pub fn pull<H: FsVerityHashValue>(
         id,
         stats: result.stats,
     })
+}
+
+/// The manifest digest `source` currently points to (asks skopeo; nothing is fetched
+/// but the manifest).
+async fn resolve_manifest(source: &str, config: ImageProxyConfig) -> Result<composefs_oci::OciDigest> {
+    let proxy = containers_image_proxy::ImageProxy::new_with_config(config)
+        .await
+        .context("starting skopeo experimental-image-proxy")?;
+    let img = proxy.open_image(source).await.context("opening the image")?;
+    let (digest, _) = proxy.fetch_manifest(&img).await.context("fetching the manifest")?;
+    let _ = proxy.close_image(&img).await;
+    let _ = proxy.finalize().await;
+    digest.as_str().try_into().with_context(|| format!("invalid manifest digest {digest}"))
 }
 
 /// The image's boot-transformed tree (exactly what the deployment's EROFS holds) and
@@ -176,22 +210,18 @@ pub fn boot_tree<H: FsVerityHashValue>(
 
 /// The number of objects in the repository's object store (for tests and reports).
 pub fn count_objects(sysroot: impl AsFd) -> Result<usize> {
-    let objects = crate::durable::open_dir(&sysroot, format!("{}/{}", layout::REPOSITORY, layout::REPO_OBJECTS))?;
+    use std::os::fd::AsRawFd;
+    let path = format!(
+        "/proc/self/fd/{}/{}/{}",
+        sysroot.as_fd().as_raw_fd(),
+        layout::REPOSITORY,
+        layout::REPO_OBJECTS
+    );
     let mut n = 0;
-    let mut d = rustix::fs::Dir::read_from(&objects)?;
-    while let Some(e) = d.read() {
-        let e = e?;
-        let name = e.file_name().to_bytes();
-        if name.len() != 2 {
-            continue;
-        }
-        let sub = crate::durable::open_dir(&objects, std::ffi::OsStr::new(std::str::from_utf8(name)?))?;
-        let mut sd = rustix::fs::Dir::read_from(&sub)?;
-        while let Some(f) = sd.read() {
-            let f = f?;
-            if !matches!(f.file_name().to_bytes(), b"." | b"..") {
-                n += 1;
-            }
+    for d in std::fs::read_dir(&path).with_context(|| format!("reading {}/{}", layout::REPOSITORY, layout::REPO_OBJECTS))? {
+        let d = d?;
+        if d.file_name().len() == 2 && d.file_type()?.is_dir() {
+            n += std::fs::read_dir(d.path())?.count();
         }
     }
     Ok(n)

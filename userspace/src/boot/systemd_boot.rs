@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 
 use super::bls::{self, BlsEntry};
 use super::Bootloader;
-use crate::install::disk::run;
+use crate::install::disk::{run, Mount};
 
 /// systemd-boot.
 #[derive(Debug)]
@@ -25,19 +25,29 @@ impl Bootloader for SystemdBoot {
         )
     }
 
-    fn install(&self, root: &Path, esp: &Path) -> Result<()> {
+    fn install(&self, _root: &Path, esp: &Path) -> Result<()> {
         let bootctl = which("bootctl").context("bootctl is not installed")?;
+        // bootctl wants the ESP to be the root of a mount and writes
+        // /etc/kernel/entry-token under --root: give it a scratch root with the ESP
+        // bind-mounted at /boot, so neither the host nor the physical root is touched.
+        let scratch = tempfile::Builder::new()
+            .prefix("bootc-bootctl.")
+            .tempdir_in("/run")
+            .context("creating a scratch root for bootctl in /run")?;
+        let boot = scratch.path().join("boot");
+        std::fs::create_dir(&boot).with_context(|| format!("creating {}", boot.display()))?;
+        let bind = Mount::bind(esp, &boot)?;
         let mut cmd = Command::new(bootctl);
         cmd.arg("install")
             .arg("--root")
-            .arg(root)
-            .arg("--esp-path")
-            .arg(esp)
-            .args(["--no-variables", "--install-source=auto", "--make-entry-directory=no", "--entry-token=os-id"])
-            // We made and mounted this ESP ourselves; the udev-based checks cannot run
-            // on a loop device without udev.
+            .arg(scratch.path())
+            .args(["--esp-path", "/boot", "--no-variables", "--install-source=host", "--make-entry-directory=no", "--entry-token=literal:bootc"])
+            // We made this ESP ourselves; the udev-based partition checks cannot run on a
+            // loop device without udev, and a kernel without vfat stages it on disk.
             .env("SYSTEMD_RELAX_ESP_CHECKS", "1");
-        run(&mut cmd).context("installing systemd-boot with bootctl")?;
+        let result = run(&mut cmd).context("installing systemd-boot with bootctl");
+        bind.unmount()?;
+        result?;
         Ok(())
     }
 

@@ -75,7 +75,11 @@ impl Loopback {
             .with_context(|| format!("attaching {} to a loop device", file.display()))?;
         let dev = PathBuf::from(out.trim());
         tracing::info!("attached {} as {}", file.display(), dev.display());
-        Ok(Loopback { dev })
+        let lo = Loopback { dev };
+        // The kernel's partition scan does not always happen (or show in /dev) without
+        // udev: add the partitions explicitly. A blank image has none; that is fine.
+        let _ = run(Command::new("partx").arg("--add").arg(&lo.dev));
+        Ok(lo)
     }
 
     /// `/dev/loopN`.
@@ -110,6 +114,23 @@ impl Mount {
         rustix::mount::mount(source, target, fstype, MountFlags::empty(), None)
             .with_context(|| format!("mounting {} ({fstype}) on {}", source.display(), target.display()))?;
         Ok(Mount { target: target.to_path_buf(), active: true })
+    }
+
+    /// Bind-mounts `source` on `target`.
+    pub fn bind(source: &Path, target: &Path) -> Result<Mount> {
+        rustix::mount::mount_bind(source, target)
+            .with_context(|| format!("bind-mounting {} on {}", source.display(), target.display()))?;
+        Ok(Mount { target: target.to_path_buf(), active: true })
+    }
+
+    /// Like [`Mount::new`], but `None` when this kernel does not know the filesystem
+    /// type (e.g. a kernel built without vfat).
+    pub fn try_new(source: &Path, target: &Path, fstype: &str) -> Result<Option<Mount>> {
+        match rustix::mount::mount(source, target, fstype, MountFlags::empty(), None) {
+            Ok(()) => Ok(Some(Mount { target: target.to_path_buf(), active: true })),
+            Err(rustix::io::Errno::NODEV) => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("mounting {} ({fstype}) on {}", source.display(), target.display())),
+        }
     }
 
     /// Where it is mounted.
@@ -273,6 +294,23 @@ pub fn mkfs(esp: &Path, root: &Path, fs: Filesystem) -> Result<()> {
         Filesystem::Ext4 => run(Command::new("mkfs.ext4").args(["-q", "-F", "-O", "verity", "-L", ROOT_LABEL]).arg(root))
             .with_context(|| format!("formatting the root {}", root.display()))?,
     };
+    Ok(())
+}
+
+/// Copies the contents of `dir` into the root of the FAT filesystem on `dev` with
+/// mtools, for kernels that cannot mount vfat.
+pub fn copy_to_fat(dir: &Path, dev: &Path) -> Result<()> {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<std::io::Result<_>>()?;
+    entries.sort();
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let mut cmd = Command::new("mcopy");
+    cmd.args(["-s", "-p", "-m", "-Q", "-i"]).arg(dev).args(&entries).arg("::/").env("MTOOLS_SKIP_CHECK", "1");
+    run(&mut cmd).with_context(|| format!("copying the ESP contents to {} with mtools", dev.display()))?;
     Ok(())
 }
 

@@ -94,11 +94,28 @@ pub fn to_disk(
     let root_mount = disk::Mount::new(&root_dev, mnt.path(), "ext4")?;
     let esp_path = mnt.path().join("boot");
     std::fs::create_dir(&esp_path).with_context(|| format!("creating {}", esp_path.display()))?;
-    let esp_mount = disk::Mount::new(&esp_dev, &esp_path, "vfat")?;
+    // A kernel without vfat (like some CI hosts) cannot mount the ESP: stage its contents
+    // in the root's (empty) /boot and copy them onto the FAT filesystem with mtools.
+    let esp_mount = disk::Mount::try_new(&esp_dev, &esp_path, "vfat")?;
+    if esp_mount.is_none() {
+        tracing::warn!("this kernel cannot mount vfat: staging the ESP contents and writing them with mtools");
+        if crate::boot::systemd_boot::which("mcopy").is_none() {
+            bail!("this kernel cannot mount vfat and mtools (mcopy) is not installed to write the ESP without mounting it");
+        }
+    }
 
     let installed = install_to_root(opts, mnt.path(), &esp_path, &format!("UUID={uuid}"))?;
 
-    esp_mount.unmount()?;
+    match esp_mount {
+        Some(m) => m.unmount()?,
+        None => {
+            disk::copy_to_fat(&esp_path, &esp_dev)?;
+            let root_fd = durable::open_dir(CWD, mnt.path())?;
+            durable::remove_all(&root_fd, "boot")?;
+            durable::ensure_dir(&root_fd, "boot", 0o755)?;
+            durable::syncfs(&root_fd)?;
+        }
+    }
     root_mount.unmount()?;
     drop(mnt);
     drop(loopback);

@@ -1,0 +1,328 @@
+//! Host integration tests of `bootc install`, as root, with real loop devices, mounts,
+//! a local registry and the real initramfs binary. This kernel has no fs-verity, so the
+//! repository is created insecure and the entry carries `composefs=?sha256:…`.
+
+mod common;
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::process::Command;
+
+use bootc::deploy::state::Origin;
+use bootc_initramfs_setup::cmdline::DeploymentId;
+use bootc_test_fixtures::images;
+use common::*;
+use sha2::{Digest, Sha256};
+
+/// Runs `install to-disk --via-loopback` and returns the deployment id.
+fn install(img: &Path, imgref: &str, extra: &[&str]) -> DeploymentId {
+    let mut args = vec!["install", "to-disk", "--via-loopback"];
+    args.extend_from_slice(extra);
+    let img_s = img.to_str().unwrap();
+    args.extend_from_slice(&["--source-imgref", imgref, img_s]);
+    let out = bootc_ok(&args);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let id = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Installation complete: deployment "))
+        .unwrap_or_else(|| panic!("no deployment id in {text:?}"));
+    DeploymentId::parse(id.trim()).unwrap()
+}
+
+fn sha256_hex(parts: &[&[u8]]) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(p);
+    }
+    hex::encode(h.finalize())
+}
+
+#[test]
+fn install_to_disk_from_oci_layout() {
+    if !can_run(&["unshare", "sh", "find"]) {
+        return;
+    }
+    let _g = serial();
+    let before = system_state();
+    let t = tempdir("bootc-install-");
+    let l = layout(t.path());
+    let img = t.path().join("disk.img");
+    disk_image(&img, DISK_SIZE);
+    let imgref = format!("oci:{}:v1", l.path.display());
+    let id = install(&img, &imgref, &["--karg", "console=ttyS0", "--karg", "quiet"]);
+    assert_eq!(system_state(), before, "install left mounts or loop devices behind");
+    let hex = id.hex().to_string();
+
+    // The partition table: GPT, an ESP of 512 MiB and an x86-64 root.
+    let table: serde_json::Value =
+        serde_json::from_str(&stdout(Command::new("sfdisk").arg("--json").arg(&img))).unwrap();
+    let pt = &table["partitiontable"];
+    assert_eq!(pt["label"], "gpt");
+    let parts = pt["partitions"].as_array().unwrap();
+    assert_eq!(parts.len(), 2);
+    assert_eq!(parts[0]["type"], "C12A7328-F81F-11D2-BA4B-00A0C93EC93B");
+    assert_eq!(parts[0]["size"].as_u64().unwrap() * 512, 512 << 20);
+    assert_eq!(parts[1]["type"], "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709");
+
+    let insp = Inspect::new(&img);
+    let uuid = insp.root_uuid();
+
+    // ESP: systemd-boot, the entry, the kernel and initrd copies.
+    assert!(insp.esp.join("EFI/systemd/systemd-bootx64.efi").is_file(), "systemd-boot not installed");
+    assert!(insp.esp.join("EFI/BOOT/BOOTX64.EFI").is_file(), "fallback loader not installed");
+    let entries: Vec<_> = std::fs::read_dir(insp.esp.join("loader/entries"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(entries, vec![format!("bootc_composefs-{hex}.conf")]);
+    let entry = std::fs::read_to_string(insp.esp.join(format!("loader/entries/bootc_composefs-{hex}.conf"))).unwrap();
+    assert_eq!(
+        entry,
+        format!(
+            "title Bootc Test OS v1\nversion 1\nsort-key bootc-test\nlinux /bootc_composefs-{hex}/vmlinuz\ninitrd /bootc_composefs-{hex}/initramfs.img\noptions root=UUID={uuid} rw console=ttyS0 quiet composefs=?sha256:{hex}\n"
+        )
+    );
+    let kernel = images::pseudo_random(256 * 1024, 1);
+    let initrd = images::pseudo_random(128 * 1024, 2);
+    assert_eq!(std::fs::read(insp.esp.join(format!("bootc_composefs-{hex}/vmlinuz"))).unwrap(), kernel);
+    assert_eq!(std::fs::read(insp.esp.join(format!("bootc_composefs-{hex}/initramfs.img"))).unwrap(), initrd);
+
+    // The root: repository, image, state, shared var, origin.
+    let root = &insp.root;
+    let repo_md = std::fs::metadata(root.join("composefs")).unwrap();
+    assert_eq!(repo_md.permissions().mode() & 0o7777, 0o700);
+    assert!(root.join("composefs/meta.json").is_file());
+    assert!(root.join(format!("composefs/images/{hex}")).exists());
+    let deploy = root.join(format!("state/deploy/{hex}"));
+    assert_eq!(std::fs::read_to_string(deploy.join("etc/hostname")).unwrap(), "bootc-test\n");
+    assert_eq!(std::fs::read_to_string(deploy.join("etc/default.conf")).unwrap(), "setting=v1\n");
+    let shadow = std::fs::symlink_metadata(deploy.join("etc/shadow")).unwrap();
+    assert_eq!(shadow.permissions().mode() & 0o7777, 0o600);
+    assert_eq!(std::fs::read_link(deploy.join("etc/localtime")).unwrap(), Path::new("../usr/share/zoneinfo/UTC"));
+    assert_eq!(std::fs::read_link(deploy.join("var")).unwrap(), Path::new("../../os/default/var"));
+    assert_eq!(
+        std::fs::read_to_string(root.join("state/os/default/var/lib/seeded")).unwrap(),
+        "from the image\n"
+    );
+    let top: Vec<_> = std::fs::read_dir(root.join("state/deploy"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(top, vec![hex.clone()], "no leftovers in state/deploy");
+    let origin_path = deploy.join(format!("{hex}.origin"));
+    let origin = Origin::parse(&std::fs::read_to_string(&origin_path).unwrap(), &origin_path).unwrap();
+    assert_eq!(origin.image_reference, format!("ostree-unverified-image:{imgref}"));
+    assert_eq!(origin.boot_type, "bls");
+    assert_eq!(origin.boot_digest.as_deref(), Some(sha256_hex(&[&kernel, &initrd]).as_str()));
+    assert_eq!(origin.manifest_digest.as_deref(), Some(l.v1.manifest_digest.as_str()));
+    // The image is tagged (a GC root).
+    let refs = std::fs::read_dir(root.join("composefs/streams/refs/oci")).unwrap().count();
+    assert!(refs >= 1, "the pulled image is not tagged");
+
+    // The initramfs binary mounts exactly the image's tree from this disk.
+    let bin = initramfs_setup_bin();
+    let target = insp.dir.path().join("target");
+    std::fs::create_dir(&target).unwrap();
+    // The root is mounted read-only for inspection; setup-root only reads it.
+    let script = format!(
+        "set -e; {bin} setup-root --sysroot {root} --cmdline 'root=UUID={uuid} rw composefs=?sha256:{hex}' --target {target}; cd {target}; {LIST_SCRIPT}",
+        bin = bin.display(),
+        root = root.display(),
+        target = target.display(),
+    );
+    let listing = stdout(Command::new("unshare").args(["-m", "--propagation", "private", "sh", "-c", &script]));
+    let found = parse_listing(&listing);
+    let expected = expected_tree(&images::bootable(1));
+    let diff: Vec<String> = expected
+        .keys()
+        .chain(found.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .filter(|k| expected.get(*k) != found.get(*k))
+        .map(|k| format!("{k}: expected {:?}, found {:?}", expected.get(k), found.get(k)))
+        .collect();
+    assert!(diff.is_empty(), "the mounted tree differs from the image:\n{}", diff.join("\n"));
+    drop(insp);
+    assert_eq!(system_state(), before, "inspection left mounts or loop devices behind");
+}
+
+#[test]
+fn install_via_registry_and_oci_archive() {
+    if !can_run(&["skopeo", "/usr/bin/docker-registry", "tar"]) {
+        return;
+    }
+    let _g = serial();
+    let before = system_state();
+    let t = tempdir("bootc-transports-");
+    let l = layout(t.path());
+    let reg = Registry::start();
+    let name = reg.push(&l.path, "v1", "test:v1");
+
+    let img = t.path().join("disk.img");
+    disk_image(&img, DISK_SIZE);
+    let from_registry = install(&img, &format!("registry:{name}"), &["--tls-verify=false", "--quiet"]);
+    {
+        let insp = Inspect::new(&img);
+        let hex = from_registry.hex();
+        let origin_path = insp.root.join(format!("state/deploy/{hex}/{hex}.origin"));
+        let origin = Origin::parse(&std::fs::read_to_string(&origin_path).unwrap(), &origin_path).unwrap();
+        assert_eq!(origin.image_reference, format!("ostree-unverified-image:registry:{name}"));
+        assert!(insp.esp.join(format!("loader/entries/bootc_composefs-{hex}.conf")).is_file());
+    }
+
+    let archive = t.path().join("image.tar");
+    run(Command::new("tar").arg("-C").arg(&l.path).arg("-cf").arg(&archive).arg("."));
+    let img2 = t.path().join("disk2.img");
+    disk_image(&img2, DISK_SIZE);
+    let from_archive = install(&img2, &format!("oci-archive:{}:v1", archive.display()), &["--quiet"]);
+
+    let img3 = t.path().join("disk3.img");
+    disk_image(&img3, DISK_SIZE);
+    let from_docker = install(&img3, &format!("docker://{name}"), &["--insecure-registry", "--quiet"]);
+
+    // The deployment id is the digest of the image's tree: the same whatever the transport.
+    let from_oci = {
+        // Computed without a disk: pull into a plain directory.
+        let sysroot = t.path().join("sysroot");
+        std::fs::create_dir(&sysroot).unwrap();
+        let fd = bootc::durable::open_dir(rustix::fs::CWD, &sysroot).unwrap();
+        let repo = bootc::repo::init::<composefs::fsverity::Sha256HashValue>(&fd, false).unwrap();
+        let r = bootc::imgref::ImageReference::parse(&format!("oci:{}:v1", l.path.display())).unwrap();
+        bootc::repo::pull(&repo, &r, &Default::default()).unwrap().id
+    };
+    assert_eq!(from_registry, from_oci);
+    assert_eq!(from_archive, from_oci);
+    assert_eq!(from_docker, from_oci);
+    assert_eq!(system_state(), before, "installs left mounts or loop devices behind");
+}
+
+#[test]
+fn pulls_store_only_new_objects() {
+    // Plain directories and the in-process oci: reader: no root needed.
+    let t = tempdir("bootc-dedup-");
+    let l = layout(t.path());
+    let sysroot = t.path().join("sysroot");
+    std::fs::create_dir(&sysroot).unwrap();
+    let fd = bootc::durable::open_dir(rustix::fs::CWD, &sysroot).unwrap();
+    let repo = bootc::repo::init::<composefs::fsverity::Sha256HashValue>(&fd, false).unwrap();
+    let r = |tag: &str| bootc::imgref::ImageReference::parse(&format!("oci:{}:{tag}", l.path.display())).unwrap();
+    let objects_size = || -> (usize, u64) {
+        let mut n = 0;
+        let mut bytes = 0;
+        for d in std::fs::read_dir(sysroot.join("composefs/objects")).unwrap() {
+            let d = d.unwrap();
+            if d.file_name().len() != 2 {
+                continue;
+            }
+            for f in std::fs::read_dir(d.path()).unwrap() {
+                n += 1;
+                bytes += f.unwrap().metadata().unwrap().len();
+            }
+        }
+        (n, bytes)
+    };
+
+    let v1 = bootc::repo::pull(&repo, &r("v1"), &Default::default()).unwrap();
+    let (n1, b1) = objects_size();
+    assert_eq!(bootc::repo::count_objects(&fd).unwrap(), n1);
+    assert!(b1 > images::BIG_FILE_SIZE as u64);
+
+    let again = bootc::repo::pull(&repo, &r("v1"), &Default::default()).unwrap();
+    assert_eq!(again.id, v1.id);
+    assert_eq!(again.stats.new_objects(), 0, "{}", again.stats);
+    assert_eq!(objects_size(), (n1, b1), "pulling the same image again stored something");
+
+    let v2 = bootc::repo::pull(&repo, &r("v2"), &Default::default()).unwrap();
+    assert_ne!(v2.id, v1.id);
+    let (n2, b2) = objects_size();
+    assert!(n2 > n1);
+    // Only the new layer, its metadata and the new EROFS images: the 20 MB base layer
+    // and its objects are shared.
+    assert!(b2 - b1 < 1 << 20, "v2 added {} bytes", b2 - b1);
+    assert_eq!(v2.stats.objects_already_present + v2.stats.new_objects(), v2.stats.total_objects());
+
+    // Both images are tagged by their deployment.
+    for id in [&v1.id, &v2.id] {
+        let tag = bootc::repo::deployment_tag(id);
+        assert!(composefs_oci::resolve_ref(&repo, &tag).is_ok(), "{tag} missing");
+    }
+}
+
+/// A failing install: non-zero exit, the expected message, nothing left mounted.
+fn expect_failure(args: &[&str], message: &str) {
+    let before = system_state();
+    let out = bootc(args);
+    assert!(!out.status.success(), "bootc {args:?} succeeded");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(message), "expected {message:?} in:\n{err}");
+    assert_eq!(system_state(), before, "bootc {args:?} left mounts or loop devices behind");
+}
+
+#[test]
+fn bad_input_fails_cleanly() {
+    if !can_run(&[]) {
+        return;
+    }
+    let _g = serial();
+    let t = tempdir("bootc-bad-");
+    let l = layout(t.path());
+    let img = t.path().join("disk.img");
+    disk_image(&img, DISK_SIZE);
+    let img_s = img.to_str().unwrap();
+    let lay = l.path.display().to_string();
+
+    // Unknown transport: rejected while parsing, listing the valid ones.
+    expect_failure(
+        &["install", "to-disk", "--via-loopback", "--source-imgref", "ftp://example.com/os", img_s],
+        "unknown transport \"ftp:\"",
+    );
+    expect_failure(
+        &["install", "to-disk", "--via-loopback", "--source-imgref", "ftp://example.com/os", img_s],
+        "docker://, registry:, oci:, oci-archive:, containers-storage:",
+    );
+    // Too small.
+    let small = t.path().join("small.img");
+    disk_image(&small, 100 << 20);
+    expect_failure(
+        &["install", "to-disk", "--via-loopback", "--source-imgref", &format!("oci:{lay}:v1"), small.to_str().unwrap()],
+        "is too small: 100 MiB",
+    );
+    // Unreachable registry (nothing listens on that port).
+    let port = free_port();
+    expect_failure(
+        &["install", "to-disk", "--via-loopback", "--wipe", "--tls-verify=false", "--source-imgref", &format!("docker://127.0.0.1:{port}/nothing:v1"), img_s],
+        &format!("pulling docker://127.0.0.1:{port}/nothing:v1"),
+    );
+    // Missing tag.
+    expect_failure(
+        &["install", "to-disk", "--via-loopback", "--wipe", "--source-imgref", &format!("oci:{lay}:nope"), img_s],
+        &format!("pulling oci:{lay}:nope"),
+    );
+    // An image without a kernel.
+    expect_failure(
+        &["install", "to-disk", "--via-loopback", "--wipe", "--source-imgref", &format!("oci:{lay}:nokernel"), img_s],
+        "the image has no kernel",
+    );
+    // The disk now holds a partition table: refused without --wipe.
+    expect_failure(
+        &["install", "to-disk", "--via-loopback", "--source-imgref", &format!("oci:{lay}:v1"), img_s],
+        "is not empty (found gpt",
+    );
+    // GRUB is refused before the disk is touched.
+    let fresh = t.path().join("fresh.img");
+    disk_image(&fresh, DISK_SIZE);
+    expect_failure(
+        &["install", "to-disk", "--via-loopback", "--bootloader", "grub", "--source-imgref", &format!("oci:{lay}:v1"), fresh.to_str().unwrap()],
+        "--bootloader grub is not supported",
+    );
+    assert_eq!(std::fs::metadata(&fresh).unwrap().blocks(), 0, "the disk was written to");
+    // --require-verity: this kernel has no fs-verity, so it must fail (on a kernel
+    // with it, the install succeeds).
+    let before = system_state();
+    let out = bootc(&["install", "to-disk", "--via-loopback", "--require-verity", "--quiet", "--source-imgref", &format!("oci:{lay}:v1"), fresh.to_str().unwrap()]);
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("fs-verity is required"), "{err}");
+    }
+    assert_eq!(system_state(), before);
+}
