@@ -102,7 +102,8 @@ pub struct InstallConfigOpts {
 }
 
 fn parse_algorithm(s: &str) -> Result<Algorithm, String> {
-    s.parse::<Algorithm>().map_err(|_| format!("unknown algorithm {s:?} (expected sha256 or sha512)"))
+    s.parse::<Algorithm>()
+        .map_err(|_| format!("unknown algorithm {s:?} (expected sha256 or sha512)"))
 }
 
 /// `bootc install to-disk`.

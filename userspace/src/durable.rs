@@ -15,8 +15,13 @@ use rustix::io::Errno;
 /// Opens a directory (readable, for fsync and *at calls).
 pub fn open_dir(dirfd: impl AsFd, path: impl AsRef<Path>) -> Result<OwnedFd> {
     let path = path.as_ref();
-    openat(dirfd, path, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
-        .with_context(|| format!("opening directory {}", path.display()))
+    openat(
+        dirfd,
+        path,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .with_context(|| format!("opening directory {}", path.display()))
 }
 
 /// Creates `path` (one level) if missing and opens it.
@@ -45,7 +50,9 @@ pub fn fsync_dir(dir: impl AsFd) -> Result<()> {
 
 /// Atomically replaces `name` in `dir` with `contents` (mode `mode`), durably.
 pub fn write_file(dir: impl AsFd, name: &str, contents: &[u8], mode: u32) -> Result<()> {
-    write_file_with(dir, name, mode, |f| f.write_all(contents).map_err(Into::into))
+    write_file_with(dir, name, mode, |f| {
+        f.write_all(contents).map_err(Into::into)
+    })
 }
 
 /// Like [`write_file`], with the content produced by `fill`.
@@ -69,7 +76,8 @@ pub fn write_file_with(
     let result = (|| -> Result<()> {
         fill(&mut file).with_context(|| format!("writing {name}"))?;
         // The umask may have narrowed the mode.
-        rustix::fs::fchmod(&file, Mode::from_raw_mode(mode)).with_context(|| format!("setting the mode of {name}"))?;
+        rustix::fs::fchmod(&file, Mode::from_raw_mode(mode))
+            .with_context(|| format!("setting the mode of {name}"))?;
         file.sync_all().with_context(|| format!("syncing {name}"))?;
         renameat(dir, &tmp, dir, name).with_context(|| format!("renaming {tmp} to {name}"))?;
         Ok(())
@@ -93,8 +101,12 @@ pub fn remove_all(dir: impl AsFd, name: &str) -> Result<()> {
     match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
         Err(Errno::NOENT) => return Ok(()),
         Err(e) => return Err(e).with_context(|| format!("inspecting {name}")),
-        Ok(st) if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::Directory => {
-            return unlinkat(dir, name, AtFlags::empty()).with_context(|| format!("removing {name}"));
+        Ok(st)
+            if rustix::fs::FileType::from_raw_mode(st.st_mode)
+                != rustix::fs::FileType::Directory =>
+        {
+            return unlinkat(dir, name, AtFlags::empty())
+                .with_context(|| format!("removing {name}"));
         }
         Ok(_) => {}
     }
@@ -133,9 +145,15 @@ mod tests {
         let d = open_dir(CWD, t.path()).unwrap();
         write_file(&d, "a.conf", b"one\n", 0o644).unwrap();
         write_file(&d, "a.conf", b"two\n", 0o600).unwrap();
-        assert_eq!(std::fs::read_to_string(t.path().join("a.conf")).unwrap(), "two\n");
+        assert_eq!(
+            std::fs::read_to_string(t.path().join("a.conf")).unwrap(),
+            "two\n"
+        );
         use std::os::unix::fs::PermissionsExt;
-        let m = std::fs::metadata(t.path().join("a.conf")).unwrap().permissions().mode();
+        let m = std::fs::metadata(t.path().join("a.conf"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(m & 0o7777, 0o600);
         // No temporary files are left behind.
         assert_eq!(std::fs::read_dir(t.path()).unwrap().count(), 1);

@@ -109,7 +109,10 @@ impl ImageReference {
             "oci-archive" => Transport::OciArchive,
             "containers-storage" => Transport::ContainersStorage,
             // `quay.io/foo:tag` or `localhost:5000/foo`: a name without a transport.
-            t if t.contains('/') || t.contains('.') || rest.starts_with(|c: char| c.is_ascii_digit()) => {
+            t if t.contains('/')
+                || t.contains('.')
+                || rest.starts_with(|c: char| c.is_ascii_digit()) =>
+            {
                 return Err(ImgRefError::MissingTransport(input.to_string()))
             }
             t => {
@@ -130,7 +133,10 @@ impl ImageReference {
         if name.is_empty() || name.starts_with(':') {
             return Err(ImgRefError::EmptyName(input.to_string()));
         }
-        Ok(ImageReference { transport, name: name.to_string() })
+        Ok(ImageReference {
+            transport,
+            name: name.to_string(),
+        })
     }
 
     /// The string composefs-oci and skopeo take (`docker://…`, `oci:…`).
@@ -168,7 +174,10 @@ impl ImageReference {
             name.push(':');
             name.push_str(tag);
         }
-        Ok(ImageReference { transport: self.transport, name })
+        Ok(ImageReference {
+            transport: self.transport,
+            name,
+        })
     }
 }
 
@@ -197,17 +206,57 @@ mod tests {
     #[test]
     fn transports() {
         let cases = [
-            ("docker://quay.io/org/os:latest", Transport::Registry, "quay.io/org/os:latest"),
-            ("registry:quay.io/org/os:latest", Transport::Registry, "quay.io/org/os:latest"),
-            ("registry://127.0.0.1:5000/test:v1", Transport::Registry, "127.0.0.1:5000/test:v1"),
-            ("oci:/var/tmp/layout:v1", Transport::OciDir, "/var/tmp/layout:v1"),
+            (
+                "docker://quay.io/org/os:latest",
+                Transport::Registry,
+                "quay.io/org/os:latest",
+            ),
+            (
+                "registry:quay.io/org/os:latest",
+                Transport::Registry,
+                "quay.io/org/os:latest",
+            ),
+            (
+                "registry://127.0.0.1:5000/test:v1",
+                Transport::Registry,
+                "127.0.0.1:5000/test:v1",
+            ),
+            (
+                "oci:/var/tmp/layout:v1",
+                Transport::OciDir,
+                "/var/tmp/layout:v1",
+            ),
             ("oci:/var/tmp/layout", Transport::OciDir, "/var/tmp/layout"),
-            ("oci-archive:/tmp/a.tar:v2", Transport::OciArchive, "/tmp/a.tar:v2"),
-            ("containers-storage:localhost/os", Transport::ContainersStorage, "localhost/os"),
-            ("ostree-unverified-registry:quay.io/x:1", Transport::Registry, "quay.io/x:1"),
-            ("ostree-unverified-image:oci:/d:t", Transport::OciDir, "/d:t"),
-            ("ostree-unverified-image:registry:q.io/x", Transport::Registry, "q.io/x"),
-            ("ostree-unverified-image:docker://q.io/x", Transport::Registry, "q.io/x"),
+            (
+                "oci-archive:/tmp/a.tar:v2",
+                Transport::OciArchive,
+                "/tmp/a.tar:v2",
+            ),
+            (
+                "containers-storage:localhost/os",
+                Transport::ContainersStorage,
+                "localhost/os",
+            ),
+            (
+                "ostree-unverified-registry:quay.io/x:1",
+                Transport::Registry,
+                "quay.io/x:1",
+            ),
+            (
+                "ostree-unverified-image:oci:/d:t",
+                Transport::OciDir,
+                "/d:t",
+            ),
+            (
+                "ostree-unverified-image:registry:q.io/x",
+                Transport::Registry,
+                "q.io/x",
+            ),
+            (
+                "ostree-unverified-image:docker://q.io/x",
+                Transport::Registry,
+                "q.io/x",
+            ),
         ];
         for (input, t, name) in cases {
             let r = p(input);
@@ -220,7 +269,10 @@ mod tests {
     fn renderings() {
         let r = p("registry:quay.io/org/os:latest");
         assert_eq!(r.to_skopeo(), "docker://quay.io/org/os:latest");
-        assert_eq!(r.to_origin(), "ostree-unverified-image:registry:quay.io/org/os:latest");
+        assert_eq!(
+            r.to_origin(),
+            "ostree-unverified-image:registry:quay.io/org/os:latest"
+        );
         assert_eq!(p(&r.to_origin()), r);
         let o = p("oci:/a/b:v1");
         assert_eq!(o.to_skopeo(), "oci:/a/b:v1");
@@ -242,17 +294,46 @@ mod tests {
     fn errors() {
         assert_eq!(ImageReference::parse(""), Err(ImgRefError::Empty));
         let e = ImageReference::parse("ftp://x/y").unwrap_err();
-        assert!(matches!(&e, ImgRefError::UnknownTransport { transport, .. } if transport == "ftp:"));
+        assert!(
+            matches!(&e, ImgRefError::UnknownTransport { transport, .. } if transport == "ftp:")
+        );
         let msg = e.to_string();
-        for t in ["docker://", "registry:", "oci:", "oci-archive:", "containers-storage:"] {
+        for t in [
+            "docker://",
+            "registry:",
+            "oci:",
+            "oci-archive:",
+            "containers-storage:",
+        ] {
             assert!(msg.contains(t), "{msg}");
         }
-        assert!(matches!(ImageReference::parse("dir:/x"), Err(ImgRefError::UnknownTransport { .. })));
-        assert!(matches!(ImageReference::parse("quay.io/x/y:tag"), Err(ImgRefError::MissingTransport(_))));
-        assert!(matches!(ImageReference::parse("localhost:5000/x"), Err(ImgRefError::MissingTransport(_))));
-        assert!(matches!(ImageReference::parse("image"), Err(ImgRefError::MissingTransport(_))));
-        assert!(matches!(ImageReference::parse("docker://"), Err(ImgRefError::EmptyName(_))));
-        assert!(matches!(ImageReference::parse("oci:"), Err(ImgRefError::EmptyName(_))));
-        assert!(matches!(ImageReference::parse("oci-archive::tag"), Err(ImgRefError::EmptyName(_))));
+        assert!(matches!(
+            ImageReference::parse("dir:/x"),
+            Err(ImgRefError::UnknownTransport { .. })
+        ));
+        assert!(matches!(
+            ImageReference::parse("quay.io/x/y:tag"),
+            Err(ImgRefError::MissingTransport(_))
+        ));
+        assert!(matches!(
+            ImageReference::parse("localhost:5000/x"),
+            Err(ImgRefError::MissingTransport(_))
+        ));
+        assert!(matches!(
+            ImageReference::parse("image"),
+            Err(ImgRefError::MissingTransport(_))
+        ));
+        assert!(matches!(
+            ImageReference::parse("docker://"),
+            Err(ImgRefError::EmptyName(_))
+        ));
+        assert!(matches!(
+            ImageReference::parse("oci:"),
+            Err(ImgRefError::EmptyName(_))
+        ));
+        assert!(matches!(
+            ImageReference::parse("oci-archive::tag"),
+            Err(ImgRefError::EmptyName(_))
+        ));
     }
 }

@@ -41,9 +41,11 @@ impl ProgressReporter for Bars {
             ProgressEvent::Started { id, total, .. } => {
                 let bar = self.multi.add(ProgressBar::new(total.unwrap_or(0)));
                 bar.set_style(
-                    ProgressStyle::with_template("{msg:24} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}")
-                        .unwrap_or_else(|_| ProgressStyle::default_bar())
-                        .progress_chars("=> "),
+                    ProgressStyle::with_template(
+                        "{msg:24} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
+                    )
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> "),
                 );
                 bar.set_message(format!("layer {}", short(&id)));
                 bars.insert(id.to_string(), bar);
@@ -57,7 +59,9 @@ impl ProgressReporter for Bars {
                 }
             }
             ProgressEvent::Skipped { id } => {
-                let _ = self.multi.println(format!("layer {}: already present", short(&id)));
+                let _ = self
+                    .multi
+                    .println(format!("layer {}: already present", short(&id)));
             }
             ProgressEvent::Done { id, .. } => {
                 if let Some(bar) = bars.remove(&id.to_string()) {
@@ -83,7 +87,9 @@ impl ProgressReporter for Lines {
         let mut totals = self.totals.lock().unwrap_or_else(|e| e.into_inner());
         match event {
             ProgressEvent::Started { id, total, .. } => {
-                let size = total.map(|t| format!(" ({})", HumanBytes(t))).unwrap_or_default();
+                let size = total
+                    .map(|t| format!(" ({})", HumanBytes(t)))
+                    .unwrap_or_default();
                 eprintln!("Fetching layer {}{size}", short(&id));
                 totals.insert(id.to_string(), total);
             }

@@ -52,7 +52,10 @@ pub fn read_algorithm(sysroot: impl AsFd) -> Result<Algorithm> {
             .hash_name()
             .parse::<Algorithm>()
             .with_context(|| format!("repository uses unsupported algorithm {a}")),
-        None => bail!("{} is not a composefs repository (no meta.json)", layout::REPOSITORY),
+        None => bail!(
+            "{} is not a composefs repository (no meta.json)",
+            layout::REPOSITORY
+        ),
     }
 }
 
@@ -127,7 +130,11 @@ pub fn pull<H: FsVerityHashValue>(
             composefs_oci::tag_image(repo, &digest, &deployment_tag(&id))
                 .with_context(|| format!("tagging {source} in the repository"))?;
             tracing::info!("{source} ({digest}) is already in the repository");
-            return Ok(Pulled { manifest_digest: digest.to_string(), id, stats: ImportStats::default() });
+            return Ok(Pulled {
+                manifest_digest: digest.to_string(),
+                id,
+                stats: ImportStats::default(),
+            });
         }
     }
 
@@ -165,15 +172,27 @@ pub fn pull<H: FsVerityHashValue>(
 
 /// The manifest digest `source` currently points to (asks skopeo; nothing is fetched
 /// but the manifest).
-async fn resolve_manifest(source: &str, config: ImageProxyConfig) -> Result<composefs_oci::OciDigest> {
+async fn resolve_manifest(
+    source: &str,
+    config: ImageProxyConfig,
+) -> Result<composefs_oci::OciDigest> {
     let proxy = containers_image_proxy::ImageProxy::new_with_config(config)
         .await
         .context("starting skopeo experimental-image-proxy")?;
-    let img = proxy.open_image(source).await.context("opening the image")?;
-    let (digest, _) = proxy.fetch_manifest(&img).await.context("fetching the manifest")?;
+    let img = proxy
+        .open_image(source)
+        .await
+        .context("opening the image")?;
+    let (digest, _) = proxy
+        .fetch_manifest(&img)
+        .await
+        .context("fetching the manifest")?;
     let _ = proxy.close_image(&img).await;
     let _ = proxy.finalize().await;
-    digest.as_str().try_into().with_context(|| format!("invalid manifest digest {digest}"))
+    digest
+        .as_str()
+        .try_into()
+        .with_context(|| format!("invalid manifest digest {digest}"))
 }
 
 /// The image's boot-transformed tree (exactly what the deployment's EROFS holds) and
@@ -196,7 +215,9 @@ pub fn boot_tree<H: FsVerityHashValue>(
         &OciTransformOptions::default(),
     )
     .context("reading the image's filesystem tree")?;
-    let entries = fs.transform_for_boot(repo).context("finding the image's boot resources")?;
+    let entries = fs
+        .transform_for_boot(repo)
+        .context("finding the image's boot resources")?;
     let computed = fs.compute_image_id(repo.erofs_version());
     if computed.to_hex() != pulled.id.hex() {
         bail!(
@@ -218,7 +239,9 @@ pub fn count_objects(sysroot: impl AsFd) -> Result<usize> {
         layout::REPO_OBJECTS
     );
     let mut n = 0;
-    for d in std::fs::read_dir(&path).with_context(|| format!("reading {}/{}", layout::REPOSITORY, layout::REPO_OBJECTS))? {
+    for d in std::fs::read_dir(&path)
+        .with_context(|| format!("reading {}/{}", layout::REPOSITORY, layout::REPO_OBJECTS))?
+    {
         let d = d?;
         if d.file_name().len() == 2 && d.file_type()?.is_dir() {
             n += std::fs::read_dir(d.path())?.count();

@@ -49,8 +49,16 @@ fn install_to_disk_from_oci_layout() {
     let img = t.path().join("disk.img");
     disk_image(&img, DISK_SIZE);
     let imgref = format!("oci:{}:v1", l.path.display());
-    let id = install(&img, &imgref, &["--karg", "console=ttyS0", "--karg", "quiet"]);
-    assert_eq!(system_state(), before, "install left mounts or loop devices behind");
+    let id = install(
+        &img,
+        &imgref,
+        &["--karg", "console=ttyS0", "--karg", "quiet"],
+    );
+    assert_eq!(
+        system_state(),
+        before,
+        "install left mounts or loop devices behind"
+    );
     let hex = id.hex().to_string();
 
     // The partition table: GPT, an ESP of 512 MiB and an x86-64 root.
@@ -68,14 +76,24 @@ fn install_to_disk_from_oci_layout() {
     let uuid = insp.root_uuid();
 
     // ESP: systemd-boot, the entry, the kernel and initrd copies.
-    assert!(insp.esp.join("EFI/systemd/systemd-bootx64.efi").is_file(), "systemd-boot not installed");
-    assert!(insp.esp.join("EFI/BOOT/BOOTX64.EFI").is_file(), "fallback loader not installed");
+    assert!(
+        insp.esp.join("EFI/systemd/systemd-bootx64.efi").is_file(),
+        "systemd-boot not installed"
+    );
+    assert!(
+        insp.esp.join("EFI/BOOT/BOOTX64.EFI").is_file(),
+        "fallback loader not installed"
+    );
     let entries: Vec<_> = std::fs::read_dir(insp.esp.join("loader/entries"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert_eq!(entries, vec![format!("bootc_composefs-{hex}.conf")]);
-    let entry = std::fs::read_to_string(insp.esp.join(format!("loader/entries/bootc_composefs-{hex}.conf"))).unwrap();
+    let entry = std::fs::read_to_string(
+        insp.esp
+            .join(format!("loader/entries/bootc_composefs-{hex}.conf")),
+    )
+    .unwrap();
     assert_eq!(
         entry,
         format!(
@@ -84,8 +102,18 @@ fn install_to_disk_from_oci_layout() {
     );
     let kernel = images::pseudo_random(256 * 1024, 1);
     let initrd = images::pseudo_random(128 * 1024, 2);
-    assert_eq!(std::fs::read(insp.esp.join(format!("bootc_composefs-{hex}/vmlinuz"))).unwrap(), kernel);
-    assert_eq!(std::fs::read(insp.esp.join(format!("bootc_composefs-{hex}/initramfs.img"))).unwrap(), initrd);
+    assert_eq!(
+        std::fs::read(insp.esp.join(format!("bootc_composefs-{hex}/vmlinuz"))).unwrap(),
+        kernel
+    );
+    assert_eq!(
+        std::fs::read(
+            insp.esp
+                .join(format!("bootc_composefs-{hex}/initramfs.img"))
+        )
+        .unwrap(),
+        initrd
+    );
 
     // The root: repository, image, state, shared var, origin.
     let root = &insp.root;
@@ -94,12 +122,24 @@ fn install_to_disk_from_oci_layout() {
     assert!(root.join("composefs/meta.json").is_file());
     assert!(root.join(format!("composefs/images/{hex}")).exists());
     let deploy = root.join(format!("state/deploy/{hex}"));
-    assert_eq!(std::fs::read_to_string(deploy.join("etc/hostname")).unwrap(), "bootc-test\n");
-    assert_eq!(std::fs::read_to_string(deploy.join("etc/default.conf")).unwrap(), "setting=v1\n");
+    assert_eq!(
+        std::fs::read_to_string(deploy.join("etc/hostname")).unwrap(),
+        "bootc-test\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(deploy.join("etc/default.conf")).unwrap(),
+        "setting=v1\n"
+    );
     let shadow = std::fs::symlink_metadata(deploy.join("etc/shadow")).unwrap();
     assert_eq!(shadow.permissions().mode() & 0o7777, 0o600);
-    assert_eq!(std::fs::read_link(deploy.join("etc/localtime")).unwrap(), Path::new("../usr/share/zoneinfo/UTC"));
-    assert_eq!(std::fs::read_link(deploy.join("var")).unwrap(), Path::new("../../os/default/var"));
+    assert_eq!(
+        std::fs::read_link(deploy.join("etc/localtime")).unwrap(),
+        Path::new("../usr/share/zoneinfo/UTC")
+    );
+    assert_eq!(
+        std::fs::read_link(deploy.join("var")).unwrap(),
+        Path::new("../../os/default/var")
+    );
     assert_eq!(
         std::fs::read_to_string(root.join("state/os/default/var/lib/seeded")).unwrap(),
         "from the image\n"
@@ -110,13 +150,28 @@ fn install_to_disk_from_oci_layout() {
         .collect();
     assert_eq!(top, vec![hex.clone()], "no leftovers in state/deploy");
     let origin_path = deploy.join(format!("{hex}.origin"));
-    let origin = Origin::parse(&std::fs::read_to_string(&origin_path).unwrap(), &origin_path).unwrap();
-    assert_eq!(origin.image_reference, format!("ostree-unverified-image:{imgref}"));
+    let origin = Origin::parse(
+        &std::fs::read_to_string(&origin_path).unwrap(),
+        &origin_path,
+    )
+    .unwrap();
+    assert_eq!(
+        origin.image_reference,
+        format!("ostree-unverified-image:{imgref}")
+    );
     assert_eq!(origin.boot_type, "bls");
-    assert_eq!(origin.boot_digest.as_deref(), Some(sha256_hex(&[&kernel, &initrd]).as_str()));
-    assert_eq!(origin.manifest_digest.as_deref(), Some(l.v1.manifest_digest.as_str()));
+    assert_eq!(
+        origin.boot_digest.as_deref(),
+        Some(sha256_hex(&[&kernel, &initrd]).as_str())
+    );
+    assert_eq!(
+        origin.manifest_digest.as_deref(),
+        Some(l.v1.manifest_digest.as_str())
+    );
     // The image is tagged (a GC root).
-    let refs = std::fs::read_dir(root.join("composefs/streams/refs/oci")).unwrap().count();
+    let refs = std::fs::read_dir(root.join("composefs/streams/refs/oci"))
+        .unwrap()
+        .count();
     assert!(refs >= 1, "the pulled image is not tagged");
 
     // The initramfs binary mounts exactly the image's tree from this disk.
@@ -130,7 +185,14 @@ fn install_to_disk_from_oci_layout() {
         root = root.display(),
         target = target.display(),
     );
-    let listing = stdout(Command::new("unshare").args(["-m", "--propagation", "private", "sh", "-c", &script]));
+    let listing = stdout(Command::new("unshare").args([
+        "-m",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        &script,
+    ]));
     let found = parse_listing(&listing);
     let expected = expected_tree(&images::bootable(1));
     let diff: Vec<String> = expected
@@ -139,11 +201,25 @@ fn install_to_disk_from_oci_layout() {
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .filter(|k| expected.get(*k) != found.get(*k))
-        .map(|k| format!("{k}: expected {:?}, found {:?}", expected.get(k), found.get(k)))
+        .map(|k| {
+            format!(
+                "{k}: expected {:?}, found {:?}",
+                expected.get(k),
+                found.get(k)
+            )
+        })
         .collect();
-    assert!(diff.is_empty(), "the mounted tree differs from the image:\n{}", diff.join("\n"));
+    assert!(
+        diff.is_empty(),
+        "the mounted tree differs from the image:\n{}",
+        diff.join("\n")
+    );
     drop(insp);
-    assert_eq!(system_state(), before, "inspection left mounts or loop devices behind");
+    assert_eq!(
+        system_state(),
+        before,
+        "inspection left mounts or loop devices behind"
+    );
 }
 
 #[test]
@@ -160,25 +236,52 @@ fn install_via_registry_and_oci_archive() {
 
     let img = t.path().join("disk.img");
     disk_image(&img, DISK_SIZE);
-    let from_registry = install(&img, &format!("registry:{name}"), &["--tls-verify=false", "--quiet"]);
+    let from_registry = install(
+        &img,
+        &format!("registry:{name}"),
+        &["--tls-verify=false", "--quiet"],
+    );
     {
         let insp = Inspect::new(&img);
         let hex = from_registry.hex();
         let origin_path = insp.root.join(format!("state/deploy/{hex}/{hex}.origin"));
-        let origin = Origin::parse(&std::fs::read_to_string(&origin_path).unwrap(), &origin_path).unwrap();
-        assert_eq!(origin.image_reference, format!("ostree-unverified-image:registry:{name}"));
-        assert!(insp.esp.join(format!("loader/entries/bootc_composefs-{hex}.conf")).is_file());
+        let origin = Origin::parse(
+            &std::fs::read_to_string(&origin_path).unwrap(),
+            &origin_path,
+        )
+        .unwrap();
+        assert_eq!(
+            origin.image_reference,
+            format!("ostree-unverified-image:registry:{name}")
+        );
+        assert!(insp
+            .esp
+            .join(format!("loader/entries/bootc_composefs-{hex}.conf"))
+            .is_file());
     }
 
     let archive = t.path().join("image.tar");
-    run(Command::new("tar").arg("-C").arg(&l.path).arg("-cf").arg(&archive).arg("."));
+    run(Command::new("tar")
+        .arg("-C")
+        .arg(&l.path)
+        .arg("-cf")
+        .arg(&archive)
+        .arg("."));
     let img2 = t.path().join("disk2.img");
     disk_image(&img2, DISK_SIZE);
-    let from_archive = install(&img2, &format!("oci-archive:{}:v1", archive.display()), &["--quiet"]);
+    let from_archive = install(
+        &img2,
+        &format!("oci-archive:{}:v1", archive.display()),
+        &["--quiet"],
+    );
 
     let img3 = t.path().join("disk3.img");
     disk_image(&img3, DISK_SIZE);
-    let from_docker = install(&img3, &format!("docker://{name}"), &["--insecure-registry", "--quiet"]);
+    let from_docker = install(
+        &img3,
+        &format!("docker://{name}"),
+        &["--insecure-registry", "--quiet"],
+    );
 
     // The deployment id is the digest of the image's tree: the same whatever the transport.
     let from_oci = {
@@ -187,13 +290,20 @@ fn install_via_registry_and_oci_archive() {
         std::fs::create_dir(&sysroot).unwrap();
         let fd = bootc::durable::open_dir(rustix::fs::CWD, &sysroot).unwrap();
         let repo = bootc::repo::init::<composefs::fsverity::Sha256HashValue>(&fd, false).unwrap();
-        let r = bootc::imgref::ImageReference::parse(&format!("oci:{}:v1", l.path.display())).unwrap();
-        bootc::repo::pull(&repo, &r, &Default::default()).unwrap().id
+        let r =
+            bootc::imgref::ImageReference::parse(&format!("oci:{}:v1", l.path.display())).unwrap();
+        bootc::repo::pull(&repo, &r, &Default::default())
+            .unwrap()
+            .id
     };
     assert_eq!(from_registry, from_oci);
     assert_eq!(from_archive, from_oci);
     assert_eq!(from_docker, from_oci);
-    assert_eq!(system_state(), before, "installs left mounts or loop devices behind");
+    assert_eq!(
+        system_state(),
+        before,
+        "installs left mounts or loop devices behind"
+    );
 }
 
 #[test]
@@ -205,7 +315,9 @@ fn pulls_store_only_new_objects() {
     std::fs::create_dir(&sysroot).unwrap();
     let fd = bootc::durable::open_dir(rustix::fs::CWD, &sysroot).unwrap();
     let repo = bootc::repo::init::<composefs::fsverity::Sha256HashValue>(&fd, false).unwrap();
-    let r = |tag: &str| bootc::imgref::ImageReference::parse(&format!("oci:{}:{tag}", l.path.display())).unwrap();
+    let r = |tag: &str| {
+        bootc::imgref::ImageReference::parse(&format!("oci:{}:{tag}", l.path.display())).unwrap()
+    };
     let objects_size = || -> (usize, u64) {
         let mut n = 0;
         let mut bytes = 0;
@@ -230,7 +342,11 @@ fn pulls_store_only_new_objects() {
     let again = bootc::repo::pull(&repo, &r("v1"), &Default::default()).unwrap();
     assert_eq!(again.id, v1.id);
     assert_eq!(again.stats.new_objects(), 0, "{}", again.stats);
-    assert_eq!(objects_size(), (n1, b1), "pulling the same image again stored something");
+    assert_eq!(
+        objects_size(),
+        (n1, b1),
+        "pulling the same image again stored something"
+    );
 
     let v2 = bootc::repo::pull(&repo, &r("v2"), &Default::default()).unwrap();
     assert_ne!(v2.id, v1.id);
@@ -239,12 +355,18 @@ fn pulls_store_only_new_objects() {
     // Only the new layer, its metadata and the new EROFS images: the 20 MB base layer
     // and its objects are shared.
     assert!(b2 - b1 < 1 << 20, "v2 added {} bytes", b2 - b1);
-    assert_eq!(v2.stats.objects_already_present + v2.stats.new_objects(), v2.stats.total_objects());
+    assert_eq!(
+        v2.stats.objects_already_present + v2.stats.new_objects(),
+        v2.stats.total_objects()
+    );
 
     // Both images are tagged by their deployment.
     for id in [&v1.id, &v2.id] {
         let tag = bootc::repo::deployment_tag(id);
-        assert!(composefs_oci::resolve_ref(&repo, &tag).is_ok(), "{tag} missing");
+        assert!(
+            composefs_oci::resolve_ref(&repo, &tag).is_ok(),
+            "{tag} missing"
+        );
     }
 }
 
@@ -255,7 +377,11 @@ fn expect_failure(args: &[&str], message: &str) {
     assert!(!out.status.success(), "bootc {args:?} succeeded");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(message), "expected {message:?} in:\n{err}");
-    assert_eq!(system_state(), before, "bootc {args:?} left mounts or loop devices behind");
+    assert_eq!(
+        system_state(),
+        before,
+        "bootc {args:?} left mounts or loop devices behind"
+    );
 }
 
 #[test]
@@ -273,56 +399,268 @@ fn bad_input_fails_cleanly() {
 
     // Unknown transport: rejected while parsing, listing the valid ones.
     expect_failure(
-        &["install", "to-disk", "--via-loopback", "--source-imgref", "ftp://example.com/os", img_s],
+        &[
+            "install",
+            "to-disk",
+            "--via-loopback",
+            "--source-imgref",
+            "ftp://example.com/os",
+            img_s,
+        ],
         "unknown transport \"ftp:\"",
     );
     expect_failure(
-        &["install", "to-disk", "--via-loopback", "--source-imgref", "ftp://example.com/os", img_s],
+        &[
+            "install",
+            "to-disk",
+            "--via-loopback",
+            "--source-imgref",
+            "ftp://example.com/os",
+            img_s,
+        ],
         "docker://, registry:, oci:, oci-archive:, containers-storage:",
     );
     // Too small.
     let small = t.path().join("small.img");
     disk_image(&small, 100 << 20);
     expect_failure(
-        &["install", "to-disk", "--via-loopback", "--source-imgref", &format!("oci:{lay}:v1"), small.to_str().unwrap()],
+        &[
+            "install",
+            "to-disk",
+            "--via-loopback",
+            "--source-imgref",
+            &format!("oci:{lay}:v1"),
+            small.to_str().unwrap(),
+        ],
         "is too small: 100 MiB",
     );
     // Unreachable registry (nothing listens on that port).
     let port = free_port();
     expect_failure(
-        &["install", "to-disk", "--via-loopback", "--wipe", "--tls-verify=false", "--source-imgref", &format!("docker://127.0.0.1:{port}/nothing:v1"), img_s],
+        &[
+            "install",
+            "to-disk",
+            "--via-loopback",
+            "--wipe",
+            "--tls-verify=false",
+            "--source-imgref",
+            &format!("docker://127.0.0.1:{port}/nothing:v1"),
+            img_s,
+        ],
         &format!("pulling docker://127.0.0.1:{port}/nothing:v1"),
     );
     // Missing tag.
     expect_failure(
-        &["install", "to-disk", "--via-loopback", "--wipe", "--source-imgref", &format!("oci:{lay}:nope"), img_s],
+        &[
+            "install",
+            "to-disk",
+            "--via-loopback",
+            "--wipe",
+            "--source-imgref",
+            &format!("oci:{lay}:nope"),
+            img_s,
+        ],
         &format!("pulling oci:{lay}:nope"),
     );
     // An image without a kernel.
     expect_failure(
-        &["install", "to-disk", "--via-loopback", "--wipe", "--source-imgref", &format!("oci:{lay}:nokernel"), img_s],
+        &[
+            "install",
+            "to-disk",
+            "--via-loopback",
+            "--wipe",
+            "--source-imgref",
+            &format!("oci:{lay}:nokernel"),
+            img_s,
+        ],
         "the image has no kernel",
     );
     // The disk now holds a partition table: refused without --wipe.
     expect_failure(
-        &["install", "to-disk", "--via-loopback", "--source-imgref", &format!("oci:{lay}:v1"), img_s],
+        &[
+            "install",
+            "to-disk",
+            "--via-loopback",
+            "--source-imgref",
+            &format!("oci:{lay}:v1"),
+            img_s,
+        ],
         "is not empty (found gpt",
     );
     // GRUB is refused before the disk is touched.
     let fresh = t.path().join("fresh.img");
     disk_image(&fresh, DISK_SIZE);
     expect_failure(
-        &["install", "to-disk", "--via-loopback", "--bootloader", "grub", "--source-imgref", &format!("oci:{lay}:v1"), fresh.to_str().unwrap()],
+        &[
+            "install",
+            "to-disk",
+            "--via-loopback",
+            "--bootloader",
+            "grub",
+            "--source-imgref",
+            &format!("oci:{lay}:v1"),
+            fresh.to_str().unwrap(),
+        ],
         "--bootloader grub is not supported",
     );
-    assert_eq!(std::fs::metadata(&fresh).unwrap().blocks(), 0, "the disk was written to");
+    assert_eq!(
+        std::fs::metadata(&fresh).unwrap().blocks(),
+        0,
+        "the disk was written to"
+    );
     // --require-verity: this kernel has no fs-verity, so it must fail (on a kernel
     // with it, the install succeeds).
     let before = system_state();
-    let out = bootc(&["install", "to-disk", "--via-loopback", "--require-verity", "--quiet", "--source-imgref", &format!("oci:{lay}:v1"), fresh.to_str().unwrap()]);
+    let out = bootc(&[
+        "install",
+        "to-disk",
+        "--via-loopback",
+        "--require-verity",
+        "--quiet",
+        "--source-imgref",
+        &format!("oci:{lay}:v1"),
+        fresh.to_str().unwrap(),
+    ]);
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("fs-verity is required"), "{err}");
     }
     assert_eq!(system_state(), before);
+}
+
+#[test]
+fn install_to_filesystem_sha512_with_image_kargs() {
+    if !can_run(&["unshare", "sh"]) {
+        return;
+    }
+    let _g = serial();
+    let before = system_state();
+    let t = tempdir("bootc-tofs-");
+    let layout_dir = t.path().join("oci");
+    let mut layers = images::bootable(1);
+    layers.push(
+        bootc_test_fixtures::oci::Layer::new()
+            .dir("usr/lib/bootc", 0o755)
+            .dir("usr/lib/bootc/kargs.d", 0o755)
+            .file(
+                "usr/lib/bootc/kargs.d/10-console.toml",
+                "kargs = [\"console=ttyS0,115200\", \"loglevel=3\"]\n",
+                0o644,
+            )
+            .file(
+                "usr/lib/bootc/kargs.d/05-first.toml",
+                "kargs = [\"first\"]\n",
+                0o644,
+            )
+            .file(
+                "usr/lib/bootc/kargs.d/20-s390x.toml",
+                "kargs = [\"nope\"]\nmatch-architectures = [\"s390x\"]\n",
+                0o644,
+            ),
+    );
+    bootc_test_fixtures::oci::write_image(&layout_dir, "kargs", &layers, &[]).unwrap();
+
+    // A root filesystem mounted by the caller, with /boot to receive the boot files.
+    let root_img = t.path().join("root.img");
+    disk_image(&root_img, 1 << 30);
+    run(Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-O", "verity"])
+        .arg(&root_img));
+    let root = t.path().join("root");
+    std::fs::create_dir(&root).unwrap();
+    run(Command::new("mount")
+        .args(["-o", "loop"])
+        .arg(&root_img)
+        .arg(&root));
+    struct Umount(std::path::PathBuf);
+    impl Drop for Umount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _umount = Umount(root.clone());
+    std::fs::create_dir(root.join("boot")).unwrap();
+    let uuid = stdout(
+        Command::new("blkid")
+            .args(["-p", "-s", "UUID", "-o", "value"])
+            .arg(&root_img),
+    )
+    .trim()
+    .to_string();
+
+    let imgref = format!("oci:{}:kargs", layout_dir.display());
+    let root_s = root.to_str().unwrap();
+    let args = [
+        "install",
+        "to-filesystem",
+        "--composefs-algorithm",
+        "sha512",
+        "--karg",
+        "extra=1",
+        "--quiet",
+        "--source-imgref",
+        &imgref,
+        root_s,
+    ];
+    let out = bootc_ok(&args);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let id = DeploymentId::parse(
+        text.trim()
+            .strip_prefix("Installation complete: deployment ")
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(id.algorithm().name(), "sha512");
+    let hex = id.hex();
+    assert_eq!(hex.len(), 128);
+    let meta = std::fs::read_to_string(root.join("composefs/meta.json")).unwrap();
+    assert!(meta.contains("sha512"), "{meta}");
+    let entry = std::fs::read_to_string(
+        root.join(format!("boot/loader/entries/bootc_composefs-{hex}.conf")),
+    )
+    .unwrap();
+    assert!(
+        entry.contains(&format!("\noptions root=UUID={uuid} rw extra=1 first console=ttyS0,115200 loglevel=3 composefs=?sha512:{hex}\n")),
+        "{entry}"
+    );
+    assert!(root.join("boot/EFI/systemd/systemd-bootx64.efi").is_file());
+    assert!(root
+        .join(format!("boot/bootc_composefs-{hex}/vmlinuz"))
+        .is_file());
+    assert!(
+        !root.join("etc").exists(),
+        "bootctl wrote into the physical root"
+    );
+
+    // The sha512 deployment mounts.
+    let target = t.path().join("target");
+    std::fs::create_dir(&target).unwrap();
+    let script = format!(
+        "set -e; {bin} setup-root --sysroot {root_s} --cmdline 'rw composefs=?sha512:{hex}' --target {target}; cat {target}/usr/share/version {target}/etc/hostname",
+        bin = initramfs_setup_bin().display(),
+        target = target.display(),
+    );
+    let shown = stdout(Command::new("unshare").args([
+        "-m",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        &script,
+    ]));
+    assert_eq!(shown, "1\nbootc-test\n");
+
+    // Installed once: a second install is refused without --wipe, and works with it.
+    let out = bootc(&args);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not empty"));
+    let mut wipe_args = args.to_vec();
+    wipe_args.insert(2, "--wipe");
+    bootc_ok(&wipe_args);
+    let deployments = std::fs::read_dir(root.join("state/deploy"))
+        .unwrap()
+        .count();
+    assert_eq!(deployments, 1);
+    drop(_umount);
+    assert_eq!(system_state(), before, "left mounts or loop devices behind");
 }

@@ -126,7 +126,11 @@ pub fn find_kernel<H: FsVerityHashValue>(entries: Vec<BootEntry<H>>) -> Result<K
                 let initrd = k.initramfs.with_context(|| {
                     format!("the image's kernel {kver} has no initramfs: expected /usr/lib/modules/{kver}/initramfs.img")
                 })?;
-                found.push(Kernel { kver, vmlinuz: k.vmlinuz, initrd });
+                found.push(Kernel {
+                    kver,
+                    vmlinuz: k.vmlinuz,
+                    initrd,
+                });
             }
             BootEntry::Type2(_) => uki = true,
             _ => {}
@@ -134,12 +138,19 @@ pub fn find_kernel<H: FsVerityHashValue>(entries: Vec<BootEntry<H>>) -> Result<K
     }
     if found.len() > 1 {
         let kvers: Vec<_> = found.iter().map(|k| k.kver.as_str()).collect();
-        bail!("the image has more than one kernel ({}); expected exactly one under /usr/lib/modules", kvers.join(", "));
+        bail!(
+            "the image has more than one kernel ({}); expected exactly one under /usr/lib/modules",
+            kvers.join(", ")
+        );
     }
     match found.pop() {
         Some(k) => Ok(k),
-        None if uki => bail!("the image only has a UKI; UKI (Type #2) installs are not supported yet"),
-        None => bail!("the image has no kernel: expected /usr/lib/modules/<kver>/vmlinuz and initramfs.img"),
+        None if uki => {
+            bail!("the image only has a UKI; UKI (Type #2) installs are not supported yet")
+        }
+        None => bail!(
+            "the image has no kernel: expected /usr/lib/modules/<kver>/vmlinuz and initramfs.img"
+        ),
     }
 }
 
@@ -156,7 +167,10 @@ pub fn boot_digest<H: FsVerityHashValue>(repo: &Repository<H>, k: &Kernel<H>) ->
 }
 
 /// A regular file of the image tree by absolute path, if present.
-pub fn image_file<'a, H: FsVerityHashValue>(fs: &'a FileSystem<H>, path: &str) -> Option<&'a RegularFile<H>> {
+pub fn image_file<'a, H: FsVerityHashValue>(
+    fs: &'a FileSystem<H>,
+    path: &str,
+) -> Option<&'a RegularFile<H>> {
     let (dir, name) = fs.as_dir().split_ref(OsStr::new(path)).ok()?;
     dir.get_file_opt(name).ok().flatten()
 }
@@ -175,7 +189,9 @@ pub struct OsInfo {
 pub fn os_info<H: FsVerityHashValue>(repo: &Repository<H>, fs: &FileSystem<H>) -> Result<OsInfo> {
     let file = image_file(fs, "/usr/lib/os-release").or_else(|| image_file(fs, "/etc/os-release"));
     let text = match file {
-        Some(f) => String::from_utf8_lossy(&read(repo, f).context("reading os-release")?).into_owned(),
+        Some(f) => {
+            String::from_utf8_lossy(&read(repo, f).context("reading os-release")?).into_owned()
+        }
         None => String::new(),
     };
     let info = OsReleaseInfo::parse(&text);
@@ -195,7 +211,10 @@ struct KargsFile {
 }
 
 /// The kernel arguments from the image's `/usr/lib/bootc/kargs.d/*.toml`, in file name order.
-pub fn image_kargs<H: FsVerityHashValue>(repo: &Repository<H>, fs: &FileSystem<H>) -> Result<Vec<String>> {
+pub fn image_kargs<H: FsVerityHashValue>(
+    repo: &Repository<H>,
+    fs: &FileSystem<H>,
+) -> Result<Vec<String>> {
     let Ok(Some(dir)) = fs.as_dir().get_directory_ref_opt(OsStr::new(KARGS_D)) else {
         return Ok(vec![]);
     };
@@ -214,8 +233,10 @@ pub fn image_kargs<H: FsVerityHashValue>(repo: &Repository<H>, fs: &FileSystem<H
     let mut out = vec![];
     for (name, f) in files {
         let path = format!("{KARGS_D}/{name}");
-        let text = String::from_utf8(read(repo, f)?.into_vec()).with_context(|| format!("{path}: not UTF-8"))?;
-        let parsed: KargsFile = toml::from_str(&text).with_context(|| format!("{path}: expected kargs = [\"…\"]"))?;
+        let text = String::from_utf8(read(repo, f)?.into_vec())
+            .with_context(|| format!("{path}: not UTF-8"))?;
+        let parsed: KargsFile =
+            toml::from_str(&text).with_context(|| format!("{path}: expected kargs = [\"…\"]"))?;
         if let Some(archs) = &parsed.match_architectures {
             if !archs.iter().any(|a| a == std::env::consts::ARCH) {
                 continue;
@@ -241,10 +262,17 @@ pub fn install_kernel<H: FsVerityHashValue>(
         if &other == id {
             continue;
         }
-        let Ok(origin) = Origin::load(sysroot, &other) else { continue };
+        let Ok(origin) = Origin::load(sysroot, &other) else {
+            continue;
+        };
         let dir = layout::boot_dir_name(&other);
         if origin.boot_digest.as_deref() == Some(digest)
-            && rustix::fs::statat(boot, format!("{dir}/{VMLINUZ}").as_str(), rustix::fs::AtFlags::empty()).is_ok()
+            && rustix::fs::statat(
+                boot,
+                format!("{dir}/{VMLINUZ}").as_str(),
+                rustix::fs::AtFlags::empty(),
+            )
+            .is_ok()
         {
             tracing::info!("reusing the kernel and initrd in {dir} (same digest)");
             return Ok(dir);
@@ -254,14 +282,20 @@ pub fn install_kernel<H: FsVerityHashValue>(
     let tmp = format!("{dir}.tmp");
     durable::remove_all(boot, &tmp)?;
     let staging = durable::ensure_dir(boot, tmp.as_str(), 0o755)?;
-    for (name, f, what) in [(VMLINUZ, &kernel.vmlinuz, "kernel"), (INITRD, &kernel.initrd, "initrd")] {
+    for (name, f, what) in [
+        (VMLINUZ, &kernel.vmlinuz, "kernel"),
+        (INITRD, &kernel.initrd, "initrd"),
+    ] {
         let data = read(repo, f).with_context(|| format!("reading the {what} from the image"))?;
-        durable::write_file_with(&staging, name, 0o644, |out| out.write_all(&data).map_err(Into::into))
-            .with_context(|| format!("writing {tmp}/{name}"))?;
+        durable::write_file_with(&staging, name, 0o644, |out| {
+            out.write_all(&data).map_err(Into::into)
+        })
+        .with_context(|| format!("writing {tmp}/{name}"))?;
     }
     durable::fsync_dir(&staging)?;
     durable::remove_all(boot, &dir)?;
-    durable::rename_into_place(boot, &tmp, &dir).with_context(|| format!("moving {dir} into place"))?;
+    durable::rename_into_place(boot, &tmp, &dir)
+        .with_context(|| format!("moving {dir} into place"))?;
     Ok(dir)
 }
 

@@ -13,7 +13,8 @@ use super::Bootloader;
 #[derive(Debug)]
 pub struct Grub;
 
-const UNSUPPORTED: &str = "--bootloader grub is not supported yet by the composefs backend; use --bootloader systemd";
+const UNSUPPORTED: &str =
+    "--bootloader grub is not supported yet by the composefs backend; use --bootloader systemd";
 
 impl Bootloader for Grub {
     fn name(&self) -> &'static str {

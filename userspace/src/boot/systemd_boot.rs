@@ -41,7 +41,14 @@ impl Bootloader for SystemdBoot {
         cmd.arg("install")
             .arg("--root")
             .arg(scratch.path())
-            .args(["--esp-path", "/boot", "--no-variables", "--install-source=host", "--make-entry-directory=no", "--entry-token=literal:bootc"])
+            .args([
+                "--esp-path",
+                "/boot",
+                "--no-variables",
+                "--install-source=host",
+                "--make-entry-directory=no",
+                "--entry-token=literal:bootc",
+            ])
             // We made this ESP ourselves; the udev-based partition checks cannot run on a
             // loop device without udev, and a kernel without vfat stages it on disk.
             .env("SYSTEMD_RELAX_ESP_CHECKS", "1");

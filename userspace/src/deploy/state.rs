@@ -20,8 +20,8 @@ use composefs::generic_tree::{LeafId, Stat};
 use composefs::repository::Repository;
 use composefs::tree::{Directory, FileSystem, Inode, LeafContent, RegularFile};
 use rustix::fs::{
-    fchmod, fchown, linkat, mkdirat, mknodat, openat, symlinkat, utimensat, AtFlags, FileType, Gid, Mode,
-    OFlags, Timespec, Timestamps, Uid, XattrFlags,
+    fchmod, fchown, linkat, mkdirat, mknodat, openat, symlinkat, utimensat, AtFlags, FileType, Gid,
+    Mode, OFlags, Timespec, Timestamps, Uid, XattrFlags,
 };
 
 use crate::durable;
@@ -68,7 +68,10 @@ pub enum OriginError {
 impl Origin {
     /// The INI text.
     pub fn render(&self) -> String {
-        let mut s = format!("[origin]\ncontainer-image-reference={}\n\n[boot]\nboot_type={}\n", self.image_reference, self.boot_type);
+        let mut s = format!(
+            "[origin]\ncontainer-image-reference={}\n\n[boot]\nboot_type={}\n",
+            self.image_reference, self.boot_type
+        );
         if let Some(d) = &self.boot_digest {
             s.push_str(&format!("digest={d}\n"));
         }
@@ -82,9 +85,15 @@ impl Origin {
     /// and keys are ignored.
     pub fn parse(text: &str, path: &Path) -> Result<Origin, OriginError> {
         let path_s = path.display().to_string();
-        let opt = ini::ParseOption { enabled_escape: false, enabled_quote: false, ..Default::default() };
-        let ini = ini::Ini::load_from_str_opt(text, opt)
-            .map_err(|e| OriginError::Malformed { path: path_s.clone(), detail: e.to_string() })?;
+        let opt = ini::ParseOption {
+            enabled_escape: false,
+            enabled_quote: false,
+            ..Default::default()
+        };
+        let ini = ini::Ini::load_from_str_opt(text, opt).map_err(|e| OriginError::Malformed {
+            path: path_s.clone(),
+            detail: e.to_string(),
+        })?;
         // rust-ini accepts a bare word as a key; an origin line must be key=value.
         for (n, line) in text.lines().enumerate() {
             let l = line.trim();
@@ -92,13 +101,24 @@ impl Origin {
                 continue;
             }
             if !l.contains('=') {
-                return Err(OriginError::Malformed { path: path_s, detail: format!("line {}: expected key=value, found {l:?}", n + 1) });
+                return Err(OriginError::Malformed {
+                    path: path_s,
+                    detail: format!("line {}: expected key=value, found {l:?}", n + 1),
+                });
             }
         }
-        let get = |sec: &str, key: &str| ini.section(Some(sec)).and_then(|s| s.get(key)).map(|v| v.trim().to_string());
+        let get = |sec: &str, key: &str| {
+            ini.section(Some(sec))
+                .and_then(|s| s.get(key))
+                .map(|v| v.trim().to_string())
+        };
         let image_reference = get("origin", "container-image-reference")
             .filter(|v| !v.is_empty())
-            .ok_or(OriginError::Missing { path: path_s.clone(), section: "origin", key: "container-image-reference" })?;
+            .ok_or(OriginError::Missing {
+                path: path_s.clone(),
+                section: "origin",
+                key: "container-image-reference",
+            })?;
         Ok(Origin {
             image_reference,
             boot_type: get("boot", "boot_type").unwrap_or_else(|| BOOT_TYPE_BLS.to_string()),
@@ -110,16 +130,27 @@ impl Origin {
     /// Reads `state/deploy/<id>/<id>.origin` under the physical root.
     pub fn load(sysroot: impl AsFd, id: &DeploymentId) -> Result<Origin> {
         let rel = layout::origin_file(id);
-        let fd = openat(&sysroot, &rel, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
-            .with_context(|| format!("opening {}", rel.display()))?;
-        let text = std::io::read_to_string(File::from(fd)).with_context(|| format!("reading {}", rel.display()))?;
+        let fd = openat(
+            &sysroot,
+            &rel,
+            OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .with_context(|| format!("opening {}", rel.display()))?;
+        let text = std::io::read_to_string(File::from(fd))
+            .with_context(|| format!("reading {}", rel.display()))?;
         Ok(Origin::parse(&text, &rel)?)
     }
 }
 
 /// The deployments present under `state/deploy` (hex names that parse as ids).
 pub fn list_deployments(sysroot: impl AsFd) -> Result<Vec<DeploymentId>> {
-    let dir = match openat(&sysroot, layout::STATE_DEPLOY, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()) {
+    let dir = match openat(
+        &sysroot,
+        layout::STATE_DEPLOY,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) {
         Ok(d) => d,
         Err(rustix::io::Errno::NOENT) => return Ok(vec![]),
         Err(e) => return Err(e).with_context(|| format!("opening {}", layout::STATE_DEPLOY)),
@@ -153,7 +184,10 @@ pub fn write_deployment<H: FsVerityHashValue>(
         let var_rel = PathBuf::from(layout::SHARED_VAR);
         let parent_rel = var_rel.parent().context("shared var has no parent")?;
         let parent = durable::ensure_dir_all(sysroot, parent_rel, 0o755)?;
-        let name = var_rel.file_name().and_then(OsStr::to_str).context("shared var name")?;
+        let name = var_rel
+            .file_name()
+            .and_then(OsStr::to_str)
+            .context("shared var name")?;
         if rustix::fs::statat(&parent, name, AtFlags::SYMLINK_NOFOLLOW).is_err() {
             let tmp = format!(".{name}.tmp");
             durable::remove_all(&parent, &tmp)?;
@@ -168,8 +202,12 @@ pub fn write_deployment<H: FsVerityHashValue>(
     let tmp = format!(".{hex}.tmp");
     durable::remove_all(&deploy_root, &tmp)?;
     let staging = durable::ensure_dir(&deploy_root, tmp.as_str(), 0o755)?;
-    copy_image_dir(repo, fs, "etc", &staging, layout::DEPLOY_ETC)
-        .with_context(|| format!("copying the image's /etc to {}", layout::deploy_etc(id).display()))?;
+    copy_image_dir(repo, fs, "etc", &staging, layout::DEPLOY_ETC).with_context(|| {
+        format!(
+            "copying the image's /etc to {}",
+            layout::deploy_etc(id).display()
+        )
+    })?;
     symlinkat(layout::DEPLOY_VAR_LINK, &staging, layout::DEPLOY_VAR)
         .with_context(|| format!("creating {}", layout::deploy_var(id).display()))?;
     let origin_name = format!("{hex}.origin");
@@ -198,11 +236,19 @@ pub fn copy_image_dir<H: FsVerityHashValue>(
     let dir = match fs.root.get_directory_opt(OsStr::new(name)) {
         Ok(Some(d)) => d,
         _ => {
-            empty = Directory::new(Stat { st_mode: 0o755, ..Stat::uninitialized() });
+            empty = Directory::new(Stat {
+                st_mode: 0o755,
+                ..Stat::uninitialized()
+            });
             &empty
         }
     };
-    let mut w = TreeWriter { repo, fs, links: HashMap::new(), top: None };
+    let mut w = TreeWriter {
+        repo,
+        fs,
+        links: HashMap::new(),
+        top: None,
+    };
     w.write_dir(dir, dest.as_fd(), OsStr::new(dest_name), Path::new(""))
 }
 
@@ -215,31 +261,59 @@ struct TreeWriter<'a, H: FsVerityHashValue> {
 }
 
 fn ts(stat: &Stat) -> Timestamps {
-    let t = Timespec { tv_sec: stat.st_mtim_sec, tv_nsec: stat.st_mtim_nsec as _ };
-    Timestamps { last_access: t, last_modification: t }
+    let t = Timespec {
+        tv_sec: stat.st_mtim_sec,
+        tv_nsec: stat.st_mtim_nsec as _,
+    };
+    Timestamps {
+        last_access: t,
+        last_modification: t,
+    }
 }
 
 fn set_xattrs(fd: impl AsFd, stat: &Stat, what: &Path) -> Result<()> {
     for (k, v) in &stat.xattrs {
-        rustix::fs::fsetxattr(&fd, k.as_ref(), v, XattrFlags::empty())
-            .with_context(|| format!("setting xattr {} on {}", k.to_string_lossy(), what.display()))?;
+        rustix::fs::fsetxattr(&fd, k.as_ref(), v, XattrFlags::empty()).with_context(|| {
+            format!(
+                "setting xattr {} on {}",
+                k.to_string_lossy(),
+                what.display()
+            )
+        })?;
     }
     Ok(())
 }
 
 fn set_owner_mode(fd: impl AsFd, stat: &Stat, what: &Path) -> Result<()> {
-    fchown(&fd, Some(Uid::from_raw(stat.st_uid)), Some(Gid::from_raw(stat.st_gid)))
-        .with_context(|| format!("setting the owner of {}", what.display()))?;
+    fchown(
+        &fd,
+        Some(Uid::from_raw(stat.st_uid)),
+        Some(Gid::from_raw(stat.st_gid)),
+    )
+    .with_context(|| format!("setting the owner of {}", what.display()))?;
     // After chown, which clears setuid/setgid.
-    fchmod(&fd, Mode::from_raw_mode(stat.st_mode & 0o7777)).with_context(|| format!("setting the mode of {}", what.display()))
+    fchmod(&fd, Mode::from_raw_mode(stat.st_mode & 0o7777))
+        .with_context(|| format!("setting the mode of {}", what.display()))
 }
 
 impl<H: FsVerityHashValue> TreeWriter<'_, H> {
-    fn write_dir(&mut self, dir: &Directory<H>, parent: impl AsFd, name: &OsStr, rel: &Path) -> Result<()> {
+    fn write_dir(
+        &mut self,
+        dir: &Directory<H>,
+        parent: impl AsFd,
+        name: &OsStr,
+        rel: &Path,
+    ) -> Result<()> {
         let what = rel.join(name);
-        mkdirat(&parent, name, Mode::from_raw_mode(0o700)).with_context(|| format!("creating {}", what.display()))?;
-        let fd = openat(&parent, name, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
-            .with_context(|| format!("opening {}", what.display()))?;
+        mkdirat(&parent, name, Mode::from_raw_mode(0o700))
+            .with_context(|| format!("creating {}", what.display()))?;
+        let fd = openat(
+            &parent,
+            name,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .with_context(|| format!("opening {}", what.display()))?;
         let child_rel = if self.top.is_none() {
             self.top = Some(rustix::io::fcntl_dupfd_cloexec(&fd, 0)?);
             PathBuf::new()
@@ -254,7 +328,8 @@ impl<H: FsVerityHashValue> TreeWriter<'_, H> {
         }
         set_owner_mode(&fd, &dir.stat, &what)?;
         set_xattrs(&fd, &dir.stat, &what)?;
-        rustix::fs::futimens(&fd, &ts(&dir.stat)).with_context(|| format!("setting the mtime of {}", what.display()))?;
+        rustix::fs::futimens(&fd, &ts(&dir.stat))
+            .with_context(|| format!("setting the mtime of {}", what.display()))?;
         Ok(())
     }
 
@@ -269,31 +344,54 @@ impl<H: FsVerityHashValue> TreeWriter<'_, H> {
         let stat = &leaf.stat;
         match &leaf.content {
             LeafContent::Regular(file) => {
-                let fd = openat(dirfd, name, OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC, Mode::from_raw_mode(0o600))
-                    .with_context(|| format!("creating {}", what.display()))?;
+                let fd = openat(
+                    dirfd,
+                    name,
+                    OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC,
+                    Mode::from_raw_mode(0o600),
+                )
+                .with_context(|| format!("creating {}", what.display()))?;
                 let mut out = File::from(fd);
                 match file {
                     RegularFile::Inline(data) => out.write_all(data)?,
                     RegularFile::External(oid, _) | RegularFile::ExternalNoVerity(oid, _) => {
-                        let mut obj = File::from(self.repo.open_object(oid).with_context(|| format!("opening the object of {}", what.display()))?);
-                        std::io::copy(&mut obj, &mut out).with_context(|| format!("writing {}", what.display()))?;
+                        let mut obj =
+                            File::from(self.repo.open_object(oid).with_context(|| {
+                                format!("opening the object of {}", what.display())
+                            })?);
+                        std::io::copy(&mut obj, &mut out)
+                            .with_context(|| format!("writing {}", what.display()))?;
                     }
                     RegularFile::Sparse(size) => out.set_len(*size)?,
                 }
                 set_owner_mode(&out, stat, &what)?;
                 set_xattrs(&out, stat, &what)?;
-                rustix::fs::futimens(&out, &ts(stat)).with_context(|| format!("setting the mtime of {}", what.display()))?;
+                rustix::fs::futimens(&out, &ts(stat))
+                    .with_context(|| format!("setting the mtime of {}", what.display()))?;
             }
             LeafContent::Symlink(target) => {
-                symlinkat(target.as_ref(), dirfd, name).with_context(|| format!("creating symlink {}", what.display()))?;
+                symlinkat(target.as_ref(), dirfd, name)
+                    .with_context(|| format!("creating symlink {}", what.display()))?;
                 self.finish_special(dirfd, name, stat, &what, false)?;
             }
             LeafContent::BlockDevice(rdev) => {
-                mknodat(dirfd, name, FileType::BlockDevice, Mode::from_raw_mode(0o600), *rdev)?;
+                mknodat(
+                    dirfd,
+                    name,
+                    FileType::BlockDevice,
+                    Mode::from_raw_mode(0o600),
+                    *rdev,
+                )?;
                 self.finish_special(dirfd, name, stat, &what, true)?;
             }
             LeafContent::CharacterDevice(rdev) => {
-                mknodat(dirfd, name, FileType::CharacterDevice, Mode::from_raw_mode(0o600), *rdev)?;
+                mknodat(
+                    dirfd,
+                    name,
+                    FileType::CharacterDevice,
+                    Mode::from_raw_mode(0o600),
+                    *rdev,
+                )?;
                 self.finish_special(dirfd, name, stat, &what, true)?;
             }
             LeafContent::Fifo => {
@@ -310,21 +408,51 @@ impl<H: FsVerityHashValue> TreeWriter<'_, H> {
     }
 
     /// Owner, mode, xattrs and mtime of a node we cannot open for writing.
-    fn finish_special(&self, dirfd: &OwnedFd, name: &OsStr, stat: &Stat, what: &Path, chmod: bool) -> Result<()> {
-        rustix::fs::chownat(dirfd, name, Some(Uid::from_raw(stat.st_uid)), Some(Gid::from_raw(stat.st_gid)), AtFlags::SYMLINK_NOFOLLOW)
-            .with_context(|| format!("setting the owner of {}", what.display()))?;
+    fn finish_special(
+        &self,
+        dirfd: &OwnedFd,
+        name: &OsStr,
+        stat: &Stat,
+        what: &Path,
+        chmod: bool,
+    ) -> Result<()> {
+        rustix::fs::chownat(
+            dirfd,
+            name,
+            Some(Uid::from_raw(stat.st_uid)),
+            Some(Gid::from_raw(stat.st_gid)),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .with_context(|| format!("setting the owner of {}", what.display()))?;
         if chmod {
-            rustix::fs::chmodat(dirfd, name, Mode::from_raw_mode(stat.st_mode & 0o7777), AtFlags::empty())
-                .with_context(|| format!("setting the mode of {}", what.display()))?;
+            rustix::fs::chmodat(
+                dirfd,
+                name,
+                Mode::from_raw_mode(stat.st_mode & 0o7777),
+                AtFlags::empty(),
+            )
+            .with_context(|| format!("setting the mode of {}", what.display()))?;
         }
         if !stat.xattrs.is_empty() {
-            let p = PathBuf::from(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(dirfd))).join(name);
+            let p = PathBuf::from(format!(
+                "/proc/self/fd/{}",
+                std::os::fd::AsRawFd::as_raw_fd(dirfd)
+            ))
+            .join(name);
             for (k, v) in &stat.xattrs {
-                rustix::fs::lsetxattr(&p, k.as_ref(), v, XattrFlags::empty())
-                    .with_context(|| format!("setting xattr {} on {}", k.to_string_lossy(), what.display()))?;
+                rustix::fs::lsetxattr(&p, k.as_ref(), v, XattrFlags::empty()).with_context(
+                    || {
+                        format!(
+                            "setting xattr {} on {}",
+                            k.to_string_lossy(),
+                            what.display()
+                        )
+                    },
+                )?;
             }
         }
-        utimensat(dirfd, name, &ts(stat), AtFlags::SYMLINK_NOFOLLOW).with_context(|| format!("setting the mtime of {}", what.display()))?;
+        utimensat(dirfd, name, &ts(stat), AtFlags::SYMLINK_NOFOLLOW)
+            .with_context(|| format!("setting the mtime of {}", what.display()))?;
         Ok(())
     }
 }
@@ -360,9 +488,17 @@ mod tests {
 
     #[test]
     fn origin_errors_name_the_path() {
-        for bad in ["[origin\nx=y\n", "[origin]\njunk line\n", "[boot]\nboot_type=bls\n", ""] {
+        for bad in [
+            "[origin\nx=y\n",
+            "[origin]\njunk line\n",
+            "[boot]\nboot_type=bls\n",
+            "",
+        ] {
             let e = Origin::parse(bad, Path::new("/s/state/deploy/a/a.origin")).unwrap_err();
-            assert!(e.to_string().contains("/s/state/deploy/a/a.origin"), "{bad:?}: {e}");
+            assert!(
+                e.to_string().contains("/s/state/deploy/a/a.origin"),
+                "{bad:?}: {e}"
+            );
         }
     }
 }

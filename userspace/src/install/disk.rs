@@ -47,13 +47,20 @@ pub fn run_with_stdin(cmd: &mut Command, stdin: Option<&str>) -> Result<String> 
     let desc = format!("{cmd:?}").replace('"', "");
     tracing::debug!("running {desc}");
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    });
     let mut child = cmd.spawn().with_context(|| format!("starting {desc}"))?;
     if let Some(input) = stdin {
         let mut pipe = child.stdin.take().context("stdin pipe")?;
-        pipe.write_all(input.as_bytes()).with_context(|| format!("writing to {desc}"))?;
+        pipe.write_all(input.as_bytes())
+            .with_context(|| format!("writing to {desc}"))?;
     }
-    let out = child.wait_with_output().with_context(|| format!("waiting for {desc}"))?;
+    let out = child
+        .wait_with_output()
+        .with_context(|| format!("waiting for {desc}"))?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
         let err = err.split_whitespace().collect::<Vec<_>>().join(" ");
@@ -71,8 +78,10 @@ pub struct Loopback {
 impl Loopback {
     /// Attaches `file` with partition scanning.
     pub fn attach(file: &Path) -> Result<Loopback> {
-        let out = run(Command::new("losetup").args(["--find", "--show", "--partscan"]).arg(file))
-            .with_context(|| format!("attaching {} to a loop device", file.display()))?;
+        let out = run(Command::new("losetup")
+            .args(["--find", "--show", "--partscan"])
+            .arg(file))
+        .with_context(|| format!("attaching {} to a loop device", file.display()))?;
         let dev = PathBuf::from(out.trim());
         tracing::info!("attached {} as {}", file.display(), dev.display());
         let lo = Loopback { dev };
@@ -111,25 +120,48 @@ pub struct Mount {
 impl Mount {
     /// Mounts `source` (a block device) of type `fstype` on `target`.
     pub fn new(source: &Path, target: &Path, fstype: &str) -> Result<Mount> {
-        rustix::mount::mount(source, target, fstype, MountFlags::empty(), None)
-            .with_context(|| format!("mounting {} ({fstype}) on {}", source.display(), target.display()))?;
-        Ok(Mount { target: target.to_path_buf(), active: true })
+        rustix::mount::mount(source, target, fstype, MountFlags::empty(), None).with_context(
+            || {
+                format!(
+                    "mounting {} ({fstype}) on {}",
+                    source.display(),
+                    target.display()
+                )
+            },
+        )?;
+        Ok(Mount {
+            target: target.to_path_buf(),
+            active: true,
+        })
     }
 
     /// Bind-mounts `source` on `target`.
     pub fn bind(source: &Path, target: &Path) -> Result<Mount> {
-        rustix::mount::mount_bind(source, target)
-            .with_context(|| format!("bind-mounting {} on {}", source.display(), target.display()))?;
-        Ok(Mount { target: target.to_path_buf(), active: true })
+        rustix::mount::mount_bind(source, target).with_context(|| {
+            format!("bind-mounting {} on {}", source.display(), target.display())
+        })?;
+        Ok(Mount {
+            target: target.to_path_buf(),
+            active: true,
+        })
     }
 
     /// Like [`Mount::new`], but `None` when this kernel does not know the filesystem
     /// type (e.g. a kernel built without vfat).
     pub fn try_new(source: &Path, target: &Path, fstype: &str) -> Result<Option<Mount>> {
         match rustix::mount::mount(source, target, fstype, MountFlags::empty(), None) {
-            Ok(()) => Ok(Some(Mount { target: target.to_path_buf(), active: true })),
+            Ok(()) => Ok(Some(Mount {
+                target: target.to_path_buf(),
+                active: true,
+            })),
             Err(rustix::io::Errno::NODEV) => Ok(None),
-            Err(e) => Err(e).with_context(|| format!("mounting {} ({fstype}) on {}", source.display(), target.display())),
+            Err(e) => Err(e).with_context(|| {
+                format!(
+                    "mounting {} ({fstype}) on {}",
+                    source.display(),
+                    target.display()
+                )
+            }),
         }
     }
 
@@ -141,7 +173,8 @@ impl Mount {
     /// Unmounts now, reporting errors.
     pub fn unmount(mut self) -> Result<()> {
         self.active = false;
-        unmount(&self.target, UnmountFlags::empty()).with_context(|| format!("unmounting {}", self.target.display()))
+        unmount(&self.target, UnmountFlags::empty())
+            .with_context(|| format!("unmounting {}", self.target.display()))
     }
 }
 
@@ -149,7 +182,10 @@ impl Drop for Mount {
     fn drop(&mut self) {
         if self.active {
             if let Err(e) = unmount(&self.target, UnmountFlags::empty()) {
-                tracing::warn!("unmounting {}: {e}; detaching it lazily", self.target.display());
+                tracing::warn!(
+                    "unmounting {}: {e}; detaching it lazily",
+                    self.target.display()
+                );
                 let _ = unmount(&self.target, UnmountFlags::DETACH);
             }
         }
@@ -159,14 +195,18 @@ impl Drop for Mount {
 /// The size of a block device or file, in bytes.
 pub fn size_of(path: &Path) -> Result<u64> {
     let mut f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    f.seek(SeekFrom::End(0)).with_context(|| format!("finding the size of {}", path.display()))
+    f.seek(SeekFrom::End(0))
+        .with_context(|| format!("finding the size of {}", path.display()))
 }
 
 /// Fails unless `path` is a block device.
 pub fn require_block_device(path: &Path) -> Result<()> {
     let md = std::fs::metadata(path).with_context(|| format!("{}", path.display()))?;
     if !md.file_type().is_block_device() {
-        bail!("{} is not a block device (use --via-loopback to install to a disk image file)", path.display());
+        bail!(
+            "{} is not a block device (use --via-loopback to install to a disk image file)",
+            path.display()
+        );
     }
     Ok(())
 }
@@ -188,8 +228,13 @@ pub fn check_size(path: &Path, size: u64) -> Result<()> {
 
 /// The device nodes of `dev`'s partitions, from sysfs.
 pub fn partitions(dev: &Path) -> Result<Vec<PathBuf>> {
-    let real = std::fs::canonicalize(dev).with_context(|| format!("resolving {}", dev.display()))?;
-    let name = real.file_name().context("device name")?.to_string_lossy().into_owned();
+    let real =
+        std::fs::canonicalize(dev).with_context(|| format!("resolving {}", dev.display()))?;
+    let name = real
+        .file_name()
+        .context("device name")?
+        .to_string_lossy()
+        .into_owned();
     let sys = PathBuf::from("/sys/class/block").join(&name);
     let mut out = vec![];
     if let Ok(rd) = std::fs::read_dir(&sys) {
@@ -208,12 +253,18 @@ pub fn partitions(dev: &Path) -> Result<Vec<PathBuf>> {
 pub fn check_not_mounted(dev: &Path) -> Result<()> {
     let mut devs = vec![std::fs::canonicalize(dev).unwrap_or_else(|_| dev.to_path_buf())];
     devs.extend(partitions(dev)?);
-    let mounts = std::fs::read_to_string("/proc/self/mounts").context("reading /proc/self/mounts")?;
+    let mounts =
+        std::fs::read_to_string("/proc/self/mounts").context("reading /proc/self/mounts")?;
     for line in mounts.lines() {
         let mut f = line.split_whitespace();
-        let (Some(src), Some(dst)) = (f.next(), f.next()) else { continue };
+        let (Some(src), Some(dst)) = (f.next(), f.next()) else {
+            continue;
+        };
         if devs.iter().any(|d| Path::new(src) == d) {
-            bail!("{src} is mounted on {dst}; unmount it before installing to {}", dev.display());
+            bail!(
+                "{src} is mounted on {dst}; unmount it before installing to {}",
+                dev.display()
+            );
         }
     }
     Ok(())
@@ -223,9 +274,16 @@ pub fn check_not_mounted(dev: &Path) -> Result<()> {
 pub fn signatures(dev: &Path) -> Result<Vec<String>> {
     let mut found = vec![];
     for d in std::iter::once(dev.to_path_buf()).chain(partitions(dev)?) {
-        let out = run(Command::new("wipefs").args(["--no-act", "--noheadings", "--output", "TYPE"]).arg(&d))
-            .with_context(|| format!("probing {} for existing data", d.display()))?;
-        found.extend(out.lines().map(str::trim).filter(|l| !l.is_empty()).map(|l| format!("{l} on {}", d.display())));
+        let out = run(Command::new("wipefs")
+            .args(["--no-act", "--noheadings", "--output", "TYPE"])
+            .arg(&d))
+        .with_context(|| format!("probing {} for existing data", d.display()))?;
+        for l in out.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            let sig = format!("{l} on {}", d.display());
+            if !found.contains(&sig) {
+                found.push(sig);
+            }
+        }
     }
     Ok(found)
 }
@@ -233,9 +291,11 @@ pub fn signatures(dev: &Path) -> Result<Vec<String>> {
 /// Erases every signature on the partitions and the device.
 pub fn wipe(dev: &Path) -> Result<()> {
     for p in partitions(dev)? {
-        run(Command::new("wipefs").args(["--all", "--quiet"]).arg(&p)).with_context(|| format!("wiping {}", p.display()))?;
+        run(Command::new("wipefs").args(["--all", "--quiet"]).arg(&p))
+            .with_context(|| format!("wiping {}", p.display()))?;
     }
-    run(Command::new("wipefs").args(["--all", "--quiet"]).arg(dev)).with_context(|| format!("wiping {}", dev.display()))?;
+    run(Command::new("wipefs").args(["--all", "--quiet"]).arg(dev))
+        .with_context(|| format!("wiping {}", dev.display()))?;
     Ok(())
 }
 
@@ -259,8 +319,13 @@ pub fn sfdisk_script() -> String {
 
 /// Writes the GPT (ESP + root) and waits for the partition nodes; returns (esp, root).
 pub fn partition(dev: &Path) -> Result<(PathBuf, PathBuf)> {
-    run_with_stdin(Command::new("sfdisk").args(["--quiet", "--wipe", "always", "--wipe-partitions", "always"]).arg(dev), Some(&sfdisk_script()))
-        .with_context(|| format!("partitioning {}", dev.display()))?;
+    run_with_stdin(
+        Command::new("sfdisk")
+            .args(["--quiet", "--wipe", "always", "--wipe-partitions", "always"])
+            .arg(dev),
+        Some(&sfdisk_script()),
+    )
+    .with_context(|| format!("partitioning {}", dev.display()))?;
     // Make the kernel see the new table (sfdisk asks too; partx covers devices where
     // that did not take, without udev).
     let _ = run(Command::new("partx").arg("--update").arg(dev));
@@ -268,12 +333,21 @@ pub fn partition(dev: &Path) -> Result<(PathBuf, PathBuf)> {
     let root = partition_path(dev, 2);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let ready = [&esp, &root].iter().all(|p| std::fs::metadata(p).map(|m| m.file_type().is_block_device()).unwrap_or(false));
+        let ready = [&esp, &root].iter().all(|p| {
+            std::fs::metadata(p)
+                .map(|m| m.file_type().is_block_device())
+                .unwrap_or(false)
+        });
         if ready {
             return Ok((esp, root));
         }
         if Instant::now() > deadline {
-            bail!("the partitions of {} did not appear ({} and {})", dev.display(), esp.display(), root.display());
+            bail!(
+                "the partitions of {} did not appear ({} and {})",
+                dev.display(),
+                esp.display(),
+                root.display()
+            );
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -288,11 +362,15 @@ pub enum Filesystem {
 
 /// Formats the ESP (FAT32) and the root (ext4 with fs-verity enabled).
 pub fn mkfs(esp: &Path, root: &Path, fs: Filesystem) -> Result<()> {
-    run(Command::new("mkfs.vfat").args(["-F", "32", "-n", ESP_LABEL]).arg(esp))
-        .with_context(|| format!("formatting the ESP {}", esp.display()))?;
+    run(Command::new("mkfs.vfat")
+        .args(["-F", "32", "-n", ESP_LABEL])
+        .arg(esp))
+    .with_context(|| format!("formatting the ESP {}", esp.display()))?;
     match fs {
-        Filesystem::Ext4 => run(Command::new("mkfs.ext4").args(["-q", "-F", "-O", "verity", "-L", ROOT_LABEL]).arg(root))
-            .with_context(|| format!("formatting the root {}", root.display()))?,
+        Filesystem::Ext4 => run(Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-O", "verity", "-L", ROOT_LABEL])
+            .arg(root))
+        .with_context(|| format!("formatting the root {}", root.display()))?,
     };
     Ok(())
 }
@@ -309,15 +387,22 @@ pub fn copy_to_fat(dir: &Path, dev: &Path) -> Result<()> {
         return Ok(());
     }
     let mut cmd = Command::new("mcopy");
-    cmd.args(["-s", "-p", "-m", "-Q", "-i"]).arg(dev).args(&entries).arg("::/").env("MTOOLS_SKIP_CHECK", "1");
-    run(&mut cmd).with_context(|| format!("copying the ESP contents to {} with mtools", dev.display()))?;
+    cmd.args(["-s", "-p", "-m", "-Q", "-i"])
+        .arg(dev)
+        .args(&entries)
+        .arg("::/")
+        .env("MTOOLS_SKIP_CHECK", "1");
+    run(&mut cmd)
+        .with_context(|| format!("copying the ESP contents to {} with mtools", dev.display()))?;
     Ok(())
 }
 
 /// The filesystem UUID of a block device (probed directly, no udev or cache).
 pub fn fs_uuid(dev: &Path) -> Result<String> {
-    let out = run(Command::new("blkid").args(["--probe", "--match-tag", "UUID", "--output", "value"]).arg(dev))
-        .with_context(|| format!("reading the filesystem UUID of {}", dev.display()))?;
+    let out = run(Command::new("blkid")
+        .args(["--probe", "--match-tag", "UUID", "--output", "value"])
+        .arg(dev))
+    .with_context(|| format!("reading the filesystem UUID of {}", dev.display()))?;
     let uuid = out.trim().to_string();
     if uuid.is_empty() {
         bail!("{} has no filesystem UUID", dev.display());
@@ -331,9 +416,18 @@ mod tests {
 
     #[test]
     fn partition_names() {
-        assert_eq!(partition_path(Path::new("/dev/sda"), 1), PathBuf::from("/dev/sda1"));
-        assert_eq!(partition_path(Path::new("/dev/loop3"), 2), PathBuf::from("/dev/loop3p2"));
-        assert_eq!(partition_path(Path::new("/dev/nvme0n1"), 2), PathBuf::from("/dev/nvme0n1p2"));
+        assert_eq!(
+            partition_path(Path::new("/dev/sda"), 1),
+            PathBuf::from("/dev/sda1")
+        );
+        assert_eq!(
+            partition_path(Path::new("/dev/loop3"), 2),
+            PathBuf::from("/dev/loop3p2")
+        );
+        assert_eq!(
+            partition_path(Path::new("/dev/nvme0n1"), 2),
+            PathBuf::from("/dev/nvme0n1p2")
+        );
     }
 
     #[test]
@@ -346,7 +440,9 @@ mod tests {
 
     #[test]
     fn too_small() {
-        let e = check_size(Path::new("disk.img"), 100 << 20).unwrap_err().to_string();
+        let e = check_size(Path::new("disk.img"), 100 << 20)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("too small") && e.contains("100 MiB"), "{e}");
         check_size(Path::new("disk.img"), MIN_DISK_BYTES).unwrap();
     }

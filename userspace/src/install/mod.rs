@@ -63,12 +63,25 @@ pub fn to_disk(
     disk::check_size(target, size)?;
     if !via_loopback {
         disk::require_block_device(target)?;
-    } else if !std::fs::metadata(target).with_context(|| format!("{}", target.display()))?.is_file() {
-        bail!("--via-loopback expects a disk image file, {} is not a regular file", target.display());
+    } else if !std::fs::metadata(target)
+        .with_context(|| format!("{}", target.display()))?
+        .is_file()
+    {
+        bail!(
+            "--via-loopback expects a disk image file, {} is not a regular file",
+            target.display()
+        );
     }
 
-    let loopback = if via_loopback { Some(disk::Loopback::attach(target)?) } else { None };
-    let dev: PathBuf = loopback.as_ref().map(|l| l.dev().to_path_buf()).unwrap_or_else(|| target.to_path_buf());
+    let loopback = if via_loopback {
+        Some(disk::Loopback::attach(target)?)
+    } else {
+        None
+    };
+    let dev: PathBuf = loopback
+        .as_ref()
+        .map(|l| l.dev().to_path_buf())
+        .unwrap_or_else(|| target.to_path_buf());
     disk::check_not_mounted(&dev)?;
     let found = disk::signatures(&dev)?;
     if !found.is_empty() {
@@ -98,13 +111,16 @@ pub fn to_disk(
     // in the root's (empty) /boot and copy them onto the FAT filesystem with mtools.
     let esp_mount = disk::Mount::try_new(&esp_dev, &esp_path, "vfat")?;
     if esp_mount.is_none() {
-        tracing::warn!("this kernel cannot mount vfat: staging the ESP contents and writing them with mtools");
+        tracing::warn!(
+            "this kernel cannot mount vfat: staging the ESP contents and writing them with mtools"
+        );
         if crate::boot::systemd_boot::which("mcopy").is_none() {
             bail!("this kernel cannot mount vfat and mtools (mcopy) is not installed to write the ESP without mounting it");
         }
     }
 
-    let installed = install_to_root(opts, mnt.path(), &esp_path, &format!("UUID={uuid}"))?;
+    let what = format!("the root filesystem ({})", root_dev.display());
+    let installed = install_to_root(opts, mnt.path(), &esp_path, &format!("UUID={uuid}"), &what)?;
 
     match esp_mount {
         Some(m) => m.unmount()?,
@@ -124,7 +140,12 @@ pub fn to_disk(
 
 /// `install to-filesystem`: `root` is the mounted root filesystem, with the ESP mounted
 /// on `root/boot`.
-pub fn to_filesystem(opts: &InstallOpts, root: &Path, root_mount_spec: Option<&str>, wipe: bool) -> Result<Installed> {
+pub fn to_filesystem(
+    opts: &InstallOpts,
+    root: &Path,
+    root_mount_spec: Option<&str>,
+    wipe: bool,
+) -> Result<Installed> {
     opts.bootloader.get().check()?;
     let root = std::fs::canonicalize(root).with_context(|| format!("{}", root.display()))?;
     if !root.is_dir() {
@@ -140,8 +161,11 @@ pub fn to_filesystem(opts: &InstallOpts, root: &Path, root_mount_spec: Option<&s
         }
     };
     let esp = root.join("boot");
+    if !esp.is_dir() {
+        bail!("{} does not exist: mount the ESP there", esp.display());
+    }
     if mount_source(&esp)?.is_none() {
-        bail!("{} is not a mount point: mount the ESP there", esp.display());
+        tracing::warn!("{} is not a mount point: boot files are written to the root filesystem's /boot (mount the ESP there to install to it)", esp.display());
     }
     // Refuse to mix with an existing installation unless asked to replace it.
     let leftovers: Vec<String> = std::fs::read_dir(&root)
@@ -152,24 +176,33 @@ pub fn to_filesystem(opts: &InstallOpts, root: &Path, root_mount_spec: Option<&s
         .collect();
     if !leftovers.is_empty() {
         if !wipe {
-            bail!("{} is not empty (found {}); pass --wipe to remove its contents", root.display(), leftovers.join(", "));
+            bail!(
+                "{} is not empty (found {}); pass --wipe to remove its contents",
+                root.display(),
+                leftovers.join(", ")
+            );
         }
         let fd = durable::open_dir(CWD, &root)?;
         for n in &leftovers {
-            durable::remove_all(&fd, n).with_context(|| format!("wiping {}", root.join(n).display()))?;
+            durable::remove_all(&fd, n)
+                .with_context(|| format!("wiping {}", root.join(n).display()))?;
         }
     }
-    install_to_root(opts, &root, &esp, &spec)
+    let what = root.display().to_string();
+    install_to_root(opts, &root, &esp, &spec, &what)
 }
 
 /// The source of the mount at exactly `path`, if it is a mount point.
 fn mount_source(path: &Path) -> Result<Option<String>> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
+    let info =
+        std::fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
     let want = path.to_string_lossy();
     let mut found = None;
     for line in info.lines() {
         let fields: Vec<&str> = line.split(' ').collect();
-        let Some(sep) = fields.iter().position(|f| *f == "-") else { continue };
+        let Some(sep) = fields.iter().position(|f| *f == "-") else {
+            continue;
+        };
         if fields.get(4).map(|m| unescape(m)) == Some(want.to_string()) {
             found = fields.get(sep + 2).map(|s| s.to_string());
         }
@@ -178,7 +211,10 @@ fn mount_source(path: &Path) -> Result<Option<String>> {
 }
 
 fn unescape(s: &str) -> String {
-    s.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
+    s.replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\012", "\n")
+        .replace("\\134", "\\")
 }
 
 /// Whether the filesystem holding `dir` (and this kernel) can enable fs-verity.
@@ -186,11 +222,17 @@ fn probe_verity(dir: &OwnedFd) -> Result<(), String> {
     let name = ".bootc-verity-probe";
     let _ = unlinkat(dir, name, AtFlags::empty());
     let res = (|| {
-        let fd = openat(dir, name, OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC, Mode::from_raw_mode(0o600))
-            .map_err(|e| e.to_string())?;
+        let fd = openat(
+            dir,
+            name,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )
+        .map_err(|e| e.to_string())?;
         rustix::io::write(&fd, &[0u8; 4096]).map_err(|e| e.to_string())?;
         drop(fd);
-        let ro = openat(dir, name, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()).map_err(|e| e.to_string())?;
+        let ro = openat(dir, name, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
+            .map_err(|e| e.to_string())?;
         composefs::fsverity::enable_verity_raw::<Sha256HashValue>(&ro).map_err(|e| e.to_string())
     })();
     let _ = unlinkat(dir, name, AtFlags::empty());
@@ -198,24 +240,34 @@ fn probe_verity(dir: &OwnedFd) -> Result<(), String> {
 }
 
 /// The install proper, on a mounted root with the boot partition (ESP) at `boot`.
-pub fn install_to_root(opts: &InstallOpts, root: &Path, boot: &Path, root_spec: &str) -> Result<Installed> {
+/// `what` names the root filesystem in messages.
+pub fn install_to_root(
+    opts: &InstallOpts,
+    root: &Path,
+    boot: &Path,
+    root_spec: &str,
+    what: &str,
+) -> Result<Installed> {
     let root_fd = durable::open_dir(CWD, root)?;
     let verity = match probe_verity(&root_fd) {
         Ok(()) => true,
         Err(e) if opts.require_verity => {
-            bail!("fs-verity is required (--require-verity) but {} cannot enable it: {e}", root.display())
+            bail!("fs-verity is required (--require-verity) but {what} cannot enable it on this kernel: {e}")
         }
         Err(e) => {
             tracing::warn!(
-                "fs-verity is not available on {} ({e}): the repository is created without verity and the system boots with composefs=? (not tamper-proof)",
-                root.display()
+                "fs-verity is not available on {what} ({e}): the repository is created without verity and the system boots with composefs=? (not tamper-proof)"
             );
             false
         }
     };
     match opts.algorithm {
-        Algorithm::Sha256 => install_typed::<Sha256HashValue>(opts, root, &root_fd, boot, root_spec, verity),
-        Algorithm::Sha512 => install_typed::<Sha512HashValue>(opts, root, &root_fd, boot, root_spec, verity),
+        Algorithm::Sha256 => {
+            install_typed::<Sha256HashValue>(opts, root, &root_fd, boot, root_spec, verity)
+        }
+        Algorithm::Sha512 => {
+            install_typed::<Sha512HashValue>(opts, root, &root_fd, boot, root_spec, verity)
+        }
     }
 }
 
@@ -227,7 +279,10 @@ fn install_typed<H: FsVerityHashValue>(
     root_spec: &str,
     verity: bool,
 ) -> Result<Installed> {
-    let source = opts.source_imgref.absolutize().context("resolving the image path")?;
+    let source = opts
+        .source_imgref
+        .absolutize()
+        .context("resolving the image path")?;
     let target = match &opts.target_imgref {
         Some(t) => t.absolutize().context("resolving the target image path")?,
         None => source.clone(),
@@ -236,7 +291,10 @@ fn install_typed<H: FsVerityHashValue>(
     let pulled = repo::pull(
         &repo,
         &source,
-        &PullOpts { insecure_registry: opts.insecure_registry, progress: crate::progress::reporter(opts.quiet) },
+        &PullOpts {
+            insecure_registry: opts.insecure_registry,
+            progress: crate::progress::reporter(opts.quiet),
+        },
     )?;
     let id = pulled.id.clone();
     tracing::info!("deployment {}", id.short());
@@ -275,6 +333,10 @@ fn install_typed<H: FsVerityHashValue>(
     loader.write_entries(&boot_fd, std::slice::from_ref(&entry))?;
     durable::syncfs(boot_fd.as_fd())?;
     durable::syncfs(root_fd.as_fd())?;
-    tracing::info!("installed {source} as {} with {}", id.short(), loader.name());
+    tracing::info!(
+        "installed {source} as {} with {}",
+        id.short(),
+        loader.name()
+    );
     Ok(Installed { id, entry })
 }

@@ -22,13 +22,27 @@ pub fn serial() -> MutexGuard<'static, ()> {
 }
 
 pub fn can_run(extra: &[&str]) -> bool {
-    let mut tools = vec!["mcopy", "losetup", "sfdisk", "mkfs.ext4", "mkfs.vfat", "wipefs", "blkid", "partx", "bootctl", "mount", "umount"];
+    let mut tools = vec![
+        "mcopy",
+        "losetup",
+        "sfdisk",
+        "mkfs.ext4",
+        "mkfs.vfat",
+        "wipefs",
+        "blkid",
+        "partx",
+        "bootctl",
+        "mount",
+        "umount",
+    ];
     tools.extend_from_slice(extra);
     skip::need_root() && skip::need_tools(&tools)
 }
 
 pub fn run(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
     assert!(
         out.status.success(),
         "{cmd:?} failed: {}{}",
@@ -44,7 +58,10 @@ pub fn stdout(cmd: &mut Command) -> String {
 
 /// A scratch directory under /var/tmp (a real filesystem, not tmpfs).
 pub fn tempdir(prefix: &str) -> tempfile::TempDir {
-    tempfile::Builder::new().prefix(prefix).tempdir_in("/var/tmp").unwrap()
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in("/var/tmp")
+        .unwrap()
 }
 
 /// An OCI layout with the test images: `v1`, `v2`, `nokernel`.
@@ -60,7 +77,12 @@ pub fn layout(dir: &Path) -> Layout {
     let v1 = oci::write_image(&path, "v1", &images::bootable(1), &[]).unwrap();
     let v2 = oci::write_image(&path, "v2", &images::bootable(2), &[]).unwrap();
     let nokernel = oci::write_image(&path, "nokernel", &images::without_kernel(), &[]).unwrap();
-    Layout { path, v1, v2, nokernel }
+    Layout {
+        path,
+        v1,
+        v2,
+        nokernel,
+    }
 }
 
 /// A sparse disk image file.
@@ -73,7 +95,10 @@ pub const DISK_SIZE: u64 = 1536 << 20;
 
 /// Runs bootc; returns the output without asserting.
 pub fn bootc(args: &[&str]) -> Output {
-    let out = Command::new(BOOTC).args(args).output().expect("running bootc");
+    let out = Command::new(BOOTC)
+        .args(args)
+        .output()
+        .expect("running bootc");
     eprintln!(
         "bootc {} -> {}\n--- stdout\n{}--- stderr\n{}",
         args.join(" "),
@@ -116,22 +141,34 @@ pub struct Inspect {
 
 impl Inspect {
     pub fn new(img: &Path) -> Inspect {
-        let dev = stdout(Command::new("losetup").args(["--find", "--show", "--partscan", "--read-only"]).arg(img))
-            .trim()
-            .to_string();
+        let dev = stdout(
+            Command::new("losetup")
+                .args(["--find", "--show", "--partscan", "--read-only"])
+                .arg(img),
+        )
+        .trim()
+        .to_string();
         let dir = tempdir("bootc-inspect-");
         let root = dir.path().join("root");
         let esp = dir.path().join("esp");
         std::fs::create_dir(&root).unwrap();
         std::fs::create_dir(&esp).unwrap();
-        let insp = Inspect { dir, dev: dev.clone(), root, esp };
+        let insp = Inspect {
+            dir,
+            dev: dev.clone(),
+            root,
+            esp,
+        };
         let _ = Command::new("partx").arg("--add").arg(&dev).status();
         let deadline = Instant::now() + Duration::from_secs(10);
         while !Path::new(&format!("{dev}p2")).exists() {
             assert!(Instant::now() < deadline, "{dev}p2 did not appear");
             std::thread::sleep(Duration::from_millis(50));
         }
-        run(Command::new("mount").args(["-o", "ro"]).arg(format!("{dev}p2")).arg(&insp.root));
+        run(Command::new("mount")
+            .args(["-o", "ro"])
+            .arg(format!("{dev}p2"))
+            .arg(&insp.root));
         // The ESP is read with mtools: not every test kernel has vfat.
         run(Command::new("mcopy")
             .args(["-s", "-n", "-m", "-i"])
@@ -143,9 +180,13 @@ impl Inspect {
     }
 
     pub fn root_uuid(&self) -> String {
-        stdout(Command::new("blkid").args(["-p", "-s", "UUID", "-o", "value"]).arg(format!("{}p2", self.dev)))
-            .trim()
-            .to_string()
+        stdout(
+            Command::new("blkid")
+                .args(["-p", "-s", "UUID", "-o", "value"])
+                .arg(format!("{}p2", self.dev)),
+        )
+        .trim()
+        .to_string()
     }
 }
 
@@ -164,7 +205,11 @@ pub struct Registry {
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl Registry {
@@ -187,7 +232,11 @@ impl Registry {
             .stderr(Stdio::null())
             .spawn()
             .expect("starting docker-registry");
-        let mut reg = Registry { child, port, _dir: dir };
+        let mut reg = Registry {
+            child,
+            port,
+            _dir: dir,
+        };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if TcpStream::connect(("127.0.0.1", port)).is_ok() {
@@ -196,7 +245,10 @@ impl Registry {
             if let Ok(Some(status)) = reg.child.try_wait() {
                 panic!("docker-registry exited early: {status}");
             }
-            assert!(Instant::now() < deadline, "docker-registry did not listen on port {port}");
+            assert!(
+                Instant::now() < deadline,
+                "docker-registry did not listen on port {port}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         reg
@@ -229,7 +281,10 @@ pub fn initramfs_setup_bin() -> PathBuf {
             run(Command::new(cargo)
                 .args(["build", "--quiet", "-p", "bootc-initramfs-setup"])
                 .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/..")));
-            let bin = Path::new(BOOTC).parent().unwrap().join("bootc-initramfs-setup");
+            let bin = Path::new(BOOTC)
+                .parent()
+                .unwrap()
+                .join("bootc-initramfs-setup");
             assert!(bin.exists(), "{} was not built", bin.display());
             bin
         })
