@@ -17,7 +17,7 @@ use composefs_oci::oci_image::OciImage;
 use composefs_oci::{ImportStats, PullOptions, SharedReporter};
 use containers_image_proxy::ImageProxyConfig;
 
-use crate::imgref::ImageReference;
+use crate::imgref::{ImageReference, Transport};
 
 /// Prefix of the tag that keeps a deployment's image alive across GC.
 pub const DEPLOYMENT_TAG_PREFIX: &str = "bootc-deployment-";
@@ -120,21 +120,33 @@ pub fn pull<H: FsVerityHashValue>(
 
     // An image that is already in the repository with its boot image is not pulled
     // again: re-importing would rewrite its metadata streams for nothing.
-    let digest = rt
-        .block_on(resolve_manifest(&source, proxy_config()))
-        .with_context(|| format!("pulling {source}"))?;
-    if composefs_oci::oci_image::has_manifest(repo, &digest)?.is_some() {
-        if let Some(image_id) = composefs_oci::boot_image(repo, &digest)? {
-            let id = DeploymentId::new(algorithm_of::<H>(), &image_id.to_hex())
-                .context("the boot image digest is not a valid deployment id")?;
-            composefs_oci::tag_image(repo, &digest, &deployment_tag(&id))
-                .with_context(|| format!("tagging {source} in the repository"))?;
-            tracing::info!("{source} ({digest}) is already in the repository");
-            return Ok(Pulled {
-                manifest_digest: digest.to_string(),
-                id,
-                stats: ImportStats::default(),
-            });
+    let known = match imgref.layout_path_and_tag() {
+        Some((dir, tag)) if imgref.transport == Transport::OciDir => layout_manifest(dir, tag),
+        // Archives are read in-process by the pull; without skopeo, skip the check.
+        _ if imgref.transport == Transport::OciArchive
+            && crate::boot::systemd_boot::which("skopeo").is_none() =>
+        {
+            None
+        }
+        _ => Some(
+            rt.block_on(resolve_manifest(&source, proxy_config()))
+                .with_context(|| format!("pulling {source}"))?,
+        ),
+    };
+    if let Some(digest) = known {
+        if composefs_oci::oci_image::has_manifest(repo, &digest)?.is_some() {
+            if let Some(image_id) = composefs_oci::boot_image(repo, &digest)? {
+                let id = DeploymentId::new(algorithm_of::<H>(), &image_id.to_hex())
+                    .context("the boot image digest is not a valid deployment id")?;
+                composefs_oci::tag_image(repo, &digest, &deployment_tag(&id))
+                    .with_context(|| format!("tagging {source} in the repository"))?;
+                tracing::info!("{source} ({digest}) is already in the repository");
+                return Ok(Pulled {
+                    manifest_digest: digest.to_string(),
+                    id,
+                    stats: ImportStats::default(),
+                });
+            }
         }
     }
 
@@ -168,6 +180,26 @@ pub fn pull<H: FsVerityHashValue>(
         id,
         stats: result.stats,
     })
+}
+
+/// The manifest digest an OCI layout directory names for `tag` (or its only manifest),
+/// read in-process; `None` when it cannot tell (the pull then reports why).
+fn layout_manifest(dir: &str, tag: Option<&str>) -> Option<composefs_oci::OciDigest> {
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(std::path::Path::new(dir).join("index.json")).ok()?)
+            .ok()?;
+    let manifests = index.get("manifests")?.as_array()?;
+    let found = match tag {
+        Some(tag) => manifests.iter().find(|m| {
+            m["annotations"]["org.opencontainers.image.ref.name"].as_str() == Some(tag)
+        })?,
+        None if manifests.len() == 1 => &manifests[0],
+        None => return None,
+    };
+    if found["mediaType"].as_str() != Some("application/vnd.oci.image.manifest.v1+json") {
+        return None;
+    }
+    found["digest"].as_str()?.try_into().ok()
 }
 
 /// The manifest digest `source` currently points to (asks skopeo; nothing is fetched

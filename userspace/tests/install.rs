@@ -11,6 +11,7 @@ use std::process::Command;
 use bootc::deploy::state::Origin;
 use bootc_initramfs_setup::cmdline::DeploymentId;
 use bootc_test_fixtures::images;
+use bootc_test_fixtures::skip;
 use common::*;
 use sha2::{Digest, Sha256};
 
@@ -663,4 +664,62 @@ fn install_to_filesystem_sha512_with_image_kargs() {
     assert_eq!(deployments, 1);
     drop(_umount);
     assert_eq!(system_state(), before, "left mounts or loop devices behind");
+}
+
+#[test]
+fn kernel_and_initrd_are_shared_between_deployments() {
+    // v1 and v2 have the same kernel and initrd: the second deployment's entry uses the
+    // first one's boot directory instead of a second copy.
+    if !skip::need_root() {
+        return;
+    }
+    use bootc::boot::bls;
+    use bootc::deploy::state::{self, Origin};
+    use composefs::fsverity::Sha256HashValue;
+    let t = tempdir("bootc-bootdedup-");
+    let l = layout(t.path());
+    let sysroot = t.path().join("sysroot");
+    let boot = sysroot.join("boot");
+    std::fs::create_dir_all(&boot).unwrap();
+    let fd = bootc::durable::open_dir(rustix::fs::CWD, &sysroot).unwrap();
+    let boot_fd = bootc::durable::open_dir(rustix::fs::CWD, &boot).unwrap();
+    let repo = bootc::repo::init::<Sha256HashValue>(&fd, false).unwrap();
+    let mut dirs = vec![];
+    let mut ids = vec![];
+    for (i, tag) in ["v1", "v2"].iter().enumerate() {
+        let r = bootc::imgref::ImageReference::parse(&format!("oci:{}:{tag}", l.path.display()))
+            .unwrap();
+        let pulled = bootc::repo::pull(&repo, &r, &Default::default()).unwrap();
+        let (fs, entries) = bootc::repo::boot_tree(&repo, &pulled).unwrap();
+        let kernel = bls::find_kernel(entries).unwrap();
+        let digest = bls::boot_digest(&repo, &kernel).unwrap();
+        let origin = Origin {
+            image_reference: r.to_origin(),
+            boot_type: "bls".into(),
+            boot_digest: Some(digest.clone()),
+            manifest_digest: Some(pulled.manifest_digest.clone()),
+        };
+        state::write_deployment(&fd, &repo, &fs, &pulled.id, &origin, i == 0).unwrap();
+        dirs.push(bls::install_kernel(&repo, &fd, &boot_fd, &pulled.id, &kernel, &digest).unwrap());
+        assert_eq!(Origin::load(&fd, &pulled.id).unwrap(), origin);
+        ids.push(pulled.id);
+    }
+    assert_eq!(
+        dirs[0], dirs[1],
+        "the second deployment copied the kernel again"
+    );
+    let copies = std::fs::read_dir(&boot).unwrap().count();
+    assert_eq!(copies, 1);
+    let mut listed = ids.clone();
+    listed.sort();
+    assert_eq!(state::list_deployments(&fd).unwrap(), listed);
+    // Each deployment's /etc is its own image's.
+    let etc = |i: usize, f: &str| sysroot.join(format!("state/deploy/{}/etc/{f}", ids[i].hex()));
+    assert!(etc(1, "new-in-v2.conf").is_file());
+    assert!(!etc(1, "conf.d/removed-in-v2.conf").exists());
+    assert!(etc(0, "conf.d/removed-in-v2.conf").is_file());
+    assert_eq!(
+        std::fs::read_to_string(etc(1, "default.conf")).unwrap(),
+        "setting=v2\n"
+    );
 }
