@@ -89,6 +89,16 @@ pub fn write_file_with(
     fsync_dir(dir)
 }
 
+/// `MSDOS_SUPER_MAGIC`: vfat, the ESP's filesystem.
+const MSDOS_SUPER_MAGIC: i64 = 0x4d44;
+
+/// Whether `fd` is on a FAT filesystem.
+pub fn is_fat(fd: impl AsFd) -> bool {
+    rustix::fs::fstatfs(fd)
+        .map(|s| s.f_type as i64 == MSDOS_SUPER_MAGIC)
+        .unwrap_or(false)
+}
+
 /// Renames the (fully written and synced) `tmp` entry to `name` in `dir` and syncs `dir`.
 pub fn rename_into_place(dir: impl AsFd, tmp: &str, name: &str) -> Result<()> {
     renameat(&dir, tmp, &dir, name).with_context(|| format!("renaming {tmp} to {name}"))?;

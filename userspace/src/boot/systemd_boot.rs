@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 
 use super::bls::{self, BlsEntry};
 use super::Bootloader;
-use crate::install::disk::{run, Mount};
+use crate::install::disk::{run, Mount, MountPoint};
 
 /// systemd-boot.
 #[derive(Debug)]
@@ -30,13 +30,10 @@ impl Bootloader for SystemdBoot {
         // bootctl wants the ESP to be the root of a mount and writes
         // /etc/kernel/entry-token under --root: give it a scratch root with the ESP
         // bind-mounted at /boot, so neither the host nor the physical root is touched.
-        let scratch = tempfile::Builder::new()
-            .prefix("bootc-bootctl.")
-            .tempdir_in("/run")
-            .context("creating a scratch root for bootctl in /run")?;
+        let scratch = MountPoint::new("bootc-bootctl.")?;
         let boot = scratch.path().join("boot");
         std::fs::create_dir(&boot).with_context(|| format!("creating {}", boot.display()))?;
-        let bind = Mount::bind(esp, &boot)?;
+        let bind = Mount::bind(esp, &boot);
         let mut cmd = Command::new(bootctl);
         cmd.arg("install")
             .arg("--root")
@@ -52,8 +49,15 @@ impl Bootloader for SystemdBoot {
             // We made this ESP ourselves; the udev-based partition checks cannot run on a
             // loop device without udev, and a kernel without vfat stages it on disk.
             .env("SYSTEMD_RELAX_ESP_CHECKS", "1");
-        let result = run(&mut cmd).context("installing systemd-boot with bootctl");
-        bind.unmount()?;
+        let result = bind.and_then(|bind| {
+            let r = run(&mut cmd).context("installing systemd-boot with bootctl");
+            bind.unmount()?;
+            r
+        });
+        // Clean the scratch root without ever recursing into the ESP: bootctl wrote
+        // etc/kernel/entry-token there; boot/ is only removed when empty.
+        let _ = std::fs::remove_dir_all(scratch.path().join("etc"));
+        let _ = std::fs::remove_dir(&boot);
         result?;
         Ok(())
     }

@@ -192,6 +192,37 @@ impl Drop for Mount {
     }
 }
 
+/// A private temporary mount point under /run, removed with rmdir (never recursively:
+/// if something is still mounted there, it is left alone).
+#[derive(Debug)]
+pub struct MountPoint {
+    path: PathBuf,
+}
+
+impl MountPoint {
+    /// Creates `/run/<prefix>XXXXXX`, mode 0700.
+    pub fn new(prefix: &str) -> Result<MountPoint> {
+        let dir = tempfile::Builder::new()
+            .prefix(prefix)
+            .tempdir_in("/run")
+            .context("creating a temporary mount point in /run")?;
+        Ok(MountPoint { path: dir.keep() })
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for MountPoint {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir(&self.path) {
+            tracing::warn!("removing {}: {e}", self.path.display());
+        }
+    }
+}
+
 /// The size of a block device or file, in bytes.
 pub fn size_of(path: &Path) -> Result<u64> {
     let mut f = File::open(path).with_context(|| format!("opening {}", path.display()))?;

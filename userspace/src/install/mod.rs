@@ -100,10 +100,7 @@ pub fn to_disk(
     disk::mkfs(&esp_dev, &root_dev, filesystem)?;
     let uuid = disk::fs_uuid(&root_dev)?;
 
-    let mnt = tempfile::Builder::new()
-        .prefix("bootc-install.")
-        .tempdir_in("/run")
-        .context("creating a temporary mount point in /run")?;
+    let mnt = disk::MountPoint::new("bootc-install.")?;
     let root_mount = disk::Mount::new(&root_dev, mnt.path(), "ext4")?;
     let esp_path = mnt.path().join("boot");
     std::fs::create_dir(&esp_path).with_context(|| format!("creating {}", esp_path.display()))?;

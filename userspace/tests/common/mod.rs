@@ -115,18 +115,27 @@ pub fn bootc_ok(args: &[&str]) -> Output {
     out
 }
 
-/// The mount table and the loop devices, to show nothing leaked.
-pub fn system_state() -> (Vec<String>, String) {
+/// The mounts and loop devices that are ours, to show nothing leaked. Other work on the
+/// same host mounts things concurrently, so only entries naming our paths count: every
+/// temporary directory of these tests and of bootc starts with `bootc-`.
+pub fn system_state() -> (Vec<String>, Vec<String>) {
+    let ours = |l: &str| l.contains("/bootc-");
     let mut mounts: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
         .unwrap()
         .lines()
+        .filter(|l| ours(l))
         .map(|l| {
             // Drop the mount ids, which change when something is remounted.
             l.split(' ').skip(2).collect::<Vec<_>>().join(" ")
         })
         .collect();
     mounts.sort();
-    let loops = stdout(Command::new("losetup").arg("-a"));
+    let mut loops: Vec<String> = stdout(Command::new("losetup").arg("-a"))
+        .lines()
+        .filter(|l| ours(l))
+        .map(str::to_string)
+        .collect();
+    loops.sort();
     (mounts, loops)
 }
 
