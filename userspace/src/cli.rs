@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use bootc_initramfs_setup::cmdline::Algorithm;
+use bootc_initramfs_setup::cmdline::{Algorithm, DeploymentId};
 use bootc_initramfs_setup::layout;
 use clap::{Args, Parser, Subcommand};
 
@@ -27,6 +27,26 @@ pub struct Cli {
     #[arg(long, short, global = true)]
     pub quiet: bool,
 
+    /// The boot partition (ESP) holding loader/entries [default: /boot on the booted
+    /// system, SYSROOT/boot with another --sysroot].
+    #[arg(long, global = true, value_name = "DIR")]
+    pub boot_dir: Option<PathBuf>,
+
+    /// Act as if this deployment were booted, instead of reading /proc/cmdline (for
+    /// operating on a mounted disk image).
+    #[arg(long, global = true, value_name = "ID", value_parser = parse_id)]
+    pub booted_deployment: Option<DeploymentId>,
+
+    /// Runtime directory holding composefs/staged-deployment.
+    #[arg(
+        long,
+        global = true,
+        value_name = "DIR",
+        default_value = "/run",
+        hide = true
+    )]
+    pub run_dir: PathBuf,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -44,6 +64,137 @@ pub enum Command {
     /// the deployment state and installs a boot loader with an entry that boots it.
     #[command(subcommand)]
     Install(InstallCommand),
+
+    /// Download and deploy updates to the booted image.
+    ///
+    /// The new deployment is staged: it becomes the default when the system shuts
+    /// down, after the local changes to /etc are merged into it. Only one upgrade can
+    /// be staged at a time; a new upgrade replaces the staged one.
+    Upgrade(UpgradeArgs),
+
+    /// Target a new container image reference to boot.
+    ///
+    /// Like upgrade, but follows IMGREF from now on.
+    Switch(SwitchArgs),
+
+    /// Change the bootloader entry ordering; the deployment under `rollback` will be
+    /// queued for the next boot, and the current will become rollback. A staged
+    /// deployment is discarded. Running it again undoes it.
+    Rollback(RollbackArgs),
+
+    /// Display status.
+    ///
+    /// Shows the booted, staged and rollback deployments. `--format json` (or yaml)
+    /// prints a `BootcHost` object (org.containers.bootc/v1) for programs.
+    Status(StatusArgs),
+
+    /// Remove deployments, boot files and repository content no deployment needs.
+    Gc(GcArgs),
+
+    /// Merge /etc into the staged deployment and make it the default (run at shutdown
+    /// by bootc-composefs-finalize-staged.service).
+    #[command(hide = true)]
+    ComposefsFinalizeStaged,
+}
+
+/// `bootc upgrade`.
+#[derive(Debug, Args)]
+pub struct UpgradeArgs {
+    /// Check if an update is available without applying it.
+    #[arg(long, conflicts_with_all = ["apply", "download_only"])]
+    pub check: bool,
+
+    /// Restart or reboot into the new target image once it is staged.
+    #[arg(long)]
+    pub apply: bool,
+
+    /// Download the update into the repository without staging it.
+    #[arg(long, conflicts_with = "apply")]
+    pub download_only: bool,
+
+    #[command(flatten)]
+    pub common: StageArgs,
+}
+
+/// `bootc switch`.
+#[derive(Debug, Args)]
+pub struct SwitchArgs {
+    /// The image to switch to, e.g. docker://quay.io/example/os:latest or
+    /// oci:/path/to/layout:tag.
+    #[arg(value_name = "IMGREF")]
+    pub target: String,
+
+    /// The transport, when IMGREF does not name one (registry, oci, oci-archive,
+    /// containers-storage).
+    #[arg(long, value_name = "TRANSPORT")]
+    pub transport: Option<String>,
+
+    /// Restart or reboot into the new target image once it is staged.
+    #[arg(long)]
+    pub apply: bool,
+
+    #[command(flatten)]
+    pub common: StageArgs,
+}
+
+/// Options of every verb that stages a deployment.
+#[derive(Debug, Args)]
+pub struct StageArgs {
+    /// Disable TLS verification when pulling from a registry (e.g. on 127.0.0.1).
+    #[arg(long, alias = "insecure-registry")]
+    pub tls_verify_false: bool,
+
+    /// How many previous deployments keep a boot entry.
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub retain: usize,
+}
+
+/// `bootc rollback`.
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// Reboot into the rollback deployment.
+    #[arg(long)]
+    pub apply: bool,
+}
+
+/// Output formats of `bootc status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// For people; may change between versions.
+    #[value(alias = "humanreadable")]
+    Human,
+    /// JSON (BootcHost).
+    Json,
+    /// YAML (BootcHost).
+    Yaml,
+}
+
+/// `bootc status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The output format [default: human on a terminal, yaml otherwise].
+    #[arg(long, value_enum)]
+    pub format: Option<OutputFormat>,
+
+    /// Same as --format=json.
+    #[arg(long, conflicts_with = "format")]
+    pub json: bool,
+
+    /// Only display status for the booted deployment.
+    #[arg(long)]
+    pub booted: bool,
+}
+
+/// `bootc gc`.
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    /// Only print what would be removed.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+fn parse_id(s: &str) -> Result<DeploymentId, String> {
+    DeploymentId::parse(s).map_err(|e| e.to_string())
 }
 
 /// `bootc install` verbs.
@@ -183,5 +334,208 @@ pub fn run(cli: Cli) -> Result<()> {
     match &cli.command {
         Command::Install(InstallCommand::ToDisk(a)) => install_to_disk(&cli, a),
         Command::Install(InstallCommand::ToFilesystem(a)) => install_to_filesystem(&cli, a),
+        Command::Upgrade(a) => lifecycle::upgrade(&cli, a),
+        Command::Switch(a) => lifecycle::switch(&cli, a),
+        Command::Rollback(a) => lifecycle::rollback(&cli, a),
+        Command::Status(a) => lifecycle::status(&cli, a),
+        Command::Gc(a) => lifecycle::gc(&cli, a),
+        Command::ComposefsFinalizeStaged => lifecycle::finalize(&cli),
+    }
+}
+
+/// The day-2 verbs: thin wrappers that open the host, take the lock and print.
+mod lifecycle {
+    use std::io::IsTerminal;
+
+    use anyhow::{Context, Result};
+
+    use super::*;
+    use crate::deploy::finalize::{self, Finalized};
+    use crate::deploy::host::{Host, HostOpts};
+    use crate::deploy::rollback;
+    use crate::deploy::stage::{self, StageOpts, StageOutcome};
+    use crate::lock::{self, WriterLock};
+    use crate::{check, gc as gcmod, status as st};
+
+    fn host(cli: &Cli) -> Result<Host> {
+        Host::open(&HostOpts {
+            sysroot: cli.sysroot.clone(),
+            boot_dir: cli.boot_dir.clone(),
+            run_dir: cli.run_dir.clone(),
+            booted: cli.booted_deployment.clone(),
+        })
+    }
+
+    fn locked(host: &Host) -> Result<WriterLock> {
+        Ok(lock::lock(&host.sysroot, &host.sysroot_path)?)
+    }
+
+    fn reboot(host: &Host) -> Result<()> {
+        if !host.is_live() {
+            println!(
+                "Not rebooting: {} is not the running system.",
+                host.sysroot_path.display()
+            );
+            return Ok(());
+        }
+        let st = std::process::Command::new("systemctl")
+            .arg("reboot")
+            .status()
+            .context("running systemctl reboot")?;
+        anyhow::ensure!(st.success(), "systemctl reboot failed ({st})");
+        Ok(())
+    }
+
+    /// On the running system, the finalize unit must be active so that its ExecStop
+    /// runs at shutdown.
+    fn start_finalize_unit(host: &Host) -> Result<()> {
+        if !host.is_live() {
+            println!(
+                "Run `bootc composefs-finalize-staged` (with the same --sysroot) to apply it."
+            );
+            return Ok(());
+        }
+        let st = std::process::Command::new("systemctl")
+            .args(["start", "bootc-composefs-finalize-staged.service"])
+            .status()
+            .context("starting bootc-composefs-finalize-staged.service")?;
+        anyhow::ensure!(
+            st.success(),
+            "starting bootc-composefs-finalize-staged.service failed ({st})"
+        );
+        Ok(())
+    }
+
+    fn stage_opts(
+        cli: &Cli,
+        a: &StageArgs,
+        switch_to: Option<ImageReference>,
+        download_only: bool,
+    ) -> StageOpts {
+        StageOpts {
+            switch_to,
+            insecure_registry: a.tls_verify_false,
+            quiet: cli.quiet,
+            retain: a.retain,
+            download_only,
+        }
+    }
+
+    fn report(host: &Host, outcome: StageOutcome, apply: bool) -> Result<()> {
+        match outcome {
+            StageOutcome::NoUpdate(id) => println!("No update available (booted: {}).", id.short()),
+            StageOutcome::Downloaded(id) => println!("Downloaded {}; not staged.", id.short()),
+            StageOutcome::Staged(id) => {
+                println!(
+                    "Staged deployment {}; it becomes the default at the next reboot.",
+                    id.short()
+                );
+                start_finalize_unit(host)?;
+                if apply {
+                    reboot(host)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn upgrade(cli: &Cli, a: &UpgradeArgs) -> Result<()> {
+        let host = host(cli)?;
+        if a.check {
+            let imgref = stage::booted_imgref(&host)?;
+            let c = check::check(&host, &imgref, a.common.tls_verify_false)?;
+            println!("{c}");
+            return Ok(());
+        }
+        let _lock = locked(&host)?;
+        let outcome = stage::stage(&host, &stage_opts(cli, &a.common, None, a.download_only))?;
+        report(&host, outcome, a.apply)
+    }
+
+    pub fn switch(cli: &Cli, a: &SwitchArgs) -> Result<()> {
+        let host = host(cli)?;
+        let text = match &a.transport {
+            Some(t) if !a.target.contains(':') || t == "registry" => {
+                let t = if t == "registry" {
+                    "docker://".to_string()
+                } else {
+                    format!("{t}:")
+                };
+                format!("{t}{}", a.target)
+            }
+            _ => a.target.clone(),
+        };
+        let imgref = ImageReference::parse(&text)?;
+        let _lock = locked(&host)?;
+        let outcome = stage::stage(&host, &stage_opts(cli, &a.common, Some(imgref), false))?;
+        report(&host, outcome, a.apply)
+    }
+
+    pub fn rollback(cli: &Cli, a: &RollbackArgs) -> Result<()> {
+        let host = host(cli)?;
+        let _lock = locked(&host)?;
+        let r = rollback::rollback(&host)?;
+        if let Some(d) = &r.discarded {
+            println!("Discarded the staged deployment {}.", d.short());
+        }
+        println!("Next boot: {}.", r.default.short());
+        if a.apply {
+            reboot(&host)?;
+        }
+        Ok(())
+    }
+
+    pub fn status(cli: &Cli, a: &StatusArgs) -> Result<()> {
+        let host = host(cli)?;
+        let mut h = st::host_status(&host)?;
+        if a.booted {
+            h = st::only_booted(h);
+        }
+        let format = match (a.json, a.format) {
+            (true, _) => OutputFormat::Json,
+            (_, Some(f)) => f,
+            _ if std::io::stdout().is_terminal() => OutputFormat::Human,
+            _ => OutputFormat::Yaml,
+        };
+        match format {
+            OutputFormat::Human => print!("{}", st::render_human(&h, a.booted)),
+            OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&h)?),
+            OutputFormat::Yaml => print!("{}", serde_yaml::to_string(&h)?),
+        }
+        Ok(())
+    }
+
+    pub fn gc(cli: &Cli, a: &GcArgs) -> Result<()> {
+        let host = host(cli)?;
+        let _lock = locked(&host)?;
+        let r = gcmod::gc(&host, a.dry_run)?;
+        let verb = if a.dry_run { "Would remove" } else { "Removed" };
+        println!("{verb}: {r}");
+        for d in &r.deployments {
+            println!("  deployment {d}");
+        }
+        for b in &r.boot_dirs {
+            println!("  boot directory {b}");
+        }
+        Ok(())
+    }
+
+    pub fn finalize(cli: &Cli) -> Result<()> {
+        let host = host(cli)?;
+        let _lock = locked(&host)?;
+        match finalize::finalize(&host)? {
+            Finalized::NothingStaged => println!("No staged deployment."),
+            Finalized::Done(id) => {
+                println!(
+                    "Finalized {}: it is the default for the next boot.",
+                    id.short()
+                );
+                match gcmod::gc(&host, false) {
+                    Ok(r) => println!("Removed: {r}"),
+                    Err(e) => tracing::warn!("garbage collection after finalize failed: {e:#}"),
+                }
+            }
+        }
+        Ok(())
     }
 }

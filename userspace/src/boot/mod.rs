@@ -10,6 +10,7 @@ use std::path::Path;
 use anyhow::Result;
 
 pub mod bls;
+pub mod entries;
 pub mod grub;
 pub mod systemd_boot;
 

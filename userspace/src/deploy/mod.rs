@@ -1,3 +1,9 @@
-//! Deployments: their state directories and origin files.
+//! Deployments: their state directories and origin files, and the day-2 lifecycle:
+//! staging an update, finalizing it with the /etc merge, rolling back.
 
+pub mod etc_merge;
+pub mod finalize;
+pub mod host;
+pub mod rollback;
+pub mod stage;
 pub mod state;

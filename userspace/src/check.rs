@@ -1,0 +1,144 @@
+//! `bootc upgrade --check`: is there an update, and how much would it download?
+//!
+//! Reads only the manifest and config of the followed image (through skopeo's image
+//! proxy, for every transport) and compares them with the repository: the layers whose
+//! content is already stored cost nothing. Changes nothing.
+
+use std::fmt;
+
+use anyhow::{Context, Result};
+use bootc_initramfs_setup::cmdline::Algorithm;
+use composefs::fsverity::{FsVerityHashValue, Sha256HashValue, Sha512HashValue};
+use containers_image_proxy::{ImageProxy, ImageProxyConfig};
+
+use crate::deploy::host::Host;
+use crate::deploy::state::Origin;
+use crate::imgref::ImageReference;
+use crate::repo;
+
+/// The answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    /// The image asked about.
+    pub imgref: String,
+    /// Its current manifest digest.
+    pub manifest_digest: String,
+    /// Whether it differs from the booted image.
+    pub update: bool,
+    /// Compressed bytes of layers not yet stored.
+    pub download_bytes: u64,
+    /// Compressed bytes of layers already stored.
+    pub stored_bytes: u64,
+    /// Layers to download / in all.
+    pub new_layers: usize,
+    /// Layers in all.
+    pub layers: usize,
+}
+
+impl fmt::Display for Check {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if !self.update {
+            return write!(
+                f,
+                "No update available: {} is {} (booted).",
+                self.imgref, self.manifest_digest
+            );
+        }
+        write!(
+            f,
+            "Update available: {} is {}\n  {} of {} layers to fetch: {} bytes to download, {} bytes already stored.",
+            self.imgref, self.manifest_digest, self.new_layers, self.layers, self.download_bytes, self.stored_bytes
+        )
+    }
+}
+
+/// See the module documentation.
+pub fn check(host: &Host, imgref: &ImageReference, insecure_registry: bool) -> Result<Check> {
+    let booted = Origin::load(&host.sysroot, &host.booted)?;
+    let mut config = ImageProxyConfig::default();
+    if insecure_registry {
+        config.insecure_skip_tls_verification = Some(true);
+    }
+    let source = imgref.to_skopeo();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (digest, layers, diff_ids) = rt
+        .block_on(async {
+            let proxy = ImageProxy::new_with_config(config)
+                .await
+                .context("starting skopeo experimental-image-proxy")?;
+            let img = proxy
+                .open_image(&source)
+                .await
+                .context("opening the image")?;
+            let (digest, manifest) = proxy
+                .fetch_manifest(&img)
+                .await
+                .context("fetching the manifest")?;
+            let raw = proxy
+                .fetch_config_raw(&img)
+                .await
+                .context("fetching the config")?;
+            let _ = proxy.close_image(&img).await;
+            let _ = proxy.finalize().await;
+            let config: serde_json::Value =
+                serde_json::from_slice(&raw).context("parsing the image config")?;
+            let diff_ids: Vec<String> = config["rootfs"]["diff_ids"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let layers: Vec<u64> = manifest.layers().iter().map(|l| l.size()).collect();
+            anyhow::Ok((digest, layers, diff_ids))
+        })
+        .with_context(|| format!("checking {source}"))?;
+    anyhow::ensure!(
+        layers.len() == diff_ids.len(),
+        "{source}: the manifest has {} layers but the config {}",
+        layers.len(),
+        diff_ids.len()
+    );
+
+    let stored: Vec<bool> = match repo::read_algorithm(&host.sysroot)? {
+        Algorithm::Sha256 => stored_layers::<Sha256HashValue>(host, &diff_ids)?,
+        Algorithm::Sha512 => stored_layers::<Sha512HashValue>(host, &diff_ids)?,
+    };
+    let mut c = Check {
+        imgref: source,
+        update: booted.manifest_digest.as_deref() != Some(digest.as_str()),
+        manifest_digest: digest,
+        download_bytes: 0,
+        stored_bytes: 0,
+        new_layers: 0,
+        layers: layers.len(),
+    };
+    for (size, have) in layers.iter().zip(stored) {
+        if have {
+            c.stored_bytes += size;
+        } else {
+            c.download_bytes += size;
+            c.new_layers += 1;
+        }
+    }
+    Ok(c)
+}
+
+fn stored_layers<H: FsVerityHashValue>(host: &Host, diff_ids: &[String]) -> Result<Vec<bool>> {
+    let repo = repo::open::<H>(&host.sysroot)?;
+    diff_ids
+        .iter()
+        .map(|d| {
+            let digest: composefs_oci::OciDigest = d
+                .as_str()
+                .try_into()
+                .with_context(|| format!("invalid diff id {d}"))?;
+            Ok(repo
+                .has_stream(&composefs_oci::layer_content_id(&digest))?
+                .is_some())
+        })
+        .collect()
+}

@@ -1,0 +1,902 @@
+//! The three-way merge of `/etc` that carries local changes into a new deployment.
+//!
+//! Inputs are three directory trees, opened as file descriptors:
+//! * **pristine**: the booted image's `/etc`, as shipped;
+//! * **current**: the live `/etc`, with the machine's local changes;
+//! * **new**: the staged deployment's `etc/`, a copy of the new image's `/etc`.
+//!
+//! Rules, per path (an entry's identity is its type, permission bits, owner, xattrs and
+//! content or symlink target; timestamps are ignored):
+//! * current equals pristine (untouched locally): new's version stays, whatever it is;
+//! * present in pristine, absent in current (deleted locally): deleted in new;
+//! * added or changed locally: current's version replaces new's;
+//! * a directory is walked entry by entry; a locally changed directory carries its own
+//!   metadata over and its entries follow the rules above;
+//! * a type clash (file, directory, symlink) between the local version and a new
+//!   version that upstream also changed (new differs from pristine) is a **conflict**;
+//! * sockets, FIFOs and device nodes are skipped with a log line.
+//!
+//! [`plan`] only reads; it returns every action and every conflict, so a caller can
+//! refuse before changing anything. [`apply`] carries a conflict-free plan out on
+//! `new`; each file is written to a temporary name, synced and renamed into place.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::{OsStr, OsString};
+use std::fmt;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use rustix::fs::{
+    fchmod, fchown, fgetxattr, flistxattr, fsetxattr, fsync, mkdirat, openat, readlinkat, renameat,
+    statat, symlinkat, unlinkat, AtFlags, Dir, FileType, Gid, Mode, OFlags, Uid, XattrFlags,
+};
+use rustix::io::Errno;
+
+/// What an entry is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kind {
+    /// A regular file of this size.
+    File(u64),
+    /// A directory.
+    Dir,
+    /// A symlink with this target.
+    Symlink(PathBuf),
+    /// A socket, FIFO or device node: never merged.
+    Special,
+}
+
+impl Kind {
+    fn name(&self) -> &'static str {
+        match self {
+            Kind::File(_) => "file",
+            Kind::Dir => "directory",
+            Kind::Symlink(_) => "symlink",
+            Kind::Special => "special file",
+        }
+    }
+    fn same_type(&self, other: &Kind) -> bool {
+        std::mem::discriminant(self) == std::mem::discriminant(other)
+    }
+}
+
+/// Everything compared about an entry, except file content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Meta {
+    /// Type (and size or target).
+    pub kind: Kind,
+    /// Permission bits including setuid/setgid/sticky.
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Extended attributes (not read for symlinks).
+    pub xattrs: BTreeMap<OsString, Vec<u8>>,
+}
+
+/// One change to make in `new`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Make `new/PATH` a copy of `current/PATH` (for a directory: the directory itself
+    /// with its metadata, not its entries). Missing parents are created from current.
+    Copy(PathBuf),
+    /// Remove `new/PATH` (recursively).
+    Remove(PathBuf),
+}
+
+/// A change the merge cannot make without losing something.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conflict {
+    /// Relative to /etc.
+    pub path: PathBuf,
+    /// Why, for the journal and `bootc status`.
+    pub reason: String,
+}
+
+impl fmt::Display for Conflict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "/etc/{}: {}", self.path.display(), self.reason)
+    }
+}
+
+/// The outcome of [`plan`].
+#[derive(Debug, Default, Clone)]
+pub struct MergePlan {
+    /// Changes to make, parents before children.
+    pub actions: Vec<Action>,
+    /// Unresolvable clashes; a plan with any is never applied.
+    pub conflicts: Vec<Conflict>,
+    /// Special files left alone.
+    pub skipped: Vec<PathBuf>,
+}
+
+impl MergePlan {
+    /// One line naming every conflict.
+    pub fn conflict_summary(&self) -> String {
+        self.conflicts
+            .iter()
+            .map(|c| c.to_string())
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
+/// Computes the merge without changing anything. See the module documentation.
+pub fn plan(
+    pristine: BorrowedFd<'_>,
+    current: BorrowedFd<'_>,
+    new: BorrowedFd<'_>,
+) -> Result<MergePlan> {
+    let mut out = MergePlan::default();
+    let mut w = Walker { out: &mut out };
+    w.walk(Path::new(""), Some(pristine), Some(current), Some(new))?;
+    Ok(out)
+}
+
+struct Walker<'p> {
+    out: &'p mut MergePlan,
+}
+
+impl Walker<'_> {
+    fn walk(
+        &mut self,
+        rel: &Path,
+        p: Option<BorrowedFd<'_>>,
+        c: Option<BorrowedFd<'_>>,
+        n: Option<BorrowedFd<'_>>,
+    ) -> Result<()> {
+        let mut names: BTreeSet<OsString> = BTreeSet::new();
+        for d in [p, c].into_iter().flatten() {
+            names.extend(list(d).with_context(|| format!("listing /etc/{}", rel.display()))?);
+        }
+        for name in names {
+            let path = rel.join(&name);
+            let ctx = || format!("examining /etc/{}", path.display());
+            let pm = p
+                .map(|d| meta(d, &name))
+                .transpose()
+                .with_context(ctx)?
+                .flatten();
+            let cm = c
+                .map(|d| meta(d, &name))
+                .transpose()
+                .with_context(ctx)?
+                .flatten();
+            let nm = n
+                .map(|d| meta(d, &name))
+                .transpose()
+                .with_context(ctx)?
+                .flatten();
+            self.entry(&path, &name, p, c, n, pm, cm, nm)
+                .with_context(ctx)?;
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn entry(
+        &mut self,
+        path: &Path,
+        name: &OsStr,
+        p: Option<BorrowedFd<'_>>,
+        c: Option<BorrowedFd<'_>>,
+        n: Option<BorrowedFd<'_>>,
+        pm: Option<Meta>,
+        cm: Option<Meta>,
+        nm: Option<Meta>,
+    ) -> Result<()> {
+        let Some(cm) = cm else {
+            // Deleted locally (it is in pristine, else we would not be here).
+            if nm.is_some() {
+                self.out.actions.push(Action::Remove(path.to_path_buf()));
+            }
+            return Ok(());
+        };
+        if cm.kind == Kind::Special {
+            tracing::info!(
+                "/etc/{}: skipping a socket, FIFO or device node",
+                path.display()
+            );
+            self.out.skipped.push(path.to_path_buf());
+            return Ok(());
+        }
+
+        // Did the local side change this entry? Did upstream?
+        let local_same = match (&pm, p, c) {
+            (Some(pm), Some(p), Some(c)) => same(p, c, name, pm, &cm, false)?,
+            _ => false,
+        };
+        let upstream_same = match (&pm, &nm, p, n) {
+            (Some(pm), Some(nm), Some(p), Some(n)) => same(p, n, name, pm, nm, false)?,
+            (None, None, _, _) => true,
+            _ => false,
+        };
+
+        if cm.kind == Kind::Dir {
+            let p_child = if pm.as_ref().is_some_and(|m| m.kind == Kind::Dir) {
+                Some(open_dir(p.expect("pm implies p"), name)?)
+            } else {
+                None
+            };
+            let n_is_dir = nm.as_ref().is_some_and(|m| m.kind == Kind::Dir);
+            let dir_meta_same = pm.as_ref().is_some_and(|pm| meta_eq(pm, &cm));
+            if !dir_meta_same {
+                // Added locally, type changed locally, or its metadata changed locally.
+                if let Some(nm) = &nm {
+                    if !nm.kind.same_type(&Kind::Dir) && !upstream_same {
+                        self.conflict(path, &cm, nm);
+                        return Ok(());
+                    }
+                }
+                self.out.actions.push(Action::Copy(path.to_path_buf()));
+            } else if nm.as_ref().is_some_and(|m| m.kind != Kind::Dir) {
+                // Upstream replaced a directory the user left alone by a non-directory:
+                // fine if nothing inside changed locally, a conflict otherwise.
+                let c_child = open_dir(c.expect("cm implies c"), name)?;
+                let mut probe = MergePlan::default();
+                Walker { out: &mut probe }.walk(
+                    path,
+                    p_child.as_ref().map(|f| f.as_fd()),
+                    Some(c_child.as_fd()),
+                    None,
+                )?;
+                if !probe.actions.iter().all(|a| matches!(a, Action::Remove(_)))
+                    || !probe.conflicts.is_empty()
+                {
+                    self.conflict(path, &cm, nm.as_ref().expect("checked"));
+                }
+                return Ok(());
+            }
+            let c_child = open_dir(c.expect("cm implies c"), name)?;
+            let n_child = if n_is_dir {
+                Some(open_dir(n.expect("nm implies n"), name)?)
+            } else {
+                None
+            };
+            return self.walk(
+                path,
+                p_child.as_ref().map(|f| f.as_fd()),
+                Some(c_child.as_fd()),
+                n_child.as_ref().map(|f| f.as_fd()),
+            );
+        }
+
+        // A file or symlink in current.
+        if local_same {
+            return Ok(()); // untouched: new's version (or its absence) stays
+        }
+        if let Some(nm) = &nm {
+            if nm.kind == Kind::Dir && !upstream_same {
+                self.conflict(path, &cm, nm);
+                return Ok(());
+            }
+        }
+        self.out.actions.push(Action::Copy(path.to_path_buf()));
+        Ok(())
+    }
+
+    fn conflict(&mut self, path: &Path, cm: &Meta, nm: &Meta) {
+        self.out.conflicts.push(Conflict {
+            path: path.to_path_buf(),
+            reason: format!(
+                "changed locally into a {}, but the new image has a {} there",
+                cm.kind.name(),
+                nm.kind.name()
+            ),
+        });
+    }
+}
+
+/// Carries out a conflict-free plan on `new`, reading local versions from `current`.
+pub fn apply(plan: &MergePlan, current: BorrowedFd<'_>, new: BorrowedFd<'_>) -> Result<()> {
+    if !plan.conflicts.is_empty() {
+        bail!(
+            "refusing to merge /etc with conflicts: {}",
+            plan.conflict_summary()
+        );
+    }
+    for action in &plan.actions {
+        match action {
+            Action::Remove(path) => remove_all(new, path).with_context(|| {
+                format!("removing /etc/{} from the new deployment", path.display())
+            })?,
+            Action::Copy(path) => copy_entry(current, new, path)
+                .with_context(|| format!("carrying /etc/{} over", path.display()))?,
+        }
+    }
+    fsync(new).context("syncing the merged /etc")?;
+    Ok(())
+}
+
+fn list(dir: BorrowedFd<'_>) -> io::Result<Vec<OsString>> {
+    let fd = openat(
+        dir,
+        ".",
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let mut out = vec![];
+    for e in Dir::read_from(&fd)? {
+        let e = e?;
+        let name = e.file_name().to_bytes();
+        if name != b"." && name != b".." {
+            out.push(OsStr::from_bytes(name).to_os_string());
+        }
+    }
+    Ok(out)
+}
+
+fn open_dir(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<OwnedFd> {
+    Ok(openat(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?)
+}
+
+/// Reads an entry's metadata, or None when it does not exist.
+pub fn meta(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<Option<Meta>> {
+    let st = match statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) => st,
+        Err(Errno::NOENT) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let kind = match FileType::from_raw_mode(st.st_mode) {
+        FileType::RegularFile => Kind::File(st.st_size as u64),
+        FileType::Directory => Kind::Dir,
+        FileType::Symlink => Kind::Symlink(PathBuf::from(OsStr::from_bytes(
+            readlinkat(dir, name, vec![])?.as_bytes(),
+        ))),
+        _ => Kind::Special,
+    };
+    let xattrs = match kind {
+        Kind::File(_) | Kind::Dir => {
+            let fd = openat(
+                dir,
+                name,
+                OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK,
+                Mode::empty(),
+            )?;
+            read_xattrs(&fd)?
+        }
+        _ => BTreeMap::new(),
+    };
+    Ok(Some(Meta {
+        kind,
+        mode: st.st_mode & 0o7777,
+        uid: st.st_uid,
+        gid: st.st_gid,
+        xattrs,
+    }))
+}
+
+fn read_xattrs(fd: &OwnedFd) -> io::Result<BTreeMap<OsString, Vec<u8>>> {
+    let mut out = BTreeMap::new();
+    let names = match sized(|buf| flistxattr(fd, buf)) {
+        Ok(n) => n,
+        Err(Errno::NOTSUP) => return Ok(out),
+        Err(e) => return Err(e.into()),
+    };
+    for name in names.split(|b| *b == 0).filter(|n| !n.is_empty()) {
+        let cname = std::ffi::CString::new(name).expect("split on NUL");
+        match sized(|buf| fgetxattr(fd, cname.as_c_str(), buf)) {
+            Ok(v) => {
+                out.insert(OsStr::from_bytes(name).to_os_string(), v);
+            }
+            Err(Errno::NODATA) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(out)
+}
+
+/// Calls an xattr getter with a buffer that grows until the value fits (rustix does not
+/// pass a zero-sized buffer through as a size query).
+fn sized(mut f: impl FnMut(&mut [u8]) -> rustix::io::Result<usize>) -> rustix::io::Result<Vec<u8>> {
+    let mut len = 1024;
+    loop {
+        let mut buf = vec![0u8; len];
+        match f(&mut buf) {
+            Ok(n) => {
+                buf.truncate(n);
+                return Ok(buf);
+            }
+            Err(Errno::RANGE) if len < (1 << 20) => len *= 8,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn meta_eq(a: &Meta, b: &Meta) -> bool {
+    a.mode == b.mode
+        && a.uid == b.uid
+        && a.gid == b.gid
+        && a.xattrs == b.xattrs
+        && a.kind.same_type(&b.kind)
+}
+
+/// Same type, metadata, and content (files) or target (symlinks). Directories compare
+/// their own metadata only unless `deep`.
+fn same(
+    da: BorrowedFd<'_>,
+    db: BorrowedFd<'_>,
+    name: &OsStr,
+    a: &Meta,
+    b: &Meta,
+    deep: bool,
+) -> io::Result<bool> {
+    let _ = deep;
+    if !meta_eq(a, b) {
+        return Ok(false);
+    }
+    match (&a.kind, &b.kind) {
+        (Kind::File(sa), Kind::File(sb)) => Ok(sa == sb && same_content(da, db, name)?),
+        (Kind::Symlink(ta), Kind::Symlink(tb)) => Ok(ta == tb),
+        (Kind::Dir, Kind::Dir) | (Kind::Special, Kind::Special) => Ok(true),
+        _ => Ok(false),
+    }
+}
+
+fn same_content(da: BorrowedFd<'_>, db: BorrowedFd<'_>, name: &OsStr) -> io::Result<bool> {
+    use std::io::Read;
+    let open = |d| -> io::Result<std::fs::File> {
+        Ok(openat(
+            d,
+            name,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?
+        .into())
+    };
+    let (mut fa, mut fb) = (open(da)?, open(db)?);
+    let (mut ba, mut bb) = (vec![0u8; 64 * 1024], vec![0u8; 64 * 1024]);
+    loop {
+        let na = read_full(&mut fa, &mut ba)?;
+        let nb = read_full(&mut fb, &mut bb)?;
+        if na != nb || ba[..na] != bb[..nb] {
+            return Ok(false);
+        }
+        if na == 0 {
+            return Ok(true);
+        }
+    }
+    fn read_full(f: &mut std::fs::File, buf: &mut [u8]) -> io::Result<usize> {
+        let mut n = 0;
+        while n < buf.len() {
+            match f.read(&mut buf[n..])? {
+                0 => break,
+                k => n += k,
+            }
+        }
+        Ok(n)
+    }
+}
+
+fn parent_and_name(path: &Path) -> (&Path, &OsStr) {
+    (
+        path.parent().unwrap_or(Path::new("")),
+        path.file_name().expect("merge paths are never empty"),
+    )
+}
+
+fn open_rel_dir(root: BorrowedFd<'_>, rel: &Path) -> io::Result<OwnedFd> {
+    let p = if rel.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        rel
+    };
+    Ok(openat(
+        root,
+        p,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?)
+}
+
+/// Creates the missing ancestors of `path` in `new` with metadata from `current`.
+fn ensure_parents(current: BorrowedFd<'_>, new: BorrowedFd<'_>, path: &Path) -> Result<()> {
+    let mut acc = PathBuf::new();
+    let Some(parent) = path.parent() else {
+        return Ok(());
+    };
+    for comp in parent.components() {
+        let (dir_rel, name) = (acc.clone(), comp.as_os_str().to_os_string());
+        acc.push(&name);
+        let ndir = open_rel_dir(new, &dir_rel)?;
+        match meta(ndir.as_fd(), &name)? {
+            Some(m) if m.kind == Kind::Dir => continue,
+            Some(_) => bail!(
+                "/etc/{} is not a directory in the new deployment",
+                acc.display()
+            ),
+            None => {
+                let cdir = open_rel_dir(current, &dir_rel)?;
+                let cm = meta(cdir.as_fd(), &name)?
+                    .with_context(|| format!("/etc/{} vanished", acc.display()))?;
+                make_dir(ndir.as_fd(), &name, &cm)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn make_dir(dir: BorrowedFd<'_>, name: &OsStr, m: &Meta) -> Result<()> {
+    match mkdirat(dir, name, Mode::from_raw_mode(0o700)) {
+        Ok(()) | Err(Errno::EXIST) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let fd = open_dir(dir, name)?;
+    set_meta(&fd, m)?;
+    Ok(())
+}
+
+fn set_meta(fd: &OwnedFd, m: &Meta) -> Result<()> {
+    fchown(fd, Some(Uid::from_raw(m.uid)), Some(Gid::from_raw(m.gid)))?;
+    // After chown, which clears setuid/setgid.
+    fchmod(fd, Mode::from_raw_mode(m.mode))?;
+    let existing = read_xattrs(fd)?;
+    for name in existing.keys().filter(|k| !m.xattrs.contains_key(*k)) {
+        let cname = std::ffi::CString::new(name.as_bytes())?;
+        rustix::fs::fremovexattr(fd, cname.as_c_str())?;
+    }
+    for (k, v) in &m.xattrs {
+        let cname = std::ffi::CString::new(k.as_bytes())?;
+        fsetxattr(fd, cname.as_c_str(), v, XattrFlags::empty())?;
+    }
+    Ok(())
+}
+
+fn copy_entry(current: BorrowedFd<'_>, new: BorrowedFd<'_>, path: &Path) -> Result<()> {
+    ensure_parents(current, new, path)?;
+    let (parent, name) = parent_and_name(path);
+    let cdir = open_rel_dir(current, parent)?;
+    let ndir = open_rel_dir(new, parent)?;
+    let cm = meta(cdir.as_fd(), name)?.context("vanished from the live /etc")?;
+    let nm = meta(ndir.as_fd(), name)?;
+
+    if cm.kind == Kind::Dir {
+        if nm.as_ref().is_some_and(|m| m.kind != Kind::Dir) {
+            remove_all(new, path)?;
+        }
+        return make_dir(ndir.as_fd(), name, &cm);
+    }
+    if nm.as_ref().is_some_and(|m| m.kind == Kind::Dir) {
+        remove_all(new, path)?;
+    }
+    // Write under a temporary name, then rename over the destination.
+    let tmp = OsString::from(format!(".bootc-merge.{}.tmp", std::process::id()));
+    let _ = unlinkat(ndir.as_fd(), &tmp, AtFlags::empty());
+    match &cm.kind {
+        Kind::Symlink(target) => {
+            symlinkat(target, ndir.as_fd(), &tmp)?;
+            rustix::fs::chownat(
+                ndir.as_fd(),
+                &tmp,
+                Some(Uid::from_raw(cm.uid)),
+                Some(Gid::from_raw(cm.gid)),
+                AtFlags::SYMLINK_NOFOLLOW,
+            )?;
+        }
+        Kind::File(_) => {
+            let src: std::fs::File = openat(
+                cdir.as_fd(),
+                name,
+                OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )?
+            .into();
+            let dst: std::fs::File = openat(
+                ndir.as_fd(),
+                &tmp,
+                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o600),
+            )?
+            .into();
+            std::io::copy(&mut &src, &mut &dst)?;
+            let dst: OwnedFd = dst.into();
+            set_meta(&dst, &cm)?;
+            fsync(&dst)?;
+        }
+        Kind::Dir | Kind::Special => unreachable!("handled above"),
+    }
+    renameat(ndir.as_fd(), &tmp, ndir.as_fd(), name)?;
+    Ok(())
+}
+
+/// Removes `path` (file, symlink or whole directory tree) from `root`.
+fn remove_all(root: BorrowedFd<'_>, path: &Path) -> Result<()> {
+    let (parent, name) = parent_and_name(path);
+    let dir = match open_rel_dir(root, parent) {
+        Ok(d) => d,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    remove_in(dir.as_fd(), name)
+}
+
+fn remove_in(dir: BorrowedFd<'_>, name: &OsStr) -> Result<()> {
+    match statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Err(Errno::NOENT) => Ok(()),
+        Err(e) => Err(e.into()),
+        Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {
+            let sub = open_dir(dir, name)?;
+            for child in list(sub.as_fd())? {
+                remove_in(sub.as_fd(), &child)?;
+            }
+            unlinkat(dir, name, AtFlags::REMOVEDIR)?;
+            Ok(())
+        }
+        Ok(_) => {
+            unlinkat(dir, name, AtFlags::empty())?;
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+    use std::os::unix::fs::{symlink, PermissionsExt};
+
+    struct Trees {
+        _tmp: tempfile::TempDir,
+        p: PathBuf,
+        c: PathBuf,
+        n: PathBuf,
+    }
+
+    fn fd(p: &Path) -> OwnedFd {
+        openat(
+            rustix::fs::CWD,
+            p,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .unwrap()
+    }
+
+    impl Trees {
+        /// pristine = v1 image /etc, new = v2 image /etc, current = copy of pristine.
+        fn new(setup: impl Fn(&Path, u32)) -> Trees {
+            let tmp = tempfile::tempdir().unwrap();
+            let (p, c, n) = (
+                tmp.path().join("p"),
+                tmp.path().join("c"),
+                tmp.path().join("n"),
+            );
+            for (d, v) in [(&p, 1), (&c, 1), (&n, 2)] {
+                fs::create_dir(d).unwrap();
+                setup(d, v);
+            }
+            Trees { _tmp: tmp, p, c, n }
+        }
+        fn plan(&self) -> MergePlan {
+            plan(
+                fd(&self.p).as_fd(),
+                fd(&self.c).as_fd(),
+                fd(&self.n).as_fd(),
+            )
+            .unwrap()
+        }
+        fn merge(&self) -> MergePlan {
+            let pl = self.plan();
+            apply(&pl, fd(&self.c).as_fd(), fd(&self.n).as_fd()).unwrap();
+            pl
+        }
+    }
+
+    fn image(d: &Path, v: u32) {
+        fs::write(d.join("untouched"), format!("v{v}\n")).unwrap();
+        fs::write(d.join("same"), "same\n").unwrap();
+        fs::write(d.join("edited"), "orig\n").unwrap();
+        fs::write(d.join("chmod"), "x\n").unwrap();
+        fs::write(d.join("chown"), "x\n").unwrap();
+        fs::write(d.join("deleted"), format!("v{v}\n")).unwrap();
+        symlink("target-a", d.join("link")).unwrap();
+        fs::create_dir(d.join("dir")).unwrap();
+        fs::write(d.join("dir/inner"), "inner\n").unwrap();
+        fs::write(d.join("clash"), "file\n").unwrap();
+        if v == 1 {
+            fs::write(d.join("removed-upstream"), "old\n").unwrap();
+        } else {
+            fs::write(d.join("added-upstream"), "new\n").unwrap();
+        }
+        if v == 2 {
+            // Upstream turned a file into a directory.
+            fs::remove_file(d.join("clash")).unwrap();
+            fs::create_dir(d.join("clash")).unwrap();
+            fs::write(d.join("clash/x"), "x\n").unwrap();
+        }
+    }
+
+    fn read(p: &Path) -> String {
+        fs::read_to_string(p).unwrap()
+    }
+
+    #[test]
+    fn every_rule() {
+        let t = Trees::new(|d, v| {
+            image(d, v);
+            // the clash case is covered in its own test
+            if v == 2 {
+                fs::remove_dir_all(d.join("clash")).unwrap();
+                fs::write(d.join("clash"), "file\n").unwrap();
+            }
+        });
+        let c = &t.c;
+        fs::write(c.join("added"), "local\n").unwrap();
+        fs::write(c.join("edited"), "local edit\n").unwrap();
+        fs::set_permissions(c.join("chmod"), fs::Permissions::from_mode(0o600)).unwrap();
+        rustix::fs::chown(
+            c.join("chown"),
+            Some(Uid::from_raw(1234)),
+            Some(Gid::from_raw(5678)),
+        )
+        .unwrap();
+        fs::remove_file(c.join("deleted")).unwrap();
+        fs::remove_file(c.join("link")).unwrap();
+        symlink("target-b", c.join("link")).unwrap();
+        fs::create_dir_all(c.join("newdir/sub")).unwrap();
+        fs::write(c.join("newdir/sub/f"), "deep\n").unwrap();
+        fs::write(c.join("dir/local"), "in dir\n").unwrap();
+        fs::write(c.join("removed-upstream"), "kept locally\n").unwrap();
+        assert!(std::process::Command::new("mkfifo")
+            .arg(c.join("fifo"))
+            .status()
+            .unwrap()
+            .success());
+
+        let pl = t.merge();
+        assert!(pl.conflicts.is_empty(), "{:?}", pl.conflicts);
+        assert_eq!(pl.skipped, vec![PathBuf::from("fifo")]);
+        let n = &t.n;
+        assert_eq!(
+            read(&n.join("untouched")),
+            "v2\n",
+            "untouched takes the new version"
+        );
+        assert_eq!(read(&n.join("added")), "local\n");
+        assert_eq!(read(&n.join("edited")), "local edit\n");
+        assert_eq!(
+            fs::metadata(n.join("chmod")).unwrap().permissions().mode() & 0o7777,
+            0o600
+        );
+        let st = rustix::fs::stat(n.join("chown")).unwrap();
+        assert_eq!((st.st_uid, st.st_gid), (1234, 5678));
+        assert!(!n.join("deleted").exists(), "local deletion carries over");
+        assert_eq!(
+            fs::read_link(n.join("link")).unwrap(),
+            PathBuf::from("target-b")
+        );
+        assert_eq!(read(&n.join("newdir/sub/f")), "deep\n");
+        assert_eq!(read(&n.join("dir/local")), "in dir\n");
+        assert_eq!(read(&n.join("dir/inner")), "inner\n");
+        assert_eq!(read(&n.join("added-upstream")), "new\n");
+        assert_eq!(
+            read(&n.join("removed-upstream")),
+            "kept locally\n",
+            "a local edit survives upstream removal"
+        );
+        assert!(!n.join("fifo").exists());
+        // Nothing else appeared.
+        let mut names: Vec<_> = fs::read_dir(n)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "added",
+                "added-upstream",
+                "chmod",
+                "chown",
+                "clash",
+                "dir",
+                "edited",
+                "link",
+                "newdir",
+                "removed-upstream",
+                "same",
+                "untouched"
+            ]
+            .map(OsString::from)
+        );
+    }
+
+    #[test]
+    fn untouched_removed_upstream_stays_removed() {
+        let t = Trees::new(image);
+        // remove the clash to isolate
+        for d in [&t.c, &t.p] {
+            fs::remove_file(d.join("clash")).unwrap();
+        }
+        t.merge();
+        assert!(!t.n.join("removed-upstream").exists());
+    }
+
+    #[test]
+    fn file_vs_dir_clash_is_a_conflict() {
+        let t = Trees::new(image);
+        fs::write(t.c.join("clash"), "edited locally\n").unwrap();
+        let before = read(&t.n.join("clash/x"));
+        let pl = t.plan();
+        assert_eq!(pl.conflicts.len(), 1, "{pl:?}");
+        assert_eq!(pl.conflicts[0].path, PathBuf::from("clash"));
+        assert!(
+            pl.conflict_summary().contains("/etc/clash"),
+            "{}",
+            pl.conflict_summary()
+        );
+        let err = apply(&pl, fd(&t.c).as_fd(), fd(&t.n).as_fd()).unwrap_err();
+        assert!(err.to_string().contains("conflicts"));
+        assert_eq!(read(&t.n.join("clash/x")), before, "nothing changed");
+    }
+
+    #[test]
+    fn untouched_file_replaced_by_dir_upstream_is_fine() {
+        let t = Trees::new(image);
+        let pl = t.merge();
+        assert!(pl.conflicts.is_empty());
+        assert!(t.n.join("clash").is_dir());
+    }
+
+    #[test]
+    fn local_dir_where_upstream_put_a_file_is_a_conflict() {
+        let t = Trees::new(|d, v| {
+            fs::create_dir(d).ok();
+            if v == 2 {
+                fs::write(d.join("thing"), "file\n").unwrap();
+            }
+        });
+        fs::create_dir(t.c.join("thing")).unwrap();
+        fs::write(t.c.join("thing/a"), "a\n").unwrap();
+        assert_eq!(t.plan().conflicts.len(), 1);
+    }
+
+    #[test]
+    fn local_dir_change_under_dir_removed_upstream_recreates_parents() {
+        let t = Trees::new(|d, v| {
+            if v == 1 {
+                fs::create_dir_all(d.join("a/b")).unwrap();
+                fs::set_permissions(d.join("a"), fs::Permissions::from_mode(0o750)).unwrap();
+                fs::write(d.join("a/b/conf"), "1\n").unwrap();
+            }
+        });
+        fs::write(t.c.join("a/b/conf"), "edited\n").unwrap();
+        t.merge();
+        assert_eq!(read(&t.n.join("a/b/conf")), "edited\n");
+        assert_eq!(
+            fs::metadata(t.n.join("a")).unwrap().permissions().mode() & 0o777,
+            0o750
+        );
+    }
+
+    #[test]
+    fn identical_trees_do_nothing() {
+        let t = Trees::new(|d, _| image(d, 1));
+        let pl = t.plan();
+        assert!(pl.actions.is_empty() && pl.conflicts.is_empty(), "{pl:?}");
+    }
+
+    #[test]
+    fn xattrs_are_compared_and_carried() {
+        let t = Trees::new(|d, _| fs::write(d.join("x"), "x\n").unwrap());
+        let f = t.c.join("x");
+        match rustix::fs::setxattr(&f, c"user.test", b"1", XattrFlags::empty()) {
+            Err(Errno::NOTSUP) | Err(Errno::PERM) => return, // fs without user xattrs
+            r => r.unwrap(),
+        }
+        let pl = t.merge();
+        assert_eq!(pl.actions, vec![Action::Copy("x".into())]);
+        assert_eq!(
+            sized(|b| rustix::fs::getxattr(t.n.join("x"), c"user.test", b)).unwrap(),
+            b"1"
+        );
+    }
+}

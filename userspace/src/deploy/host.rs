@@ -1,0 +1,191 @@
+//! The system a lifecycle verb acts on: the physical root, the boot partition, the
+//! runtime directory, and which deployment is booted.
+//!
+//! On a booted machine these are `/sysroot`, the ESP at `/boot`, `/run`, and the
+//! deployment named by `composefs=` on `/proc/cmdline`. For tests and offline work,
+//! `--sysroot DIR --booted ID` (and optionally `--boot-dir`, `--run-dir`) point every
+//! verb at a mounted disk image instead.
+
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use bootc_initramfs_setup::cmdline::{CmdlineError, ComposefsKarg, DeploymentId};
+use bootc_initramfs_setup::layout;
+use rustix::fs::CWD;
+
+use crate::durable;
+
+/// How to find the host.
+#[derive(Debug, Clone)]
+pub struct HostOpts {
+    /// The physical root.
+    pub sysroot: PathBuf,
+    /// The boot partition (ESP); default `/boot` for the booted system, `SYSROOT/boot`
+    /// when another sysroot is given.
+    pub boot_dir: Option<PathBuf>,
+    /// Where the staged marker lives (`/run`).
+    pub run_dir: PathBuf,
+    /// The booted deployment, instead of reading `/proc/cmdline`.
+    pub booted: Option<DeploymentId>,
+}
+
+/// Why the booted deployment is unknown.
+#[derive(Debug, thiserror::Error)]
+pub enum BootedError {
+    /// The kernel command line has no composefs argument.
+    #[error("this system was not booted from a composefs deployment (no composefs= on the kernel command line); this bootc only manages the composefs backend")]
+    NotComposefs,
+    /// The composefs argument is malformed.
+    #[error("cannot tell the booted deployment: {0}")]
+    Malformed(CmdlineError),
+}
+
+/// The opened host.
+#[derive(Debug)]
+pub struct Host {
+    /// The physical root path (for messages).
+    pub sysroot_path: PathBuf,
+    /// The physical root.
+    pub sysroot: OwnedFd,
+    /// The boot partition path.
+    pub boot_path: PathBuf,
+    /// The boot partition.
+    pub boot: OwnedFd,
+    /// The runtime directory.
+    pub run_dir: PathBuf,
+    /// The booted deployment.
+    pub booted: DeploymentId,
+    /// Whether the booted deployment was booted with `composefs=?`.
+    pub booted_insecure: bool,
+}
+
+/// The booted deployment according to `/proc/cmdline`.
+pub fn booted_from_cmdline() -> Result<ComposefsKarg, BootedError> {
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    match ComposefsKarg::from_cmdline(&cmdline) {
+        Ok(k) => Ok(k),
+        Err(CmdlineError::Missing) => Err(BootedError::NotComposefs),
+        Err(e) => Err(BootedError::Malformed(e)),
+    }
+}
+
+impl Host {
+    /// Opens the host; fails clearly when it was not booted from composefs.
+    pub fn open(opts: &HostOpts) -> Result<Host> {
+        let (booted, booted_insecure) = match &opts.booted {
+            Some(id) => (id.clone(), false),
+            None => {
+                let k = booted_from_cmdline()?;
+                (k.id, k.insecure)
+            }
+        };
+        let sysroot = durable::open_dir(CWD, &opts.sysroot)
+            .with_context(|| format!("opening the physical root {}", opts.sysroot.display()))?;
+        let boot_path = match &opts.boot_dir {
+            Some(b) => b.clone(),
+            None if opts.sysroot == Path::new(layout::DEFAULT_SYSROOT) => PathBuf::from("/boot"),
+            None => opts.sysroot.join("boot"),
+        };
+        let boot = durable::open_dir(CWD, &boot_path)
+            .with_context(|| format!("opening the boot partition {}", boot_path.display()))?;
+        if durable::open_dir(&sysroot, layout::deploy_dir(&booted)).is_err() {
+            bail!(
+                "the booted deployment {} has no state in {} (is --sysroot right?)",
+                booted.short(),
+                opts.sysroot.join(layout::deploy_dir(&booted)).display()
+            );
+        }
+        Ok(Host {
+            sysroot_path: opts.sysroot.clone(),
+            sysroot,
+            boot_path,
+            boot,
+            run_dir: opts.run_dir.clone(),
+            booted,
+            booted_insecure,
+        })
+    }
+
+    /// `RUN/composefs/staged-deployment`.
+    pub fn staged_marker(&self) -> PathBuf {
+        let rel = Path::new(layout::STAGED_MARKER)
+            .strip_prefix("/run")
+            .unwrap_or(Path::new(layout::STAGED_MARKER));
+        self.run_dir.join(rel)
+    }
+
+    /// The deployment the marker names, if any (a damaged marker reads as none).
+    pub fn staged(&self) -> Option<DeploymentId> {
+        let text = std::fs::read_to_string(self.staged_marker()).ok()?;
+        DeploymentId::parse(text.trim()).ok()
+    }
+
+    /// Records the staged deployment.
+    pub fn set_staged(&self, id: &DeploymentId) -> Result<()> {
+        let path = self.staged_marker();
+        let dir = path.parent().context("marker has a parent")?;
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let dirfd = durable::open_dir(CWD, dir)?;
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .context("marker name")?;
+        durable::write_file(&dirfd, name, format!("{}\n", id.hex()).as_bytes(), 0o644)
+            .with_context(|| format!("writing {}", path.display()))
+    }
+
+    /// Forgets the staged deployment.
+    pub fn clear_staged(&self) -> Result<()> {
+        match std::fs::remove_file(self.staged_marker()) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => {
+                Err(e).with_context(|| format!("removing {}", self.staged_marker().display()))
+            }
+        }
+    }
+
+    /// The last finalize failure, if one is recorded.
+    pub fn finalize_failure(&self) -> Option<String> {
+        let fd = durable::open_dir(&self.sysroot, "state").ok()?;
+        let f = rustix::fs::openat(
+            &fd,
+            FINALIZE_FAILURE,
+            rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .ok()?;
+        let s = std::io::read_to_string(std::fs::File::from(f)).ok()?;
+        Some(s.trim().to_string()).filter(|s| !s.is_empty())
+    }
+
+    /// Records why finalize failed (shown by `bootc status`).
+    pub fn set_finalize_failure(&self, reason: &str) -> Result<()> {
+        let fd = durable::ensure_dir_all(&self.sysroot, "state", 0o755)?;
+        durable::write_file(
+            &fd,
+            FINALIZE_FAILURE,
+            format!("{reason}\n").as_bytes(),
+            0o644,
+        )
+    }
+
+    /// Clears a recorded finalize failure.
+    pub fn clear_finalize_failure(&self) -> Result<()> {
+        let fd = durable::open_dir(&self.sysroot, "state")?;
+        match rustix::fs::unlinkat(&fd, FINALIZE_FAILURE, rustix::fs::AtFlags::empty()) {
+            Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
+            Err(e) => Err(e).context("clearing state/finalize-failure"),
+        }
+    }
+
+    /// Whether this is the running system (so units may be started and reboots asked).
+    pub fn is_live(&self) -> bool {
+        self.sysroot_path == Path::new(layout::DEFAULT_SYSROOT)
+            && Path::new("/run/systemd/system").exists()
+    }
+}
+
+/// The file under `state/` recording the last finalize failure.
+pub const FINALIZE_FAILURE: &str = "finalize-failure";

@@ -1,0 +1,39 @@
+//! `bootc rollback`: make the previous deployment the default.
+//!
+//! The first two entries of the boot order trade places, so running it twice restores
+//! the original order. A staged (not yet finalized) deployment is discarded first. The
+//! new order is written as a complete set and exchanged atomically with the old one.
+
+use anyhow::{bail, Result};
+use bootc_initramfs_setup::cmdline::DeploymentId;
+
+use super::host::Host;
+use crate::boot::entries;
+
+/// What rollback did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RolledBack {
+    /// The deployment that is now the default.
+    pub default: DeploymentId,
+    /// The staged deployment that was discarded, if any.
+    pub discarded: Option<DeploymentId>,
+}
+
+/// See the module documentation.
+pub fn rollback(host: &Host) -> Result<RolledBack> {
+    let discarded = host.staged();
+    if entries::discard_staged(&host.boot)? || discarded.is_some() {
+        host.clear_staged()?;
+    }
+    let mut set = entries::read_current(&host.boot)?;
+    if set.ours.len() < 2 {
+        bail!(
+            "there is no previous deployment to roll back to (only {} boot entry)",
+            set.ours.len()
+        );
+    }
+    set.ours.swap(0, 1);
+    entries::replace(&host.boot, &set)?;
+    let default = set.default_deployment().cloned().expect("two entries");
+    Ok(RolledBack { default, discarded })
+}

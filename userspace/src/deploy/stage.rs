@@ -1,0 +1,258 @@
+//! `bootc upgrade` and `bootc switch`: pull, commit, check the /etc merge, write the new
+//! deployment's state and the staged entry set, and record the staged marker.
+//!
+//! Nothing the running system boots from is changed here: the new entry set is written
+//! to `loader/entries.staged/` and only swapped in by `composefs-finalize-staged` at
+//! shutdown, after the /etc merge succeeded.
+
+use std::os::fd::AsFd;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use bootc_initramfs_setup::cmdline::{Algorithm, ComposefsKarg, DeploymentId};
+use bootc_initramfs_setup::layout;
+use composefs::fsverity::{FsVerityHashValue, Sha256HashValue, Sha512HashValue};
+use composefs::repository::Repository;
+
+use super::etc_merge;
+use super::host::Host;
+use super::state::{self, Origin, BOOT_TYPE_BLS};
+use crate::boot::bls::{self, BlsEntry};
+use crate::boot::entries::{self, Entry, EntrySet};
+use crate::durable;
+use crate::imgref::ImageReference;
+use crate::repo::{self, PullOpts, Pulled};
+
+/// What `upgrade`/`switch` should do.
+#[derive(Debug, Clone)]
+pub struct StageOpts {
+    /// `switch`: the new image to follow. `upgrade`: None (the booted origin's image).
+    pub switch_to: Option<ImageReference>,
+    /// Skip TLS verification for registries.
+    pub insecure_registry: bool,
+    /// No progress output.
+    pub quiet: bool,
+    /// How many previous deployments keep an entry (besides the new one).
+    pub retain: usize,
+    /// Only fetch the image into the repository; stage nothing.
+    pub download_only: bool,
+}
+
+/// What happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StageOutcome {
+    /// The image is the one already booted (upgrade only).
+    NoUpdate(DeploymentId),
+    /// Fetched, not staged (`--download-only`).
+    Downloaded(DeploymentId),
+    /// Staged; it becomes the default at the next shutdown.
+    Staged(DeploymentId),
+}
+
+/// The image the booted deployment follows.
+pub fn booted_imgref(host: &Host) -> Result<ImageReference> {
+    let origin = Origin::load(&host.sysroot, &host.booted).with_context(|| {
+        format!(
+            "reading the origin of the booted deployment {}",
+            host.booted.short()
+        )
+    })?;
+    ImageReference::parse(&origin.image_reference).with_context(|| {
+        format!(
+            "the booted origin names an unusable image {:?}",
+            origin.image_reference
+        )
+    })
+}
+
+/// Pulls and stages. See the module documentation.
+pub fn stage(host: &Host, opts: &StageOpts) -> Result<StageOutcome> {
+    match repo::read_algorithm(&host.sysroot)? {
+        Algorithm::Sha256 => stage_typed::<Sha256HashValue>(host, opts),
+        Algorithm::Sha512 => stage_typed::<Sha512HashValue>(host, opts),
+    }
+}
+
+fn stage_typed<H: FsVerityHashValue>(host: &Host, opts: &StageOpts) -> Result<StageOutcome> {
+    let imgref = match &opts.switch_to {
+        Some(r) => r.absolutize().context("resolving the image path")?,
+        None => booted_imgref(host)?,
+    };
+    let repo = repo::open::<H>(&host.sysroot)?;
+    let current = entries::read_current(&host.boot)?;
+
+    let pulled = repo::pull(
+        &repo,
+        &imgref,
+        &PullOpts {
+            insecure_registry: opts.insecure_registry,
+            progress: crate::progress::reporter(opts.quiet),
+        },
+    )?;
+    let id = pulled.id.clone();
+    if id == host.booted {
+        if opts.switch_to.is_some() {
+            bail!(
+                "{imgref} ({}) is the booted deployment {}: nothing to switch to",
+                pulled.manifest_digest,
+                id.short()
+            );
+        }
+        return Ok(StageOutcome::NoUpdate(id));
+    }
+    if let Some(pos) = current.deployments().iter().position(|d| d == &id) {
+        let what = if pos == 0 {
+            "the default boot entry"
+        } else {
+            "an existing boot entry (use bootc rollback to boot it)"
+        };
+        bail!(
+            "{imgref} ({}) is already deployed as {}: {what}",
+            pulled.manifest_digest,
+            id.short()
+        );
+    }
+    if opts.download_only {
+        return Ok(StageOutcome::Downloaded(id));
+    }
+
+    let (fs, boot_entries) = repo::boot_tree(&repo, &pulled)?;
+    let kernel = bls::find_kernel(boot_entries).with_context(|| format!("deploying {imgref}"))?;
+    let digest = bls::boot_digest(&repo, &kernel)?;
+    let os = bls::os_info(&repo, &fs)?;
+    let origin = Origin {
+        image_reference: imgref.to_origin(),
+        boot_type: BOOT_TYPE_BLS.to_string(),
+        boot_digest: Some(digest.clone()),
+        manifest_digest: Some(pulled.manifest_digest.clone()),
+    };
+    state::write_deployment(&host.sysroot, &repo, &fs, &id, &origin, false)?;
+
+    // Refuse before anything boots differently if the /etc merge cannot succeed now.
+    if let Err(e) = precheck_merge(host, &repo, &id) {
+        let deploy_root = durable::open_dir(&host.sysroot, layout::STATE_DEPLOY)?;
+        durable::remove_all(&deploy_root, id.hex())?;
+        return Err(e);
+    }
+
+    let dir = bls::install_kernel(&repo, &host.sysroot, &host.boot, &id, &kernel, &digest)?;
+    let booted_entry = current.get(&host.booted).cloned();
+    let base_options = booted_entry
+        .as_ref()
+        .map(|e| e.bls.options.clone())
+        .or_else(|| current.ours.first().map(|e| e.bls.options.clone()))
+        .context("no boot entry to take the kernel arguments from")?;
+    let insecure = booted_entry
+        .as_ref()
+        .map(|e| e.insecure)
+        .unwrap_or(host.booted_insecure);
+    let mut options: Vec<String> = bootc_initramfs_setup::cmdline::tokenize(&base_options)
+        .into_iter()
+        .filter(|t| !t.starts_with("composefs=") && !t.starts_with("composefs.digest="))
+        .collect();
+    options.push(ComposefsKarg::new(id.clone(), insecure).to_string());
+    let entry = BlsEntry {
+        file_stem: layout::boot_dir_name(&id),
+        title: os.title,
+        version: os.version.unwrap_or_else(|| kernel.kver.clone()),
+        sort_key: None,
+        linux: format!("/{dir}/{}", bls::VMLINUZ),
+        initrd: vec![format!("/{dir}/{}", bls::INITRD)],
+        options: options.join(" "),
+    };
+
+    let staged = new_entry_set(&current, &host.booted, Entry::new(entry), opts.retain);
+    entries::write_staged(&host.boot, &staged)?;
+    durable::syncfs(host.boot.as_fd())?;
+    durable::syncfs(host.sysroot.as_fd())?;
+    host.set_staged(&id)?;
+    host.clear_finalize_failure()?;
+    Ok(StageOutcome::Staged(id))
+}
+
+/// The set after an update: the new entry first, then the booted deployment, then the
+/// other previous ones in their order, keeping `retain` previous entries in all.
+pub fn new_entry_set(
+    current: &EntrySet,
+    booted: &DeploymentId,
+    new: Entry,
+    retain: usize,
+) -> EntrySet {
+    let mut previous: Vec<Entry> = current
+        .ours
+        .iter()
+        .filter(|e| e.deployment.as_ref() == Some(booted))
+        .cloned()
+        .collect();
+    previous.extend(
+        current
+            .ours
+            .iter()
+            .filter(|e| e.deployment.as_ref() != Some(booted))
+            .cloned(),
+    );
+    previous.truncate(retain.max(1));
+    let mut ours = vec![new];
+    ours.extend(previous);
+    EntrySet {
+        ours,
+        foreign: current.foreign.clone(),
+    }
+}
+
+/// The booted image's /etc as shipped, extracted from the repository into a temporary
+/// directory on the physical root.
+pub fn pristine_etc<H: FsVerityHashValue>(
+    host: &Host,
+    repo: &Arc<Repository<H>>,
+    booted: &DeploymentId,
+) -> Result<tempfile::TempDir> {
+    let origin = Origin::load(&host.sysroot, booted)?;
+    let manifest_digest = origin.manifest_digest.context(
+        "the booted origin has no [image] manifest_digest: cannot tell its pristine /etc",
+    )?;
+    let pulled = Pulled {
+        manifest_digest,
+        id: booted.clone(),
+        stats: Default::default(),
+    };
+    let (fs, _) = repo::boot_tree(repo, &pulled).context("reading the booted image")?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".bootc-pristine-etc.")
+        .tempdir_in(host.sysroot_path.join("state"))
+        .context("creating a temporary directory under state/")?;
+    let fd = durable::open_dir(rustix::fs::CWD, tmp.path())?;
+    state::copy_image_dir(repo, &fs, "etc", &fd, "etc")
+        .context("extracting the booted image's /etc")?;
+    Ok(tmp)
+}
+
+/// Plans the three-way merge for staging `new` over the booted deployment.
+pub fn plan_merge<H: FsVerityHashValue>(
+    host: &Host,
+    repo: &Arc<Repository<H>>,
+    new: &DeploymentId,
+) -> Result<(etc_merge::MergePlan, tempfile::TempDir)> {
+    let pristine = pristine_etc(host, repo, &host.booted)?;
+    let p = durable::open_dir(rustix::fs::CWD, pristine.path().join("etc"))?;
+    let c = durable::open_dir(&host.sysroot, layout::deploy_etc(&host.booted))
+        .context("opening the live /etc (the booted deployment's state)")?;
+    let n = durable::open_dir(&host.sysroot, layout::deploy_etc(new))?;
+    let plan = etc_merge::plan(p.as_fd(), c.as_fd(), n.as_fd())?;
+    Ok((plan, pristine))
+}
+
+fn precheck_merge<H: FsVerityHashValue>(
+    host: &Host,
+    repo: &Arc<Repository<H>>,
+    new: &DeploymentId,
+) -> Result<()> {
+    let (plan, _tmp) = plan_merge(host, repo, new)?;
+    if !plan.conflicts.is_empty() {
+        bail!(
+            "local changes to /etc conflict with the new image, nothing was staged: {}",
+            plan.conflict_summary()
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,386 @@
+//! `bootc status`: the host as a `BootcHost` object, rendered for people or programs.
+//!
+//! The JSON and YAML forms follow upstream bootc's `org.containers.bootc/v1` `BootcHost`
+//! (`spec.image`, `status.{booted,staged,rollback,otherDeployments}`, each entry with
+//! `image.image.image`, `image.imageDigest` and a `composefs` block with `verity` and
+//! `bootType`), so tools written for bootc read it. `userspace/host-v1.schema.json`
+//! is the schema the tests validate against. One addition, `status.finalizeFailure`,
+//! carries the reason the last staged update was not applied.
+//!
+//! Status reads defensively: a missing or corrupt origin, an unknown file in the loader
+//! directory or a missing `/run/composefs` are reported, never fatal.
+
+use std::collections::BTreeMap;
+
+use anyhow::Result;
+use bootc_initramfs_setup::cmdline::DeploymentId;
+use serde::Serialize;
+
+use crate::boot::entries::{self, Entry};
+use crate::deploy::host::Host;
+use crate::deploy::state::Origin;
+use crate::imgref::ImageReference;
+
+/// `apiVersion`.
+pub const API_VERSION: &str = "org.containers.bootc/v1";
+/// `kind`.
+pub const KIND: &str = "BootcHost";
+
+/// The whole object.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BootcHost {
+    /// Always [`API_VERSION`].
+    pub api_version: &'static str,
+    /// Always [`KIND`].
+    pub kind: &'static str,
+    /// Object metadata.
+    pub metadata: Metadata,
+    /// What the host is asked to run.
+    pub spec: HostSpec,
+    /// What it runs.
+    pub status: HostStatus,
+}
+
+/// `metadata`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Metadata {
+    /// Always `host`.
+    pub name: &'static str,
+}
+
+/// `spec`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HostSpec {
+    /// The image followed by upgrades.
+    pub image: Option<ImageRef>,
+    /// `default`, or `rollback` when the rollback deployment boots next.
+    pub boot_order: &'static str,
+}
+
+/// An image reference (`image` + `transport`).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ImageRef {
+    /// The name, without the transport.
+    pub image: String,
+    /// `registry`, `oci`, `oci-archive`, `containers-storage`.
+    pub transport: String,
+}
+
+/// `status`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HostStatus {
+    /// Booted next, after finalize.
+    pub staged: Option<BootEntry>,
+    /// Running now.
+    pub booted: Option<BootEntry>,
+    /// The previous deployment.
+    pub rollback: Option<BootEntry>,
+    /// Whether the rollback deployment is the default for the next boot.
+    pub rollback_queued: bool,
+    /// Further deployments that still have an entry.
+    pub other_deployments: Vec<BootEntry>,
+    /// `bootcHost`.
+    #[serde(rename = "type")]
+    pub host_type: Option<&'static str>,
+    /// Why the last staged update was not applied (ours; not in upstream's schema).
+    pub finalize_failure: Option<String>,
+}
+
+/// One deployment.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BootEntry {
+    /// The image it was made from (None when its origin cannot be read).
+    pub image: Option<ImageStatus>,
+    /// An update fetched but not deployed (not tracked: always None).
+    pub cached_update: Option<ImageStatus>,
+    /// The origin could not be understood.
+    pub incompatible: bool,
+    /// Exempt from garbage collection.
+    pub pinned: bool,
+    /// The composefs state.
+    pub composefs: Composefs,
+    /// Upstream's OSTree block: always None here.
+    pub ostree: Option<()>,
+}
+
+/// `image` of an entry.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageStatus {
+    /// The reference.
+    pub image: ImageRef,
+    /// `VERSION_ID` or the image's version label.
+    pub version: Option<String>,
+    /// The image's creation time.
+    pub timestamp: Option<String>,
+    /// `sha256:…` of the manifest.
+    pub image_digest: String,
+    /// OCI architecture.
+    pub architecture: String,
+}
+
+/// `composefs` of an entry.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Composefs {
+    /// The deployment id: fs-verity digest of its EROFS image (hex).
+    pub verity: String,
+    /// `Bls` or `Uki`.
+    pub boot_type: &'static str,
+    /// `systemd` or `grub`.
+    pub bootloader: &'static str,
+    /// Whether it boots with `composefs=?`.
+    pub missing_verity_allowed: bool,
+    /// sha256 of kernel + initrd (Type #1 entries).
+    pub boot_digest: Option<String>,
+}
+
+fn image_ref(r: &ImageReference) -> ImageRef {
+    ImageRef {
+        image: r.name.clone(),
+        transport: r.transport.to_string(),
+    }
+}
+
+fn oci_arch() -> String {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+    .to_string()
+}
+
+fn boot_entry(
+    host: &Host,
+    id: &DeploymentId,
+    entry: Option<&Entry>,
+    details: &BTreeMap<String, (Option<String>, Option<String>)>,
+) -> BootEntry {
+    let origin = match Origin::load(&host.sysroot, id) {
+        Ok(o) => Some(o),
+        Err(e) => {
+            tracing::warn!("deployment {}: {e:#}", id.short());
+            None
+        }
+    };
+    let parsed = origin
+        .as_ref()
+        .and_then(|o| ImageReference::parse(&o.image_reference).ok());
+    let image = match (&origin, &parsed) {
+        (Some(o), Some(r)) => {
+            let digest = o.manifest_digest.clone().unwrap_or_default();
+            let (version, timestamp) = details.get(&digest).cloned().unwrap_or((None, None));
+            Some(ImageStatus {
+                image: image_ref(r),
+                version,
+                timestamp,
+                image_digest: digest,
+                architecture: oci_arch(),
+            })
+        }
+        _ => None,
+    };
+    BootEntry {
+        incompatible: origin.is_none() || parsed.is_none(),
+        image,
+        cached_update: None,
+        pinned: false,
+        composefs: Composefs {
+            verity: id.hex().to_string(),
+            boot_type: "Bls",
+            bootloader: "systemd",
+            missing_verity_allowed: entry.map(|e| e.insecure).unwrap_or(host.booted_insecure),
+            boot_digest: origin.and_then(|o| o.boot_digest),
+        },
+        ostree: None,
+    }
+}
+
+/// Version and creation time of every image the repository holds, by manifest digest.
+fn image_details(host: &Host) -> BTreeMap<String, (Option<String>, Option<String>)> {
+    use composefs::fsverity::{Sha256HashValue, Sha512HashValue};
+    fn typed<H: composefs::fsverity::FsVerityHashValue>(
+        host: &Host,
+    ) -> Result<BTreeMap<String, (Option<String>, Option<String>)>> {
+        let repo = crate::repo::open::<H>(&host.sysroot)?;
+        let mut out = BTreeMap::new();
+        for (_, digest) in composefs_oci::oci_image::list_refs(&repo)? {
+            if let Ok(img) = composefs_oci::oci_image::OciImage::open(&repo, &digest, None) {
+                let version = img
+                    .label("org.opencontainers.image.version")
+                    .map(str::to_string);
+                out.insert(
+                    digest.to_string(),
+                    (version, img.created().map(str::to_string)),
+                );
+            }
+        }
+        Ok(out)
+    }
+    let r = match crate::repo::read_algorithm(&host.sysroot) {
+        Ok(bootc_initramfs_setup::cmdline::Algorithm::Sha256) => typed::<Sha256HashValue>(host),
+        Ok(bootc_initramfs_setup::cmdline::Algorithm::Sha512) => typed::<Sha512HashValue>(host),
+        Err(e) => Err(e),
+    };
+    r.unwrap_or_else(|e| {
+        tracing::warn!("reading image details: {e:#}");
+        BTreeMap::new()
+    })
+}
+
+/// Builds the status object.
+pub fn host_status(host: &Host) -> Result<BootcHost> {
+    let current = entries::read_current(&host.boot).unwrap_or_else(|e| {
+        tracing::warn!("reading boot entries: {e:#}");
+        Default::default()
+    });
+    let staged_set = entries::read_staged(&host.boot).unwrap_or_else(|e| {
+        tracing::warn!("reading staged boot entries: {e:#}");
+        None
+    });
+    let details = image_details(host);
+    let booted_id = host.booted.clone();
+    let booted = Some(boot_entry(
+        host,
+        &booted_id,
+        current.get(&booted_id),
+        &details,
+    ));
+
+    let staged_id = host.staged().or_else(|| {
+        staged_set
+            .as_ref()
+            .and_then(|s| s.default_deployment().cloned())
+    });
+    let staged = staged_id.as_ref().filter(|id| **id != booted_id).map(|id| {
+        let e = staged_set
+            .as_ref()
+            .and_then(|s| s.get(id))
+            .or_else(|| current.get(id));
+        boot_entry(host, id, e, &details)
+    });
+
+    // The rollback is the first entry that is neither booted nor staged.
+    let order = current.deployments();
+    let rollback_id = order
+        .iter()
+        .find(|d| **d != booted_id && Some(*d) != staged_id.as_ref())
+        .cloned();
+    let rollback_queued = rollback_id.is_some()
+        && current.default_deployment() == rollback_id.as_ref()
+        && staged.is_none();
+    let rollback = rollback_id
+        .as_ref()
+        .map(|id| boot_entry(host, id, current.get(id), &details));
+    let other_deployments = order
+        .iter()
+        .filter(|d| {
+            **d != booted_id && Some(*d) != rollback_id.as_ref() && Some(*d) != staged_id.as_ref()
+        })
+        .map(|id| boot_entry(host, id, current.get(id), &details))
+        .collect();
+
+    // The image followed: the staged one if any, else the booted one.
+    let spec_image = staged
+        .as_ref()
+        .or(booted.as_ref())
+        .and_then(|e| e.image.as_ref())
+        .map(|i| i.image.clone());
+    Ok(BootcHost {
+        api_version: API_VERSION,
+        kind: KIND,
+        metadata: Metadata { name: "host" },
+        spec: HostSpec {
+            image: spec_image,
+            boot_order: if rollback_queued {
+                "rollback"
+            } else {
+                "default"
+            },
+        },
+        status: HostStatus {
+            staged,
+            booted,
+            rollback,
+            rollback_queued,
+            other_deployments,
+            host_type: Some("bootcHost"),
+            finalize_failure: host.finalize_failure(),
+        },
+    })
+}
+
+/// The human-readable form.
+pub fn render_human(h: &BootcHost, booted_only: bool) -> String {
+    let mut out = String::new();
+    let mut block = |label: &str, e: &BootEntry, mark: &str| {
+        let image = e
+            .image
+            .as_ref()
+            .map(|i| format!("{}:{}", i.image.transport, i.image.image))
+            .unwrap_or_else(|| "(origin unreadable)".into());
+        out.push_str(&format!("{mark} {label}: {image}\n"));
+        if let Some(i) = &e.image {
+            if let Some(v) = &i.version {
+                out.push_str(&format!("        Version: {v}\n"));
+            }
+            out.push_str(&format!("         Digest: {}\n", i.image_digest));
+            if let Some(t) = &i.timestamp {
+                out.push_str(&format!("        Created: {t}\n"));
+            }
+        }
+        let verity = if e.composefs.missing_verity_allowed {
+            " (fs-verity not enforced)"
+        } else {
+            ""
+        };
+        out.push_str(&format!(
+            "     Deployment: {}{verity}\n",
+            e.composefs.verity
+        ));
+        out.push_str(&format!(
+            "           Boot: {} via {}\n\n",
+            e.composefs.boot_type, e.composefs.bootloader
+        ));
+    };
+    if booted_only {
+        if let Some(b) = &h.status.booted {
+            block("Booted image", b, "●");
+        }
+        return out;
+    }
+    if let Some(s) = &h.status.staged {
+        block("Staged image", s, " ");
+    }
+    if let Some(b) = &h.status.booted {
+        block("Booted image", b, "●");
+    }
+    if let Some(r) = &h.status.rollback {
+        let label = if h.status.rollback_queued {
+            "Rollback image (queued for next boot)"
+        } else {
+            "Rollback image"
+        };
+        block(label, r, " ");
+    }
+    for o in &h.status.other_deployments {
+        block("Other deployment", o, " ");
+    }
+    if let Some(f) = &h.status.finalize_failure {
+        out.push_str(&format!("Last staged update was not applied: {f}\n"));
+    }
+    out
+}
+
+/// `--booted`: only the booted entry in the object.
+pub fn only_booted(mut h: BootcHost) -> BootcHost {
+    h.status.staged = None;
+    h.status.rollback = None;
+    h.status.other_deployments.clear();
+    h
+}

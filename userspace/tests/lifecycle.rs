@@ -1,0 +1,637 @@
+//! Host integration tests of the day-2 verbs (upgrade, switch, finalize with the /etc
+//! merge, rollback, status, gc, locking), as root, on a real ext4 root installed by
+//! `bootc install to-filesystem`, driven with `--sysroot DIR --booted-deployment ID`
+//! instead of reboots. The boot partition is a plain directory here (this host's kernel
+//! may lack vfat); the entry-set swap is the same `renameat2(RENAME_EXCHANGE)`.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use bootc_test_fixtures::images;
+use bootc_test_fixtures::oci;
+use common::*;
+
+/// An installed v1 system with v2 and v3 available in an OCI layout.
+struct System {
+    t: tempfile::TempDir,
+    root: PathBuf,
+    layout: PathBuf,
+    v1: String,
+}
+
+impl Drop for System {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.root).status();
+    }
+}
+
+impl System {
+    fn install() -> System {
+        let t = tempdir("bootc-lifecycle-");
+        let layout = t.path().join("oci");
+        for v in 1..=3 {
+            oci::write_image(&layout, &format!("v{v}"), &images::bootable(v), &[]).unwrap();
+        }
+        let img = t.path().join("root.img");
+        disk_image(&img, 1 << 30);
+        run(Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-O", "verity"])
+            .arg(&img));
+        let root = t.path().join("root");
+        fs::create_dir(&root).unwrap();
+        run(Command::new("mount")
+            .args(["-o", "loop"])
+            .arg(&img)
+            .arg(&root));
+        fs::create_dir(root.join("boot")).unwrap();
+        fs::create_dir(t.path().join("run")).unwrap();
+        let src = format!("oci:{}:v1", layout.display());
+        let out = bootc_ok(&[
+            "install",
+            "to-filesystem",
+            "--source-imgref",
+            &src,
+            "--root-mount-spec",
+            "UUID=test",
+            root.to_str().unwrap(),
+        ]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        let id = text
+            .split("deployment sha256:")
+            .nth(1)
+            .expect("install prints the id");
+        let v1 = id.trim().to_string();
+        System {
+            t,
+            root,
+            layout,
+            v1,
+        }
+    }
+
+    fn imgref(&self, tag: &str) -> String {
+        format!("oci:{}:{tag}", self.layout.display())
+    }
+
+    /// `bootc --sysroot ROOT --booted-deployment ID --run-dir RUN ARGS`.
+    fn bootc(&self, booted: &str, args: &[&str]) -> std::process::Output {
+        let mut all = vec![
+            "--sysroot",
+            self.root.to_str().unwrap(),
+            "--run-dir",
+            self.t.path().join("run").to_str().unwrap(),
+        ]
+        .into_iter()
+        .map(str::to_string)
+        .collect::<Vec<_>>();
+        all.push("--booted-deployment".into());
+        all.push(format!("sha256:{booted}"));
+        all.extend(args.iter().map(|s| s.to_string()));
+        let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+        bootc(&refs)
+    }
+
+    fn bootc_ok(&self, booted: &str, args: &[&str]) -> String {
+        let out = self.bootc(booted, args);
+        assert!(out.status.success(), "bootc {args:?} failed");
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn bootc_err(&self, booted: &str, args: &[&str]) -> String {
+        let out = self.bootc(booted, args);
+        assert!(!out.status.success(), "bootc {args:?} should have failed");
+        String::from_utf8(out.stderr).unwrap()
+    }
+
+    fn etc(&self, id: &str) -> PathBuf {
+        self.root.join("state/deploy").join(id).join("etc")
+    }
+
+    fn status(&self, booted: &str) -> serde_json::Value {
+        let s = self.bootc_ok(booted, &["status", "--format", "json"]);
+        let v: serde_json::Value = serde_json::from_str(&s).unwrap();
+        validate(&v);
+        v
+    }
+
+    /// Deployment ids in boot order (`loader/entries`), or of the staged set.
+    fn order(&self, staged: bool) -> Vec<String> {
+        let dir = self.root.join(if staged {
+            "boot/loader/entries.staged"
+        } else {
+            "boot/loader/entries"
+        });
+        let mut entries: Vec<(String, String)> = match fs::read_dir(&dir) {
+            Ok(rd) => rd
+                .map(|e| {
+                    let e = e.unwrap();
+                    let text = fs::read_to_string(e.path()).unwrap();
+                    let key = text
+                        .lines()
+                        .find_map(|l| l.strip_prefix("sort-key "))
+                        .unwrap_or("~")
+                        .to_string();
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    (key, name)
+                })
+                .collect(),
+            Err(_) => return vec![],
+        };
+        entries.sort();
+        entries
+            .into_iter()
+            .filter_map(|(_, n)| {
+                n.strip_prefix("bootc_composefs-")
+                    .and_then(|n| n.strip_suffix(".conf"))
+                    .map(str::to_string)
+            })
+            .collect()
+    }
+
+    fn marker(&self) -> Option<String> {
+        fs::read_to_string(self.t.path().join("run/composefs/staged-deployment"))
+            .ok()
+            .map(|s| s.trim().to_string())
+    }
+
+    /// Upgrade (as `booted`) to `tag` via switch, finalize, return the new id.
+    fn switch_and_finalize(&self, booted: &str, tag: &str, extra: &[&str]) -> String {
+        let r = self.imgref(tag);
+        let mut args = vec!["switch", r.as_str()];
+        args.extend_from_slice(extra);
+        self.bootc_ok(booted, &args);
+        let id = self.marker().expect("staged marker");
+        self.bootc_ok(booted, &["composefs-finalize-staged"]);
+        assert_eq!(self.order(false)[0], id);
+        id
+    }
+}
+
+fn validate(v: &serde_json::Value) {
+    let schema: serde_json::Value =
+        serde_json::from_str(include_str!("../host-v1.schema.json")).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let errors: Vec<String> = validator
+        .iter_errors(v)
+        .map(|e| format!("{e} at {}", e.instance_path()))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "status JSON does not match the schema: {errors:?}\n{v:#}"
+    );
+}
+
+/// path → "type mode uid gid content-or-target" for a tree.
+fn snapshot(dir: &Path) -> BTreeMap<String, String> {
+    fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
+        let mut entries: Vec<_> = fs::read_dir(dir).unwrap().map(|e| e.unwrap()).collect();
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let p = e.path();
+            let m = fs::symlink_metadata(&p).unwrap();
+            let rel = p.strip_prefix(base).unwrap().to_string_lossy().into_owned();
+            let head = format!("{:o} {} {}", m.mode() & 0o7777, m.uid(), m.gid());
+            let v = if m.file_type().is_symlink() {
+                format!("l {}", fs::read_link(&p).unwrap().display())
+            } else if m.is_dir() {
+                walk(base, &p, out);
+                format!("d {head}")
+            } else {
+                format!(
+                    "f {head} {}",
+                    String::from_utf8_lossy(&fs::read(&p).unwrap())
+                )
+            };
+            out.insert(rel, v);
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+fn file_snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    if let Ok(rd) = fs::read_dir(dir) {
+        for e in rd {
+            let e = e.unwrap();
+            out.insert(
+                e.file_name().to_string_lossy().into_owned(),
+                fs::read(e.path()).unwrap(),
+            );
+        }
+    }
+    out
+}
+
+#[test]
+fn upgrade_finalize_merge_rollback_status() {
+    if !can_run(&[]) {
+        return;
+    }
+    let _g = serial();
+    let s = System::install();
+    let v1 = s.v1.clone();
+    assert_eq!(s.order(false), vec![v1.clone()]);
+
+    // Upgrade with nothing new: says so, changes nothing.
+    let before = file_snapshot(&s.root.join("boot/loader/entries"));
+    let out = s.bootc_ok(&v1, &["upgrade"]);
+    assert!(out.contains("No update available"), "{out}");
+    assert_eq!(file_snapshot(&s.root.join("boot/loader/entries")), before);
+    assert!(!s.root.join("boot/loader/entries.staged").exists());
+    let out = s.bootc_ok(&v1, &["upgrade", "--check"]);
+    assert!(out.contains("No update available"), "{out}");
+
+    // Local changes to the live /etc (the booted deployment's state), one per rule.
+    let etc = s.etc(&v1);
+    fs::write(etc.join("local-added.conf"), "mine\n").unwrap();
+    fs::write(etc.join("hostname"), "edited-locally\n").unwrap();
+    fs::set_permissions(
+        etc.join("conf.d/keep.conf"),
+        fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    std::os::unix::fs::chown(etc.join("shadow"), Some(1234), Some(42)).unwrap();
+    fs::remove_file(etc.join("localtime")).unwrap();
+    symlink("../usr/share/zoneinfo/Europe/Paris", etc.join("localtime")).unwrap();
+    fs::remove_file(etc.join("os-release")).unwrap();
+    fs::create_dir(etc.join("local.d")).unwrap();
+    fs::write(etc.join("local.d/x.conf"), "x\n").unwrap();
+
+    // --check sees the update and what it would cost.
+    let out = s.bootc_ok(&v1, &["switch", "--help"]);
+    assert!(out.contains("IMGREF"));
+    let r2 = s.imgref("v2");
+    let out = s.bootc_ok(&v1, &["switch", &r2]);
+    assert!(out.contains("Staged deployment"), "{out}");
+    let v2 = s.marker().expect("marker names the staged deployment");
+    assert_ne!(v2, v1);
+    // Staged: the new set waits in entries.staged; the booted set is untouched.
+    assert_eq!(s.order(true), vec![v2.clone(), v1.clone()]);
+    assert_eq!(s.order(false), vec![v1.clone()]);
+    assert!(s
+        .root
+        .join("state/deploy")
+        .join(&v2)
+        .join(format!("{v2}.origin"))
+        .exists());
+    let staged_entry = fs::read_to_string(s.root.join(format!(
+        "boot/loader/entries.staged/bootc_composefs-{v2}.conf"
+    )))
+    .unwrap();
+    assert!(
+        staged_entry.contains(&format!("composefs=?sha256:{v2}")),
+        "{staged_entry}"
+    );
+    assert!(
+        staged_entry.contains("sort-key bootc-000"),
+        "{staged_entry}"
+    );
+    assert!(
+        staged_entry.contains("title Bootc Test OS v2"),
+        "{staged_entry}"
+    );
+    let st = s.status(&v1);
+    assert_eq!(st["status"]["staged"]["composefs"]["verity"], v2.as_str());
+    assert_eq!(st["status"]["booted"]["composefs"]["verity"], v1.as_str());
+    assert_eq!(
+        st["status"]["booted"]["composefs"]["missingVerityAllowed"],
+        true
+    );
+
+    // Finalize: the merged /etc is exactly: v2's /etc with every local change carried.
+    let out = s.bootc_ok(&v1, &["composefs-finalize-staged"]);
+    assert!(out.contains("Finalized"), "{out}");
+    assert_eq!(s.order(false), vec![v2.clone(), v1.clone()]);
+    assert!(!s.root.join("boot/loader/entries.staged").exists());
+    assert_eq!(s.marker(), None);
+    let merged = snapshot(&s.etc(&v2));
+    let expected: BTreeMap<String, String> = [
+        ("conf.d", "d 755 0 0"),
+        ("conf.d/keep.conf", "f 600 0 0 keep=1\n"),
+        ("default.conf", "f 644 0 0 setting=v2\n"),
+        ("hostname", "f 644 0 0 edited-locally\n"),
+        ("local-added.conf", "f 644 0 0 mine\n"),
+        ("local.d", "d 755 0 0"),
+        ("local.d/x.conf", "f 644 0 0 x\n"),
+        ("localtime", "l ../usr/share/zoneinfo/Europe/Paris"),
+        ("new-in-v2.conf", "f 644 0 0 new=1\n"),
+        ("shadow", "f 600 1234 42 root:*:19000:0:99999:7:::\n"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    assert_eq!(merged, expected);
+
+    // "Reboot" into v2.
+    let st = s.status(&v2);
+    assert_eq!(st["status"]["booted"]["composefs"]["verity"], v2.as_str());
+    assert_eq!(st["status"]["rollback"]["composefs"]["verity"], v1.as_str());
+    assert_eq!(st["status"]["rollbackQueued"], false);
+    assert!(st["status"]["booted"]["image"]["image"]["image"]
+        .as_str()
+        .unwrap()
+        .ends_with(":v2"));
+    assert!(st["status"]["booted"]["image"]["imageDigest"]
+        .as_str()
+        .unwrap()
+        .starts_with("sha256:"));
+    assert_eq!(st["spec"]["image"]["transport"], "oci");
+
+    // Switching to what is booted is refused.
+    let err = s.bootc_err(&v2, &["switch", &r2]);
+    assert!(err.contains("nothing to switch to"), "{err}");
+
+    // Rollback twice is the identity.
+    let entries = s.root.join("boot/loader/entries");
+    let before = file_snapshot(&entries);
+    let out = s.bootc_ok(&v2, &["rollback"]);
+    assert!(out.contains(&v1[..12]), "{out}");
+    assert_eq!(s.order(false), vec![v1.clone(), v2.clone()]);
+    let st = s.status(&v2);
+    assert_eq!(st["status"]["rollbackQueued"], true);
+    assert_eq!(st["spec"]["bootOrder"], "rollback");
+    s.bootc_ok(&v2, &["rollback"]);
+    assert_eq!(file_snapshot(&entries), before);
+
+    // Human and YAML forms.
+    let human = s.bootc_ok(&v2, &["status", "--format", "human"]);
+    assert!(human.contains("● Booted image: oci:"), "{human}");
+    assert!(human.contains("Rollback image"), "{human}");
+    let yaml = s.bootc_ok(&v2, &["status", "--format", "yaml"]);
+    assert!(
+        yaml.contains("apiVersion: org.containers.bootc/v1"),
+        "{yaml}"
+    );
+    let booted_only: serde_json::Value =
+        serde_json::from_str(&s.bootc_ok(&v2, &["status", "--json", "--booted"])).unwrap();
+    assert!(booted_only["status"]["rollback"].is_null());
+}
+
+#[test]
+fn conflicts_are_refused_and_leave_the_old_default() {
+    if !can_run(&[]) {
+        return;
+    }
+    let _g = serial();
+    let s = System::install();
+    let v1 = s.v1.clone();
+    let etc = s.etc(&v1);
+    let r2 = s.imgref("v2");
+
+    // default.conf changes upstream in v2; locally it became a directory: a conflict
+    // found before anything is staged.
+    fs::remove_file(etc.join("default.conf")).unwrap();
+    fs::create_dir(etc.join("default.conf")).unwrap();
+    let err = s.bootc_err(&v1, &["switch", &r2]);
+    assert!(
+        err.contains("conflict") && err.contains("default.conf"),
+        "{err}"
+    );
+    assert!(!s.root.join("boot/loader/entries.staged").exists());
+    assert_eq!(s.marker(), None);
+    assert_eq!(
+        fs::read_dir(s.root.join("state/deploy"))
+            .unwrap()
+            .filter(|e| !e
+                .as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with('.'))
+            .count(),
+        1
+    );
+
+    // Staged without a conflict; the conflict appears before shutdown: finalize
+    // refuses, the old entries stay, and status says why.
+    fs::remove_dir(etc.join("default.conf")).unwrap();
+    fs::write(etc.join("default.conf"), "setting=v1\n").unwrap();
+    s.bootc_ok(&v1, &["switch", &r2]);
+    let v2 = s.marker().unwrap();
+    fs::remove_file(etc.join("default.conf")).unwrap();
+    fs::create_dir(etc.join("default.conf")).unwrap();
+    let entries_before = file_snapshot(&s.root.join("boot/loader/entries"));
+    let err = s.bootc_err(&v1, &["composefs-finalize-staged"]);
+    assert!(err.contains("default.conf"), "{err}");
+    assert_eq!(
+        file_snapshot(&s.root.join("boot/loader/entries")),
+        entries_before
+    );
+    assert_eq!(s.order(false), vec![v1.clone()]);
+    let st = s.status(&v1);
+    let failure = st["status"]["finalizeFailure"]
+        .as_str()
+        .expect("status shows the failure");
+    assert!(
+        failure.contains("default.conf") && failure.contains(&v2[..12]),
+        "{failure}"
+    );
+    assert!(s
+        .bootc_ok(&v1, &["status", "--format", "human"])
+        .contains("was not applied"));
+}
+
+#[test]
+fn gc_keeps_exactly_what_live_deployments_need() {
+    if !can_run(&[]) {
+        return;
+    }
+    let _g = serial();
+    let s = System::install();
+    let v1 = s.v1.clone();
+    let v2 = s.switch_and_finalize(&v1, "v2", &[]);
+    // The second upgrade keeps one previous deployment: v1 falls out and finalize's GC
+    // removes it.
+    let v3 = s.switch_and_finalize(&v2, "v3", &["--retain", "1"]);
+    assert_eq!(s.order(false), vec![v3.clone(), v2.clone()]);
+    let deployments: BTreeSet<String> = fs::read_dir(s.root.join("state/deploy"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(deployments, [v2.clone(), v3.clone()].into_iter().collect());
+    // The shared kernel directory is kept (v2 and v3 boot from v1's copy), nothing else.
+    for id in [&v2, &v3] {
+        let e = fs::read_to_string(
+            s.root
+                .join(format!("boot/loader/entries/bootc_composefs-{id}.conf")),
+        )
+        .unwrap();
+        let dir = e
+            .lines()
+            .find_map(|l| l.strip_prefix("linux /"))
+            .unwrap()
+            .split('/')
+            .next()
+            .unwrap()
+            .to_string();
+        assert!(s.root.join("boot").join(&dir).join("vmlinuz").exists());
+    }
+
+    // Compare object sets with a fresh repository holding only v2 and v3.
+    let fresh = s.t.path().join("fresh");
+    fs::create_dir(&fresh).unwrap();
+    let fresh_fd = rustix::fs::open(
+        &fresh,
+        rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY,
+        rustix::fs::Mode::empty(),
+    )
+    .unwrap();
+    let repo = bootc::repo::init::<composefs::fsverity::Sha256HashValue>(&fresh_fd, false).unwrap();
+    for tag in ["v2", "v3"] {
+        let r = bootc::imgref::ImageReference::parse(&s.imgref(tag)).unwrap();
+        bootc::repo::pull(&repo, &r, &Default::default()).unwrap();
+    }
+    // A pull rewrites metadata streams and leaves the old ones for the next GC.
+    repo.gc(&[]).unwrap();
+    drop(repo);
+    let objects = |root: &Path| -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        for d in fs::read_dir(root.join("composefs/objects")).unwrap() {
+            let d = d.unwrap();
+            if d.file_type().unwrap().is_dir() && d.file_name().len() == 2 {
+                for f in fs::read_dir(d.path()).unwrap() {
+                    out.insert(format!(
+                        "{}/{}",
+                        d.file_name().to_string_lossy(),
+                        f.unwrap().file_name().to_string_lossy()
+                    ));
+                }
+            }
+        }
+        out
+    };
+    assert_eq!(objects(&s.root), objects(&fresh));
+
+    // Nothing more to collect; a dry run says so and removes nothing.
+    let out = s.bootc_ok(&v3, &["gc", "--dry-run"]);
+    assert!(out.contains("0 deployments"), "{out}");
+    let out = s.bootc_ok(&v3, &["gc"]);
+    assert!(
+        out.contains("Removed: 0 deployments, 0 boot directories, 0 tags, 0 objects"),
+        "{out}"
+    );
+    assert_eq!(objects(&s.root), objects(&fresh));
+}
+
+#[test]
+fn a_second_writer_is_refused_and_status_survives_damage() {
+    if !can_run(&["flock"]) {
+        return;
+    }
+    let _g = serial();
+    let s = System::install();
+    let v1 = s.v1.clone();
+    let lock = s.root.join("state/bootc.lock");
+
+    // Another writer holds the lock (flock(1) stands in for a long-running bootc and
+    // writes a pid the way bootc does). We wait for its "ready", not for a time.
+    let mut holder = Command::new("flock")
+        .arg(&lock)
+        .args([
+            "sh",
+            "-c",
+            "echo 4242 > \"$0\"; echo ready; read _",
+            lock.to_str().unwrap(),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(holder.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "ready");
+    let err = s.bootc_err(&v1, &["switch", &s.imgref("v2")]);
+    assert!(err.contains("another bootc is running (pid 4242)"), "{err}");
+    assert!(!s.root.join("boot/loader/entries.staged").exists());
+    holder.stdin.as_mut().unwrap().write_all(b"\n").unwrap();
+    assert!(holder.wait().unwrap().success());
+
+    // Two at once: whatever the interleaving, at most one stages and the result is a
+    // consistent staged set.
+    let r2 = s.imgref("v2");
+    let args = |s: &System| -> Vec<String> {
+        vec![
+            "--sysroot".into(),
+            s.root.display().to_string(),
+            "--run-dir".into(),
+            s.t.path().join("run").display().to_string(),
+            "--booted-deployment".into(),
+            format!("sha256:{v1}"),
+            "switch".into(),
+            r2.clone(),
+        ]
+    };
+    let a = Command::new(BOOTC)
+        .args(args(&s))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let b = Command::new(BOOTC)
+        .args(args(&s))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    let ok = [&a, &b].iter().filter(|o| o.status.success()).count();
+    assert!(ok >= 1, "{a:?} {b:?}");
+    for o in [&a, &b] {
+        if !o.status.success() {
+            let e = String::from_utf8_lossy(&o.stderr);
+            assert!(
+                e.contains("another bootc is running") || e.contains("already deployed"),
+                "{e}"
+            );
+        }
+    }
+    let v2 = s.marker().unwrap();
+    assert_eq!(s.order(true), vec![v2.clone(), v1.clone()]);
+
+    // Status survives a corrupt origin, junk in the loader directory, no /run/composefs.
+    fs::write(
+        s.root
+            .join("state/deploy")
+            .join(&v1)
+            .join(format!("{v1}.origin")),
+        "this is not ini [\n",
+    )
+    .unwrap();
+    fs::write(s.root.join("boot/loader/entries/junk.conf"), "nonsense\n").unwrap();
+    fs::remove_dir_all(s.t.path().join("run/composefs")).unwrap();
+    let st = s.status(&v1);
+    assert_eq!(st["status"]["booted"]["incompatible"], true);
+    assert!(st["status"]["booted"]["image"].is_null());
+    // The staged set is still reported from loader/entries.staged.
+    assert_eq!(st["status"]["staged"]["composefs"]["verity"], v2.as_str());
+}
+
+#[test]
+fn not_booted_from_composefs_is_a_clear_error() {
+    // This host was not booted with composefs= (the VM tests cover the booted case).
+    if std::fs::read_to_string("/proc/cmdline")
+        .unwrap_or_default()
+        .contains("composefs")
+    {
+        return;
+    }
+    let out = bootc(&["status"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("not booted from a composefs deployment"),
+        "{err}"
+    );
+    let out = bootc(&["upgrade"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not booted from a composefs deployment"));
+}
