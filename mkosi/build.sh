@@ -86,7 +86,9 @@ rootfs=$out/mkosi/bootc-test.tar
 [[ -f $rootfs ]] || die "mkosi produced no $rootfs"
 
 # 5. Boot files for direct kernel boot (installer VM), then the OCI layout.
-kver=$(tar -tf "$rootfs" | sed -nE 's#^\./usr/lib/modules/([^/]+)/vmlinuz$#\1#p' | head -n1)
+# (No `| head`: with pipefail its early exit would fail the pipeline with SIGPIPE.)
+kver=$(tar -tf "$rootfs" | sed -nE 's#^\./usr/lib/modules/([^/]+)/vmlinuz$#\1#p')
+kver=${kver%%$'\n'*}
 [[ -n $kver ]] || die "no usr/lib/modules/<kver>/vmlinuz in the image"
 tar -xf "$rootfs" -C "$out" --strip-components=5 \
     "./usr/lib/modules/$kver/vmlinuz" "./usr/lib/modules/$kver/initramfs.img"

@@ -1,0 +1,219 @@
+//! `bootc-vm`: the VM test rig (see tests-vm/README.md).
+//!
+//! ```text
+//! bootc-vm run [--batch] [--tag v1|v2]   build the image, install it with bootc to a disk
+//!                                        image, boot it (interactive serial console, or
+//!                                        --batch: print state and power off)
+//! bootc-vm scenarios [NAME...]           run the scenarios (all by default): boot,
+//!                                        bad-cmdline, boot-secure, tamper, upgrade
+//! ```
+//! Both build the test image first (`mkosi/build.sh`, a no-op when nothing changed)
+//! unless `--no-build` is given. Must run as root (loop devices, mounts).
+//!
+//! Environment: BOOTC_BIN (host bootc, default target/release/bootc), BOOTC_VM_OUT
+//! (images, default target/vm-images), BOOTC_VM_TIMEOUT_SCALE (multiplies timeouts).
+
+mod disk;
+mod qemu;
+mod scenarios;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use scenarios::{Ctx, Outcome};
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+fn ctx() -> Result<Ctx> {
+    let ws = workspace();
+    let target = ws.join("target");
+    let scale = std::env::var("BOOTC_VM_TIMEOUT_SCALE").ok().and_then(|s| s.parse().ok()).unwrap_or(1.0);
+    Ok(Ctx {
+        images: std::env::var_os("BOOTC_VM_OUT").map(PathBuf::from).unwrap_or_else(|| target.join("vm-images")),
+        bootc: std::env::var_os("BOOTC_BIN").map(PathBuf::from).unwrap_or_else(|| target.join("release/bootc")),
+        work: target.join("vm-work"),
+        artifacts: target.join("vm-artifacts"),
+        scale,
+    })
+}
+
+fn build_images(ctx: &Ctx) -> Result<()> {
+    let t = Instant::now();
+    let mut cmd = Command::new(workspace().join("mkosi/build.sh"));
+    if std::env::var_os("BOOTC_BIN").is_none() {
+        // build.sh builds target/release/bootc, which the host install uses too.
+        cmd.env_remove("BOOTC_BIN");
+    }
+    let st = cmd.stdout(std::process::Stdio::null()).status().context("running mkosi/build.sh")?;
+    if !st.success() {
+        bail!("mkosi/build.sh failed ({st})");
+    }
+    println!("phase image-build: {:.0} s", t.elapsed().as_secs_f64());
+    scenarios::check_bootc(&ctx.bootc)?;
+    Ok(())
+}
+
+fn cmd_run(ctx: &Ctx, batch: bool, tag: &str) -> Result<()> {
+    let dir = ctx.work.join("run");
+    scenarios::cleanup(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let t = Instant::now();
+    let disk = ctx.host_install(&dir, "disk", tag)?;
+    println!("phase install: {:.0} s ({})", t.elapsed().as_secs_f64(), disk.display());
+    let vars = dir.join("vars-disk.fd");
+    qemu::fresh_vars(&vars)?;
+    let cfg = qemu::VmConfig {
+        label: "run".into(),
+        dir: dir.clone(),
+        disks: vec![qemu::Disk::rw(&disk)],
+        boot: qemu::Boot::Uefi { vars },
+        memory_mib: 2048,
+        interactive: !batch,
+    };
+    let mut vm = qemu::Vm::start(&cfg)?;
+    if !batch {
+        println!("Serial console below (root autologin). Leave with `poweroff` or Ctrl-a x.");
+        vm.wait_forever()?;
+        println!("disk kept at {} (delete it when done)", disk.display());
+        return Ok(());
+    }
+    let r = (|| -> Result<()> {
+        let up = vm.wait_shell(Duration::from_secs(240))?;
+        println!("phase boot-to-multi-user: {:.0} s", up.as_secs_f64());
+        let out = vm.ok(
+            "echo '# cat /proc/cmdline'; cat /proc/cmdline; \
+             echo '# findmnt / /etc /var /sysroot'; findmnt / /etc /var /sysroot; \
+             echo '# bootc status'; if bootc status --help >/dev/null 2>&1; then bootc status; else echo '(bootc status: not implemented yet)'; fi; \
+             echo '# systemctl is-system-running'; systemctl is-system-running || true",
+        )?;
+        print!("{out}");
+        vm.poweroff(Duration::from_secs(90))
+    })();
+    match r {
+        Ok(()) => {
+            scenarios::cleanup(&dir);
+            Ok(())
+        }
+        Err(e) => {
+            let kept = scenarios::keep_artifacts(ctx, "run", &dir)?;
+            scenarios::cleanup(&dir);
+            Err(e.context(format!("console log kept in {}", kept.display())))
+        }
+    }
+}
+
+fn cmd_scenarios(ctx: &Ctx, names: &[String]) -> Result<bool> {
+    let selected: Vec<&str> = if names.is_empty() {
+        scenarios::ALL.to_vec()
+    } else {
+        for n in names {
+            if !scenarios::ALL.contains(&n.as_str()) {
+                bail!("unknown scenario {n:?}; known: {}", scenarios::ALL.join(", "));
+            }
+        }
+        scenarios::ALL.iter().copied().filter(|a| names.iter().any(|n| n == a)).collect()
+    };
+    let mut results: Vec<(String, Result<Outcome>, f64)> = vec![];
+    // boot-secure leaves its disk for tamper (one installer VM run for both).
+    let mut secure_disk: Option<(PathBuf, PathBuf)> = None;
+    let secure_dir = ctx.work.join("secure");
+    for &name in &selected {
+        println!("=== scenario {name}");
+        let t = Instant::now();
+        let dir = if name == "boot-secure" || name == "tamper" { secure_dir.clone() } else { ctx.work.join(name) };
+        if name != "tamper" {
+            scenarios::cleanup(&dir);
+        }
+        std::fs::create_dir_all(&dir)?;
+        let r = match name {
+            "boot" => scenarios::boot(ctx, &dir),
+            "bad-cmdline" => scenarios::bad_cmdline(ctx, &dir),
+            "boot-secure" => scenarios::boot_secure(ctx, &dir).map(|(o, d)| {
+                secure_disk = Some((dir.clone(), d));
+                o
+            }),
+            "tamper" => match &secure_disk {
+                Some((_, d)) => scenarios::tamper(ctx, &dir, d),
+                None if !selected.contains(&"boot-secure") => {
+                    // Run alone: make the secure disk first.
+                    scenarios::boot_secure(ctx, &dir).and_then(|(_, d)| scenarios::tamper(ctx, &dir, &d))
+                }
+                None => Err(anyhow::anyhow!("boot-secure failed, so there is no secure disk to tamper with")),
+            },
+            "upgrade" => scenarios::upgrade(ctx, &dir),
+            _ => unreachable!(),
+        };
+        let secs = t.elapsed().as_secs_f64();
+        match &r {
+            Ok(Outcome::Passed) => println!("=== {name}: PASSED ({secs:.0} s)"),
+            Ok(Outcome::Pending(why)) => println!("=== {name}: PENDING: {why} ({secs:.0} s)"),
+            Err(e) => {
+                let kept = scenarios::keep_artifacts(ctx, name, &dir)?;
+                println!("=== {name}: FAILED ({secs:.0} s): {e:#}\n    console logs: {}", kept.display());
+            }
+        }
+        // Keep the secure disk for tamper only while it is still to run.
+        let keep = name == "boot-secure" && r.is_ok() && selected.contains(&"tamper");
+        if !keep {
+            scenarios::cleanup(&dir);
+        }
+        results.push((name.to_string(), r, secs));
+    }
+    let passed = results.iter().filter(|r| matches!(r.1, Ok(Outcome::Passed))).count();
+    let failed = results.iter().filter(|r| r.1.is_err()).count();
+    let pending: Vec<&str> = results.iter().filter(|r| matches!(r.1, Ok(Outcome::Pending(_)))).map(|r| r.0.as_str()).collect();
+    println!("--- VM scenarios");
+    for (n, r, s) in &results {
+        let what = match r {
+            Ok(Outcome::Passed) => "passed".to_string(),
+            Ok(Outcome::Pending(w)) => format!("pending: {w}"),
+            Err(_) => "FAILED".to_string(),
+        };
+        println!("  {n:<12} {s:>5.0} s  {what}");
+    }
+    // Pending scenarios are counted as skipped (each printed its reason above).
+    println!("vm: {passed} passed, {failed} failed, {} skipped", pending.len());
+    Ok(failed == 0)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let no_build = args.iter().any(|a| a == "--no-build");
+    let rest: Vec<String> = args.iter().filter(|a| *a != "--no-build").cloned().collect();
+    let r = (|| -> Result<bool> {
+        let ctx = ctx()?;
+        match rest.first().map(String::as_str) {
+            Some("run") => {
+                let batch = rest.iter().any(|a| a == "--batch");
+                let tag = rest.iter().position(|a| a == "--tag").and_then(|i| rest.get(i + 1)).map(String::as_str).unwrap_or("v1");
+                if !no_build {
+                    build_images(&ctx)?;
+                }
+                cmd_run(&ctx, batch, tag)?;
+                Ok(true)
+            }
+            Some("scenarios") => {
+                if !no_build {
+                    build_images(&ctx)?;
+                } else {
+                    scenarios::check_bootc(&ctx.bootc)?;
+                }
+                cmd_scenarios(&ctx, &rest[1..])
+            }
+            _ => bail!("usage: bootc-vm [--no-build] run [--batch] [--tag v1|v2] | scenarios [NAME...]"),
+        }
+    })();
+    match r {
+        Ok(true) => {}
+        Ok(false) => std::process::exit(1),
+        Err(e) => {
+            eprintln!("bootc-vm: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}

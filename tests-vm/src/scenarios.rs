@@ -1,0 +1,450 @@
+//! The VM scenarios. Each asserts inside the guest, from real kernel state
+//! (`/proc/cmdline`, `/proc/self/mountinfo`, fs-verity measurements, read errors), or
+//! from the console log when the boot is meant to stop.
+
+use std::fs;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+
+use crate::disk::{self, composefs_arg, composefs_hex, run};
+use crate::qemu::{self, initramfs_message, Boot, Disk, Vm, VmConfig};
+
+/// Where things are.
+pub struct Ctx {
+    /// `target/vm-images`: oci/, vmlinuz, initramfs.img, kver.
+    pub images: PathBuf,
+    /// The host's `bootc`.
+    pub bootc: PathBuf,
+    /// Scratch root: one directory per scenario, removed afterwards.
+    pub work: PathBuf,
+    /// Console logs of failed scenarios are kept here.
+    pub artifacts: PathBuf,
+    /// Multiplies every timeout (BOOTC_VM_TIMEOUT_SCALE).
+    pub scale: f64,
+}
+
+/// Timeouts, about 3× (or more) what was measured on 2 shared cores under TCG.
+pub mod limits {
+    /// OVMF + systemd-boot + kernel + initrd to the harness shell (measured: ≤ 45 s on a
+    /// first boot).
+    pub const BOOT: u64 = 240;
+    /// `systemctl poweroff` until QEMU exits (measured: ≤ 10 s).
+    pub const POWEROFF: u64 = 90;
+    /// The console showing our failure message (measured: ≤ 25 s).
+    pub const FAIL_MESSAGE: u64 = 180;
+    /// `bootc install to-disk` of the image inside the installer VM.
+    pub const GUEST_INSTALL: u64 = 1500;
+}
+
+/// The end of a scenario that did not fail.
+pub enum Outcome {
+    Passed,
+    Pending(String),
+}
+
+/// The names, in the order they run.
+pub const ALL: &[&str] = &["boot", "bad-cmdline", "boot-secure", "tamper", "upgrade"];
+
+impl Ctx {
+    fn t(&self, secs: u64) -> Duration {
+        Duration::from_secs_f64(secs as f64 * self.scale)
+    }
+
+    pub fn imgref(&self, tag: &str) -> String {
+        format!("oci:{}:{tag}", self.images.join("oci").display())
+    }
+
+    fn uefi(&self, dir: &Path, label: &str, disks: Vec<Disk>) -> Result<VmConfig> {
+        let vars = dir.join(format!("vars-{}.fd", disks[0].path.file_stem().unwrap().to_string_lossy()));
+        if !vars.exists() {
+            qemu::fresh_vars(&vars)?;
+        }
+        Ok(VmConfig {
+            label: label.into(),
+            dir: dir.into(),
+            disks,
+            boot: Boot::Uefi { vars },
+            memory_mib: 2048,
+            interactive: false,
+        })
+    }
+
+    /// Boots `disk` with OVMF and waits for the guest shell.
+    pub fn boot(&self, dir: &Path, label: &str, disks: Vec<Disk>) -> Result<Vm> {
+        let mut vm = Vm::start(&self.uefi(dir, label, disks)?)?;
+        vm.wait_shell(self.t(limits::BOOT))?;
+        Ok(vm)
+    }
+
+    /// Host install of `tag` to `dir/<name>.img`.
+    pub fn host_install(&self, dir: &Path, name: &str, tag: &str) -> Result<PathBuf> {
+        let disk = dir.join(format!("{name}.img"));
+        disk::bootc_install(&self.bootc, &disk, 8, &self.imgref(tag), &[])?;
+        Ok(disk)
+    }
+}
+
+/// A `/proc/self/mountinfo` line.
+#[derive(Debug, Clone)]
+pub struct MountInfo {
+    pub root: String,
+    pub mount_point: String,
+    pub mount_opts: String,
+    pub fstype: String,
+    pub source: String,
+    pub super_opts: String,
+}
+
+pub fn parse_mountinfo(text: &str) -> Vec<MountInfo> {
+    text.lines()
+        .filter_map(|l| {
+            let (a, b) = l.split_once(" - ")?;
+            let a: Vec<&str> = a.split(' ').collect();
+            let b: Vec<&str> = b.split(' ').collect();
+            Some(MountInfo {
+                root: a.get(3)?.to_string(),
+                mount_point: a.get(4)?.to_string(),
+                mount_opts: a.get(5)?.to_string(),
+                fstype: b.first()?.to_string(),
+                source: b.get(1)?.to_string(),
+                super_opts: b.get(2).unwrap_or(&"").to_string(),
+            })
+        })
+        .collect()
+}
+
+/// The visible (last) mount on `mp`.
+fn mount_at<'a>(m: &'a [MountInfo], mp: &str) -> Result<&'a MountInfo> {
+    m.iter().rev().find(|x| x.mount_point == mp).with_context(|| format!("nothing mounted on {mp}"))
+}
+
+/// Checks the booted deployment from inside the guest; returns its id (hex).
+pub fn check_booted(vm: &mut Vm, secure: bool) -> Result<String> {
+    let cmdline = vm.ok("cat /proc/cmdline")?;
+    let arg = composefs_arg(&cmdline).with_context(|| format!("no composefs= in /proc/cmdline: {cmdline}"))?;
+    ensure!(arg.starts_with('?') != secure, "composefs={arg}: expected a {} boot", if secure { "secure" } else { "insecure" });
+    let id = composefs_hex(&arg).to_string();
+    ensure!(id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()), "composefs={arg}: not a sha256 digest");
+
+    let mi = parse_mountinfo(&vm.ok("cat /proc/self/mountinfo")?);
+    let root = mount_at(&mi, "/")?;
+    eprintln!("[{}] / is {} {} ({}) {}", vm.label, root.fstype, root.source, root.mount_opts, root.super_opts);
+    ensure!(root.fstype == "overlay", "/ is {} (expected overlay)", root.fstype);
+    ensure!(root.source.starts_with("composefs") && root.source.contains(&id), "/ has source {} (expected composefs:{id})", root.source);
+    ensure!(
+        root.super_opts.split(',').any(|o| o.starts_with("lowerdir=") && o.contains("::")) || root.super_opts.contains("datadir+="),
+        "/ overlay has no data-only lower layer (`::` in lowerdir): {}",
+        root.super_opts
+    );
+    ensure!(root.mount_opts.split(',').any(|o| o == "ro"), "/ is not mounted read-only: {}", root.mount_opts);
+    ensure!(
+        root.super_opts.contains("verity=require") == secure,
+        "/ overlay options {} {} verity=require",
+        root.super_opts,
+        if secure { "lack" } else { "have" }
+    );
+
+    let etc = mount_at(&mi, "/etc")?;
+    ensure!(etc.root.ends_with(&format!("state/deploy/{id}/etc")), "/etc is a bind of {} (expected state/deploy/{id}/etc)", etc.root);
+    let var = mount_at(&mi, "/var")?;
+    ensure!(var.root.ends_with("state/os/default/var"), "/var is a bind of {} (expected state/os/default/var)", var.root);
+
+    let (rc, out) = vm.run("touch /usr/.bootc-vm-test", Duration::from_secs(30))?;
+    ensure!(rc != 0 && out.contains("Read-only file system"), "/usr is writable (touch: rc {rc}, {out:?})");
+
+    if secure {
+        let m = vm.ok(&format!("fsverity measure /sysroot/composefs/images/{id}"))?;
+        ensure!(m.split_whitespace().next() == Some(&format!("sha256:{id}")), "fsverity measure of the image: {m:?} (expected sha256:{id})");
+    }
+    Ok(id)
+}
+
+/// `bootc status --format json` names the booted deployment, or pending when this
+/// `bootc` has no `status` verb yet.
+pub fn check_status(vm: &mut Vm, id: &str) -> Result<Option<String>> {
+    let (rc, _) = vm.run("bootc status --help >/dev/null 2>&1", Duration::from_secs(30))?;
+    if rc != 0 {
+        return Ok(Some("`bootc status` does not exist yet".into()));
+    }
+    let out = vm.ok("bootc status --format json")?;
+    let v: serde_json::Value = serde_json::from_str(out.trim()).with_context(|| format!("bootc status --format json: {out}"))?;
+    let booted = &v["status"]["booted"];
+    ensure!(!booted.is_null(), "bootc status: no status.booted: {out}");
+    ensure!(booted.to_string().contains(id), "bootc status: status.booted does not name {id}: {booted}");
+    Ok(None)
+}
+
+/// `boot`: host install of v1 (insecure, the host has no fs-verity), boot, check the
+/// mounts, write to /etc and /var, boot again and find them.
+pub fn boot(ctx: &Ctx, dir: &Path) -> Result<Outcome> {
+    let disk = ctx.host_install(dir, "disk", "v1")?;
+    let mut vm = ctx.boot(dir, "boot1", vec![Disk::rw(&disk)])?;
+    let id = check_booted(&mut vm, false)?;
+    vm.ok("echo etc-$(cat /proc/sys/kernel/random/boot_id) > /etc/bootc-vm-persist && cp /etc/bootc-vm-persist /var/bootc-vm-persist && sync")?;
+    let written = vm.ok("cat /etc/bootc-vm-persist")?;
+    vm.poweroff(ctx.t(limits::POWEROFF))?;
+
+    let mut vm = ctx.boot(dir, "boot2", vec![Disk::rw(&disk)])?;
+    let id2 = check_booted(&mut vm, false)?;
+    ensure!(id2 == id, "second boot booted {id2}, first {id}");
+    ensure!(vm.ok("cat /etc/bootc-vm-persist")? == written, "/etc/bootc-vm-persist did not survive the reboot");
+    ensure!(vm.ok("cat /var/bootc-vm-persist")? == written, "/var/bootc-vm-persist did not survive the reboot");
+    let status = check_status(&mut vm, &id)?;
+    vm.poweroff(ctx.t(limits::POWEROFF))?;
+    Ok(match status {
+        None => Outcome::Passed,
+        Some(why) => {
+            println!("boot: everything but `bootc status` passed; pending: {why}");
+            Outcome::Pending(format!("bootc status assertion: {why}"))
+        }
+    })
+}
+
+/// `bad-cmdline`: a well-formed digest of no image on the command line (edited in the BLS
+/// entry from the host) stops the boot with our one-line message.
+pub fn bad_cmdline(ctx: &Ctx, dir: &Path) -> Result<Outcome> {
+    let disk = ctx.host_install(dir, "disk", "v1")?;
+    let wrong = "?sha256:".to_string() + &"0123456789abcdef".repeat(4);
+    disk::edit_bls(&disk, dir, |_| wrong.clone())?;
+    let mut vm = Vm::start(&ctx.uefi(dir, "bad-cmdline", vec![Disk::rw(&disk)])?)?;
+    vm.wait_console(&["bootc-initramfs-setup: "], ctx.t(limits::FAIL_MESSAGE))?;
+    // The boot must stop there (emergency mode), never reach the real root.
+    vm.wait_console(qemu::FATAL_CONSOLE, ctx.t(60))?;
+    let text = vm.console_text();
+    let msg = initramfs_message(&text).context("no message")?;
+    println!("bad-cmdline: console shows: {msg}");
+    ensure!(msg.contains("0123456789abcdef"), "the message does not name the digest: {msg}");
+    ensure!(!text.contains("Reached target multi-user") && !text.contains("Reached target Multi-User"), "the boot went on to multi-user");
+    Ok(Outcome::Passed)
+}
+
+/// `upgrade`: pending until `bootc upgrade` exists.
+pub fn upgrade(_ctx: &Ctx, _dir: &Path) -> Result<Outcome> {
+    println!("pending: needs day-2 lifecycle");
+    Ok(Outcome::Pending("needs day-2 lifecycle (bootc upgrade/switch/rollback)".into()))
+}
+
+/// An ext4 image holding the OCI layout, attached read-only to the installer VM.
+fn oci_disk(ctx: &Ctx) -> Result<PathBuf> {
+    let img = ctx.images.join("oci.ext4");
+    let stamp = fs::read_to_string(ctx.images.join("build-stamp")).unwrap_or_default();
+    let stamp_file = ctx.images.join("oci.ext4.stamp");
+    if img.exists() && fs::read_to_string(&stamp_file).unwrap_or_default() == stamp {
+        return Ok(img);
+    }
+    let layout = ctx.images.join("oci");
+    let size: u64 = run(Command::new("du").args(["-sb"]).arg(&layout))?
+        .split_whitespace()
+        .next()
+        .and_then(|s| s.parse().ok())
+        .context("du")?;
+    let _ = fs::remove_file(&img);
+    disk::run(
+        Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-L", "bootc-oci", "-d"])
+            .arg(&layout)
+            .arg(&img)
+            .arg(format!("{}M", size / (1 << 20) * 5 / 4 + 64)),
+    )?;
+    fs::write(&stamp_file, stamp)?;
+    Ok(img)
+}
+
+/// The secure path: boot the host-installed (insecure) disk as an installer with a blank
+/// second disk and the OCI layout on a third, run `bootc install to-disk /dev/vdb` there
+/// (the guest kernel has fs-verity), and return the installed disk.
+pub fn guest_install(ctx: &Ctx, dir: &Path, tag: &str) -> Result<PathBuf> {
+    let installer = ctx.host_install(dir, "installer", "v1")?;
+    let target = dir.join("secure.img");
+    disk::sparse_disk(&target, 8)?;
+    let oci = oci_disk(ctx)?;
+    let mut vm = ctx.boot(dir, "installer", vec![Disk::rw(&installer), Disk::rw(&target), Disk::ro(&oci)])?;
+    let t = Instant::now();
+    let out = vm.ok_within(
+        &format!(
+            "set -e; mkdir -p /run/oci; mount -o ro /dev/vdc /run/oci; \
+             bootc install to-disk /dev/vdb --source-imgref oci:/run/oci:{tag} --wipe --require-verity"
+        ),
+        ctx.t(limits::GUEST_INSTALL),
+    )?;
+    println!("installer VM: bootc install to-disk took {:.0} s: {}", t.elapsed().as_secs_f64(), out.lines().last().unwrap_or(""));
+    vm.poweroff(ctx.t(limits::POWEROFF))?;
+    let _ = fs::remove_file(&installer);
+    Ok(target)
+}
+
+/// Content of the image's /usr/share/bootc-test/tamper-target.bin (mkosi.postinst.chroot).
+pub fn tamper_target_content() -> Vec<u8> {
+    b"bootc-tamper-target\n".iter().copied().cycle().take(65536).collect()
+}
+
+/// `boot-secure`: install from the installer VM, boot with composefs=sha256:…
+/// (verity=require), check mounts and the image's fs-verity digest. Leaves the disk for
+/// `tamper`.
+pub fn boot_secure(ctx: &Ctx, dir: &Path) -> Result<(Outcome, PathBuf)> {
+    let disk = guest_install(ctx, dir, "v1")?;
+    let mut vm = ctx.boot(dir, "secure", vec![Disk::rw(&disk)])?;
+    let id = check_booted(&mut vm, true)?;
+    let content = vm.ok("sha256sum < /usr/share/bootc-test/tamper-target.bin")?;
+    eprintln!("[secure] tamper target reads fine: {}", content.trim());
+    let status = check_status(&mut vm, &id)?;
+    vm.poweroff(ctx.t(limits::POWEROFF))?;
+    Ok((
+        match status {
+            None => Outcome::Passed,
+            Some(why) => {
+                println!("boot-secure: everything but `bootc status` passed; pending: {why}");
+                Outcome::Pending(format!("bootc status assertion: {why}"))
+            }
+        },
+        disk,
+    ))
+}
+
+/// The fs-verity digest (sha256, 4 KiB blocks, as composefs uses) of `data`, by
+/// `fsverity digest` (userspace: works without kernel fs-verity).
+fn fsverity_digest(dir: &Path, data: &[u8]) -> Result<String> {
+    let f = dir.join("tamper-target.bin");
+    fs::write(&f, data)?;
+    let out = run(Command::new("fsverity").args(["digest", "--hash-alg=sha256", "--block-size=4096"]).arg(&f))?;
+    let _ = fs::remove_file(&f);
+    let d = out.split_whitespace().next().and_then(|d| d.strip_prefix("sha256:")).context("fsverity digest output")?;
+    Ok(d.to_string())
+}
+
+/// Flips one byte of the object `composefs/objects/<xx>/<rest>` on the root partition of
+/// `disk`, in place on the image (no mount: the guest-made ext4 has the verity feature
+/// the host kernel may not mount read-write). Returns the object's path.
+fn flip_object_byte(disk: &Path, dir: &Path, hex: &str) -> Result<String> {
+    let obj = format!("/composefs/objects/{}/{}", &hex[..2], &hex[2..]);
+    let root = disk::partitions(disk)?.into_iter().find(|p| !p.esp).context("no root partition")?;
+    let loopdev = run(Command::new("losetup")
+        .args(["--find", "--show", "--read-only", "--offset", &root.offset.to_string(), "--sizelimit", &root.size.to_string()])
+        .arg(disk))?
+    .trim()
+    .to_string();
+    let probe = (|| -> Result<(u64, u64)> {
+        let bs = run(Command::new("dumpe2fs").args(["-h"]).arg(&loopdev))?;
+        let bs: u64 = bs
+            .lines()
+            .find_map(|l| l.strip_prefix("Block size:"))
+            .and_then(|v| v.trim().parse().ok())
+            .context("dumpe2fs: no block size")?;
+        let b = run(Command::new("debugfs").args(["-R", &format!("bmap {obj} 0")]).arg(&loopdev))?;
+        let blk: u64 = b.trim().parse().with_context(|| format!("debugfs bmap {obj}: {b:?}"))?;
+        ensure!(blk != 0, "{obj} is not in the repository (debugfs bmap gives 0)");
+        Ok((bs, blk))
+    })();
+    let _ = run(Command::new("losetup").arg("-d").arg(&loopdev));
+    let (bs, blk) = probe?;
+    let at = root.offset + blk * bs + 100;
+    let mut f = fs::OpenOptions::new().read(true).write(true).open(disk)?;
+    let mut b = [0u8; 1];
+    f.seek(SeekFrom::Start(at))?;
+    f.read_exact(&mut b)?;
+    f.seek(SeekFrom::Start(at))?;
+    f.write_all(&[b[0] ^ 0xff])?;
+    f.sync_all()?;
+    eprintln!("host: flipped byte 100 of {obj} (disk offset {at}: {:#04x} -> {:#04x})", b[0], b[0] ^ 0xff);
+    let _ = dir;
+    Ok(obj)
+}
+
+/// `tamper`: flip one byte of an object on the secure disk; a secure boot reads that file
+/// as EIO (or stops in emergency mode with our message); the same disk with
+/// `composefs=?…` boots.
+pub fn tamper(ctx: &Ctx, dir: &Path, disk: &Path) -> Result<Outcome> {
+    let hex = fsverity_digest(dir, &tamper_target_content())?;
+    flip_object_byte(disk, dir, &hex)?;
+
+    let mut vm = Vm::start(&ctx.uefi(dir, "tamper-secure", vec![Disk::rw(disk)])?)?;
+    match vm.wait_shell(ctx.t(limits::BOOT)) {
+        Ok(_) => {
+            check_booted(&mut vm, true)?;
+            let (rc, out) = vm.run("cat /usr/share/bootc-test/tamper-target.bin > /dev/null", Duration::from_secs(60))?;
+            println!("tamper: secure boot, reading the tampered file: rc {rc}: {}", out.trim());
+            ensure!(rc != 0 && out.contains("Input/output error"), "reading a tampered object did not fail with EIO (rc {rc}: {out:?})");
+            vm.poweroff(ctx.t(limits::POWEROFF))?;
+        }
+        Err(e) => {
+            let text = vm.console_text();
+            let msg = initramfs_message(&text);
+            println!("tamper: secure boot stopped: {e:#}");
+            ensure!(msg.is_some(), "the secure boot of a tampered disk failed without our message: {e:#}");
+            drop(vm);
+        }
+    }
+
+    disk::edit_bls(disk, dir, |v| if v.starts_with('?') { v.to_string() } else { format!("?{v}") })?;
+    let mut vm = ctx.boot(dir, "tamper-insecure", vec![Disk::rw(disk)])?;
+    check_booted(&mut vm, false)?;
+    let (rc, out) = vm.run("sha256sum < /usr/share/bootc-test/tamper-target.bin", Duration::from_secs(60))?;
+    println!("tamper: composefs=? boot reads the tampered file: rc {rc}: {}", out.trim());
+    ensure!(rc == 0, "with composefs=? the tampered file should read (without verification): {out}");
+    vm.poweroff(ctx.t(limits::POWEROFF))?;
+    Ok(Outcome::Passed)
+}
+
+/// Moves the console logs of a failed scenario to the artifacts directory.
+pub fn keep_artifacts(ctx: &Ctx, name: &str, dir: &Path) -> Result<PathBuf> {
+    let dst = ctx.artifacts.join(name);
+    let _ = fs::remove_dir_all(&dst);
+    fs::create_dir_all(&dst)?;
+    if let Ok(rd) = fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            let n = e.file_name().to_string_lossy().into_owned();
+            if n.ends_with(".log") || n.ends_with(".stderr") {
+                fs::copy(&p, dst.join(&n))?;
+            }
+        }
+    }
+    Ok(dst)
+}
+
+/// Throws a scenario's disks and scratch files away.
+pub fn cleanup(dir: &Path) {
+    if dir.exists() {
+        if let Err(e) = fs::remove_dir_all(dir) {
+            eprintln!("warning: removing {}: {e}", dir.display());
+        }
+    }
+}
+
+/// Fails unless `bootc install --help` works.
+pub fn check_bootc(bootc: &Path) -> Result<()> {
+    let out = Command::new(bootc).args(["install", "to-disk", "--help"]).output();
+    match out {
+        Ok(o) if o.status.success() => Ok(()),
+        _ => bail!("{} install to-disk --help fails: build bootc first (cargo build --release -p bootc)", bootc.display()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo() {
+        let t = "23 1 0:21 / / ro,relatime shared:1 - overlay composefs:abcd ro,lowerdir=/a::/b,redirect_dir=on,metacopy=on,verity=require\n\
+                 30 23 254:2 /state/deploy/abcd/etc /etc rw,relatime shared:2 - ext4 /dev/vda2 rw\n";
+        let m = parse_mountinfo(t);
+        let r = mount_at(&m, "/").unwrap();
+        assert_eq!(r.fstype, "overlay");
+        assert_eq!(r.source, "composefs:abcd");
+        assert!(r.super_opts.contains("::"));
+        assert_eq!(mount_at(&m, "/etc").unwrap().root, "/state/deploy/abcd/etc");
+        assert!(mount_at(&m, "/var").is_err());
+    }
+
+    #[test]
+    fn tamper_target_matches_the_image_recipe() {
+        let c = tamper_target_content();
+        assert_eq!(c.len(), 65536);
+        assert!(c.starts_with(b"bootc-tamper-target\nbootc-tamper-target\n"));
+    }
+}
