@@ -358,12 +358,43 @@ mod lifecycle {
     use crate::{check, gc as gcmod, status as st};
 
     fn host(cli: &Cli) -> Result<Host> {
+        if cli.booted_deployment.is_none() {
+            if let Err(crate::deploy::host::BootedError::NotComposefs) =
+                crate::deploy::host::booted_from_cmdline()
+            {
+                hand_over_to_ostree()?;
+            }
+        }
         Host::open(&HostOpts {
             sysroot: cli.sysroot.clone(),
             boot_dir: cli.boot_dir.clone(),
             run_dir: cli.run_dir.clone(),
             booted: cli.booted_deployment.clone(),
         })
+    }
+
+    /// Where an OSTree-backend bootc may be installed next to us; `BOOTC_OSTREE_BIN`
+    /// overrides it.
+    pub const OSTREE_BOOTC: &str = "/usr/libexec/bootc-ostree";
+
+    /// On a system not booted from composefs, runs the OSTree backend's bootc with our
+    /// arguments if one is installed; returns (and the caller reports the error) if not.
+    fn hand_over_to_ostree() -> Result<()> {
+        use std::os::unix::process::CommandExt;
+        let bin = std::env::var_os("BOOTC_OSTREE_BIN")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| OSTREE_BOOTC.into());
+        if !bin.is_file() {
+            return Ok(());
+        }
+        tracing::info!(
+            "not booted from composefs: handing over to {}",
+            bin.display()
+        );
+        let err = std::process::Command::new(&bin)
+            .args(std::env::args_os().skip(1))
+            .exec();
+        Err(err).with_context(|| format!("running {}", bin.display()))
     }
 
     fn locked(host: &Host) -> Result<WriterLock> {

@@ -634,4 +634,21 @@ fn not_booted_from_composefs_is_a_clear_error() {
     );
     let out = bootc(&["upgrade"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("not booted from a composefs deployment"));
+
+    // With an OSTree-backend bootc installed, the verb is handed over to it, arguments
+    // and all.
+    let t = tempdir("bootc-handover-");
+    let fake = t.path().join("bootc-ostree");
+    fs::write(&fake, "#!/bin/sh\necho \"ostree bootc: $*\"\n").unwrap();
+    fs::set_permissions(&fake, fs::Permissions::from_mode(0o755)).unwrap();
+    let out = Command::new(BOOTC)
+        .args(["status", "--format", "json"])
+        .env("BOOTC_OSTREE_BIN", &fake)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "ostree bootc: status --format json\n"
+    );
 }
