@@ -112,12 +112,6 @@ pub fn pull<H: FsVerityHashValue>(
         proxy
     };
     let source = imgref.to_skopeo();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-
     // An image that is already in the repository with its boot image is not pulled
     // again: re-importing would rewrite its metadata streams for nothing.
     let known = match imgref.layout_path_and_tag() {
@@ -129,7 +123,7 @@ pub fn pull<H: FsVerityHashValue>(
             None
         }
         _ => Some(
-            rt.block_on(resolve_manifest(&source, proxy_config()))
+            interruptible(resolve_manifest(source.clone(), proxy_config()))
                 .with_context(|| format!("pulling {source}"))?,
         ),
     };
@@ -152,20 +146,18 @@ pub fn pull<H: FsVerityHashValue>(
 
     tracing::info!("pulling {source}");
     let proxy = proxy_config();
-    let result = rt
-        .block_on(composefs_oci::pull(
-            repo,
-            &source,
-            None,
-            PullOptions {
-                img_proxy_config: Some(proxy),
-                progress: opts.progress.clone(),
-                bootable: true,
-                ..Default::default()
-            },
-        ))
-        .with_context(|| format!("pulling {source}"))?;
-    drop(rt);
+    let (task_repo, task_source, progress) =
+        (Arc::clone(repo), source.clone(), opts.progress.clone());
+    let pull = async move {
+        let options = PullOptions {
+            img_proxy_config: Some(proxy),
+            progress,
+            bootable: true,
+            ..Default::default()
+        };
+        composefs_oci::pull(&task_repo, &task_source, None, options).await
+    };
+    let result = interruptible(pull).with_context(|| format!("pulling {source}"))?;
     let manifest_digest = result.manifest_digest.clone();
     let image_id = composefs_oci::boot_image(repo, &manifest_digest)
         .with_context(|| format!("looking up the boot image of {source}"))?
@@ -180,6 +172,34 @@ pub fn pull<H: FsVerityHashValue>(
         id,
         stats: result.stats,
     })
+}
+
+/// Runs `fut` to completion on a fresh runtime, or fails on SIGINT/SIGTERM: the network
+/// steps are the long ones, and an interrupt must turn into an error so the caller's
+/// guards unmount and detach what the install set up. The work runs as a task, so a
+/// step that blocks its thread cannot keep the signal from being seen; on an interrupt
+/// the runtime is abandoned (skopeo dies with us: it runs with a parent-death signal).
+fn interruptible<T: Send + 'static>(
+    fut: impl std::future::Future<Output = Result<T>> + Send + 'static,
+) -> Result<T> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let task = rt.spawn(fut);
+    let result = rt.block_on(async {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut int = signal(SignalKind::interrupt()).context("watching for SIGINT")?;
+        let mut term = signal(SignalKind::terminate()).context("watching for SIGTERM")?;
+        tokio::select! {
+            r = task => r.context("the pull task failed")?,
+            _ = int.recv() => bail!("interrupted (SIGINT)"),
+            _ = term.recv() => bail!("terminated (SIGTERM)"),
+        }
+    });
+    rt.shutdown_background();
+    result
 }
 
 /// The manifest digest an OCI layout directory names for `tag` (or its only manifest),
@@ -205,14 +225,14 @@ fn layout_manifest(dir: &str, tag: Option<&str>) -> Option<composefs_oci::OciDig
 /// The manifest digest `source` currently points to (asks skopeo; nothing is fetched
 /// but the manifest).
 async fn resolve_manifest(
-    source: &str,
+    source: String,
     config: ImageProxyConfig,
 ) -> Result<composefs_oci::OciDigest> {
     let proxy = containers_image_proxy::ImageProxy::new_with_config(config)
         .await
         .context("starting skopeo experimental-image-proxy")?;
     let img = proxy
-        .open_image(source)
+        .open_image(&source)
         .await
         .context("opening the image")?;
     let (digest, _) = proxy

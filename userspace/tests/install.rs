@@ -723,3 +723,63 @@ fn kernel_and_initrd_are_shared_between_deployments() {
         "setting=v2\n"
     );
 }
+
+#[test]
+fn interrupted_install_cleans_up() {
+    // A "registry" that accepts connections and never answers: the install hangs in the
+    // pull until SIGTERM, then must exit with an error and leave nothing mounted.
+    if !can_run(&["skopeo"]) {
+        return;
+    }
+    let _g = serial();
+    let before = system_state();
+    let t = tempdir("bootc-interrupt-");
+    let img = t.path().join("disk.img");
+    disk_image(&img, DISK_SIZE);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = vec![];
+        for c in listener.incoming() {
+            held.push(c);
+        }
+    });
+    let mut child = Command::new(BOOTC)
+        .args(["install", "to-disk", "--via-loopback", "--tls-verify=false"])
+        .arg("--source-imgref")
+        .arg(format!("docker://127.0.0.1:{port}/hang:v1"))
+        .arg(&img)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the install is past partitioning (the root filesystem is mounted).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let mounted = std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .contains("/run/bootc-install.");
+        if mounted {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the install never mounted its target"
+        );
+        assert!(child.try_wait().unwrap().is_none(), "bootc exited early");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    run(Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string()));
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{err}");
+    assert!(!out.status.success());
+    assert!(err.contains("terminated (SIGTERM)"), "{err}");
+    assert_eq!(
+        system_state(),
+        before,
+        "an interrupted install left mounts or loop devices behind"
+    );
+}
