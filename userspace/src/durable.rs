@@ -93,6 +93,7 @@ pub fn write_file_with(
 const MSDOS_SUPER_MAGIC: i64 = 0x4d44;
 
 /// Whether `fd` is on a FAT filesystem.
+#[allow(clippy::unnecessary_cast)] // f_type's type differs between architectures
 pub fn is_fat(fd: impl AsFd) -> bool {
     rustix::fs::fstatfs(fd)
         .map(|s| s.f_type as i64 == MSDOS_SUPER_MAGIC)
