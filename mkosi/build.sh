@@ -82,8 +82,12 @@ log "running mkosi"
 t1=$(date +%s)
 mkosi -C "$here" --force --output-dir="$out/mkosi" --extra-tree="$stage" "${cache_args[@]}" build >&2
 t2=$(date +%s)
+tree=$out/mkosi/bootc-test
+[[ -d $tree/usr ]] || die "mkosi produced no $tree"
 rootfs=$out/mkosi/bootc-test.tar
-[[ -f $rootfs ]] || die "mkosi produced no $rootfs"
+# A pax tar with xattrs and numeric owners, sorted (reproducible order), no sparse entries.
+tar --create --file "$rootfs" --directory "$tree" --format=pax --xattrs --xattrs-include='*' \
+    --numeric-owner --sort=name --pax-option=delete=atime,delete=ctime .
 
 # 5. Boot files for direct kernel boot (installer VM), then the OCI layout.
 # (No `| head`: with pipefail its early exit would fail the pipeline with SIGPIPE.)
