@@ -247,6 +247,33 @@ pub fn image_kargs<H: FsVerityHashValue>(
     Ok(out)
 }
 
+/// The `options` line: `root=SPEC rw`, the user's `--karg`s, the image's kargs.d, then
+/// the composefs argument. Neither the user nor the image may set the composefs
+/// argument themselves: the booter refuses two that disagree.
+pub fn options(
+    root_spec: &str,
+    user: &[String],
+    image: &[String],
+    composefs: &bootc_initramfs_setup::cmdline::ComposefsKarg,
+) -> Result<String> {
+    use bootc_initramfs_setup::cmdline::{KARG, KARG_DIGEST};
+    let mut out = vec![format!("root={root_spec}"), "rw".to_string()];
+    for (from, kargs) in [("--karg", user), (KARGS_D, image)] {
+        for k in kargs {
+            let name = k.split('=').next().unwrap_or_default();
+            if name == KARG || name == KARG_DIGEST {
+                bail!("kernel argument {k:?} from {from}: bootc sets {KARG}= itself");
+            }
+            if k.trim().is_empty() {
+                bail!("empty kernel argument from {from}");
+            }
+            out.push(k.clone());
+        }
+    }
+    out.push(composefs.to_string());
+    Ok(out.join(" "))
+}
+
 /// Copies the kernel and initrd to `bootc_composefs-<id>/` on the boot partition, unless
 /// another deployment with the same boot digest already has a directory there; returns
 /// the directory name the entry must use.
@@ -331,5 +358,26 @@ mod tests {
         );
         assert_eq!(BlsEntry::parse("bootc_composefs-ab", &text).unwrap(), e);
         assert!(BlsEntry::parse("x", "title t\n").is_err());
+    }
+
+    #[test]
+    fn options_order_and_conflicts() {
+        use bootc_initramfs_setup::cmdline::{ComposefsKarg, DeploymentId};
+        let id = DeploymentId::parse(&"ab".repeat(32)).unwrap();
+        let k = ComposefsKarg::new(id, true);
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            options("UUID=u", &s(&["quiet"]), &s(&["console=ttyS0"]), &k).unwrap(),
+            format!(
+                "root=UUID=u rw quiet console=ttyS0 composefs=?sha256:{}",
+                "ab".repeat(32)
+            )
+        );
+        let e = options("UUID=u", &s(&["composefs=?abc"]), &[], &k)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--karg") && e.contains("sets composefs="), "{e}");
+        assert!(options("UUID=u", &[], &s(&["composefs.digest=x"]), &k).is_err());
+        assert!(options("UUID=u", &s(&[" "]), &[], &k).is_err());
     }
 }

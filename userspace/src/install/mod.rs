@@ -300,6 +300,12 @@ fn install_typed<H: FsVerityHashValue>(
     let digest = bls::boot_digest(&repo, &kernel)?;
     let os = bls::os_info(&repo, &fs)?;
     let image_kargs = bls::image_kargs(&repo, &fs)?;
+    let options = bls::options(
+        root_spec,
+        &opts.kargs,
+        &image_kargs,
+        &ComposefsKarg::new(id.clone(), !verity),
+    )?;
 
     let origin = Origin {
         image_reference: target.to_origin(),
@@ -314,10 +320,6 @@ fn install_typed<H: FsVerityHashValue>(
     loader.install(root, boot)?;
     let dir = bls::install_kernel(&repo, root_fd, &boot_fd, &id, &kernel, &digest)?;
 
-    let mut options = vec![format!("root={root_spec}"), "rw".to_string()];
-    options.extend(opts.kargs.iter().cloned());
-    options.extend(image_kargs);
-    options.push(ComposefsKarg::new(id.clone(), !verity).to_string());
     let entry = BlsEntry {
         file_stem: layout::boot_dir_name(&id),
         title: os.title,
@@ -325,7 +327,7 @@ fn install_typed<H: FsVerityHashValue>(
         sort_key: os.id,
         linux: format!("/{dir}/{}", bls::VMLINUZ),
         initrd: vec![format!("/{dir}/{}", bls::INITRD)],
-        options: options.join(" "),
+        options,
     };
     loader.write_entries(&boot_fd, std::slice::from_ref(&entry))?;
     durable::syncfs(boot_fd.as_fd())?;
