@@ -2,7 +2,7 @@
 //! into (or changing) a partition of an installed disk through a loop mount.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
@@ -34,7 +34,13 @@ pub fn sparse_disk(path: &Path, size_gib: u64) -> Result<()> {
 
 /// Installs `imgref` to the disk image `disk` (created sparse, `size_gib`) with the host's
 /// `bootc install to-disk --via-loopback`. Returns the seconds it took.
-pub fn bootc_install(bootc: &Path, disk: &Path, size_gib: u64, imgref: &str, kargs: &[&str]) -> Result<f64> {
+pub fn bootc_install(
+    bootc: &Path,
+    disk: &Path,
+    size_gib: u64,
+    imgref: &str,
+    kargs: &[&str],
+) -> Result<f64> {
     sparse_disk(disk, size_gib)?;
     let t = Instant::now();
     let mut cmd = Command::new(bootc);
@@ -44,7 +50,9 @@ pub fn bootc_install(bootc: &Path, disk: &Path, size_gib: u64, imgref: &str, kar
         cmd.args(["--karg", k]);
     }
     eprintln!("host: {cmd:?}");
-    let out = cmd.output().with_context(|| format!("running {}", bootc.display()))?;
+    let out = cmd
+        .output()
+        .with_context(|| format!("running {}", bootc.display()))?;
     if !out.status.success() {
         bail!(
             "bootc install failed ({}):\n{}{}",
@@ -76,55 +84,20 @@ fn parse_sfdisk(json: &str) -> Result<Vec<Partition>> {
     let v: serde_json::Value = serde_json::from_str(json).context("parsing sfdisk --json")?;
     let pt = &v["partitiontable"];
     let sector = pt["sectorsize"].as_u64().unwrap_or(512);
-    let parts = pt["partitions"].as_array().context("sfdisk: no partitions")?;
+    let parts = pt["partitions"]
+        .as_array()
+        .context("sfdisk: no partitions")?;
     Ok(parts
         .iter()
         .map(|p| Partition {
             offset: p["start"].as_u64().unwrap_or(0) * sector,
             size: p["size"].as_u64().unwrap_or(0) * sector,
-            esp: p["type"].as_str().map(|t| t.eq_ignore_ascii_case(ESP_TYPE)).unwrap_or(false),
+            esp: p["type"]
+                .as_str()
+                .map(|t| t.eq_ignore_ascii_case(ESP_TYPE))
+                .unwrap_or(false),
         })
         .collect())
-}
-
-/// Mounts one partition of `disk` (the ESP, or the root: the first non-ESP partition) on
-/// a fresh directory under `work`, calls `f` with it, and unmounts again.
-pub fn with_partition<T>(disk: &Path, esp: bool, work: &Path, f: impl FnOnce(&Path) -> Result<T>) -> Result<T> {
-    let parts = partitions(disk)?;
-    let p = parts
-        .iter()
-        .find(|p| p.esp == esp)
-        .with_context(|| format!("{}: no {} partition", disk.display(), if esp { "EFI system" } else { "root" }))?;
-    let mnt = work.join(if esp { "mnt-esp" } else { "mnt-root" });
-    fs::create_dir_all(&mnt)?;
-    run(Command::new("mount")
-        .args(["-o", &format!("loop,offset={},sizelimit={}", p.offset, p.size)])
-        .arg(disk)
-        .arg(&mnt))?;
-    let r = f(&mnt);
-    let u = run(Command::new("umount").arg(&mnt));
-    let _ = fs::remove_dir(&mnt);
-    let v = r?;
-    u?;
-    Ok(v)
-}
-
-/// Every `loader/entries/*.conf` under `root` (an ESP or a /boot).
-pub fn bls_entries(root: &Path) -> Result<Vec<PathBuf>> {
-    let mut out = vec![];
-    for dir in ["loader/entries", "boot/loader/entries"] {
-        let d = root.join(dir);
-        if let Ok(rd) = fs::read_dir(&d) {
-            for e in rd {
-                let p = e?.path();
-                if p.extension().is_some_and(|x| x == "conf") {
-                    out.push(p);
-                }
-            }
-        }
-    }
-    out.sort();
-    Ok(out)
 }
 
 /// The `composefs=` value of a kernel command line or BLS `options` line.
@@ -140,51 +113,82 @@ pub fn composefs_hex(arg: &str) -> &str {
     a.split_once(':').map(|(_, h)| h).unwrap_or(a)
 }
 
-/// Rewrites the `composefs=` argument of every BLS entry on the disk's ESP (or root,
-/// wherever the entries are) with `f(old) -> new`. Returns the entries changed.
+/// Rewrites the `composefs=` argument of every BLS entry on the disk's ESP with
+/// `f(old) -> new`. Returns the number of entries changed. Works with mtools on the
+/// image at the partition's offset (the host kernel may lack vfat).
 pub fn edit_bls(disk: &Path, work: &Path, f: impl Fn(&str) -> String) -> Result<usize> {
+    let esp = partitions(disk)?
+        .into_iter()
+        .find(|p| p.esp)
+        .with_context(|| format!("{}: no EFI system partition", disk.display()))?;
+    let img = format!("{}@@{}", disk.display(), esp.offset);
+    let names = run(Command::new("mdir")
+        .args(["-b", "-i", &img, "::/loader/entries"])
+        .env("MTOOLS_SKIP_CHECK", "1"))?;
     let mut n = 0;
-    for esp in [true, false] {
-        n += with_partition(disk, esp, work, |mnt| {
-            let mut n = 0;
-            for e in bls_entries(mnt)? {
-                let text = fs::read_to_string(&e)?;
-                let mut changed = false;
-                let new: Vec<String> = text
-                    .lines()
-                    .map(|l| {
-                        if l.starts_with("options") {
-                            l.split(' ')
-                                .map(|w| match w.strip_prefix("composefs=") {
-                                    Some(v) => {
-                                        changed = true;
-                                        format!("composefs={}", f(v))
-                                    }
-                                    None => w.to_string(),
-                                })
-                                .collect::<Vec<_>>()
-                                .join(" ")
-                        } else {
-                            l.to_string()
-                        }
-                    })
-                    .collect();
-                if changed {
-                    fs::write(&e, new.join("\n") + "\n")?;
-                    eprintln!("host: edited {}: {}", e.display(), new.iter().find(|l| l.starts_with("options")).unwrap());
-                    n += 1;
-                }
-            }
-            Ok(n)
-        })?;
-        if n > 0 {
-            break;
+    for name in names
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.ends_with(".conf"))
+    {
+        // `mdir -b` prints full paths (::/loader/entries/x.conf).
+        let src = if name.starts_with("::") {
+            name.to_string()
+        } else {
+            format!("::/loader/entries/{name}")
+        };
+        let text = run(Command::new("mtype")
+            .args(["-i", &img, &src])
+            .env("MTOOLS_SKIP_CHECK", "1"))?;
+        let (new, changed) = rewrite_options(&text, &f);
+        if changed {
+            let tmp = work.join("bls-entry.conf");
+            fs::write(&tmp, &new)?;
+            run(Command::new("mcopy")
+                .args(["-o", "-i", &img])
+                .arg(&tmp)
+                .arg(&src)
+                .env("MTOOLS_SKIP_CHECK", "1"))?;
+            let _ = fs::remove_file(&tmp);
+            eprintln!(
+                "host: edited {src}: {}",
+                new.lines().find(|l| l.starts_with("options")).unwrap_or("")
+            );
+            n += 1;
         }
     }
     if n == 0 {
-        bail!("{}: no BLS entry with composefs= found", disk.display());
+        bail!(
+            "{}: no BLS entry with composefs= on the ESP",
+            disk.display()
+        );
     }
     Ok(n)
+}
+
+/// Applies `f` to the `composefs=` value of the `options` line(s) of a BLS entry.
+pub fn rewrite_options(text: &str, f: &impl Fn(&str) -> String) -> (String, bool) {
+    let mut changed = false;
+    let lines: Vec<String> = text
+        .lines()
+        .map(|l| {
+            if l.starts_with("options") {
+                l.split(' ')
+                    .map(|w| match w.strip_prefix("composefs=") {
+                        Some(v) => {
+                            changed = true;
+                            format!("composefs={}", f(v))
+                        }
+                        None => w.to_string(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect();
+    (lines.join("\n") + "\n", changed)
 }
 
 #[cfg(test)]
@@ -197,8 +201,27 @@ mod tests {
             {"node":"d1","start":2048,"size":1048576,"type":"C12A7328-F81F-11D2-BA4B-00A0C93EC93B"},
             {"node":"d2","start":1050624,"size":2000000,"type":"4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709"}]}}"#;
         let p = parse_sfdisk(j).unwrap();
-        assert_eq!(p[0], Partition { offset: 2048 * 512, size: 1048576 * 512, esp: true });
+        assert_eq!(
+            p[0],
+            Partition {
+                offset: 2048 * 512,
+                size: 1048576 * 512,
+                esp: true
+            }
+        );
         assert!(!p[1].esp);
+    }
+
+    #[test]
+    fn rewrites_only_composefs() {
+        let e = "title T\nlinux /k\noptions root=UUID=x rw composefs=?sha256:ab console=ttyS0\n";
+        let (n, c) = rewrite_options(e, &|v: &str| format!("{v}cd"));
+        assert!(c);
+        assert_eq!(
+            n,
+            "title T\nlinux /k\noptions root=UUID=x rw composefs=?sha256:abcd console=ttyS0\n"
+        );
+        assert!(!rewrite_options("title T\n", &|v: &str| v.to_string()).1);
     }
 
     #[test]

@@ -26,16 +26,26 @@ use anyhow::{bail, Context, Result};
 use scenarios::{Ctx, Outcome};
 
 fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 fn ctx() -> Result<Ctx> {
     let ws = workspace();
     let target = ws.join("target");
-    let scale = std::env::var("BOOTC_VM_TIMEOUT_SCALE").ok().and_then(|s| s.parse().ok()).unwrap_or(1.0);
+    let scale = std::env::var("BOOTC_VM_TIMEOUT_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1.0);
     Ok(Ctx {
-        images: std::env::var_os("BOOTC_VM_OUT").map(PathBuf::from).unwrap_or_else(|| target.join("vm-images")),
-        bootc: std::env::var_os("BOOTC_BIN").map(PathBuf::from).unwrap_or_else(|| target.join("release/bootc")),
+        images: std::env::var_os("BOOTC_VM_OUT")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| target.join("vm-images")),
+        bootc: std::env::var_os("BOOTC_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| target.join("release/bootc")),
         work: target.join("vm-work"),
         artifacts: target.join("vm-artifacts"),
         scale,
@@ -49,7 +59,10 @@ fn build_images(ctx: &Ctx) -> Result<()> {
         // build.sh builds target/release/bootc, which the host install uses too.
         cmd.env_remove("BOOTC_BIN");
     }
-    let st = cmd.stdout(std::process::Stdio::null()).status().context("running mkosi/build.sh")?;
+    let st = cmd
+        .stdout(std::process::Stdio::null())
+        .status()
+        .context("running mkosi/build.sh")?;
     if !st.success() {
         bail!("mkosi/build.sh failed ({st})");
     }
@@ -64,7 +77,11 @@ fn cmd_run(ctx: &Ctx, batch: bool, tag: &str) -> Result<()> {
     std::fs::create_dir_all(&dir)?;
     let t = Instant::now();
     let disk = ctx.host_install(&dir, "disk", tag)?;
-    println!("phase install: {:.0} s ({})", t.elapsed().as_secs_f64(), disk.display());
+    println!(
+        "phase install: {:.0} s ({})",
+        t.elapsed().as_secs_f64(),
+        disk.display()
+    );
     let vars = dir.join("vars-disk.fd");
     qemu::fresh_vars(&vars)?;
     let cfg = qemu::VmConfig {
@@ -113,10 +130,17 @@ fn cmd_scenarios(ctx: &Ctx, names: &[String]) -> Result<bool> {
     } else {
         for n in names {
             if !scenarios::ALL.contains(&n.as_str()) {
-                bail!("unknown scenario {n:?}; known: {}", scenarios::ALL.join(", "));
+                bail!(
+                    "unknown scenario {n:?}; known: {}",
+                    scenarios::ALL.join(", ")
+                );
             }
         }
-        scenarios::ALL.iter().copied().filter(|a| names.iter().any(|n| n == a)).collect()
+        scenarios::ALL
+            .iter()
+            .copied()
+            .filter(|a| names.iter().any(|n| n == a))
+            .collect()
     };
     let mut results: Vec<(String, Result<Outcome>, f64)> = vec![];
     // boot-secure leaves its disk for tamper (one installer VM run for both).
@@ -125,7 +149,11 @@ fn cmd_scenarios(ctx: &Ctx, names: &[String]) -> Result<bool> {
     for &name in &selected {
         println!("=== scenario {name}");
         let t = Instant::now();
-        let dir = if name == "boot-secure" || name == "tamper" { secure_dir.clone() } else { ctx.work.join(name) };
+        let dir = if name == "boot-secure" || name == "tamper" {
+            secure_dir.clone()
+        } else {
+            ctx.work.join(name)
+        };
         if name != "tamper" {
             scenarios::cleanup(&dir);
         }
@@ -141,9 +169,12 @@ fn cmd_scenarios(ctx: &Ctx, names: &[String]) -> Result<bool> {
                 Some((_, d)) => scenarios::tamper(ctx, &dir, d),
                 None if !selected.contains(&"boot-secure") => {
                     // Run alone: make the secure disk first.
-                    scenarios::boot_secure(ctx, &dir).and_then(|(_, d)| scenarios::tamper(ctx, &dir, &d))
+                    scenarios::boot_secure(ctx, &dir)
+                        .and_then(|(_, d)| scenarios::tamper(ctx, &dir, &d))
                 }
-                None => Err(anyhow::anyhow!("boot-secure failed, so there is no secure disk to tamper with")),
+                None => Err(anyhow::anyhow!(
+                    "boot-secure failed, so there is no secure disk to tamper with"
+                )),
             },
             "upgrade" => scenarios::upgrade(ctx, &dir),
             _ => unreachable!(),
@@ -154,7 +185,10 @@ fn cmd_scenarios(ctx: &Ctx, names: &[String]) -> Result<bool> {
             Ok(Outcome::Pending(why)) => println!("=== {name}: PENDING: {why} ({secs:.0} s)"),
             Err(e) => {
                 let kept = scenarios::keep_artifacts(ctx, name, &dir)?;
-                println!("=== {name}: FAILED ({secs:.0} s): {e:#}\n    console logs: {}", kept.display());
+                println!(
+                    "=== {name}: FAILED ({secs:.0} s): {e:#}\n    console logs: {}",
+                    kept.display()
+                );
             }
         }
         // Keep the secure disk for tamper only while it is still to run.
@@ -164,9 +198,16 @@ fn cmd_scenarios(ctx: &Ctx, names: &[String]) -> Result<bool> {
         }
         results.push((name.to_string(), r, secs));
     }
-    let passed = results.iter().filter(|r| matches!(r.1, Ok(Outcome::Passed))).count();
+    let passed = results
+        .iter()
+        .filter(|r| matches!(r.1, Ok(Outcome::Passed)))
+        .count();
     let failed = results.iter().filter(|r| r.1.is_err()).count();
-    let pending: Vec<&str> = results.iter().filter(|r| matches!(r.1, Ok(Outcome::Pending(_)))).map(|r| r.0.as_str()).collect();
+    let pending: Vec<&str> = results
+        .iter()
+        .filter(|r| matches!(r.1, Ok(Outcome::Pending(_))))
+        .map(|r| r.0.as_str())
+        .collect();
     println!("--- VM scenarios");
     for (n, r, s) in &results {
         let what = match r {
@@ -177,20 +218,32 @@ fn cmd_scenarios(ctx: &Ctx, names: &[String]) -> Result<bool> {
         println!("  {n:<12} {s:>5.0} s  {what}");
     }
     // Pending scenarios are counted as skipped (each printed its reason above).
-    println!("vm: {passed} passed, {failed} failed, {} skipped", pending.len());
+    println!(
+        "vm: {passed} passed, {failed} failed, {} skipped",
+        pending.len()
+    );
     Ok(failed == 0)
 }
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let no_build = args.iter().any(|a| a == "--no-build");
-    let rest: Vec<String> = args.iter().filter(|a| *a != "--no-build").cloned().collect();
+    let rest: Vec<String> = args
+        .iter()
+        .filter(|a| *a != "--no-build")
+        .cloned()
+        .collect();
     let r = (|| -> Result<bool> {
         let ctx = ctx()?;
         match rest.first().map(String::as_str) {
             Some("run") => {
                 let batch = rest.iter().any(|a| a == "--batch");
-                let tag = rest.iter().position(|a| a == "--tag").and_then(|i| rest.get(i + 1)).map(String::as_str).unwrap_or("v1");
+                let tag = rest
+                    .iter()
+                    .position(|a| a == "--tag")
+                    .and_then(|i| rest.get(i + 1))
+                    .map(String::as_str)
+                    .unwrap_or("v1");
                 if !no_build {
                     build_images(&ctx)?;
                 }
@@ -205,7 +258,9 @@ fn main() {
                 }
                 cmd_scenarios(&ctx, &rest[1..])
             }
-            _ => bail!("usage: bootc-vm [--no-build] run [--batch] [--tag v1|v2] | scenarios [NAME...]"),
+            _ => bail!(
+                "usage: bootc-vm [--no-build] run [--batch] [--tag v1|v2] | scenarios [NAME...]"
+            ),
         }
     })();
     match r {

@@ -46,10 +46,16 @@ pub struct Disk {
 
 impl Disk {
     pub fn rw(path: impl Into<PathBuf>) -> Self {
-        Self { path: path.into(), readonly: false }
+        Self {
+            path: path.into(),
+            readonly: false,
+        }
     }
     pub fn ro(path: impl Into<PathBuf>) -> Self {
-        Self { path: path.into(), readonly: true }
+        Self {
+            path: path.into(),
+            readonly: true,
+        }
     }
 }
 
@@ -70,7 +76,8 @@ pub struct VmConfig {
 
 /// Copies the OVMF variable template for one disk.
 pub fn fresh_vars(path: &Path) -> Result<()> {
-    fs::copy(OVMF_VARS, path).with_context(|| format!("copying {OVMF_VARS} (apt-get install ovmf)"))?;
+    fs::copy(OVMF_VARS, path)
+        .with_context(|| format!("copying {OVMF_VARS} (apt-get install ovmf)"))?;
     Ok(())
 }
 
@@ -129,10 +136,17 @@ fn qemu_args(cfg: &VmConfig, console: &Path, sock: &Path) -> Vec<String> {
             format!(
                 "if=none,id=disk{i},format=raw,file={}{}",
                 d.path.display(),
-                if d.readonly { ",readonly=on" } else { ",cache=unsafe" }
+                if d.readonly {
+                    ",readonly=on"
+                } else {
+                    ",cache=unsafe"
+                }
             ),
             "-device".into(),
-            format!("virtio-blk-pci,drive=disk{i}{}", if i == 0 { ",bootindex=1" } else { "" }),
+            format!(
+                "virtio-blk-pci,drive=disk{i}{}",
+                if i == 0 { ",bootindex=1" } else { "" }
+            ),
         ]);
     }
     // The harness shell port; not for a human at the console (without a host-side
@@ -167,7 +181,9 @@ impl Vm {
             let err = fs::File::create(cfg.dir.join(format!("qemu-{}.stderr", cfg.label)))?;
             cmd.stdout(err.try_clone()?).stderr(err);
         }
-        let child = cmd.spawn().context("starting qemu-system-x86_64 (apt-get install qemu-system-x86)")?;
+        let child = cmd
+            .spawn()
+            .context("starting qemu-system-x86_64 (apt-get install qemu-system-x86)")?;
         Ok(Vm {
             label: cfg.label.clone(),
             child,
@@ -182,20 +198,28 @@ impl Vm {
 
     /// The console log so far.
     pub fn console_text(&self) -> String {
-        fs::read(&self.console).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
+        fs::read(&self.console)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
     }
 
     /// Fails when QEMU has exited or the console shows a fatal boot failure.
     fn check_alive(&mut self, what: &str) -> Result<()> {
         if let Some(st) = self.child.try_wait()? {
-            bail!("[{}] QEMU exited ({st}) while {what}; console: {}", self.label, self.console.display());
+            bail!(
+                "[{}] QEMU exited ({st}) while {what}; console: {}",
+                self.label,
+                self.console.display()
+            );
         }
         let text = self.console_text();
         if let Some(p) = FATAL_CONSOLE.iter().find(|p| text.contains(*p)) {
             bail!(
                 "[{}] boot failed while {what}: console shows {p:?}{}",
                 self.label,
-                initramfs_message(&text).map(|m| format!("; {m}")).unwrap_or_default()
+                initramfs_message(&text)
+                    .map(|m| format!("; {m}"))
+                    .unwrap_or_default()
             );
         }
         Ok(())
@@ -210,7 +234,10 @@ impl Vm {
                 return Ok(p.to_string());
             }
             if let Some(st) = self.child.try_wait()? {
-                bail!("[{}] QEMU exited ({st}) before the console showed any of {patterns:?}", self.label);
+                bail!(
+                    "[{}] QEMU exited ({st}) before the console showed any of {patterns:?}",
+                    self.label
+                );
             }
             if Instant::now() > deadline {
                 bail!("[{}] timeout ({timeout:?}) waiting for the console to show any of {patterns:?}", self.label);
@@ -229,7 +256,11 @@ impl Vm {
                 std::thread::sleep(Duration::from_millis(300));
             }
             Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
             Err(e) => return Err(e).context("reading the guest shell"),
         }
         Ok(())
@@ -258,7 +289,11 @@ impl Vm {
         loop {
             self.check_alive("waiting for the guest shell")?;
             if Instant::now() > deadline {
-                bail!("[{}] timeout ({timeout:?}) waiting for the guest shell; console: {}", self.label, self.console.display());
+                bail!(
+                    "[{}] timeout ({timeout:?}) waiting for the guest shell; console: {}",
+                    self.label,
+                    self.console.display()
+                );
             }
             if !self.connect()? {
                 std::thread::sleep(Duration::from_millis(500));
@@ -276,7 +311,11 @@ impl Vm {
             if String::from_utf8_lossy(&self.buf).contains("__PING_") {
                 self.buf.clear();
                 let t = self.started.elapsed();
-                eprintln!("[{}] guest shell up after {:.1} s", self.label, t.as_secs_f64());
+                eprintln!(
+                    "[{}] guest shell up after {:.1} s",
+                    self.label,
+                    t.as_secs_f64()
+                );
                 return Ok(t);
             }
         }
@@ -294,7 +333,11 @@ impl Vm {
         if !self.connect()? {
             bail!("[{}] the guest shell socket is gone", self.label);
         }
-        self.shell.as_mut().unwrap().write_all(line.as_bytes()).context("writing to the guest shell")?;
+        self.shell
+            .as_mut()
+            .unwrap()
+            .write_all(line.as_bytes())
+            .context("writing to the guest shell")?;
         let deadline = Instant::now() + timeout;
         loop {
             let text = String::from_utf8_lossy(&self.buf).into_owned();
@@ -311,13 +354,22 @@ impl Vm {
                 }
             }
             if let Some(st) = self.child.try_wait()? {
-                bail!("[{}] QEMU exited ({st}) while running {script:?}", self.label);
+                bail!(
+                    "[{}] QEMU exited ({st}) while running {script:?}",
+                    self.label
+                );
             }
             if Instant::now() > deadline {
-                bail!("[{}] timeout ({timeout:?}) running {script:?}; output so far: {text}", self.label);
+                bail!(
+                    "[{}] timeout ({timeout:?}) running {script:?}; output so far: {text}",
+                    self.label
+                );
             }
             if self.shell.is_none() {
-                bail!("[{}] the guest shell went away while running {script:?}", self.label);
+                bail!(
+                    "[{}] the guest shell went away while running {script:?}",
+                    self.label
+                );
             }
             self.read_some()?;
         }
@@ -332,7 +384,11 @@ impl Vm {
     pub fn ok_within(&mut self, script: &str, timeout: Duration) -> Result<String> {
         let (rc, out) = self.run(script, timeout)?;
         if rc != 0 {
-            bail!("[{}] `{script}` exited {rc}: {}", self.label, out.trim_end());
+            bail!(
+                "[{}] `{script}` exited {rc}: {}",
+                self.label,
+                out.trim_end()
+            );
         }
         Ok(out)
     }
@@ -340,7 +396,11 @@ impl Vm {
     /// Powers the guest off cleanly and waits for QEMU to exit.
     pub fn poweroff(mut self, timeout: Duration) -> Result<()> {
         if self.connect()? {
-            let _ = self.shell.as_mut().unwrap().write_all(b"systemctl poweroff\n");
+            let _ = self
+                .shell
+                .as_mut()
+                .unwrap()
+                .write_all(b"systemctl poweroff\n");
         }
         self.wait_exit(timeout)
     }
@@ -350,12 +410,19 @@ impl Vm {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             if let Some(st) = self.child.try_wait()? {
-                eprintln!("[{}] QEMU exited ({st}) after {:.1} s", self.label, self.started.elapsed().as_secs_f64());
+                eprintln!(
+                    "[{}] QEMU exited ({st}) after {:.1} s",
+                    self.label,
+                    self.started.elapsed().as_secs_f64()
+                );
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(300));
         }
-        bail!("[{}] guest did not power off within {timeout:?}", self.label)
+        bail!(
+            "[{}] guest did not power off within {timeout:?}",
+            self.label
+        )
     }
 
     /// Waits for QEMU to exit when the serial console is the user's terminal.
@@ -380,7 +447,10 @@ impl Drop for Vm {
 pub fn initramfs_message(console: &str) -> Option<String> {
     console
         .lines()
-        .filter_map(|l| l.find("bootc-initramfs-setup: ").map(|i| l[i..].trim_end().to_string()))
+        .filter_map(|l| {
+            l.find("bootc-initramfs-setup: ")
+                .map(|i| l[i..].trim_end().to_string())
+        })
         .next()
 }
 
@@ -393,8 +463,16 @@ pub fn base64(data: &[u8]) -> String {
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         out.push(T[(n >> 18) as usize & 63] as char);
         out.push(T[(n >> 12) as usize & 63] as char);
-        out.push(if c.len() > 1 { T[(n >> 6) as usize & 63] as char } else { '=' });
-        out.push(if c.len() > 2 { T[n as usize & 63] as char } else { '=' });
+        out.push(if c.len() > 1 {
+            T[(n >> 6) as usize & 63] as char
+        } else {
+            '='
+        });
+        out.push(if c.len() > 2 {
+            T[n as usize & 63] as char
+        } else {
+            '='
+        });
     }
     out
 }
@@ -428,7 +506,9 @@ mod tests {
             label: "t".into(),
             dir: "/tmp/x".into(),
             disks: vec![Disk::rw("/tmp/x/disk.img"), Disk::ro("/tmp/x/oci.img")],
-            boot: Boot::Uefi { vars: "/tmp/x/vars.fd".into() },
+            boot: Boot::Uefi {
+                vars: "/tmp/x/vars.fd".into(),
+            },
             memory_mib: 2048,
             interactive: false,
         };

@@ -59,7 +59,10 @@ impl Ctx {
     }
 
     fn uefi(&self, dir: &Path, label: &str, disks: Vec<Disk>) -> Result<VmConfig> {
-        let vars = dir.join(format!("vars-{}.fd", disks[0].path.file_stem().unwrap().to_string_lossy()));
+        let vars = dir.join(format!(
+            "vars-{}.fd",
+            disks[0].path.file_stem().unwrap().to_string_lossy()
+        ));
         if !vars.exists() {
             qemu::fresh_vars(&vars)?;
         }
@@ -119,28 +122,57 @@ pub fn parse_mountinfo(text: &str) -> Vec<MountInfo> {
 
 /// The visible (last) mount on `mp`.
 fn mount_at<'a>(m: &'a [MountInfo], mp: &str) -> Result<&'a MountInfo> {
-    m.iter().rev().find(|x| x.mount_point == mp).with_context(|| format!("nothing mounted on {mp}"))
+    m.iter()
+        .rev()
+        .find(|x| x.mount_point == mp)
+        .with_context(|| format!("nothing mounted on {mp}"))
 }
 
 /// Checks the booted deployment from inside the guest; returns its id (hex).
 pub fn check_booted(vm: &mut Vm, secure: bool) -> Result<String> {
     let cmdline = vm.ok("cat /proc/cmdline")?;
-    let arg = composefs_arg(&cmdline).with_context(|| format!("no composefs= in /proc/cmdline: {cmdline}"))?;
-    ensure!(arg.starts_with('?') != secure, "composefs={arg}: expected a {} boot", if secure { "secure" } else { "insecure" });
+    let arg = composefs_arg(&cmdline)
+        .with_context(|| format!("no composefs= in /proc/cmdline: {cmdline}"))?;
+    ensure!(
+        arg.starts_with('?') != secure,
+        "composefs={arg}: expected a {} boot",
+        if secure { "secure" } else { "insecure" }
+    );
     let id = composefs_hex(&arg).to_string();
-    ensure!(id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()), "composefs={arg}: not a sha256 digest");
+    ensure!(
+        id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+        "composefs={arg}: not a sha256 digest"
+    );
 
     let mi = parse_mountinfo(&vm.ok("cat /proc/self/mountinfo")?);
     let root = mount_at(&mi, "/")?;
-    eprintln!("[{}] / is {} {} ({}) {}", vm.label, root.fstype, root.source, root.mount_opts, root.super_opts);
-    ensure!(root.fstype == "overlay", "/ is {} (expected overlay)", root.fstype);
-    ensure!(root.source.starts_with("composefs") && root.source.contains(&id), "/ has source {} (expected composefs:{id})", root.source);
+    eprintln!(
+        "[{}] / is {} {} ({}) {}",
+        vm.label, root.fstype, root.source, root.mount_opts, root.super_opts
+    );
     ensure!(
-        root.super_opts.split(',').any(|o| o.starts_with("lowerdir=") && o.contains("::")) || root.super_opts.contains("datadir+="),
+        root.fstype == "overlay",
+        "/ is {} (expected overlay)",
+        root.fstype
+    );
+    ensure!(
+        root.source.starts_with("composefs") && root.source.contains(&id),
+        "/ has source {} (expected composefs:{id})",
+        root.source
+    );
+    ensure!(
+        root.super_opts
+            .split(',')
+            .any(|o| o.starts_with("lowerdir=") && o.contains("::"))
+            || root.super_opts.contains("datadir+="),
         "/ overlay has no data-only lower layer (`::` in lowerdir): {}",
         root.super_opts
     );
-    ensure!(root.mount_opts.split(',').any(|o| o == "ro"), "/ is not mounted read-only: {}", root.mount_opts);
+    ensure!(
+        root.mount_opts.split(',').any(|o| o == "ro"),
+        "/ is not mounted read-only: {}",
+        root.mount_opts
+    );
     ensure!(
         root.super_opts.contains("verity=require") == secure,
         "/ overlay options {} {} verity=require",
@@ -149,16 +181,30 @@ pub fn check_booted(vm: &mut Vm, secure: bool) -> Result<String> {
     );
 
     let etc = mount_at(&mi, "/etc")?;
-    ensure!(etc.root.ends_with(&format!("state/deploy/{id}/etc")), "/etc is a bind of {} (expected state/deploy/{id}/etc)", etc.root);
+    ensure!(
+        etc.root.ends_with(&format!("state/deploy/{id}/etc")),
+        "/etc is a bind of {} (expected state/deploy/{id}/etc)",
+        etc.root
+    );
     let var = mount_at(&mi, "/var")?;
-    ensure!(var.root.ends_with("state/os/default/var"), "/var is a bind of {} (expected state/os/default/var)", var.root);
+    ensure!(
+        var.root.ends_with("state/os/default/var"),
+        "/var is a bind of {} (expected state/os/default/var)",
+        var.root
+    );
 
     let (rc, out) = vm.run("touch /usr/.bootc-vm-test", Duration::from_secs(30))?;
-    ensure!(rc != 0 && out.contains("Read-only file system"), "/usr is writable (touch: rc {rc}, {out:?})");
+    ensure!(
+        rc != 0 && out.contains("Read-only file system"),
+        "/usr is writable (touch: rc {rc}, {out:?})"
+    );
 
     if secure {
         let m = vm.ok(&format!("fsverity measure /sysroot/composefs/images/{id}"))?;
-        ensure!(m.split_whitespace().next() == Some(&format!("sha256:{id}")), "fsverity measure of the image: {m:?} (expected sha256:{id})");
+        ensure!(
+            m.split_whitespace().next() == Some(&format!("sha256:{id}")),
+            "fsverity measure of the image: {m:?} (expected sha256:{id})"
+        );
     }
     Ok(id)
 }
@@ -166,15 +212,22 @@ pub fn check_booted(vm: &mut Vm, secure: bool) -> Result<String> {
 /// `bootc status --format json` names the booted deployment, or pending when this
 /// `bootc` has no `status` verb yet.
 pub fn check_status(vm: &mut Vm, id: &str) -> Result<Option<String>> {
-    let (rc, _) = vm.run("bootc status --help >/dev/null 2>&1", Duration::from_secs(30))?;
+    let (rc, _) = vm.run(
+        "bootc status --help >/dev/null 2>&1",
+        Duration::from_secs(30),
+    )?;
     if rc != 0 {
         return Ok(Some("`bootc status` does not exist yet".into()));
     }
     let out = vm.ok("bootc status --format json")?;
-    let v: serde_json::Value = serde_json::from_str(out.trim()).with_context(|| format!("bootc status --format json: {out}"))?;
+    let v: serde_json::Value = serde_json::from_str(out.trim())
+        .with_context(|| format!("bootc status --format json: {out}"))?;
     let booted = &v["status"]["booted"];
     ensure!(!booted.is_null(), "bootc status: no status.booted: {out}");
-    ensure!(booted.to_string().contains(id), "bootc status: status.booted does not name {id}: {booted}");
+    ensure!(
+        booted.to_string().contains(id),
+        "bootc status: status.booted does not name {id}: {booted}"
+    );
     Ok(None)
 }
 
@@ -191,8 +244,14 @@ pub fn boot(ctx: &Ctx, dir: &Path) -> Result<Outcome> {
     let mut vm = ctx.boot(dir, "boot2", vec![Disk::rw(&disk)])?;
     let id2 = check_booted(&mut vm, false)?;
     ensure!(id2 == id, "second boot booted {id2}, first {id}");
-    ensure!(vm.ok("cat /etc/bootc-vm-persist")? == written, "/etc/bootc-vm-persist did not survive the reboot");
-    ensure!(vm.ok("cat /var/bootc-vm-persist")? == written, "/var/bootc-vm-persist did not survive the reboot");
+    ensure!(
+        vm.ok("cat /etc/bootc-vm-persist")? == written,
+        "/etc/bootc-vm-persist did not survive the reboot"
+    );
+    ensure!(
+        vm.ok("cat /var/bootc-vm-persist")? == written,
+        "/var/bootc-vm-persist did not survive the reboot"
+    );
     let status = check_status(&mut vm, &id)?;
     vm.poweroff(ctx.t(limits::POWEROFF))?;
     Ok(match status {
@@ -217,15 +276,23 @@ pub fn bad_cmdline(ctx: &Ctx, dir: &Path) -> Result<Outcome> {
     let text = vm.console_text();
     let msg = initramfs_message(&text).context("no message")?;
     println!("bad-cmdline: console shows: {msg}");
-    ensure!(msg.contains("0123456789abcdef"), "the message does not name the digest: {msg}");
-    ensure!(!text.contains("Reached target multi-user") && !text.contains("Reached target Multi-User"), "the boot went on to multi-user");
+    ensure!(
+        msg.contains("0123456789abcdef"),
+        "the message does not name the digest: {msg}"
+    );
+    ensure!(
+        !text.contains("Reached target multi-user") && !text.contains("Reached target Multi-User"),
+        "the boot went on to multi-user"
+    );
     Ok(Outcome::Passed)
 }
 
 /// `upgrade`: pending until `bootc upgrade` exists.
 pub fn upgrade(_ctx: &Ctx, _dir: &Path) -> Result<Outcome> {
     println!("pending: needs day-2 lifecycle");
-    Ok(Outcome::Pending("needs day-2 lifecycle (bootc upgrade/switch/rollback)".into()))
+    Ok(Outcome::Pending(
+        "needs day-2 lifecycle (bootc upgrade/switch/rollback)".into(),
+    ))
 }
 
 /// An ext4 image holding the OCI layout, attached read-only to the installer VM.
@@ -262,7 +329,11 @@ pub fn guest_install(ctx: &Ctx, dir: &Path, tag: &str) -> Result<PathBuf> {
     let target = dir.join("secure.img");
     disk::sparse_disk(&target, 8)?;
     let oci = oci_disk(ctx)?;
-    let mut vm = ctx.boot(dir, "installer", vec![Disk::rw(&installer), Disk::rw(&target), Disk::ro(&oci)])?;
+    let mut vm = ctx.boot(
+        dir,
+        "installer",
+        vec![Disk::rw(&installer), Disk::rw(&target), Disk::ro(&oci)],
+    )?;
     let t = Instant::now();
     let out = vm.ok_within(
         &format!(
@@ -271,7 +342,11 @@ pub fn guest_install(ctx: &Ctx, dir: &Path, tag: &str) -> Result<PathBuf> {
         ),
         ctx.t(limits::GUEST_INSTALL),
     )?;
-    println!("installer VM: bootc install to-disk took {:.0} s: {}", t.elapsed().as_secs_f64(), out.lines().last().unwrap_or(""));
+    println!(
+        "installer VM: bootc install to-disk took {:.0} s: {}",
+        t.elapsed().as_secs_f64(),
+        out.lines().last().unwrap_or("")
+    );
     vm.poweroff(ctx.t(limits::POWEROFF))?;
     let _ = fs::remove_file(&installer);
     Ok(target)
@@ -279,7 +354,12 @@ pub fn guest_install(ctx: &Ctx, dir: &Path, tag: &str) -> Result<PathBuf> {
 
 /// Content of the image's /usr/share/bootc-test/tamper-target.bin (mkosi.postinst.chroot).
 pub fn tamper_target_content() -> Vec<u8> {
-    b"bootc-tamper-target\n".iter().copied().cycle().take(65536).collect()
+    b"bootc-tamper-target\n"
+        .iter()
+        .copied()
+        .cycle()
+        .take(65536)
+        .collect()
 }
 
 /// `boot-secure`: install from the installer VM, boot with composefs=sha256:…
@@ -310,9 +390,15 @@ pub fn boot_secure(ctx: &Ctx, dir: &Path) -> Result<(Outcome, PathBuf)> {
 fn fsverity_digest(dir: &Path, data: &[u8]) -> Result<String> {
     let f = dir.join("tamper-target.bin");
     fs::write(&f, data)?;
-    let out = run(Command::new("fsverity").args(["digest", "--hash-alg=sha256", "--block-size=4096"]).arg(&f))?;
+    let out = run(Command::new("fsverity")
+        .args(["digest", "--hash-alg=sha256", "--block-size=4096"])
+        .arg(&f))?;
     let _ = fs::remove_file(&f);
-    let d = out.split_whitespace().next().and_then(|d| d.strip_prefix("sha256:")).context("fsverity digest output")?;
+    let d = out
+        .split_whitespace()
+        .next()
+        .and_then(|d| d.strip_prefix("sha256:"))
+        .context("fsverity digest output")?;
     Ok(d.to_string())
 }
 
@@ -321,9 +407,20 @@ fn fsverity_digest(dir: &Path, data: &[u8]) -> Result<String> {
 /// the host kernel may not mount read-write). Returns the object's path.
 fn flip_object_byte(disk: &Path, dir: &Path, hex: &str) -> Result<String> {
     let obj = format!("/composefs/objects/{}/{}", &hex[..2], &hex[2..]);
-    let root = disk::partitions(disk)?.into_iter().find(|p| !p.esp).context("no root partition")?;
+    let root = disk::partitions(disk)?
+        .into_iter()
+        .find(|p| !p.esp)
+        .context("no root partition")?;
     let loopdev = run(Command::new("losetup")
-        .args(["--find", "--show", "--read-only", "--offset", &root.offset.to_string(), "--sizelimit", &root.size.to_string()])
+        .args([
+            "--find",
+            "--show",
+            "--read-only",
+            "--offset",
+            &root.offset.to_string(),
+            "--sizelimit",
+            &root.size.to_string(),
+        ])
         .arg(disk))?
     .trim()
     .to_string();
@@ -334,9 +431,17 @@ fn flip_object_byte(disk: &Path, dir: &Path, hex: &str) -> Result<String> {
             .find_map(|l| l.strip_prefix("Block size:"))
             .and_then(|v| v.trim().parse().ok())
             .context("dumpe2fs: no block size")?;
-        let b = run(Command::new("debugfs").args(["-R", &format!("bmap {obj} 0")]).arg(&loopdev))?;
-        let blk: u64 = b.trim().parse().with_context(|| format!("debugfs bmap {obj}: {b:?}"))?;
-        ensure!(blk != 0, "{obj} is not in the repository (debugfs bmap gives 0)");
+        let b = run(Command::new("debugfs")
+            .args(["-R", &format!("bmap {obj} 0")])
+            .arg(&loopdev))?;
+        let blk: u64 = b
+            .trim()
+            .parse()
+            .with_context(|| format!("debugfs bmap {obj}: {b:?}"))?;
+        ensure!(
+            blk != 0,
+            "{obj} is not in the repository (debugfs bmap gives 0)"
+        );
         Ok((bs, blk))
     })();
     let _ = run(Command::new("losetup").arg("-d").arg(&loopdev));
@@ -349,7 +454,11 @@ fn flip_object_byte(disk: &Path, dir: &Path, hex: &str) -> Result<String> {
     f.seek(SeekFrom::Start(at))?;
     f.write_all(&[b[0] ^ 0xff])?;
     f.sync_all()?;
-    eprintln!("host: flipped byte 100 of {obj} (disk offset {at}: {:#04x} -> {:#04x})", b[0], b[0] ^ 0xff);
+    eprintln!(
+        "host: flipped byte 100 of {obj} (disk offset {at}: {:#04x} -> {:#04x})",
+        b[0],
+        b[0] ^ 0xff
+    );
     let _ = dir;
     Ok(obj)
 }
@@ -365,26 +474,53 @@ pub fn tamper(ctx: &Ctx, dir: &Path, disk: &Path) -> Result<Outcome> {
     match vm.wait_shell(ctx.t(limits::BOOT)) {
         Ok(_) => {
             check_booted(&mut vm, true)?;
-            let (rc, out) = vm.run("cat /usr/share/bootc-test/tamper-target.bin > /dev/null", Duration::from_secs(60))?;
-            println!("tamper: secure boot, reading the tampered file: rc {rc}: {}", out.trim());
-            ensure!(rc != 0 && out.contains("Input/output error"), "reading a tampered object did not fail with EIO (rc {rc}: {out:?})");
+            let (rc, out) = vm.run(
+                "cat /usr/share/bootc-test/tamper-target.bin > /dev/null",
+                Duration::from_secs(60),
+            )?;
+            println!(
+                "tamper: secure boot, reading the tampered file: rc {rc}: {}",
+                out.trim()
+            );
+            ensure!(
+                rc != 0 && out.contains("Input/output error"),
+                "reading a tampered object did not fail with EIO (rc {rc}: {out:?})"
+            );
             vm.poweroff(ctx.t(limits::POWEROFF))?;
         }
         Err(e) => {
             let text = vm.console_text();
             let msg = initramfs_message(&text);
             println!("tamper: secure boot stopped: {e:#}");
-            ensure!(msg.is_some(), "the secure boot of a tampered disk failed without our message: {e:#}");
+            ensure!(
+                msg.is_some(),
+                "the secure boot of a tampered disk failed without our message: {e:#}"
+            );
             drop(vm);
         }
     }
 
-    disk::edit_bls(disk, dir, |v| if v.starts_with('?') { v.to_string() } else { format!("?{v}") })?;
+    disk::edit_bls(disk, dir, |v| {
+        if v.starts_with('?') {
+            v.to_string()
+        } else {
+            format!("?{v}")
+        }
+    })?;
     let mut vm = ctx.boot(dir, "tamper-insecure", vec![Disk::rw(disk)])?;
     check_booted(&mut vm, false)?;
-    let (rc, out) = vm.run("sha256sum < /usr/share/bootc-test/tamper-target.bin", Duration::from_secs(60))?;
-    println!("tamper: composefs=? boot reads the tampered file: rc {rc}: {}", out.trim());
-    ensure!(rc == 0, "with composefs=? the tampered file should read (without verification): {out}");
+    let (rc, out) = vm.run(
+        "sha256sum < /usr/share/bootc-test/tamper-target.bin",
+        Duration::from_secs(60),
+    )?;
+    println!(
+        "tamper: composefs=? boot reads the tampered file: rc {rc}: {}",
+        out.trim()
+    );
+    ensure!(
+        rc == 0,
+        "with composefs=? the tampered file should read (without verification): {out}"
+    );
     vm.poweroff(ctx.t(limits::POWEROFF))?;
     Ok(Outcome::Passed)
 }
@@ -417,10 +553,15 @@ pub fn cleanup(dir: &Path) {
 
 /// Fails unless `bootc install --help` works.
 pub fn check_bootc(bootc: &Path) -> Result<()> {
-    let out = Command::new(bootc).args(["install", "to-disk", "--help"]).output();
+    let out = Command::new(bootc)
+        .args(["install", "to-disk", "--help"])
+        .output();
     match out {
         Ok(o) if o.status.success() => Ok(()),
-        _ => bail!("{} install to-disk --help fails: build bootc first (cargo build --release -p bootc)", bootc.display()),
+        _ => bail!(
+            "{} install to-disk --help fails: build bootc first (cargo build --release -p bootc)",
+            bootc.display()
+        ),
     }
 }
 
