@@ -44,8 +44,8 @@ fn install_to_disk_from_oci_layout() {
         return;
     }
     let _g = serial();
-    let before = system_state();
     let t = tempdir("bootc-install-");
+    let before = system_state(t.path());
     let l = layout(t.path());
     let img = t.path().join("disk.img");
     disk_image(&img, DISK_SIZE);
@@ -56,7 +56,7 @@ fn install_to_disk_from_oci_layout() {
         &["--karg", "console=ttyS0", "--karg", "quiet"],
     );
     assert_eq!(
-        system_state(),
+        system_state(t.path()),
         before,
         "install left mounts or loop devices behind"
     );
@@ -98,7 +98,7 @@ fn install_to_disk_from_oci_layout() {
     assert_eq!(
         entry,
         format!(
-            "title Bootc Test OS v1\nversion 1\nsort-key bootc-test\nlinux /bootc_composefs-{hex}/vmlinuz\ninitrd /bootc_composefs-{hex}/initramfs.img\noptions root=UUID={uuid} rw console=ttyS0 quiet composefs=?sha256:{hex}\n"
+            "title Bootc Test OS v1\nversion 1\nsort-key bootc-000\nlinux /bootc_composefs-{hex}/vmlinuz\ninitrd /bootc_composefs-{hex}/initramfs.img\noptions root=UUID={uuid} rw console=ttyS0 quiet composefs=?sha256:{hex}\n"
         )
     );
     let kernel = images::pseudo_random(256 * 1024, 1);
@@ -217,7 +217,7 @@ fn install_to_disk_from_oci_layout() {
     );
     drop(insp);
     assert_eq!(
-        system_state(),
+        system_state(t.path()),
         before,
         "inspection left mounts or loop devices behind"
     );
@@ -229,8 +229,8 @@ fn install_via_registry_and_oci_archive() {
         return;
     }
     let _g = serial();
-    let before = system_state();
     let t = tempdir("bootc-transports-");
+    let before = system_state(t.path());
     let l = layout(t.path());
     let reg = Registry::start();
     let name = reg.push(&l.path, "v1", "test:v1");
@@ -301,7 +301,7 @@ fn install_via_registry_and_oci_archive() {
     assert_eq!(from_archive, from_oci);
     assert_eq!(from_docker, from_oci);
     assert_eq!(
-        system_state(),
+        system_state(t.path()),
         before,
         "installs left mounts or loop devices behind"
     );
@@ -372,14 +372,14 @@ fn pulls_store_only_new_objects() {
 }
 
 /// A failing install: non-zero exit, the expected message, nothing left mounted.
-fn expect_failure(args: &[&str], message: &str) {
-    let before = system_state();
+fn expect_failure(dir: &Path, args: &[&str], message: &str) {
+    let before = system_state(dir);
     let out = bootc(args);
     assert!(!out.status.success(), "bootc {args:?} succeeded");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(message), "expected {message:?} in:\n{err}");
     assert_eq!(
-        system_state(),
+        system_state(dir),
         before,
         "bootc {args:?} left mounts or loop devices behind"
     );
@@ -400,6 +400,7 @@ fn bad_input_fails_cleanly() {
 
     // Unknown transport: rejected while parsing, listing the valid ones.
     expect_failure(
+        t.path(),
         &[
             "install",
             "to-disk",
@@ -411,6 +412,7 @@ fn bad_input_fails_cleanly() {
         "unknown transport \"ftp:\"",
     );
     expect_failure(
+        t.path(),
         &[
             "install",
             "to-disk",
@@ -425,6 +427,7 @@ fn bad_input_fails_cleanly() {
     let small = t.path().join("small.img");
     disk_image(&small, 100 << 20);
     expect_failure(
+        t.path(),
         &[
             "install",
             "to-disk",
@@ -438,6 +441,7 @@ fn bad_input_fails_cleanly() {
     // Unreachable registry (nothing listens on that port).
     let port = free_port();
     expect_failure(
+        t.path(),
         &[
             "install",
             "to-disk",
@@ -452,6 +456,7 @@ fn bad_input_fails_cleanly() {
     );
     // Missing tag.
     expect_failure(
+        t.path(),
         &[
             "install",
             "to-disk",
@@ -465,6 +470,7 @@ fn bad_input_fails_cleanly() {
     );
     // An image without a kernel.
     expect_failure(
+        t.path(),
         &[
             "install",
             "to-disk",
@@ -478,6 +484,7 @@ fn bad_input_fails_cleanly() {
     );
     // The disk now holds a partition table: refused without --wipe.
     expect_failure(
+        t.path(),
         &[
             "install",
             "to-disk",
@@ -488,30 +495,11 @@ fn bad_input_fails_cleanly() {
         ],
         "is not empty (found gpt",
     );
-    // GRUB is refused before the disk is touched.
     let fresh = t.path().join("fresh.img");
     disk_image(&fresh, DISK_SIZE);
-    expect_failure(
-        &[
-            "install",
-            "to-disk",
-            "--via-loopback",
-            "--bootloader",
-            "grub",
-            "--source-imgref",
-            &format!("oci:{lay}:v1"),
-            fresh.to_str().unwrap(),
-        ],
-        "--bootloader grub is not supported",
-    );
-    assert_eq!(
-        std::fs::metadata(&fresh).unwrap().blocks(),
-        0,
-        "the disk was written to"
-    );
     // --require-verity: this kernel has no fs-verity, so it must fail (on a kernel
     // with it, the install succeeds).
-    let before = system_state();
+    let before = system_state(t.path());
     let out = bootc(&[
         "install",
         "to-disk",
@@ -526,7 +514,7 @@ fn bad_input_fails_cleanly() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("fs-verity is required"), "{err}");
     }
-    assert_eq!(system_state(), before);
+    assert_eq!(system_state(t.path()), before);
 }
 
 #[test]
@@ -535,8 +523,8 @@ fn install_to_filesystem_sha512_with_image_kargs() {
         return;
     }
     let _g = serial();
-    let before = system_state();
     let t = tempdir("bootc-tofs-");
+    let before = system_state(t.path());
     let layout_dir = t.path().join("oci");
     let mut layers = images::bootable(1);
     layers.push(
@@ -663,7 +651,11 @@ fn install_to_filesystem_sha512_with_image_kargs() {
         .count();
     assert_eq!(deployments, 1);
     drop(_umount);
-    assert_eq!(system_state(), before, "left mounts or loop devices behind");
+    assert_eq!(
+        system_state(t.path()),
+        before,
+        "left mounts or loop devices behind"
+    );
 }
 
 #[test]
@@ -732,8 +724,8 @@ fn interrupted_install_cleans_up() {
         return;
     }
     let _g = serial();
-    let before = system_state();
     let t = tempdir("bootc-interrupt-");
+    let before = system_state(t.path());
     let img = t.path().join("disk.img");
     disk_image(&img, DISK_SIZE);
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -755,9 +747,7 @@ fn interrupted_install_cleans_up() {
     // Wait until the install is past partitioning (the root filesystem is mounted).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
-        let mounted = std::fs::read_to_string("/proc/self/mountinfo")
-            .unwrap()
-            .contains("/run/bootc-install.");
+        let mounted = !system_state(t.path()).0.is_empty();
         if mounted {
             break;
         }
@@ -778,8 +768,49 @@ fn interrupted_install_cleans_up() {
     assert!(!out.status.success());
     assert!(err.contains("terminated (SIGTERM)"), "{err}");
     assert_eq!(
-        system_state(),
+        system_state(t.path()),
         before,
         "an interrupted install left mounts or loop devices behind"
     );
+}
+
+#[test]
+fn install_to_disk_with_grub() {
+    if !can_run(&["grub-mkimage"]) {
+        return;
+    }
+    let _g = serial();
+    let t = tempdir("bootc-grub-");
+    let before = system_state(t.path());
+    let l = layout(t.path());
+    let img = t.path().join("disk.img");
+    disk_image(&img, DISK_SIZE);
+    let imgref = format!("oci:{}:v1", l.path.display());
+    let id = install(&img, &imgref, &["--bootloader", "grub", "--quiet"]);
+    assert_eq!(system_state(t.path()), before);
+    let hex = id.hex();
+    let insp = Inspect::new(&img);
+    let uuid = insp.root_uuid();
+    let efi = std::fs::read(insp.esp.join("EFI/BOOT/BOOTX64.EFI")).unwrap();
+    assert_eq!(&efi[..2], b"MZ", "not a PE image");
+    assert!(
+        !insp.esp.join("loader/entries").exists(),
+        "systemd-boot entries written for GRUB"
+    );
+    assert!(std::fs::read_to_string(insp.esp.join("grub2/grub.cfg"))
+        .unwrap()
+        .contains("source ${prefix}/user.cfg"));
+    let user = std::fs::read_to_string(insp.esp.join("grub2/user.cfg")).unwrap();
+    assert!(
+        user.contains(&format!(
+            "menuentry 'Bootc Test OS v1' --id 'bootc_composefs-{hex}' {{\n    linux /bootc_composefs-{hex}/vmlinuz root=UUID={uuid} rw composefs=?sha256:{hex}\n    initrd /bootc_composefs-{hex}/initramfs.img\n}}\n"
+        )),
+        "{user}"
+    );
+    assert!(insp
+        .esp
+        .join(format!("bootc_composefs-{hex}/vmlinuz"))
+        .is_file());
+    drop(insp);
+    assert_eq!(system_state(t.path()), before);
 }

@@ -1,20 +1,102 @@
-//! GRUB: not supported by this backend yet; selecting it fails before anything is
-//! written.
+//! GRUB (EFI): a GRUB image built with `grub-mkimage` at the removable-media path of the
+//! ESP (`EFI/BOOT/BOOTX64.EFI`, no NVRAM changes), a fixed `grub2/grub.cfg`, and the
+//! menu entries in `grub2/user.cfg` (DESIGN.md section 3), one per deployment.
+//!
+//! `grub-install` is not used: it insists on probing a mounted FAT ESP, which a host
+//! without vfat (and a staged ESP) cannot offer, and it edits EFI variables.
 
 use std::os::fd::OwnedFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
+use bootc_initramfs_setup::layout;
 
 use super::bls::BlsEntry;
+use super::systemd_boot::which;
 use super::Bootloader;
+use crate::durable;
+use crate::install::disk::run;
 
 /// GRUB.
 #[derive(Debug)]
 pub struct Grub;
 
-const UNSUPPORTED: &str =
-    "--bootloader grub is not supported yet by the composefs backend; use --bootloader systemd";
+/// GRUB's platform directory and the removable-media file name for this architecture.
+fn platform() -> Result<(&'static str, &'static str)> {
+    match std::env::consts::ARCH {
+        "x86_64" => Ok(("x86_64-efi", "BOOTX64.EFI")),
+        "aarch64" => Ok(("arm64-efi", "BOOTAA64.EFI")),
+        other => bail!("GRUB installs are not supported on {other}"),
+    }
+}
+
+/// The modules built into the image: enough to find the ESP, read the menu and boot
+/// a Linux kernel.
+const MODULES: &[&str] = &[
+    "part_gpt",
+    "fat",
+    "search",
+    "search_fs_file",
+    "configfile",
+    "normal",
+    "linux",
+    "echo",
+    "test",
+    "gzio",
+    "all_video",
+];
+
+/// The directory (on the ESP) holding grub.cfg and user.cfg.
+fn grub_dir() -> &'static str {
+    Path::new(layout::GRUB_USER_CFG)
+        .parent()
+        .and_then(|p| p.to_str())
+        .unwrap_or("grub2")
+}
+
+/// The configuration built into the image: find the ESP by our grub.cfg and read it.
+fn embedded_cfg() -> String {
+    let dir = grub_dir();
+    format!(
+        "search --no-floppy --set=root --file /{dir}/grub.cfg\nset prefix=($root)/{dir}\nconfigfile ($root)/{dir}/grub.cfg\n"
+    )
+}
+
+/// `grub2/grub.cfg`: the fixed part of the menu; the entries are in user.cfg.
+pub fn grub_cfg() -> String {
+    let user = Path::new(layout::GRUB_USER_CFG)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("user.cfg");
+    format!(
+        "# Written by bootc; the menu entries are in {user}.\nset timeout=3\nset default=0\nif [ -f ${{prefix}}/{user} ]; then\n  source ${{prefix}}/{user}\nfi\n"
+    )
+}
+
+/// Quotes a string for GRUB's shell-like syntax.
+fn quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// `grub2/user.cfg`: one menu entry per BLS entry, in order.
+pub fn user_cfg(entries: &[BlsEntry]) -> String {
+    let mut s = String::from("# Written by bootc: one entry per deployment.\n");
+    for e in entries {
+        s.push_str(&format!(
+            "menuentry {} --id {} {{\n    linux {} {}\n",
+            quote(&e.title),
+            quote(&e.file_stem),
+            e.linux,
+            e.options
+        ));
+        for i in &e.initrd {
+            s.push_str(&format!("    initrd {i}\n"));
+        }
+        s.push_str("}\n");
+    }
+    s
+}
 
 impl Bootloader for Grub {
     fn name(&self) -> &'static str {
@@ -22,14 +104,78 @@ impl Bootloader for Grub {
     }
 
     fn check(&self) -> Result<()> {
-        bail!(UNSUPPORTED)
+        let (platform, _) = platform()?;
+        which("grub-mkimage").context(
+            "grub-mkimage is not installed: install grub-common and grub-efi-amd64-bin, or choose --bootloader systemd",
+        )?;
+        let modules = PathBuf::from("/usr/lib/grub").join(platform);
+        if !modules.join("linux.mod").exists() {
+            bail!(
+                "the GRUB {platform} modules are not installed ({}): install grub-efi-amd64-bin, or choose --bootloader systemd",
+                modules.display()
+            );
+        }
+        Ok(())
     }
 
-    fn install(&self, _root: &Path, _esp: &Path) -> Result<()> {
-        bail!(UNSUPPORTED)
+    fn install(&self, _root: &Path, esp: &Path) -> Result<()> {
+        let (platform, file) = platform()?;
+        let esp_fd = durable::open_dir(rustix::fs::CWD, esp)?;
+        let dir = durable::ensure_dir_all(&esp_fd, grub_dir(), 0o755)?;
+        durable::write_file(&dir, "grub.cfg", grub_cfg().as_bytes(), 0o644)
+            .with_context(|| format!("writing {}/grub.cfg", grub_dir()))?;
+
+        let scratch = tempfile::tempdir().context("creating a scratch directory")?;
+        let cfg = scratch.path().join("embedded.cfg");
+        std::fs::write(&cfg, embedded_cfg())
+            .with_context(|| format!("writing {}", cfg.display()))?;
+        let image = scratch.path().join(file);
+        let mut cmd = Command::new(which("grub-mkimage").context("grub-mkimage is not installed")?);
+        cmd.args(["-O", platform, "-o"])
+            .arg(&image)
+            .arg("-c")
+            .arg(&cfg)
+            .args(["-p", &format!("/{}", grub_dir())])
+            .args(MODULES);
+        run(&mut cmd).context("building the GRUB EFI image")?;
+        let data = std::fs::read(&image).with_context(|| format!("reading {}", image.display()))?;
+        let boot = durable::ensure_dir_all(&esp_fd, "EFI/BOOT", 0o755)?;
+        durable::write_file(&boot, file, &data, 0o644)
+            .with_context(|| format!("writing EFI/BOOT/{file}"))?;
+        Ok(())
     }
 
-    fn write_entries(&self, _boot: &OwnedFd, _entries: &[BlsEntry]) -> Result<()> {
-        bail!(UNSUPPORTED)
+    fn write_entries(&self, boot: &OwnedFd, entries: &[BlsEntry]) -> Result<()> {
+        let dir = durable::ensure_dir_all(boot, grub_dir(), 0o755)?;
+        let name = Path::new(layout::GRUB_USER_CFG)
+            .file_name()
+            .and_then(|n| n.to_str())
+            .context("user.cfg name")?;
+        durable::write_file(&dir, name, user_cfg(entries).as_bytes(), 0o644)
+            .with_context(|| format!("writing {}", layout::GRUB_USER_CFG))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn menu() {
+        let e = BlsEntry {
+            file_stem: "bootc_composefs-ab".into(),
+            title: "It's OS v1".into(),
+            version: "1".into(),
+            sort_key: None,
+            linux: "/bootc_composefs-ab/vmlinuz".into(),
+            initrd: vec!["/bootc_composefs-ab/initramfs.img".into()],
+            options: "root=UUID=u rw composefs=?sha256:ab".into(),
+        };
+        assert_eq!(
+            user_cfg(&[e]),
+            "# Written by bootc: one entry per deployment.\nmenuentry 'It'\\''s OS v1' --id 'bootc_composefs-ab' {\n    linux /bootc_composefs-ab/vmlinuz root=UUID=u rw composefs=?sha256:ab\n    initrd /bootc_composefs-ab/initramfs.img\n}\n"
+        );
+        assert!(grub_cfg().contains("source ${prefix}/user.cfg"));
+        assert!(embedded_cfg().contains("--file /grub2/grub.cfg"));
     }
 }

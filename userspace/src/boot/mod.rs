@@ -39,7 +39,7 @@ pub trait Bootloader {
 pub enum BootloaderKind {
     /// systemd-boot, installed with bootctl; entries in loader/entries on the ESP.
     Systemd,
-    /// GRUB (not yet supported by this backend).
+    /// GRUB (EFI): an image built with grub-mkimage at EFI/BOOT, menu in grub2/user.cfg.
     Grub,
 }
 

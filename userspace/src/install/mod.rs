@@ -324,7 +324,9 @@ fn install_typed<H: FsVerityHashValue>(
         file_stem: layout::boot_dir_name(&id),
         title: os.title,
         version: os.version.unwrap_or_else(|| kernel.kver.clone()),
-        sort_key: os.id,
+        // (os.id is not needed: the title carries the name.)
+        // The boot order is encoded in sort-key: position 000 is the default.
+        sort_key: Some(format!("{}000", crate::boot::entries::SORT_KEY_PREFIX)),
         linux: format!("/{dir}/{}", bls::VMLINUZ),
         initrd: vec![format!("/{dir}/{}", bls::INITRD)],
         options,

@@ -115,27 +115,49 @@ pub fn bootc_ok(args: &[&str]) -> Output {
     out
 }
 
-/// The mounts and loop devices that are ours, to show nothing leaked. Other work on the
-/// same host mounts things concurrently, so only entries naming our paths count: every
-/// temporary directory of these tests and of bootc starts with `bootc-`.
-pub fn system_state() -> (Vec<String>, Vec<String>) {
-    let ours = |l: &str| l.contains("/bootc-");
+/// The mounts and loop devices that belong to the test using `dir`, to show nothing
+/// leaked. Other work on the same host (other tests, VM harnesses running bootc)
+/// mounts and attaches things concurrently, so only loop devices backed by files under
+/// `dir`, mounts of those devices and mounts under `dir` count.
+pub fn system_state(dir: &Path) -> (Vec<String>, Vec<String>) {
+    let dir = dir.to_string_lossy().into_owned();
+    let mut loops: Vec<String> = stdout(Command::new("losetup").arg("-a"))
+        .lines()
+        .filter(|l| l.contains(&dir))
+        .map(str::to_string)
+        .collect();
+    loops.sort();
+    let devs: Vec<String> = loops
+        .iter()
+        .filter_map(|l| l.split(':').next())
+        .map(str::to_string)
+        .collect();
     let mut mounts: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
         .unwrap()
         .lines()
-        .filter(|l| ours(l))
+        .filter(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            let mountpoint = f.get(4).copied().unwrap_or("");
+            let source = f
+                .iter()
+                .position(|x| *x == "-")
+                .and_then(|i| f.get(i + 2))
+                .copied()
+                .unwrap_or("");
+            mountpoint.starts_with(&dir)
+                || devs.iter().any(|d| {
+                    source == d
+                        || source
+                            .strip_prefix(d.as_str())
+                            .is_some_and(|r| r.starts_with('p'))
+                })
+        })
         .map(|l| {
             // Drop the mount ids, which change when something is remounted.
             l.split(' ').skip(2).collect::<Vec<_>>().join(" ")
         })
         .collect();
     mounts.sort();
-    let mut loops: Vec<String> = stdout(Command::new("losetup").arg("-a"))
-        .lines()
-        .filter(|l| ours(l))
-        .map(str::to_string)
-        .collect();
-    loops.sort();
     (mounts, loops)
 }
 
