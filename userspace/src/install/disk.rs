@@ -327,7 +327,23 @@ pub fn wipe(dev: &Path) -> Result<()> {
     }
     run(Command::new("wipefs").args(["--all", "--quiet"]).arg(dev))
         .with_context(|| format!("wiping {}", dev.display()))?;
+    udev_settle();
     Ok(())
+}
+
+/// Waits for udev to process its queue, when udev runs: its watch on the disk re-reads
+/// a new partition table when sfdisk closes the device, and the partition nodes vanish
+/// for a moment (mkfs then fails to open them). Without udev there is nothing to wait for.
+pub fn udev_settle() {
+    if !Path::new("/run/udev/control").exists() {
+        return;
+    }
+    let Some(udevadm) = crate::boot::systemd_boot::which("udevadm") else {
+        return;
+    };
+    if let Err(e) = run(Command::new(udevadm).args(["settle", "--timeout=60"])) {
+        tracing::warn!("waiting for udev: {e:#}");
+    }
 }
 
 /// The node of partition `n` of `dev` (`/dev/sda1`, `/dev/loop0p1`, `/dev/nvme0n1p1`).
@@ -360,17 +376,23 @@ pub fn partition(dev: &Path) -> Result<(PathBuf, PathBuf)> {
     // Make the kernel see the new table (sfdisk asks too; partx covers devices where
     // that did not take, without udev).
     let _ = run(Command::new("partx").arg("--update").arg(dev));
+    udev_settle();
+    // The nodes must exist and stay: wait until they have been present for a moment.
     let esp = partition_path(dev, 1);
     let root = partition_path(dev, 2);
     let deadline = Instant::now() + Duration::from_secs(10);
+    let mut since: Option<Instant> = None;
     loop {
         let ready = [&esp, &root].iter().all(|p| {
             std::fs::metadata(p)
                 .map(|m| m.file_type().is_block_device())
                 .unwrap_or(false)
         });
-        if ready {
-            return Ok((esp, root));
+        match (ready, since) {
+            (true, Some(t)) if t.elapsed() >= Duration::from_millis(200) => return Ok((esp, root)),
+            (true, None) => since = Some(Instant::now()),
+            (true, Some(_)) => {}
+            (false, _) => since = None,
         }
         if Instant::now() > deadline {
             bail!(
@@ -403,6 +425,8 @@ pub fn mkfs(esp: &Path, root: &Path, fs: Filesystem) -> Result<()> {
             .arg(root))
         .with_context(|| format!("formatting the root {}", root.display()))?,
     };
+    // Closing the written devices makes udev probe them again.
+    udev_settle();
     Ok(())
 }
 
