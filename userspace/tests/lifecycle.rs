@@ -692,3 +692,69 @@ fn not_booted_from_composefs_is_a_clear_error() {
         "ostree bootc: status --format json\n"
     );
 }
+
+#[test]
+fn upgrade_follows_the_tag_and_rollback_discards_a_staged_update() {
+    if !can_run(&["skopeo"]) {
+        return;
+    }
+    let _g = serial();
+    let s = System::install();
+    let v1 = s.v1.clone();
+
+    // A new image is published under the followed tag.
+    oci::write_image(&s.layout, "v1", &images::bootable(2), &[]).unwrap();
+    let out = s.bootc_ok(&v1, &["upgrade", "--check"]);
+    assert!(out.contains("Update available"), "{out}");
+    // Only the small top layer is new; the 20 MB base layer is already stored.
+    let field = |name: &str| -> u64 {
+        out.split(name)
+            .next()
+            .unwrap()
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let (download, stored) = (field(" bytes to download"), field(" bytes already stored"));
+    assert!(download > 0 && download < 1 << 20, "{out}");
+    assert!(stored > images::BIG_FILE_SIZE as u64, "{out}");
+    assert!(out.contains("1 of 2 layers"), "{out}");
+    assert!(
+        !s.root.join("boot/loader/entries.staged").exists(),
+        "--check changes nothing"
+    );
+
+    let out = s.bootc_ok(&v1, &["upgrade", "--download-only"]);
+    assert!(out.contains("not staged"), "{out}");
+    assert_eq!(s.marker(), None);
+
+    let out = s.bootc_ok(&v1, &["upgrade"]);
+    assert!(out.contains("Staged deployment"), "{out}");
+    let v2 = s.marker().unwrap();
+    let origin = fs::read_to_string(
+        s.root
+            .join("state/deploy")
+            .join(&v2)
+            .join(format!("{v2}.origin")),
+    )
+    .unwrap();
+    assert!(
+        origin.contains(&format!(
+            "container-image-reference=ostree-unverified-image:oci:{}:v1",
+            s.layout.display()
+        )),
+        "{origin}"
+    );
+
+    // Rolling back with an update staged discards it and keeps v1 the default.
+    let out = s.bootc_ok(&v1, &["rollback"]);
+    assert!(out.contains("Discarded the staged deployment"), "{out}");
+    assert_eq!(s.marker(), None);
+    assert!(!s.root.join("boot/loader/entries.staged").exists());
+    // Only one entry: there is nothing to roll back to, and it says so.
+    let err = s.bootc_err(&v1, &["rollback"]);
+    assert!(err.contains("no previous deployment"), "{err}");
+    assert_eq!(s.order(false), vec![v1.clone()]);
+}

@@ -1,8 +1,9 @@
 //! `bootc rollback`: make the previous deployment the default.
 //!
 //! The first two entries of the boot order trade places, so running it twice restores
-//! the original order. A staged (not yet finalized) deployment is discarded first. The
-//! new order is written as a complete set and exchanged atomically with the old one.
+//! the original order. When an update is staged (not yet finalized), rolling back means
+//! discarding it: the boot order is left as it is. The new order is written as a
+//! complete set and exchanged atomically with the old one.
 
 use anyhow::{bail, Result};
 use bootc_initramfs_setup::cmdline::DeploymentId;
@@ -21,9 +22,19 @@ pub struct RolledBack {
 
 /// See the module documentation.
 pub fn rollback(host: &Host) -> Result<RolledBack> {
-    let discarded = host.staged();
-    if entries::discard_staged(&host.boot)? || discarded.is_some() {
+    let marker = host.staged();
+    let had_staged_set = entries::discard_staged(&host.boot)?;
+    if had_staged_set || marker.is_some() {
         host.clear_staged()?;
+        let set = entries::read_current(&host.boot)?;
+        let default = set
+            .default_deployment()
+            .cloned()
+            .unwrap_or_else(|| host.booted.clone());
+        return Ok(RolledBack {
+            default,
+            discarded: Some(marker.unwrap_or_else(|| host.booted.clone())),
+        });
     }
     let mut set = entries::read_current(&host.boot)?;
     if set.ours.len() < 2 {
@@ -35,5 +46,8 @@ pub fn rollback(host: &Host) -> Result<RolledBack> {
     set.ours.swap(0, 1);
     entries::replace(&host.boot, &set)?;
     let default = set.default_deployment().cloned().expect("two entries");
-    Ok(RolledBack { default, discarded })
+    Ok(RolledBack {
+        default,
+        discarded: None,
+    })
 }
