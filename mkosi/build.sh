@@ -9,6 +9,7 @@
 #   kver            the image's kernel release
 #   vmlinuz, initramfs.img   copies of the image's /usr/lib/modules/<kver>/ boot files
 #   build-stamp     hash of the inputs: a later run with the same inputs does nothing
+#   mkosi.log       mkosi's output
 #
 # Inputs: this directory, the static bootc-initramfs-setup (built here), the `bootc`
 # binary (built here with --release when the crate builds; set BOOTC_BIN to use another,
@@ -80,7 +81,11 @@ rm -rf "$out/mkosi"
 mkdir -p "$out/mkosi"
 log "running mkosi"
 t1=$(date +%s)
-mkosi -C "$here" --force --output-dir="$out/mkosi" --extra-tree="$stage" "${cache_args[@]}" build >&2
+if ! mkosi -C "$here" --force --output-dir="$out/mkosi" --extra-tree="$stage" "${cache_args[@]}" build \
+        >"$out/mkosi.log" 2>&1; then
+    tail -n 40 "$out/mkosi.log" >&2
+    die "mkosi failed (full log: $out/mkosi.log)"
+fi
 t2=$(date +%s)
 tree=$out/mkosi/bootc-test
 [[ -d $tree/usr ]] || die "mkosi produced no $tree"
