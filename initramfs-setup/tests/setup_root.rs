@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Arc;
 
+use bootc_test_fixtures::cmd::run;
 use bootc_test_fixtures::images;
 use bootc_test_fixtures::oci::{self, Kind, Layer};
 use bootc_test_fixtures::skip;
@@ -42,19 +43,6 @@ impl Drop for Fixture {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(&self.sysroot).status();
     }
-}
-
-fn run(cmd: &mut Command) -> Output {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
 }
 
 fn can_run() -> bool {

@@ -9,7 +9,6 @@ use std::fmt;
 use anyhow::{Context, Result};
 use bootc_initramfs_setup::cmdline::Algorithm;
 use composefs::fsverity::{FsVerityHashValue, Sha256HashValue, Sha512HashValue};
-use containers_image_proxy::{ImageProxy, ImageProxyConfig};
 
 use crate::deploy::host::Host;
 use crate::deploy::state::Origin;
@@ -55,47 +54,29 @@ impl fmt::Display for Check {
 /// See the module documentation.
 pub fn check(host: &Host, imgref: &ImageReference, insecure_registry: bool) -> Result<Check> {
     let booted = Origin::load(&host.sysroot, &host.booted)?;
-    let mut config = ImageProxyConfig::default();
-    if insecure_registry {
-        config.insecure_skip_tls_verification = Some(true);
-    }
     let source = imgref.to_skopeo();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let (digest, layers, diff_ids) = rt
-        .block_on(async {
-            let proxy = ImageProxy::new_with_config(config)
-                .await
-                .context("starting skopeo experimental-image-proxy")?;
-            let img = proxy
-                .open_image(&source)
-                .await
-                .context("opening the image")?;
-            let (digest, manifest) = proxy
-                .fetch_manifest(&img)
-                .await
-                .context("fetching the manifest")?;
-            let raw = proxy
-                .fetch_config_raw(&img)
-                .await
-                .context("fetching the config")?;
-            let _ = proxy.close_image(&img).await;
-            let _ = proxy.finalize().await;
-            let config: serde_json::Value =
-                serde_json::from_slice(&raw).context("parsing the image config")?;
-            let diff_ids: Vec<String> = config["rootfs"]["diff_ids"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|v| v.as_str().map(str::to_string))
-                        .collect()
-                })
-                .unwrap_or_default();
-            let layers: Vec<u64> = manifest.layers().iter().map(|l| l.size()).collect();
-            anyhow::Ok((digest, layers, diff_ids))
-        })
+    let meta = rt
+        .block_on(repo::fetch_metadata(
+            &source,
+            repo::proxy_config(insecure_registry),
+            true,
+        ))
         .with_context(|| format!("checking {source}"))?;
+    let config: serde_json::Value =
+        serde_json::from_slice(meta.config.as_deref().unwrap_or_default())
+            .context("parsing the image config")?;
+    let diff_ids: Vec<String> = config["rootfs"]["diff_ids"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    let (digest, layers) = (meta.digest, meta.layer_sizes);
     anyhow::ensure!(
         layers.len() == diff_ids.len(),
         "{source}: the manifest has {} layers but the config {}",

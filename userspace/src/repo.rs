@@ -104,13 +104,7 @@ pub fn pull<H: FsVerityHashValue>(
     imgref: &ImageReference,
     opts: &PullOpts,
 ) -> Result<Pulled> {
-    let proxy_config = || {
-        let mut proxy = ImageProxyConfig::default();
-        if opts.insecure_registry {
-            proxy.insecure_skip_tls_verification = Some(true);
-        }
-        proxy
-    };
+    let proxy_config = || proxy_config(opts.insecure_registry);
     let source = imgref.to_skopeo();
     // An image that is already in the repository with its boot image is not pulled
     // again: re-importing would rewrite its metadata streams for nothing.
@@ -222,25 +216,69 @@ fn layout_manifest(dir: &str, tag: Option<&str>) -> Option<composefs_oci::OciDig
     found["digest"].as_str()?.try_into().ok()
 }
 
-/// The manifest digest `source` currently points to (asks skopeo; nothing is fetched
-/// but the manifest).
-async fn resolve_manifest(
-    source: String,
+/// Skopeo image-proxy settings; `insecure_registry` skips TLS verification.
+pub fn proxy_config(insecure_registry: bool) -> ImageProxyConfig {
+    let mut proxy = ImageProxyConfig::default();
+    if insecure_registry {
+        proxy.insecure_skip_tls_verification = Some(true);
+    }
+    proxy
+}
+
+/// What an image's manifest (and optionally its config) says, read through skopeo's
+/// image proxy; no layer is fetched.
+#[derive(Debug, Clone)]
+pub struct RemoteMetadata {
+    /// `sha256:…` of the manifest.
+    pub digest: String,
+    /// Compressed size of each layer, bottom first.
+    pub layer_sizes: Vec<u64>,
+    /// The raw config JSON, when asked for.
+    pub config: Option<Vec<u8>>,
+}
+
+/// Reads `source`'s manifest (and config when `with_config`).
+pub async fn fetch_metadata(
+    source: &str,
     config: ImageProxyConfig,
-) -> Result<composefs_oci::OciDigest> {
+    with_config: bool,
+) -> Result<RemoteMetadata> {
     let proxy = containers_image_proxy::ImageProxy::new_with_config(config)
         .await
         .context("starting skopeo experimental-image-proxy")?;
     let img = proxy
-        .open_image(&source)
+        .open_image(source)
         .await
         .context("opening the image")?;
-    let (digest, _) = proxy
+    let (digest, manifest) = proxy
         .fetch_manifest(&img)
         .await
         .context("fetching the manifest")?;
+    let config = if with_config {
+        Some(
+            proxy
+                .fetch_config_raw(&img)
+                .await
+                .context("fetching the config")?,
+        )
+    } else {
+        None
+    };
     let _ = proxy.close_image(&img).await;
     let _ = proxy.finalize().await;
+    Ok(RemoteMetadata {
+        digest,
+        layer_sizes: manifest.layers().iter().map(|l| l.size()).collect(),
+        config,
+    })
+}
+
+/// The manifest digest `source` currently points to.
+async fn resolve_manifest(
+    source: String,
+    config: ImageProxyConfig,
+) -> Result<composefs_oci::OciDigest> {
+    let digest = fetch_metadata(&source, config, false).await?.digest;
     digest
         .as_str()
         .try_into()
