@@ -104,7 +104,7 @@ fn cmd_run(ctx: &Ctx, batch: bool, tag: &str) -> Result<()> {
         println!("phase boot-to-multi-user: {:.0} s", up.as_secs_f64());
         let out = vm.ok(
             "echo '# cat /proc/cmdline'; cat /proc/cmdline; \
-             echo '# mounts'; for m in / /etc /var /sysroot; do findmnt -no TARGET,SOURCE,FSTYPE,OPTIONS --mountpoint $m; done; \
+             echo '# mounts'; for m in / /etc /var /sysroot /boot; do findmnt -no TARGET,SOURCE,FSTYPE,OPTIONS --mountpoint $m; done; \
              echo '# bootc status'; if bootc status --help >/dev/null 2>&1; then bootc status; else echo '(bootc status: not implemented yet)'; fi; \
              echo '# systemctl is-system-running'; systemctl is-system-running || true",
         )?;

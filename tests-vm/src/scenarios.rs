@@ -287,12 +287,115 @@ pub fn bad_cmdline(ctx: &Ctx, dir: &Path) -> Result<Outcome> {
     Ok(Outcome::Passed)
 }
 
-/// `upgrade`: pending until `bootc upgrade` exists.
-pub fn upgrade(_ctx: &Ctx, _dir: &Path) -> Result<Outcome> {
-    println!("pending: needs day-2 lifecycle");
-    Ok(Outcome::Pending(
-        "needs day-2 lifecycle (bootc upgrade/switch/rollback)".into(),
-    ))
+/// Reads a file in the guest (trimmed), or `None` when it does not exist.
+fn guest_file(vm: &mut Vm, path: &str) -> Result<Option<String>> {
+    let (rc, out) = vm.run(&format!("cat {path}"), Duration::from_secs(30))?;
+    Ok((rc == 0).then(|| out.trim().to_string()))
+}
+
+/// `bootc status --format json` in the guest.
+fn guest_status(vm: &mut Vm) -> Result<serde_json::Value> {
+    let out = vm.ok("bootc status --format json")?;
+    serde_json::from_str(out.trim()).with_context(|| format!("bootc status --format json: {out}"))
+}
+
+/// `upgrade`: day 2 on a host-installed v1: local /etc changes, `bootc switch` to v2
+/// (the OCI layout on a second disk), the finalize at shutdown, the /etc 3-way merge,
+/// then `bootc rollback` back to v1. Pending while the image's bootc lacks the verbs.
+pub fn upgrade(ctx: &Ctx, dir: &Path) -> Result<Outcome> {
+    let disk = ctx.host_install(dir, "disk", "v1")?;
+    let oci = oci_disk(ctx)?;
+    let disks = || vec![Disk::rw(&disk), Disk::ro(&oci)];
+    let mut vm = ctx.boot(dir, "upgrade1", disks())?;
+    let (rc, _) = vm.run(
+        "bootc switch --help && bootc rollback --help && bootc status --help",
+        Duration::from_secs(30),
+    )?;
+    if rc != 0 {
+        vm.poweroff(ctx.t(limits::POWEROFF))?;
+        println!("pending: needs day-2 lifecycle");
+        return Ok(Outcome::Pending(
+            "needs day-2 lifecycle (bootc switch/rollback/status in the image)".into(),
+        ));
+    }
+    let id1 = check_booted(&mut vm, false)?;
+    ensure!(guest_file(&mut vm, "/usr/share/bootc-test/version")?.as_deref() == Some("1"));
+    let (rc, out) = vm.run("findmnt -no SOURCE,FSTYPE /boot", Duration::from_secs(30))?;
+    ensure!(
+        rc == 0 && out.contains("vfat"),
+        "the ESP is not mounted on /boot: {out:?}"
+    );
+    // Local changes the merge must keep: an added file.
+    vm.ok("echo local > /etc/bootc-test/local.conf")?;
+    let out = vm.ok_within(
+        "mkdir -p /run/oci && mount -o ro /dev/vdb /run/oci && bootc switch oci:/run/oci:v2",
+        ctx.t(limits::GUEST_INSTALL),
+    )?;
+    println!(
+        "upgrade: bootc switch: {}",
+        out.trim().lines().last().unwrap_or("")
+    );
+    let st = guest_status(&mut vm)?;
+    ensure!(
+        !st["status"]["staged"].is_null(),
+        "bootc status shows nothing staged: {st}"
+    );
+    // The finalize (ExecStop of bootc-composefs-finalize-staged) runs at shutdown.
+    vm.poweroff(ctx.t(limits::POWEROFF * 3))?;
+
+    let mut vm = ctx.boot(dir, "upgrade2", disks())?;
+    let id2 = check_booted(&mut vm, false)?;
+    ensure!(id2 != id1, "still booted {id1} after the switch to v2");
+    let v = guest_file(&mut vm, "/usr/share/bootc-test/version")?;
+    ensure!(
+        v.as_deref() == Some("2"),
+        "/usr/share/bootc-test/version is {v:?} in v2"
+    );
+    let d = guest_file(&mut vm, "/etc/bootc-test/default.conf")?;
+    ensure!(
+        d.as_deref() == Some("default=v2"),
+        "untouched /etc default: {d:?} (expected v2's)"
+    );
+    let n = guest_file(&mut vm, "/etc/bootc-test/new-in-v2.conf")?;
+    ensure!(
+        n.is_some(),
+        "/etc/bootc-test/new-in-v2.conf missing after the merge"
+    );
+    let r = guest_file(&mut vm, "/etc/bootc-test/removed-in-v2.conf")?;
+    ensure!(
+        r.is_none(),
+        "/etc/bootc-test/removed-in-v2.conf survived: {r:?}"
+    );
+    let l = guest_file(&mut vm, "/etc/bootc-test/local.conf")?;
+    ensure!(
+        l.as_deref() == Some("local"),
+        "the local addition was lost: {l:?}"
+    );
+    let st = guest_status(&mut vm)?;
+    ensure!(
+        st["status"]["booted"].to_string().contains(&id2),
+        "status.booted does not name {id2}: {st}"
+    );
+    ensure!(
+        st["status"]["rollback"].to_string().contains(&id1),
+        "status.rollback does not name {id1}: {st}"
+    );
+    vm.ok("bootc rollback")?;
+    vm.poweroff(ctx.t(limits::POWEROFF * 3))?;
+
+    let mut vm = ctx.boot(dir, "upgrade3", disks())?;
+    let id3 = check_booted(&mut vm, false)?;
+    ensure!(
+        id3 == id1,
+        "after the rollback booted {id3}, expected {id1}"
+    );
+    let v = guest_file(&mut vm, "/usr/share/bootc-test/version")?;
+    ensure!(
+        v.as_deref() == Some("1"),
+        "/usr/share/bootc-test/version is {v:?} after the rollback"
+    );
+    vm.poweroff(ctx.t(limits::POWEROFF))?;
+    Ok(Outcome::Passed)
 }
 
 /// An ext4 image holding the OCI layout, attached read-only to the installer VM.
