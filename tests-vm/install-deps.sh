@@ -1,10 +1,10 @@
 #!/bin/bash
-# Install the Debian packages the VM tests need (bookworm with bookworm-backports in the
-# apt sources). CI's image installs the same list; ci.sh itself installs nothing.
+# Install the Debian packages the VM tests need: the project's .ci/install-deps is the one
+# list (it adds bookworm-backports when missing). What the VM tests use from it:
+#   backports: mkosi (+ bubblewrap, systemd-container), qemu-system-x86, systemd-boot,
+#              systemd-boot-efi, dracut
+#   bookworm:  ovmf, e2fsprogs (mkfs.ext4 -d, debugfs, dumpe2fs), mtools, fdisk (sfdisk),
+#              util-linux (losetup), fsverity, dosfstools, python3, zstd, cpio,
+#              debian-archive-keyring
 set -euo pipefail
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -q
-apt-get install -y -q -t bookworm-backports mkosi qemu-system-x86 ovmf
-apt-get install -y -q e2fsprogs dosfstools mtools fdisk util-linux fsverity \
-    systemd-boot systemd-boot-efi python3 zstd cpio debian-archive-keyring \
-    libssl-dev pkg-config zlib1g-dev
+exec "$(dirname "$0")/../.ci/install-deps"
