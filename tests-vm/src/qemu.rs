@@ -91,6 +91,8 @@ pub struct Vm {
     buf: Vec<u8>,
     seq: u64,
     pub started: Instant,
+    /// Console bytes before the current boot (checks only look at this boot's part).
+    console_from: usize,
 }
 
 fn qemu_args(cfg: &VmConfig, console: &Path, sock: &Path) -> Vec<String> {
@@ -193,14 +195,58 @@ impl Vm {
             buf: vec![],
             seq: 0,
             started: Instant::now(),
+            console_from: 0,
         })
     }
 
-    /// The console log so far.
+    /// The console log of the current boot so far.
     pub fn console_text(&self) -> String {
         fs::read(&self.console)
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .map(|b| {
+                String::from_utf8_lossy(b.get(self.console_from..).unwrap_or(&[])).into_owned()
+            })
             .unwrap_or_default()
+    }
+
+    fn console_len(&self) -> usize {
+        fs::metadata(&self.console)
+            .map(|m| m.len() as usize)
+            .unwrap_or(0)
+    }
+
+    /// Reboots the guest (`systemctl reboot`, same QEMU) and waits for its shell again.
+    pub fn reboot(&mut self, timeout: Duration) -> Result<Duration> {
+        let before = self.console_len();
+        if !self.connect()? {
+            bail!("[{}] the guest shell socket is gone", self.label);
+        }
+        self.shell
+            .as_mut()
+            .unwrap()
+            .write_all(b"systemctl reboot\n")
+            .context("writing to the guest shell")?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            let text = fs::read(&self.console).unwrap_or_default();
+            let new = String::from_utf8_lossy(text.get(before..).unwrap_or(&[])).into_owned();
+            if let Some(i) = new.find("reboot: Restarting system") {
+                self.console_from = before + i;
+                break;
+            }
+            if let Some(st) = self.child.try_wait()? {
+                bail!("[{}] QEMU exited ({st}) instead of rebooting", self.label);
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "[{}] the guest did not restart within {timeout:?}",
+                    self.label
+                );
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        self.buf.clear();
+        self.started = Instant::now();
+        self.wait_shell(timeout)
     }
 
     /// Fails when QEMU has exited or the console shows a fatal boot failure.

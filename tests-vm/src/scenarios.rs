@@ -239,9 +239,12 @@ pub fn boot(ctx: &Ctx, dir: &Path) -> Result<Outcome> {
     let id = check_booted(&mut vm, false)?;
     vm.ok("echo etc-$(cat /proc/sys/kernel/random/boot_id) > /etc/bootc-vm-persist && cp /etc/bootc-vm-persist /var/bootc-vm-persist && sync")?;
     let written = vm.ok("cat /etc/bootc-vm-persist")?;
-    vm.poweroff(ctx.t(limits::POWEROFF))?;
-
-    let mut vm = ctx.boot(dir, "boot2", vec![Disk::rw(&disk)])?;
+    vm.reboot(ctx.t(limits::BOOT))?;
+    let boot_id = vm.ok("echo etc-$(cat /proc/sys/kernel/random/boot_id)")?;
+    ensure!(
+        boot_id != written,
+        "the boot id did not change: no reboot happened"
+    );
     let id2 = check_booted(&mut vm, false)?;
     ensure!(id2 == id, "second boot booted {id2}, first {id}");
     ensure!(
