@@ -18,6 +18,12 @@ pub const REPO_IMAGES: &str = "images";
 pub const REPO_OBJECTS: &str = "objects";
 /// One directory per deployment: `state/deploy/<hex>/`.
 pub const STATE_DEPLOY: &str = "state/deploy";
+/// Per-machine state: deployments, the shared var, the writer lock.
+pub const STATE: &str = "state";
+/// The lock that keeps two `bootc` writers apart.
+pub const LOCK_FILE: &str = "state/bootc.lock";
+/// Why the last staged update was not applied (read by `bootc status`).
+pub const FINALIZE_FAILURE: &str = "state/finalize-failure";
 /// The one shared `/var`.
 pub const SHARED_VAR: &str = "state/os/default/var";
 /// Target of each deployment's `var` symlink, relative to the deployment directory.

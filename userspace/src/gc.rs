@@ -60,7 +60,7 @@ pub fn live_deployments(host: &Host) -> Result<BTreeSet<DeploymentId>> {
         live.insert(s);
     }
     live.extend(entries::read_current(&host.boot)?.deployments());
-    if let Some(staged) = entries::read_staged(&host.boot)? {
+    if let Some(staged) = host.staged_set()? {
         live.extend(staged.deployments());
     }
     Ok(live)
@@ -81,7 +81,7 @@ fn gc_typed<H: FsVerityHashValue>(host: &Host, dry_run: bool) -> Result<GcReport
     // Boot directories referenced by any live entry (deduplicated kernels are shared).
     let mut boot_refs: BTreeSet<String> = BTreeSet::new();
     let mut sets = vec![entries::read_current(&host.boot)?];
-    sets.extend(entries::read_staged(&host.boot)?);
+    sets.extend(host.staged_set()?);
     for set in &sets {
         for e in &set.ours {
             for p in std::iter::once(&e.bls.linux).chain(e.bls.initrd.iter()) {

@@ -12,8 +12,7 @@ use std::path::Path;
 use rustix::fs::{flock, openat, FlockOperation, Mode, OFlags};
 use rustix::io::Errno;
 
-/// Where the lock lives, relative to the physical root.
-pub const LOCK_FILE: &str = "state/bootc.lock";
+use bootc_initramfs_setup::layout::LOCK_FILE;
 
 /// Why the lock was not taken.
 #[derive(Debug, thiserror::Error)]

@@ -239,7 +239,7 @@ pub fn host_status(host: &Host) -> Result<BootcHost> {
         tracing::warn!("reading boot entries: {e:#}");
         Default::default()
     });
-    let staged_set = entries::read_staged(&host.boot).unwrap_or_else(|e| {
+    let staged_set = host.staged_set().unwrap_or_else(|e| {
         tracing::warn!("reading staged boot entries: {e:#}");
         None
     });
@@ -252,11 +252,7 @@ pub fn host_status(host: &Host) -> Result<BootcHost> {
         &details,
     ));
 
-    let staged_id = host.staged().or_else(|| {
-        staged_set
-            .as_ref()
-            .and_then(|s| s.default_deployment().cloned())
-    });
+    let staged_id = host.staged();
     let staged = staged_id.as_ref().filter(|id| **id != booted_id).map(|id| {
         let e = staged_set
             .as_ref()

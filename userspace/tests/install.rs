@@ -730,10 +730,14 @@ fn interrupted_install_cleans_up() {
     disk_image(&img, DISK_SIZE);
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
+    // The first connection tells us the install is in its pull (after partitioning and
+    // mounting): the moment to interrupt it.
+    let (connected, pulling) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut held = vec![];
         for c in listener.incoming() {
             held.push(c);
+            let _ = connected.send(());
         }
     });
     let mut child = Command::new(BOOTC)
@@ -744,21 +748,17 @@ fn interrupted_install_cleans_up() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // Wait until the install is past partitioning (the root filesystem is mounted).
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    loop {
-        let mounted = !system_state(t.path()).0.is_empty();
-        if mounted {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the install never mounted its target"
-        );
-        assert!(child.try_wait().unwrap().is_none(), "bootc exited early");
-        std::thread::sleep(std::time::Duration::from_millis(50));
+    if pulling
+        .recv_timeout(std::time::Duration::from_secs(120))
+        .is_err()
+    {
+        let _ = child.kill();
+        panic!("the install never reached its pull");
     }
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(
+        !system_state(t.path()).0.is_empty(),
+        "the install should have its target mounted while pulling"
+    );
     run(Command::new("kill")
         .arg("-TERM")
         .arg(child.id().to_string()));

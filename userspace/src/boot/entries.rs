@@ -134,7 +134,7 @@ impl EntrySet {
             .enumerate()
             .map(|(i, e)| {
                 let mut b = e.bls.clone();
-                b.sort_key = Some(format!("{SORT_KEY_PREFIX}{i:03}"));
+                b.sort_key = Some(sort_key(i));
                 b
             })
             .collect();
@@ -173,7 +173,7 @@ pub fn read_staged(boot: impl AsFd) -> Result<Option<EntrySet>> {
 
 /// Writes `set` as the complete `loader/entries.staged/`, replacing any earlier one.
 pub fn write_staged(boot: impl AsFd, set: &EntrySet) -> Result<()> {
-    let loader = durable::ensure_dir_all(&boot, "loader", 0o755)?;
+    let loader = durable::ensure_dir_all(&boot, loader_dir(), 0o755)?;
     let staged = name_of(layout::LOADER_ENTRIES_STAGED);
     let tmp = format!("{staged}.tmp");
     durable::remove_all(&loader, &tmp)?;
@@ -191,7 +191,7 @@ pub fn write_staged(boot: impl AsFd, set: &EntrySet) -> Result<()> {
 
 /// Drops a staged set, if any.
 pub fn discard_staged(boot: impl AsFd) -> Result<bool> {
-    let loader = match durable::open_dir(&boot, "loader") {
+    let loader = match durable::open_dir(&boot, loader_dir()) {
         Ok(l) => l,
         Err(_) => return Ok(false),
     };
@@ -205,7 +205,7 @@ pub fn discard_staged(boot: impl AsFd) -> Result<bool> {
 /// Makes the staged set the current one with one atomic exchange, then removes the old
 /// set (now under the staged name).
 pub fn swap_staged(boot: impl AsFd) -> Result<()> {
-    let loader = durable::open_dir(&boot, "loader")?;
+    let loader = durable::open_dir(&boot, loader_dir())?;
     let staged = name_of(layout::LOADER_ENTRIES_STAGED);
     let current = name_of(layout::LOADER_ENTRIES);
     match renameat_with(&loader, staged, &loader, current, RenameFlags::EXCHANGE) {
@@ -231,6 +231,19 @@ pub fn replace(boot: impl AsFd, set: &EntrySet) -> Result<()> {
 
 fn name_of(path: &str) -> &str {
     path.rsplit('/').next().unwrap_or(path)
+}
+
+/// `loader`: the directory holding both entry sets.
+fn loader_dir() -> &'static str {
+    layout::LOADER_ENTRIES
+        .rsplit_once('/')
+        .map(|(d, _)| d)
+        .unwrap_or(".")
+}
+
+/// The `sort-key` of the entry at `position` in the boot order (0 boots by default).
+pub fn sort_key(position: usize) -> String {
+    format!("{SORT_KEY_PREFIX}{position:03}")
 }
 
 #[cfg(test)]

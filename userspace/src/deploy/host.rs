@@ -148,10 +148,9 @@ impl Host {
 
     /// The last finalize failure, if one is recorded.
     pub fn finalize_failure(&self) -> Option<String> {
-        let fd = durable::open_dir(&self.sysroot, "state").ok()?;
         let f = rustix::fs::openat(
-            &fd,
-            FINALIZE_FAILURE,
+            &self.sysroot,
+            layout::FINALIZE_FAILURE,
             rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
             rustix::fs::Mode::empty(),
         )
@@ -162,22 +161,31 @@ impl Host {
 
     /// Records why finalize failed (shown by `bootc status`).
     pub fn set_finalize_failure(&self, reason: &str) -> Result<()> {
-        let fd = durable::ensure_dir_all(&self.sysroot, "state", 0o755)?;
-        durable::write_file(
-            &fd,
-            FINALIZE_FAILURE,
-            format!("{reason}\n").as_bytes(),
-            0o644,
-        )
+        let (dir, name) = split(layout::FINALIZE_FAILURE);
+        let fd = durable::ensure_dir_all(&self.sysroot, dir, 0o755)?;
+        durable::write_file(&fd, name, format!("{reason}\n").as_bytes(), 0o644)
     }
 
     /// Clears a recorded finalize failure.
     pub fn clear_finalize_failure(&self) -> Result<()> {
-        let fd = durable::open_dir(&self.sysroot, "state")?;
-        match rustix::fs::unlinkat(&fd, FINALIZE_FAILURE, rustix::fs::AtFlags::empty()) {
+        match rustix::fs::unlinkat(
+            &self.sysroot,
+            layout::FINALIZE_FAILURE,
+            rustix::fs::AtFlags::empty(),
+        ) {
             Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
-            Err(e) => Err(e).context("clearing state/finalize-failure"),
+            Err(e) => Err(e).with_context(|| format!("clearing {}", layout::FINALIZE_FAILURE)),
         }
+    }
+
+    /// The staged entry set, when an update is staged (the marker exists). A
+    /// `loader/entries.staged` without the marker is stale (an update staged before a
+    /// reboot that never finalized, or a crash mid-swap) and counts for nothing.
+    pub fn staged_set(&self) -> Result<Option<crate::boot::entries::EntrySet>> {
+        if self.staged().is_none() {
+            return Ok(None);
+        }
+        crate::boot::entries::read_staged(&self.boot)
     }
 
     /// Whether this is the running system (so units may be started and reboots asked).
@@ -187,5 +195,7 @@ impl Host {
     }
 }
 
-/// The file under `state/` recording the last finalize failure.
-pub const FINALIZE_FAILURE: &str = "finalize-failure";
+/// `dir/name` → (`dir`, `name`) for a layout path.
+fn split(path: &str) -> (&str, &str) {
+    path.rsplit_once('/').unwrap_or((".", path))
+}

@@ -22,9 +22,9 @@ pub struct RolledBack {
 
 /// See the module documentation.
 pub fn rollback(host: &Host) -> Result<RolledBack> {
-    let marker = host.staged();
-    let had_staged_set = entries::discard_staged(&host.boot)?;
-    if had_staged_set || marker.is_some() {
+    // A staged set without the marker is stale: removed, but it is no staged update.
+    entries::discard_staged(&host.boot)?;
+    if let Some(staged) = host.staged() {
         host.clear_staged()?;
         let set = entries::read_current(&host.boot)?;
         let default = set
@@ -33,7 +33,7 @@ pub fn rollback(host: &Host) -> Result<RolledBack> {
             .unwrap_or_else(|| host.booted.clone());
         return Ok(RolledBack {
             default,
-            discarded: Some(marker.unwrap_or_else(|| host.booted.clone())),
+            discarded: Some(staged),
         });
     }
     let mut set = entries::read_current(&host.boot)?;

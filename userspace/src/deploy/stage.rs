@@ -219,7 +219,7 @@ pub fn pristine_etc<H: FsVerityHashValue>(
     let (fs, _) = repo::boot_tree(repo, &pulled).context("reading the booted image")?;
     let tmp = tempfile::Builder::new()
         .prefix(".bootc-pristine-etc.")
-        .tempdir_in(host.sysroot_path.join("state"))
+        .tempdir_in(host.sysroot_path.join(layout::STATE))
         .context("creating a temporary directory under state/")?;
     let fd = durable::open_dir(rustix::fs::CWD, tmp.path())?;
     state::copy_image_dir(repo, &fs, "etc", &fd, "etc")

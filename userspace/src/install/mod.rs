@@ -326,7 +326,7 @@ fn install_typed<H: FsVerityHashValue>(
         version: os.version.unwrap_or_else(|| kernel.kver.clone()),
         // (os.id is not needed: the title carries the name.)
         // The boot order is encoded in sort-key: position 000 is the default.
-        sort_key: Some(format!("{}000", crate::boot::entries::SORT_KEY_PREFIX)),
+        sort_key: Some(crate::boot::entries::sort_key(0)),
         linux: format!("/{dir}/{}", bls::VMLINUZ),
         initrd: vec![format!("/{dir}/{}", bls::INITRD)],
         options,
