@@ -72,6 +72,33 @@ impl FromStr for Algorithm {
     }
 }
 
+/// The composefs hash types behind [`Algorithm`], for [`with_algorithm!`](crate::with_algorithm).
+#[doc(hidden)]
+pub use composefs::fsverity::{Sha256HashValue, Sha512HashValue};
+
+/// Runs `$body` with the type name `$h` bound to the composefs hash type of the
+/// [`Algorithm`] `$alg`: the one place where a runtime algorithm picks a generic
+/// instantiation.
+///
+/// ```ignore
+/// with_algorithm!(alg, H => open::<H>(sysroot))
+/// ```
+#[macro_export]
+macro_rules! with_algorithm {
+    ($alg:expr, $h:ident => $body:expr) => {
+        match $alg {
+            $crate::cmdline::Algorithm::Sha256 => {
+                type $h = $crate::cmdline::Sha256HashValue;
+                $body
+            }
+            $crate::cmdline::Algorithm::Sha512 => {
+                type $h = $crate::cmdline::Sha512HashValue;
+                $body
+            }
+        }
+    };
+}
+
 /// Why a `composefs=` value (or the command line as a whole) was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CmdlineError {

@@ -15,6 +15,8 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+use crate::one_line;
+
 /// How `/etc` or `/var` of the new root is provided.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -104,10 +106,6 @@ impl SetupConfig {
             }),
         }
     }
-}
-
-fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 #[cfg(test)]

@@ -9,3 +9,9 @@ pub mod cmdline;
 pub mod config;
 pub mod layout;
 pub mod setup;
+
+/// A message on one line: every run of whitespace (line breaks included) becomes one
+/// space, for tool output quoted in a one-line error.
+pub fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}

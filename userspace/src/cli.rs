@@ -1,4 +1,5 @@
-//! The command line: clap definitions and one function per verb, no logic.
+//! The command line: the clap definitions, and [`run`], which hands each verb to its
+//! driver in [`crate::verbs`]. No logic.
 
 use std::path::PathBuf;
 
@@ -9,7 +10,8 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::boot::BootloaderKind;
 use crate::imgref::ImageReference;
-use crate::install::{self, disk::Filesystem, InstallOpts};
+use crate::install::disk::Filesystem;
+use crate::verbs;
 
 /// Deploy and transactionally in-place with bootable container images.
 ///
@@ -300,273 +302,16 @@ pub struct ToFilesystemArgs {
     pub config: InstallConfigOpts,
 }
 
-fn install_opts(c: &InstallConfigOpts, quiet: bool) -> InstallOpts {
-    InstallOpts {
-        source_imgref: c.source_imgref.clone(),
-        target_imgref: c.target_imgref.clone(),
-        bootloader: c.bootloader,
-        kargs: c.karg.clone(),
-        algorithm: c.composefs_algorithm,
-        require_verity: c.require_verity,
-        insecure_registry: c.insecure_registry || !c.tls_verify,
-        quiet,
-    }
-}
-
-/// `bootc install to-disk`.
-pub fn install_to_disk(cli: &Cli, a: &ToDiskArgs) -> Result<()> {
-    let opts = install_opts(&a.config, cli.quiet);
-    let done = install::to_disk(&opts, &a.device, a.via_loopback, a.wipe, a.filesystem)?;
-    println!("Installation complete: deployment {}", done.id);
-    Ok(())
-}
-
-/// `bootc install to-filesystem`.
-pub fn install_to_filesystem(cli: &Cli, a: &ToFilesystemArgs) -> Result<()> {
-    let opts = install_opts(&a.config, cli.quiet);
-    let done = install::to_filesystem(&opts, &a.root_path, a.root_mount_spec.as_deref(), a.wipe)?;
-    println!("Installation complete: deployment {}", done.id);
-    Ok(())
-}
-
 /// Dispatches to the verb.
 pub fn run(cli: Cli) -> Result<()> {
     match &cli.command {
-        Command::Install(InstallCommand::ToDisk(a)) => install_to_disk(&cli, a),
-        Command::Install(InstallCommand::ToFilesystem(a)) => install_to_filesystem(&cli, a),
-        Command::Upgrade(a) => lifecycle::upgrade(&cli, a),
-        Command::Switch(a) => lifecycle::switch(&cli, a),
-        Command::Rollback(a) => lifecycle::rollback(&cli, a),
-        Command::Status(a) => lifecycle::status(&cli, a),
-        Command::Gc(a) => lifecycle::gc(&cli, a),
-        Command::ComposefsFinalizeStaged => lifecycle::finalize(&cli),
-    }
-}
-
-/// The day-2 verbs: thin wrappers that open the host, take the lock and print.
-mod lifecycle {
-    use std::io::IsTerminal;
-
-    use anyhow::{Context, Result};
-
-    use super::*;
-    use crate::deploy::finalize::{self, Finalized};
-    use crate::deploy::host::{Host, HostOpts};
-    use crate::deploy::rollback;
-    use crate::deploy::stage::{self, StageOpts, StageOutcome};
-    use crate::lock::{self, WriterLock};
-    use crate::{check, gc as gcmod, status as st};
-
-    fn host(cli: &Cli) -> Result<Host> {
-        if cli.booted_deployment.is_none() {
-            if let Err(crate::deploy::host::BootedError::NotComposefs) =
-                crate::deploy::host::booted_from_cmdline()
-            {
-                hand_over_to_ostree()?;
-            }
-        }
-        Host::open(&HostOpts {
-            sysroot: cli.sysroot.clone(),
-            boot_dir: cli.boot_dir.clone(),
-            run_dir: cli.run_dir.clone(),
-            booted: cli.booted_deployment.clone(),
-        })
-    }
-
-    /// Where an OSTree-backend bootc may be installed next to us; `BOOTC_OSTREE_BIN`
-    /// overrides it.
-    pub const OSTREE_BOOTC: &str = "/usr/libexec/bootc-ostree";
-
-    /// On a system not booted from composefs, runs the OSTree backend's bootc with our
-    /// arguments if one is installed; returns (and the caller reports the error) if not.
-    fn hand_over_to_ostree() -> Result<()> {
-        use std::os::unix::process::CommandExt;
-        let bin = std::env::var_os("BOOTC_OSTREE_BIN")
-            .map(std::path::PathBuf::from)
-            .unwrap_or_else(|| OSTREE_BOOTC.into());
-        if !bin.is_file() {
-            return Ok(());
-        }
-        tracing::info!(
-            "not booted from composefs: handing over to {}",
-            bin.display()
-        );
-        let err = std::process::Command::new(&bin)
-            .args(std::env::args_os().skip(1))
-            .exec();
-        Err(err).with_context(|| format!("running {}", bin.display()))
-    }
-
-    fn locked(host: &Host) -> Result<WriterLock> {
-        Ok(lock::lock(&host.sysroot, &host.sysroot_path)?)
-    }
-
-    fn reboot(host: &Host) -> Result<()> {
-        if !host.is_live() {
-            println!(
-                "Not rebooting: {} is not the running system.",
-                host.sysroot_path.display()
-            );
-            return Ok(());
-        }
-        let st = std::process::Command::new("systemctl")
-            .arg("reboot")
-            .status()
-            .context("running systemctl reboot")?;
-        anyhow::ensure!(st.success(), "systemctl reboot failed ({st})");
-        Ok(())
-    }
-
-    /// On the running system, the finalize unit must be active so that its ExecStop
-    /// runs at shutdown.
-    fn start_finalize_unit(host: &Host) -> Result<()> {
-        if !host.is_live() {
-            println!(
-                "Run `bootc composefs-finalize-staged` (with the same --sysroot) to apply it."
-            );
-            return Ok(());
-        }
-        let st = std::process::Command::new("systemctl")
-            .args(["start", "bootc-composefs-finalize-staged.service"])
-            .status()
-            .context("starting bootc-composefs-finalize-staged.service")?;
-        anyhow::ensure!(
-            st.success(),
-            "starting bootc-composefs-finalize-staged.service failed ({st})"
-        );
-        Ok(())
-    }
-
-    fn stage_opts(
-        cli: &Cli,
-        a: &StageArgs,
-        switch_to: Option<ImageReference>,
-        download_only: bool,
-    ) -> StageOpts {
-        StageOpts {
-            switch_to,
-            insecure_registry: a.tls_verify_false,
-            quiet: cli.quiet,
-            retain: a.retain,
-            download_only,
-        }
-    }
-
-    fn report(host: &Host, outcome: StageOutcome, apply: bool) -> Result<()> {
-        match outcome {
-            StageOutcome::NoUpdate(id) => println!("No update available (booted: {}).", id.short()),
-            StageOutcome::Downloaded(id) => println!("Downloaded {}; not staged.", id.short()),
-            StageOutcome::Staged(id) => {
-                println!(
-                    "Staged deployment {}; it becomes the default at the next reboot.",
-                    id.short()
-                );
-                start_finalize_unit(host)?;
-                if apply {
-                    reboot(host)?;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    pub fn upgrade(cli: &Cli, a: &UpgradeArgs) -> Result<()> {
-        let host = host(cli)?;
-        if a.check {
-            let imgref = stage::booted_imgref(&host)?;
-            let c = check::check(&host, &imgref, a.common.tls_verify_false)?;
-            println!("{c}");
-            return Ok(());
-        }
-        let _lock = locked(&host)?;
-        let outcome = stage::stage(&host, &stage_opts(cli, &a.common, None, a.download_only))?;
-        report(&host, outcome, a.apply)
-    }
-
-    pub fn switch(cli: &Cli, a: &SwitchArgs) -> Result<()> {
-        let host = host(cli)?;
-        let text = match &a.transport {
-            Some(t) if !a.target.contains(':') || t == "registry" => {
-                let t = if t == "registry" {
-                    "docker://".to_string()
-                } else {
-                    format!("{t}:")
-                };
-                format!("{t}{}", a.target)
-            }
-            _ => a.target.clone(),
-        };
-        let imgref = ImageReference::parse(&text)?;
-        let _lock = locked(&host)?;
-        let outcome = stage::stage(&host, &stage_opts(cli, &a.common, Some(imgref), false))?;
-        report(&host, outcome, a.apply)
-    }
-
-    pub fn rollback(cli: &Cli, a: &RollbackArgs) -> Result<()> {
-        let host = host(cli)?;
-        let _lock = locked(&host)?;
-        let r = rollback::rollback(&host)?;
-        if let Some(d) = &r.discarded {
-            println!("Discarded the staged deployment {}.", d.short());
-        }
-        println!("Next boot: {}.", r.default.short());
-        if a.apply {
-            reboot(&host)?;
-        }
-        Ok(())
-    }
-
-    pub fn status(cli: &Cli, a: &StatusArgs) -> Result<()> {
-        let host = host(cli)?;
-        let mut h = st::host_status(&host)?;
-        if a.booted {
-            h = st::only_booted(h);
-        }
-        let format = match (a.json, a.format) {
-            (true, _) => OutputFormat::Json,
-            (_, Some(f)) => f,
-            _ if std::io::stdout().is_terminal() => OutputFormat::Human,
-            _ => OutputFormat::Yaml,
-        };
-        match format {
-            OutputFormat::Human => print!("{}", st::render_human(&h, a.booted)),
-            OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&h)?),
-            OutputFormat::Yaml => print!("{}", serde_yaml::to_string(&h)?),
-        }
-        Ok(())
-    }
-
-    pub fn gc(cli: &Cli, a: &GcArgs) -> Result<()> {
-        let host = host(cli)?;
-        let _lock = locked(&host)?;
-        let r = gcmod::gc(&host, a.dry_run)?;
-        let verb = if a.dry_run { "Would remove" } else { "Removed" };
-        println!("{verb}: {r}");
-        for d in &r.deployments {
-            println!("  deployment {d}");
-        }
-        for b in &r.boot_dirs {
-            println!("  boot directory {b}");
-        }
-        Ok(())
-    }
-
-    pub fn finalize(cli: &Cli) -> Result<()> {
-        let host = host(cli)?;
-        let _lock = locked(&host)?;
-        match finalize::finalize(&host)? {
-            Finalized::NothingStaged => println!("No staged deployment."),
-            Finalized::Done(id) => {
-                println!(
-                    "Finalized {}: it is the default for the next boot.",
-                    id.short()
-                );
-                match gcmod::gc(&host, false) {
-                    Ok(r) => println!("Removed: {r}"),
-                    Err(e) => tracing::warn!("garbage collection after finalize failed: {e:#}"),
-                }
-            }
-        }
-        Ok(())
+        Command::Install(InstallCommand::ToDisk(a)) => verbs::install::to_disk(&cli, a),
+        Command::Install(InstallCommand::ToFilesystem(a)) => verbs::install::to_filesystem(&cli, a),
+        Command::Upgrade(a) => verbs::upgrade::upgrade(&cli, a),
+        Command::Switch(a) => verbs::switch::switch(&cli, a),
+        Command::Rollback(a) => verbs::rollback::rollback(&cli, a),
+        Command::Status(a) => verbs::status::status(&cli, a),
+        Command::Gc(a) => verbs::gc::gc(&cli, a),
+        Command::ComposefsFinalizeStaged => verbs::finalize::finalize(&cli),
     }
 }

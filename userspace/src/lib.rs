@@ -1,15 +1,18 @@
 //! `bootc` with the composefs backend, as a library (the binary is `main.rs`; the
 //! integration tests use the repository and state functions directly).
+//!
+//! Layers, each depending only on those below it: [`sys`] (commands, mounts, loop
+//! devices, durable writes), then [`boot`] (boot loaders and entries) and [`repo`] (the
+//! composefs repository), then [`deploy`] (deployments and the day-2 lifecycle) and
+//! [`install`], then [`verbs`] (one driver per command) and [`cli`] (the command line).
 
 pub mod boot;
-pub mod check;
 pub mod cli;
 pub mod deploy;
-pub mod durable;
-pub mod gc;
 pub mod imgref;
 pub mod install;
 pub mod lock;
 pub mod progress;
 pub mod repo;
-pub mod status;
+pub mod sys;
+pub mod verbs;

@@ -45,7 +45,7 @@ pub fn algorithm_of<H: FsVerityHashValue>() -> Algorithm {
 
 /// The algorithm of the repository under `sysroot` (from its `meta.json`).
 pub fn read_algorithm(sysroot: impl AsFd) -> Result<Algorithm> {
-    let repo_dir = crate::durable::open_dir(&sysroot, layout::REPOSITORY)
+    let repo_dir = crate::sys::durable::open_dir(&sysroot, layout::REPOSITORY)
         .context("opening the composefs repository")?;
     match read_repo_algorithm(&repo_dir)? {
         Some(a) => a

@@ -289,7 +289,7 @@ fn install_via_registry_and_oci_archive() {
         // Computed without a disk: pull into a plain directory.
         let sysroot = t.path().join("sysroot");
         std::fs::create_dir(&sysroot).unwrap();
-        let fd = bootc::durable::open_dir(rustix::fs::CWD, &sysroot).unwrap();
+        let fd = bootc::sys::durable::open_dir(rustix::fs::CWD, &sysroot).unwrap();
         let repo = bootc::repo::init::<composefs::fsverity::Sha256HashValue>(&fd, false).unwrap();
         let r =
             bootc::imgref::ImageReference::parse(&format!("oci:{}:v1", l.path.display())).unwrap();
@@ -314,7 +314,7 @@ fn pulls_store_only_new_objects() {
     let l = layout(t.path());
     let sysroot = t.path().join("sysroot");
     std::fs::create_dir(&sysroot).unwrap();
-    let fd = bootc::durable::open_dir(rustix::fs::CWD, &sysroot).unwrap();
+    let fd = bootc::sys::durable::open_dir(rustix::fs::CWD, &sysroot).unwrap();
     let repo = bootc::repo::init::<composefs::fsverity::Sha256HashValue>(&fd, false).unwrap();
     let r = |tag: &str| {
         bootc::imgref::ImageReference::parse(&format!("oci:{}:{tag}", l.path.display())).unwrap()
@@ -673,8 +673,8 @@ fn kernel_and_initrd_are_shared_between_deployments() {
     let sysroot = t.path().join("sysroot");
     let boot = sysroot.join("boot");
     std::fs::create_dir_all(&boot).unwrap();
-    let fd = bootc::durable::open_dir(rustix::fs::CWD, &sysroot).unwrap();
-    let boot_fd = bootc::durable::open_dir(rustix::fs::CWD, &boot).unwrap();
+    let fd = bootc::sys::durable::open_dir(rustix::fs::CWD, &sysroot).unwrap();
+    let boot_fd = bootc::sys::durable::open_dir(rustix::fs::CWD, &boot).unwrap();
     let repo = bootc::repo::init::<Sha256HashValue>(&fd, false).unwrap();
     let mut dirs = vec![];
     let mut ids = vec![];

@@ -17,7 +17,7 @@ use composefs_boot::os_release::OsReleaseInfo;
 use sha2::{Digest, Sha256};
 
 use crate::deploy::state::{self, Origin};
-use crate::durable;
+use crate::sys::durable;
 
 /// Where images declare their kernel arguments.
 pub const KARGS_D: &str = "/usr/lib/bootc/kargs.d";

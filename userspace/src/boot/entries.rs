@@ -19,7 +19,7 @@ use rustix::fs::{openat, renameat_with, Mode, OFlags, RenameFlags};
 use rustix::io::Errno;
 
 use super::bls::BlsEntry;
-use crate::durable;
+use crate::sys::durable;
 
 /// Prefix of the `sort-key` that encodes our boot order.
 pub const SORT_KEY_PREFIX: &str = "bootc-";

@@ -13,10 +13,9 @@ use anyhow::{bail, Context, Result};
 use bootc_initramfs_setup::layout;
 
 use super::bls::BlsEntry;
-use super::systemd_boot::which;
 use super::Bootloader;
-use crate::durable;
-use crate::install::disk::run;
+use crate::sys::cmd::{run, which};
+use crate::sys::durable;
 
 /// GRUB.
 #[derive(Debug)]

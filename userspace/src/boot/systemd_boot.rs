@@ -8,7 +8,11 @@ use anyhow::{Context, Result};
 
 use super::bls::{self, BlsEntry};
 use super::Bootloader;
-use crate::install::disk::{run, Mount, MountPoint};
+use crate::sys::cmd::run;
+// `which` is re-exported only for `repo::pull`, whose body is being rewritten
+// elsewhere; it moves to `crate::sys::cmd::which` with that rewrite.
+pub(crate) use crate::sys::cmd::which;
+use crate::sys::mount::{Mount, MountPoint};
 
 /// systemd-boot.
 #[derive(Debug)]
@@ -65,16 +69,4 @@ impl Bootloader for SystemdBoot {
     fn write_entries(&self, boot: &OwnedFd, entries: &[BlsEntry]) -> Result<()> {
         bls::write_entries(boot, entries)
     }
-}
-
-/// The full path of a tool on PATH or in the sbin directories.
-pub fn which(tool: &str) -> Option<std::path::PathBuf> {
-    let path = std::env::var("PATH").unwrap_or_default();
-    let found = path
-        .split(':')
-        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"])
-        .filter(|d| !d.is_empty())
-        .map(|d| Path::new(d).join(tool))
-        .find(|p| p.is_file());
-    found
 }

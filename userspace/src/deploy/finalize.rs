@@ -21,8 +21,8 @@ use super::etc_merge;
 use super::host::Host;
 use super::stage::plan_merge;
 use crate::boot::entries;
-use crate::durable;
 use crate::repo;
+use crate::sys::durable;
 
 /// What finalize did.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -14,7 +14,7 @@ use bootc_initramfs_setup::cmdline::{CmdlineError, ComposefsKarg, DeploymentId};
 use bootc_initramfs_setup::layout;
 use rustix::fs::CWD;
 
-use crate::durable;
+use crate::sys::durable;
 
 /// How to find the host.
 #[derive(Debug, Clone)]

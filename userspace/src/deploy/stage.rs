@@ -19,9 +19,9 @@ use super::host::Host;
 use super::state::{self, Origin, BOOT_TYPE_BLS};
 use crate::boot::bls::{self, BlsEntry};
 use crate::boot::entries::{self, Entry, EntrySet};
-use crate::durable;
 use crate::imgref::ImageReference;
 use crate::repo::{self, PullOpts, Pulled};
+use crate::sys::durable;
 
 /// What `upgrade`/`switch` should do.
 #[derive(Debug, Clone)]

@@ -24,7 +24,7 @@ use rustix::fs::{
     Mode, OFlags, Timespec, Timestamps, Uid, XattrFlags,
 };
 
-use crate::durable;
+use crate::sys::durable;
 
 /// The boot type recorded in the origin.
 pub const BOOT_TYPE_BLS: &str = "bls";

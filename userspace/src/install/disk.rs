@@ -1,16 +1,18 @@
-//! Block devices for `install to-disk`: loop devices, the partition table, filesystems
-//! and mounts. Every resource is held by a guard that releases it on drop, so every
+//! Block devices for `install to-disk`: the partition table and filesystems. Loop
+//! devices and mounts are guards from [`crate::sys`] that release them on drop, so every
 //! exit path (errors included) unmounts and detaches what was set up.
 
 use std::fs::File;
-use std::io::{Seek, SeekFrom, Write};
+use std::io::{Seek, SeekFrom};
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use rustix::mount::{unmount, MountFlags, UnmountFlags};
+
+use crate::sys::cmd::{run, run_with_stdin, which};
+use crate::sys::mount::mount_table;
 
 /// GPT type of the EFI System Partition.
 pub const ESP_TYPE: &str = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B";
@@ -34,192 +36,6 @@ pub fn root_type() -> &'static str {
     match std::env::consts::ARCH {
         "aarch64" => ROOT_TYPE_AARCH64,
         _ => ROOT_TYPE_X86_64,
-    }
-}
-
-/// Runs a command; on failure the error names the command and carries its stderr.
-pub fn run(cmd: &mut Command) -> Result<String> {
-    run_with_stdin(cmd, None)
-}
-
-/// Like [`run`], feeding `stdin`.
-pub fn run_with_stdin(cmd: &mut Command, stdin: Option<&str>) -> Result<String> {
-    let desc = format!("{cmd:?}").replace('"', "");
-    tracing::debug!("running {desc}");
-    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    cmd.stdin(if stdin.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    });
-    let mut child = cmd.spawn().with_context(|| format!("starting {desc}"))?;
-    if let Some(input) = stdin {
-        let mut pipe = child.stdin.take().context("stdin pipe")?;
-        pipe.write_all(input.as_bytes())
-            .with_context(|| format!("writing to {desc}"))?;
-    }
-    let out = child
-        .wait_with_output()
-        .with_context(|| format!("waiting for {desc}"))?;
-    if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
-        let err = err.split_whitespace().collect::<Vec<_>>().join(" ");
-        bail!("{desc} failed ({}): {err}", out.status);
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// An attached loop device, detached on drop.
-#[derive(Debug)]
-pub struct Loopback {
-    dev: PathBuf,
-}
-
-impl Loopback {
-    /// Attaches `file` with partition scanning.
-    pub fn attach(file: &Path) -> Result<Loopback> {
-        let out = run(Command::new("losetup")
-            .args(["--find", "--show", "--partscan"])
-            .arg(file))
-        .with_context(|| format!("attaching {} to a loop device", file.display()))?;
-        let dev = PathBuf::from(out.trim());
-        tracing::info!("attached {} as {}", file.display(), dev.display());
-        let lo = Loopback { dev };
-        // The kernel's partition scan does not always happen (or show in /dev) without
-        // udev: add the partitions explicitly. A blank image has none; that is fine.
-        let _ = run(Command::new("partx").arg("--add").arg(&lo.dev));
-        Ok(lo)
-    }
-
-    /// `/dev/loopN`.
-    pub fn dev(&self) -> &Path {
-        &self.dev
-    }
-}
-
-impl Drop for Loopback {
-    fn drop(&mut self) {
-        // A just-unmounted partition can keep the device busy for a moment.
-        for i in 0..20 {
-            match run(Command::new("losetup").arg("--detach").arg(&self.dev)) {
-                Ok(_) => return,
-                Err(e) if i == 19 => tracing::warn!("detaching {}: {e:#}", self.dev.display()),
-                Err(_) => std::thread::sleep(Duration::from_millis(100)),
-            }
-        }
-    }
-}
-
-/// A mount, unmounted on drop.
-#[derive(Debug)]
-pub struct Mount {
-    target: PathBuf,
-    active: bool,
-}
-
-impl Mount {
-    /// Mounts `source` (a block device) of type `fstype` on `target`.
-    pub fn new(source: &Path, target: &Path, fstype: &str) -> Result<Mount> {
-        rustix::mount::mount(source, target, fstype, MountFlags::empty(), None).with_context(
-            || {
-                format!(
-                    "mounting {} ({fstype}) on {}",
-                    source.display(),
-                    target.display()
-                )
-            },
-        )?;
-        Ok(Mount {
-            target: target.to_path_buf(),
-            active: true,
-        })
-    }
-
-    /// Bind-mounts `source` on `target`.
-    pub fn bind(source: &Path, target: &Path) -> Result<Mount> {
-        rustix::mount::mount_bind(source, target).with_context(|| {
-            format!("bind-mounting {} on {}", source.display(), target.display())
-        })?;
-        Ok(Mount {
-            target: target.to_path_buf(),
-            active: true,
-        })
-    }
-
-    /// Like [`Mount::new`], but `None` when this kernel does not know the filesystem
-    /// type (e.g. a kernel built without vfat).
-    pub fn try_new(source: &Path, target: &Path, fstype: &str) -> Result<Option<Mount>> {
-        match rustix::mount::mount(source, target, fstype, MountFlags::empty(), None) {
-            Ok(()) => Ok(Some(Mount {
-                target: target.to_path_buf(),
-                active: true,
-            })),
-            Err(rustix::io::Errno::NODEV) => Ok(None),
-            Err(e) => Err(e).with_context(|| {
-                format!(
-                    "mounting {} ({fstype}) on {}",
-                    source.display(),
-                    target.display()
-                )
-            }),
-        }
-    }
-
-    /// Where it is mounted.
-    pub fn path(&self) -> &Path {
-        &self.target
-    }
-
-    /// Unmounts now, reporting errors.
-    pub fn unmount(mut self) -> Result<()> {
-        self.active = false;
-        unmount(&self.target, UnmountFlags::empty())
-            .with_context(|| format!("unmounting {}", self.target.display()))
-    }
-}
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        if self.active {
-            if let Err(e) = unmount(&self.target, UnmountFlags::empty()) {
-                tracing::warn!(
-                    "unmounting {}: {e}; detaching it lazily",
-                    self.target.display()
-                );
-                let _ = unmount(&self.target, UnmountFlags::DETACH);
-            }
-        }
-    }
-}
-
-/// A private temporary mount point under /run, removed with rmdir (never recursively:
-/// if something is still mounted there, it is left alone).
-#[derive(Debug)]
-pub struct MountPoint {
-    path: PathBuf,
-}
-
-impl MountPoint {
-    /// Creates `/run/<prefix>XXXXXX`, mode 0700.
-    pub fn new(prefix: &str) -> Result<MountPoint> {
-        let dir = tempfile::Builder::new()
-            .prefix(prefix)
-            .tempdir_in("/run")
-            .context("creating a temporary mount point in /run")?;
-        Ok(MountPoint { path: dir.keep() })
-    }
-
-    /// Its path.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-impl Drop for MountPoint {
-    fn drop(&mut self) {
-        if let Err(e) = std::fs::remove_dir(&self.path) {
-            tracing::warn!("removing {}: {e}", self.path.display());
-        }
     }
 }
 
@@ -284,16 +100,12 @@ pub fn partitions(dev: &Path) -> Result<Vec<PathBuf>> {
 pub fn check_not_mounted(dev: &Path) -> Result<()> {
     let mut devs = vec![std::fs::canonicalize(dev).unwrap_or_else(|_| dev.to_path_buf())];
     devs.extend(partitions(dev)?);
-    let mounts =
-        std::fs::read_to_string("/proc/self/mounts").context("reading /proc/self/mounts")?;
-    for line in mounts.lines() {
-        let mut f = line.split_whitespace();
-        let (Some(src), Some(dst)) = (f.next(), f.next()) else {
-            continue;
-        };
-        if devs.iter().any(|d| Path::new(src) == d) {
+    for m in mount_table()? {
+        if devs.iter().any(|d| Path::new(&m.source) == d) {
             bail!(
-                "{src} is mounted on {dst}; unmount it before installing to {}",
+                "{} is mounted on {}; unmount it before installing to {}",
+                m.source,
+                m.target.display(),
                 dev.display()
             );
         }
@@ -338,7 +150,7 @@ pub fn udev_settle() {
     if !Path::new("/run/udev/control").exists() {
         return;
     }
-    let Some(udevadm) = crate::boot::systemd_boot::which("udevadm") else {
+    let Some(udevadm) = which("udevadm") else {
         return;
     };
     if let Err(e) = run(Command::new(udevadm).args(["settle", "--timeout=60"])) {

@@ -14,9 +14,12 @@ use rustix::fs::{openat, unlinkat, AtFlags, Mode, OFlags, CWD};
 use crate::boot::bls::{self, BlsEntry};
 use crate::boot::BootloaderKind;
 use crate::deploy::state::{self, Origin, BOOT_TYPE_BLS};
-use crate::durable;
 use crate::imgref::ImageReference;
 use crate::repo::{self, PullOpts};
+use crate::sys::cmd::which;
+use crate::sys::durable;
+use crate::sys::loopdev::Loopback;
+use crate::sys::mount::{mount_source, Mount, MountPoint};
 
 pub mod disk;
 
@@ -74,7 +77,7 @@ pub fn to_disk(
     }
 
     let loopback = if via_loopback {
-        Some(disk::Loopback::attach(target)?)
+        Some(Loopback::attach(target)?)
     } else {
         None
     };
@@ -100,18 +103,18 @@ pub fn to_disk(
     disk::mkfs(&esp_dev, &root_dev, filesystem)?;
     let uuid = disk::fs_uuid(&root_dev)?;
 
-    let mnt = disk::MountPoint::new("bootc-install.")?;
-    let root_mount = disk::Mount::new(&root_dev, mnt.path(), "ext4")?;
+    let mnt = MountPoint::new("bootc-install.")?;
+    let root_mount = Mount::new(&root_dev, mnt.path(), "ext4")?;
     let esp_path = mnt.path().join("boot");
     std::fs::create_dir(&esp_path).with_context(|| format!("creating {}", esp_path.display()))?;
     // A kernel without vfat (like some CI hosts) cannot mount the ESP: stage its contents
     // in the root's (empty) /boot and copy them onto the FAT filesystem with mtools.
-    let esp_mount = disk::Mount::try_new(&esp_dev, &esp_path, "vfat")?;
+    let esp_mount = Mount::try_new(&esp_dev, &esp_path, "vfat")?;
     if esp_mount.is_none() {
         tracing::warn!(
             "this kernel cannot mount vfat: staging the ESP contents and writing them with mtools"
         );
-        if crate::boot::systemd_boot::which("mcopy").is_none() {
+        if which("mcopy").is_none() {
             bail!("this kernel cannot mount vfat and mtools (mcopy) is not installed to write the ESP without mounting it");
         }
     }
@@ -187,31 +190,6 @@ pub fn to_filesystem(
     }
     let what = root.display().to_string();
     install_to_root(opts, &root, &esp, &spec, &what)
-}
-
-/// The source of the mount at exactly `path`, if it is a mount point.
-fn mount_source(path: &Path) -> Result<Option<String>> {
-    let info =
-        std::fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
-    let want = path.to_string_lossy();
-    let mut found = None;
-    for line in info.lines() {
-        let fields: Vec<&str> = line.split(' ').collect();
-        let Some(sep) = fields.iter().position(|f| *f == "-") else {
-            continue;
-        };
-        if fields.get(4).map(|m| unescape(m)) == Some(want.to_string()) {
-            found = fields.get(sep + 2).map(|s| s.to_string());
-        }
-    }
-    Ok(found)
-}
-
-fn unescape(s: &str) -> String {
-    s.replace("\\040", " ")
-        .replace("\\011", "\t")
-        .replace("\\012", "\n")
-        .replace("\\134", "\\")
 }
 
 /// Whether the filesystem holding `dir` (and this kernel) can enable fs-verity.

@@ -17,8 +17,8 @@ use composefs::fsverity::{FsVerityHashValue, Sha256HashValue, Sha512HashValue};
 use crate::boot::entries;
 use crate::deploy::host::Host;
 use crate::deploy::state;
-use crate::durable;
 use crate::repo::{self, DEPLOYMENT_TAG_PREFIX};
+use crate::sys::durable;
 
 /// What was (or, with `--dry-run`, would be) removed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -1,0 +1,8 @@
+//! Generic system helpers below everything else: running commands, mounts, loop
+//! devices and durable (atomic, fsynced) file writes. Nothing here knows about
+//! deployments, boot loaders or images; `boot/`, `install/` and `deploy/` build on it.
+
+pub mod cmd;
+pub mod durable;
+pub mod loopdev;
+pub mod mount;

@@ -1,0 +1,35 @@
+//! `bootc install to-disk` and `install to-filesystem`: drivers over [`crate::install`].
+
+use anyhow::Result;
+
+use crate::cli::{Cli, InstallConfigOpts, ToDiskArgs, ToFilesystemArgs};
+use crate::install::{self, InstallOpts};
+
+fn install_opts(c: &InstallConfigOpts, quiet: bool) -> InstallOpts {
+    InstallOpts {
+        source_imgref: c.source_imgref.clone(),
+        target_imgref: c.target_imgref.clone(),
+        bootloader: c.bootloader,
+        kargs: c.karg.clone(),
+        algorithm: c.composefs_algorithm,
+        require_verity: c.require_verity,
+        insecure_registry: c.insecure_registry || !c.tls_verify,
+        quiet,
+    }
+}
+
+/// `bootc install to-disk`.
+pub fn to_disk(cli: &Cli, a: &ToDiskArgs) -> Result<()> {
+    let opts = install_opts(&a.config, cli.quiet);
+    let done = install::to_disk(&opts, &a.device, a.via_loopback, a.wipe, a.filesystem)?;
+    println!("Installation complete: deployment {}", done.id);
+    Ok(())
+}
+
+/// `bootc install to-filesystem`.
+pub fn to_filesystem(cli: &Cli, a: &ToFilesystemArgs) -> Result<()> {
+    let opts = install_opts(&a.config, cli.quiet);
+    let done = install::to_filesystem(&opts, &a.root_path, a.root_mount_spec.as_deref(), a.wipe)?;
+    println!("Installation complete: deployment {}", done.id);
+    Ok(())
+}

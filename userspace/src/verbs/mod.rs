@@ -1,0 +1,100 @@
+//! One driver per verb, each a thin layer over [`crate::deploy`], [`crate::boot`] and
+//! [`crate::repo`]: open the host, take the writer lock, call the library, print.
+//! What they share is here: opening the [`Host`] (or handing over to the OSTree
+//! backend), the lock, asking for a reboot and starting the finalize unit.
+
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+
+use crate::cli::Cli;
+use crate::deploy::host::{booted_from_cmdline, BootedError, Host, HostOpts};
+use crate::lock::{self, WriterLock};
+
+pub mod finalize;
+pub mod gc;
+pub mod install;
+pub mod rollback;
+pub mod status;
+pub mod switch;
+pub mod upgrade;
+
+/// The unit whose `ExecStop=` runs `bootc composefs-finalize-staged` at shutdown.
+pub(crate) const FINALIZE_UNIT: &str = "bootc-composefs-finalize-staged.service";
+
+/// Where an OSTree-backend bootc may be installed next to us; `BOOTC_OSTREE_BIN`
+/// overrides it.
+pub(crate) const OSTREE_BOOTC: &str = "/usr/libexec/bootc-ostree";
+
+/// Opens the host the command line names (handing over to the OSTree backend on a
+/// system not booted from composefs, when one is installed).
+pub(crate) fn host(cli: &Cli) -> Result<Host> {
+    if cli.booted_deployment.is_none() {
+        if let Err(BootedError::NotComposefs) = booted_from_cmdline() {
+            hand_over_to_ostree()?;
+        }
+    }
+    Host::open(&HostOpts {
+        sysroot: cli.sysroot.clone(),
+        boot_dir: cli.boot_dir.clone(),
+        run_dir: cli.run_dir.clone(),
+        booted: cli.booted_deployment.clone(),
+    })
+}
+
+/// On a system not booted from composefs, runs the OSTree backend's bootc with our
+/// arguments if one is installed; returns (and the caller reports the error) if not.
+fn hand_over_to_ostree() -> Result<()> {
+    let bin = std::env::var_os("BOOTC_OSTREE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| OSTREE_BOOTC.into());
+    if !bin.is_file() {
+        return Ok(());
+    }
+    tracing::info!(
+        "not booted from composefs: handing over to {}",
+        bin.display()
+    );
+    let err = std::process::Command::new(&bin)
+        .args(std::env::args_os().skip(1))
+        .exec();
+    Err(err).with_context(|| format!("running {}", bin.display()))
+}
+
+/// Takes the writer lock of the host's physical root.
+pub(crate) fn locked(host: &Host) -> Result<WriterLock> {
+    Ok(lock::lock(&host.sysroot, &host.sysroot_path)?)
+}
+
+/// Reboots the running system (only says so for another sysroot).
+pub(crate) fn reboot(host: &Host) -> Result<()> {
+    if !host.is_live() {
+        println!(
+            "Not rebooting: {} is not the running system.",
+            host.sysroot_path.display()
+        );
+        return Ok(());
+    }
+    let st = std::process::Command::new("systemctl")
+        .arg("reboot")
+        .status()
+        .context("running systemctl reboot")?;
+    anyhow::ensure!(st.success(), "systemctl reboot failed ({st})");
+    Ok(())
+}
+
+/// On the running system, the finalize unit must be active so that its ExecStop
+/// runs at shutdown.
+pub(crate) fn start_finalize_unit(host: &Host) -> Result<()> {
+    if !host.is_live() {
+        println!("Run `bootc composefs-finalize-staged` (with the same --sysroot) to apply it.");
+        return Ok(());
+    }
+    let st = std::process::Command::new("systemctl")
+        .args(["start", FINALIZE_UNIT])
+        .status()
+        .with_context(|| format!("starting {FINALIZE_UNIT}"))?;
+    anyhow::ensure!(st.success(), "starting {FINALIZE_UNIT} failed ({st})");
+    Ok(())
+}

@@ -1,0 +1,23 @@
+//! `bootc rollback`: boot the previous deployment next (or discard a staged update).
+
+use anyhow::Result;
+
+use crate::cli::{Cli, RollbackArgs};
+use crate::deploy::rollback;
+
+use super::{host, locked, reboot};
+
+/// `bootc rollback`.
+pub fn rollback(cli: &Cli, a: &RollbackArgs) -> Result<()> {
+    let host = host(cli)?;
+    let _lock = locked(&host)?;
+    let r = rollback::rollback(&host)?;
+    if let Some(d) = &r.discarded {
+        println!("Discarded the staged deployment {}.", d.short());
+    }
+    println!("Next boot: {}.", r.default.short());
+    if a.apply {
+        reboot(&host)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,31 @@
+//! `bootc status`: the host as a `BootcHost` object, for people or programs.
+
+use std::io::IsTerminal;
+
+use anyhow::Result;
+
+use crate::cli::{Cli, OutputFormat, StatusArgs};
+use crate::deploy::status as st;
+
+use super::host;
+
+/// `bootc status`.
+pub fn status(cli: &Cli, a: &StatusArgs) -> Result<()> {
+    let host = host(cli)?;
+    let mut h = st::host_status(&host)?;
+    if a.booted {
+        h = st::only_booted(h);
+    }
+    let format = match (a.json, a.format) {
+        (true, _) => OutputFormat::Json,
+        (_, Some(f)) => f,
+        _ if std::io::stdout().is_terminal() => OutputFormat::Human,
+        _ => OutputFormat::Yaml,
+    };
+    match format {
+        OutputFormat::Human => print!("{}", st::render_human(&h, a.booted)),
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&h)?),
+        OutputFormat::Yaml => print!("{}", serde_yaml::to_string(&h)?),
+    }
+    Ok(())
+}
