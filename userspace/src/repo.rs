@@ -27,14 +27,6 @@ pub fn deployment_tag(id: &DeploymentId) -> String {
     format!("{DEPLOYMENT_TAG_PREFIX}{}", id.hex())
 }
 
-/// The composefs algorithm object for our algorithm.
-pub fn cfs_algorithm(alg: Algorithm) -> CfsAlgorithm {
-    match alg {
-        Algorithm::Sha256 => CfsAlgorithm::SHA256,
-        Algorithm::Sha512 => CfsAlgorithm::SHA512,
-    }
-}
-
 /// Our algorithm for a composefs hash type.
 pub fn algorithm_of<H: FsVerityHashValue>() -> Algorithm {
     match CfsAlgorithm::for_hash::<H>().hash_name() {

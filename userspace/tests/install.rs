@@ -692,7 +692,9 @@ fn kernel_and_initrd_are_shared_between_deployments() {
             manifest_digest: Some(pulled.manifest_digest.clone()),
         };
         state::write_deployment(&fd, &repo, &fs, &pulled.id, &origin, i == 0).unwrap();
-        dirs.push(bls::install_kernel(&repo, &fd, &boot_fd, &pulled.id, &kernel, &digest).unwrap());
+        dirs.push(
+            state::install_kernel(&repo, &fd, &boot_fd, &pulled.id, &kernel, &digest).unwrap(),
+        );
         assert_eq!(Origin::load(&fd, &pulled.id).unwrap(), origin);
         ids.push(pulled.id);
     }

@@ -16,7 +16,6 @@ use composefs_boot::bootloader::BootEntry;
 use composefs_boot::os_release::OsReleaseInfo;
 use sha2::{Digest, Sha256};
 
-use crate::deploy::state::{self, Origin};
 use crate::sys::durable;
 
 /// Where images declare their kernel arguments.
@@ -274,39 +273,16 @@ pub fn options(
     Ok(out.join(" "))
 }
 
-/// Copies the kernel and initrd to `bootc_composefs-<id>/` on the boot partition, unless
-/// another deployment with the same boot digest already has a directory there; returns
-/// the directory name the entry must use.
-pub fn install_kernel<H: FsVerityHashValue>(
+/// Copies the kernel and initrd to `bootc_composefs-<id>/` on the boot partition
+/// (written under a temporary name, synced, renamed); returns the directory name.
+pub fn copy_kernel<H: FsVerityHashValue>(
     repo: &Repository<H>,
-    sysroot: &OwnedFd,
     boot: &OwnedFd,
     id: &DeploymentId,
     kernel: &Kernel<H>,
-    digest: &str,
 ) -> Result<String> {
-    for other in state::list_deployments(sysroot)? {
-        if &other == id {
-            continue;
-        }
-        let Ok(origin) = Origin::load(sysroot, &other) else {
-            continue;
-        };
-        let dir = layout::boot_dir_name(&other);
-        if origin.boot_digest.as_deref() == Some(digest)
-            && rustix::fs::statat(
-                boot,
-                format!("{dir}/{VMLINUZ}").as_str(),
-                rustix::fs::AtFlags::empty(),
-            )
-            .is_ok()
-        {
-            tracing::info!("reusing the kernel and initrd in {dir} (same digest)");
-            return Ok(dir);
-        }
-    }
     let dir = layout::boot_dir_name(id);
-    let tmp = format!("{dir}.tmp");
+    let tmp = durable::tmp_name(&dir);
     durable::remove_all(boot, &tmp)?;
     let staging = durable::ensure_dir(boot, tmp.as_str(), 0o755)?;
     for (name, f, what) in [
@@ -324,6 +300,27 @@ pub fn install_kernel<H: FsVerityHashValue>(
     durable::rename_into_place(boot, &tmp, &dir)
         .with_context(|| format!("moving {dir} into place"))?;
     Ok(dir)
+}
+
+/// The entry that boots deployment `id` with the kernel and initrd in the boot
+/// directory `dir` and the kernel command line `options`; titled from the image's
+/// os-release (its version, or else the kernel version `kver`).
+pub fn deployment_entry(
+    id: &DeploymentId,
+    dir: &str,
+    os: OsInfo,
+    kver: &str,
+    options: String,
+) -> BlsEntry {
+    BlsEntry {
+        file_stem: layout::boot_dir_name(id),
+        title: os.title,
+        version: os.version.unwrap_or_else(|| kver.to_string()),
+        sort_key: None,
+        linux: format!("/{dir}/{VMLINUZ}"),
+        initrd: vec![format!("/{dir}/{INITRD}")],
+        options,
+    }
 }
 
 /// Writes `entries` into `loader/entries/` of the boot partition, each atomically.

@@ -175,7 +175,7 @@ pub fn read_staged(boot: impl AsFd) -> Result<Option<EntrySet>> {
 pub fn write_staged(boot: impl AsFd, set: &EntrySet) -> Result<()> {
     let loader = durable::ensure_dir_all(&boot, loader_dir(), 0o755)?;
     let staged = name_of(layout::LOADER_ENTRIES_STAGED);
-    let tmp = format!("{staged}.tmp");
+    let tmp = durable::tmp_name(staged);
     durable::remove_all(&loader, &tmp)?;
     let dir = durable::ensure_dir(&loader, tmp.as_str(), 0o755)?;
     for e in set.render() {

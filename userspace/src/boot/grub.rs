@@ -124,7 +124,10 @@ impl Bootloader for Grub {
         durable::write_file(&dir, "grub.cfg", grub_cfg().as_bytes(), 0o644)
             .with_context(|| format!("writing {}/grub.cfg", grub_dir()))?;
 
-        let scratch = tempfile::tempdir().context("creating a scratch directory")?;
+        let scratch = tempfile::Builder::new()
+            .prefix(&durable::tmp_name("grub."))
+            .tempdir()
+            .context("creating a scratch directory")?;
         let cfg = scratch.path().join("embedded.cfg");
         std::fs::write(&cfg, embedded_cfg())
             .with_context(|| format!("writing {}", cfg.display()))?;

@@ -16,6 +16,15 @@ pub mod systemd_boot;
 
 use bls::BlsEntry;
 
+/// Where the boot partition (ESP) is mounted: on the booted system, and (relative) in
+/// a root being installed or given with `--sysroot`.
+pub const ESP_MOUNT: &str = "/boot";
+
+/// [`ESP_MOUNT`] relative to a root directory.
+pub fn esp_in_root() -> &'static str {
+    ESP_MOUNT.trim_start_matches('/')
+}
+
 /// A boot loader we can install and write entries for.
 pub trait Bootloader {
     /// Its name, for messages.

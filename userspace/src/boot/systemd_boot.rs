@@ -34,8 +34,8 @@ impl Bootloader for SystemdBoot {
         // bootctl wants the ESP to be the root of a mount and writes
         // /etc/kernel/entry-token under --root: give it a scratch root with the ESP
         // bind-mounted at /boot, so neither the host nor the physical root is touched.
-        let scratch = MountPoint::new("bootc-bootctl.")?;
-        let boot = scratch.path().join("boot");
+        let scratch = MountPoint::new("bootctl")?;
+        let boot = scratch.path().join(super::esp_in_root());
         std::fs::create_dir(&boot).with_context(|| format!("creating {}", boot.display()))?;
         let bind = Mount::bind(esp, &boot);
         let mut cmd = Command::new(bootctl);
@@ -44,7 +44,7 @@ impl Bootloader for SystemdBoot {
             .arg(scratch.path())
             .args([
                 "--esp-path",
-                "/boot",
+                super::ESP_MOUNT,
                 "--no-variables",
                 "--install-source=host",
                 "--make-entry-directory=no",

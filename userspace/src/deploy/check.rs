@@ -7,8 +7,8 @@
 use std::fmt;
 
 use anyhow::{Context, Result};
-use bootc_initramfs_setup::cmdline::Algorithm;
-use composefs::fsverity::{FsVerityHashValue, Sha256HashValue, Sha512HashValue};
+use bootc_initramfs_setup::with_algorithm;
+use composefs::fsverity::FsVerityHashValue;
 
 use crate::deploy::host::Host;
 use crate::deploy::state::Origin;
@@ -84,10 +84,9 @@ pub fn check(host: &Host, imgref: &ImageReference, insecure_registry: bool) -> R
         diff_ids.len()
     );
 
-    let stored: Vec<bool> = match repo::read_algorithm(&host.sysroot)? {
-        Algorithm::Sha256 => stored_layers::<Sha256HashValue>(host, &diff_ids)?,
-        Algorithm::Sha512 => stored_layers::<Sha512HashValue>(host, &diff_ids)?,
-    };
+    let stored: Vec<bool> = with_algorithm!(repo::read_algorithm(&host.sysroot)?, H => {
+        stored_layers::<H>(host, &diff_ids)?
+    });
     let mut c = Check {
         imgref: source,
         update: booted.manifest_digest.as_deref() != Some(digest.as_str()),

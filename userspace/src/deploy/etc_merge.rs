@@ -568,7 +568,7 @@ fn copy_entry(current: BorrowedFd<'_>, new: BorrowedFd<'_>, path: &Path) -> Resu
         remove_all(new, path)?;
     }
     // Write under a temporary name, then rename over the destination.
-    let tmp = OsString::from(format!(".bootc-merge.{}.tmp", std::process::id()));
+    let tmp = OsString::from(crate::sys::durable::tmp_name_pid("merge"));
     let _ = unlinkat(ndir.as_fd(), &tmp, AtFlags::empty());
     match &cm.kind {
         Kind::Symlink(target) => {

@@ -13,9 +13,10 @@
 use std::os::fd::AsFd;
 
 use anyhow::{bail, Context, Result};
-use bootc_initramfs_setup::cmdline::{Algorithm, DeploymentId};
+use bootc_initramfs_setup::cmdline::DeploymentId;
 use bootc_initramfs_setup::layout;
-use composefs::fsverity::{FsVerityHashValue, Sha256HashValue, Sha512HashValue};
+use bootc_initramfs_setup::with_algorithm;
+use composefs::fsverity::FsVerityHashValue;
 
 use super::etc_merge;
 use super::host::Host;
@@ -38,11 +39,8 @@ pub fn finalize(host: &Host) -> Result<Finalized> {
     let Some(staged) = host.staged() else {
         return Ok(Finalized::NothingStaged);
     };
-    let result = match repo::read_algorithm(&host.sysroot) {
-        Ok(Algorithm::Sha256) => finalize_typed::<Sha256HashValue>(host, &staged),
-        Ok(Algorithm::Sha512) => finalize_typed::<Sha512HashValue>(host, &staged),
-        Err(e) => Err(e),
-    };
+    let result = repo::read_algorithm(&host.sysroot)
+        .and_then(|alg| with_algorithm!(alg, H => finalize_typed::<H>(host, &staged)));
     match result {
         Ok(()) => {
             host.clear_staged()?;

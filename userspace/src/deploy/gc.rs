@@ -10,9 +10,10 @@
 use std::collections::BTreeSet;
 
 use anyhow::{Context, Result};
-use bootc_initramfs_setup::cmdline::{Algorithm, DeploymentId};
+use bootc_initramfs_setup::cmdline::DeploymentId;
 use bootc_initramfs_setup::layout;
-use composefs::fsverity::{FsVerityHashValue, Sha256HashValue, Sha512HashValue};
+use bootc_initramfs_setup::with_algorithm;
+use composefs::fsverity::FsVerityHashValue;
 
 use crate::boot::entries;
 use crate::deploy::host::Host;
@@ -68,10 +69,7 @@ pub fn live_deployments(host: &Host) -> Result<BTreeSet<DeploymentId>> {
 
 /// Collects garbage; with `dry_run` only reports.
 pub fn gc(host: &Host, dry_run: bool) -> Result<GcReport> {
-    match repo::read_algorithm(&host.sysroot)? {
-        Algorithm::Sha256 => gc_typed::<Sha256HashValue>(host, dry_run),
-        Algorithm::Sha512 => gc_typed::<Sha512HashValue>(host, dry_run),
-    }
+    with_algorithm!(repo::read_algorithm(&host.sysroot)?, H => gc_typed::<H>(host, dry_run))
 }
 
 fn gc_typed<H: FsVerityHashValue>(host: &Host, dry_run: bool) -> Result<GcReport> {
@@ -92,10 +90,9 @@ fn gc_typed<H: FsVerityHashValue>(host: &Host, dry_run: bool) -> Result<GcReport
         }
     }
     for name in list_names(&host.boot)? {
-        if name.starts_with(layout::BOOT_PREFIX)
-            && !boot_refs.contains(&name)
-            && !name.ends_with(".efi")
-        {
+        // (A kernel directory interrupted while being copied has a temporary name.)
+        let ours = name.starts_with(layout::BOOT_PREFIX) || durable::is_tmp_name(&name);
+        if ours && !boot_refs.contains(&name) && !name.ends_with(".efi") {
             report.boot_dirs.push(name);
         }
     }
@@ -109,7 +106,7 @@ fn gc_typed<H: FsVerityHashValue>(host: &Host, dry_run: bool) -> Result<GcReport
     }
     let leftovers: Vec<String> = list_names(&deploy_root)?
         .into_iter()
-        .filter(|n| n.starts_with('.') && n.ends_with(".tmp"))
+        .filter(|n| durable::is_tmp_name(n))
         .collect();
 
     // Our tags for dead deployments.

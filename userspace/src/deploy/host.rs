@@ -14,6 +14,7 @@ use bootc_initramfs_setup::cmdline::{CmdlineError, ComposefsKarg, DeploymentId};
 use bootc_initramfs_setup::layout;
 use rustix::fs::CWD;
 
+use crate::boot::{esp_in_root, ESP_MOUNT};
 use crate::sys::durable;
 
 /// How to find the host.
@@ -84,8 +85,8 @@ impl Host {
             .with_context(|| format!("opening the physical root {}", opts.sysroot.display()))?;
         let boot_path = match &opts.boot_dir {
             Some(b) => b.clone(),
-            None if opts.sysroot == Path::new(layout::DEFAULT_SYSROOT) => PathBuf::from("/boot"),
-            None => opts.sysroot.join("boot"),
+            None if opts.sysroot == Path::new(layout::DEFAULT_SYSROOT) => PathBuf::from(ESP_MOUNT),
+            None => opts.sysroot.join(esp_in_root()),
         };
         let boot = durable::open_dir(CWD, &boot_path)
             .with_context(|| format!("opening the boot partition {}", boot_path.display()))?;

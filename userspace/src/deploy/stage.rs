@@ -9,15 +9,16 @@ use std::os::fd::AsFd;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use bootc_initramfs_setup::cmdline::{Algorithm, ComposefsKarg, DeploymentId};
+use bootc_initramfs_setup::cmdline::{ComposefsKarg, DeploymentId};
 use bootc_initramfs_setup::layout;
-use composefs::fsverity::{FsVerityHashValue, Sha256HashValue, Sha512HashValue};
+use bootc_initramfs_setup::with_algorithm;
+use composefs::fsverity::FsVerityHashValue;
 use composefs::repository::Repository;
 
 use super::etc_merge;
 use super::host::Host;
-use super::state::{self, Origin, BOOT_TYPE_BLS};
-use crate::boot::bls::{self, BlsEntry};
+use super::state::{self, Origin};
+use crate::boot::bls;
 use crate::boot::entries::{self, Entry, EntrySet};
 use crate::imgref::ImageReference;
 use crate::repo::{self, PullOpts, Pulled};
@@ -67,10 +68,7 @@ pub fn booted_imgref(host: &Host) -> Result<ImageReference> {
 
 /// Pulls and stages. See the module documentation.
 pub fn stage(host: &Host, opts: &StageOpts) -> Result<StageOutcome> {
-    match repo::read_algorithm(&host.sysroot)? {
-        Algorithm::Sha256 => stage_typed::<Sha256HashValue>(host, opts),
-        Algorithm::Sha512 => stage_typed::<Sha512HashValue>(host, opts),
-    }
+    with_algorithm!(repo::read_algorithm(&host.sysroot)?, H => stage_typed::<H>(host, opts))
 }
 
 fn stage_typed<H: FsVerityHashValue>(host: &Host, opts: &StageOpts) -> Result<StageOutcome> {
@@ -120,12 +118,7 @@ fn stage_typed<H: FsVerityHashValue>(host: &Host, opts: &StageOpts) -> Result<St
     let kernel = bls::find_kernel(boot_entries).with_context(|| format!("deploying {imgref}"))?;
     let digest = bls::boot_digest(&repo, &kernel)?;
     let os = bls::os_info(&repo, &fs)?;
-    let origin = Origin {
-        image_reference: imgref.to_origin(),
-        boot_type: BOOT_TYPE_BLS.to_string(),
-        boot_digest: Some(digest.clone()),
-        manifest_digest: Some(pulled.manifest_digest.clone()),
-    };
+    let origin = Origin::for_image(&imgref, &digest, &pulled.manifest_digest);
     state::write_deployment(&host.sysroot, &repo, &fs, &id, &origin, false)?;
 
     // Refuse before anything boots differently if the /etc merge cannot succeed now.
@@ -135,7 +128,7 @@ fn stage_typed<H: FsVerityHashValue>(host: &Host, opts: &StageOpts) -> Result<St
         return Err(e);
     }
 
-    let dir = bls::install_kernel(&repo, &host.sysroot, &host.boot, &id, &kernel, &digest)?;
+    let dir = state::install_kernel(&repo, &host.sysroot, &host.boot, &id, &kernel, &digest)?;
     let booted_entry = current.get(&host.booted).cloned();
     let base_options = booted_entry
         .as_ref()
@@ -151,15 +144,7 @@ fn stage_typed<H: FsVerityHashValue>(host: &Host, opts: &StageOpts) -> Result<St
         .filter(|t| !t.starts_with("composefs=") && !t.starts_with("composefs.digest="))
         .collect();
     options.push(ComposefsKarg::new(id.clone(), insecure).to_string());
-    let entry = BlsEntry {
-        file_stem: layout::boot_dir_name(&id),
-        title: os.title,
-        version: os.version.unwrap_or_else(|| kernel.kver.clone()),
-        sort_key: None,
-        linux: format!("/{dir}/{}", bls::VMLINUZ),
-        initrd: vec![format!("/{dir}/{}", bls::INITRD)],
-        options: options.join(" "),
-    };
+    let entry = bls::deployment_entry(&id, &dir, os, &kernel.kver, options.join(" "));
 
     let staged = new_entry_set(&current, &host.booted, Entry::new(entry), opts.retain);
     entries::write_staged(&host.boot, &staged)?;
@@ -218,7 +203,7 @@ pub fn pristine_etc<H: FsVerityHashValue>(
     };
     let (fs, _) = repo::boot_tree(repo, &pulled).context("reading the booted image")?;
     let tmp = tempfile::Builder::new()
-        .prefix(".bootc-pristine-etc.")
+        .prefix(&durable::tmp_name("pristine-etc."))
         .tempdir_in(host.sysroot_path.join(layout::STATE))
         .context("creating a temporary directory under state/")?;
     let fd = durable::open_dir(rustix::fs::CWD, tmp.path())?;

@@ -24,10 +24,21 @@ use rustix::fs::{
     Mode, OFlags, Timespec, Timestamps, Uid, XattrFlags,
 };
 
+use crate::boot::bls::{self, Kernel};
+use crate::imgref::ImageReference;
 use crate::sys::durable;
 
 /// The boot type recorded in the origin.
 pub const BOOT_TYPE_BLS: &str = "bls";
+
+/// The origin file's sections and keys.
+const ORIGIN: &str = "origin";
+const ORIGIN_IMAGE_REFERENCE: &str = "container-image-reference";
+const BOOT: &str = "boot";
+const BOOT_TYPE: &str = "boot_type";
+const BOOT_DIGEST: &str = "digest";
+const IMAGE: &str = "image";
+const IMAGE_MANIFEST_DIGEST: &str = "manifest_digest";
 
 /// A deployment's `.origin` file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,17 +77,28 @@ pub enum OriginError {
 }
 
 impl Origin {
+    /// The origin of a new BLS deployment of `imgref` (what upgrades follow), whose
+    /// kernel and initrd have the boot digest `boot_digest`, pulled as `manifest_digest`.
+    pub fn for_image(imgref: &ImageReference, boot_digest: &str, manifest_digest: &str) -> Origin {
+        Origin {
+            image_reference: imgref.to_origin(),
+            boot_type: BOOT_TYPE_BLS.to_string(),
+            boot_digest: Some(boot_digest.to_string()),
+            manifest_digest: Some(manifest_digest.to_string()),
+        }
+    }
+
     /// The INI text.
     pub fn render(&self) -> String {
         let mut s = format!(
-            "[origin]\ncontainer-image-reference={}\n\n[boot]\nboot_type={}\n",
+            "[{ORIGIN}]\n{ORIGIN_IMAGE_REFERENCE}={}\n\n[{BOOT}]\n{BOOT_TYPE}={}\n",
             self.image_reference, self.boot_type
         );
         if let Some(d) = &self.boot_digest {
-            s.push_str(&format!("digest={d}\n"));
+            s.push_str(&format!("{BOOT_DIGEST}={d}\n"));
         }
         if let Some(d) = &self.manifest_digest {
-            s.push_str(&format!("\n[image]\nmanifest_digest={d}\n"));
+            s.push_str(&format!("\n[{IMAGE}]\n{IMAGE_MANIFEST_DIGEST}={d}\n"));
         }
         s
     }
@@ -112,18 +134,18 @@ impl Origin {
                 .and_then(|s| s.get(key))
                 .map(|v| v.trim().to_string())
         };
-        let image_reference = get("origin", "container-image-reference")
+        let image_reference = get(ORIGIN, ORIGIN_IMAGE_REFERENCE)
             .filter(|v| !v.is_empty())
             .ok_or(OriginError::Missing {
                 path: path_s.clone(),
-                section: "origin",
-                key: "container-image-reference",
+                section: ORIGIN,
+                key: ORIGIN_IMAGE_REFERENCE,
             })?;
         Ok(Origin {
             image_reference,
-            boot_type: get("boot", "boot_type").unwrap_or_else(|| BOOT_TYPE_BLS.to_string()),
-            boot_digest: get("boot", "digest"),
-            manifest_digest: get("image", "manifest_digest"),
+            boot_type: get(BOOT, BOOT_TYPE).unwrap_or_else(|| BOOT_TYPE_BLS.to_string()),
+            boot_digest: get(BOOT, BOOT_DIGEST),
+            manifest_digest: get(IMAGE, IMAGE_MANIFEST_DIGEST),
         })
     }
 
@@ -141,6 +163,41 @@ impl Origin {
             .with_context(|| format!("reading {}", rel.display()))?;
         Ok(Origin::parse(&text, &rel)?)
     }
+}
+
+/// Puts the kernel and initrd of deployment `id` on the boot partition: the boot
+/// directory of another deployment with the same boot digest (`digest`) is shared when
+/// its kernel is there; otherwise they are copied to `bootc_composefs-<id>/`. Returns
+/// the directory name the entry must use.
+pub fn install_kernel<H: FsVerityHashValue>(
+    repo: &Repository<H>,
+    sysroot: &OwnedFd,
+    boot: &OwnedFd,
+    id: &DeploymentId,
+    kernel: &Kernel<H>,
+    digest: &str,
+) -> Result<String> {
+    for other in list_deployments(sysroot)? {
+        if &other == id {
+            continue;
+        }
+        let Ok(origin) = Origin::load(sysroot, &other) else {
+            continue;
+        };
+        let dir = layout::boot_dir_name(&other);
+        if origin.boot_digest.as_deref() == Some(digest)
+            && rustix::fs::statat(
+                boot,
+                format!("{dir}/{}", bls::VMLINUZ).as_str(),
+                AtFlags::empty(),
+            )
+            .is_ok()
+        {
+            tracing::info!("reusing the kernel and initrd in {dir} (same digest)");
+            return Ok(dir);
+        }
+    }
+    bls::copy_kernel(repo, boot, id, kernel)
 }
 
 /// The deployments present under `state/deploy` (hex names that parse as ids).
@@ -189,7 +246,7 @@ pub fn write_deployment<H: FsVerityHashValue>(
             .and_then(OsStr::to_str)
             .context("shared var name")?;
         if rustix::fs::statat(&parent, name, AtFlags::SYMLINK_NOFOLLOW).is_err() {
-            let tmp = format!(".{name}.tmp");
+            let tmp = durable::tmp_name(name);
             durable::remove_all(&parent, &tmp)?;
             copy_image_dir(repo, fs, "var", &parent, &tmp)
                 .with_context(|| format!("seeding {} from the image's /var", layout::SHARED_VAR))?;
@@ -199,7 +256,7 @@ pub fn write_deployment<H: FsVerityHashValue>(
     }
 
     let hex = id.hex();
-    let tmp = format!(".{hex}.tmp");
+    let tmp = durable::tmp_name(hex);
     durable::remove_all(&deploy_root, &tmp)?;
     let staging = durable::ensure_dir(&deploy_root, tmp.as_str(), 0o755)?;
     copy_image_dir(repo, fs, "etc", &staging, layout::DEPLOY_ETC).with_context(|| {

@@ -203,7 +203,6 @@ fn boot_entry(
 
 /// Version and creation time of every image the repository holds, by manifest digest.
 fn image_details(host: &Host) -> BTreeMap<String, (Option<String>, Option<String>)> {
-    use composefs::fsverity::{Sha256HashValue, Sha512HashValue};
     fn typed<H: composefs::fsverity::FsVerityHashValue>(
         host: &Host,
     ) -> Result<BTreeMap<String, (Option<String>, Option<String>)>> {
@@ -222,11 +221,8 @@ fn image_details(host: &Host) -> BTreeMap<String, (Option<String>, Option<String
         }
         Ok(out)
     }
-    let r = match crate::repo::read_algorithm(&host.sysroot) {
-        Ok(bootc_initramfs_setup::cmdline::Algorithm::Sha256) => typed::<Sha256HashValue>(host),
-        Ok(bootc_initramfs_setup::cmdline::Algorithm::Sha512) => typed::<Sha512HashValue>(host),
-        Err(e) => Err(e),
-    };
+    let r = crate::repo::read_algorithm(&host.sysroot)
+        .and_then(|alg| bootc_initramfs_setup::with_algorithm!(alg, H => typed::<H>(host)));
     r.unwrap_or_else(|e| {
         tracing::warn!("reading image details: {e:#}");
         BTreeMap::new()

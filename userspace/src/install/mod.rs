@@ -7,13 +7,13 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use bootc_initramfs_setup::cmdline::{Algorithm, ComposefsKarg};
-use bootc_initramfs_setup::layout;
-use composefs::fsverity::{FsVerityHashValue, Sha256HashValue, Sha512HashValue};
+use bootc_initramfs_setup::with_algorithm;
+use composefs::fsverity::{FsVerityHashValue, Sha256HashValue};
 use rustix::fs::{openat, unlinkat, AtFlags, Mode, OFlags, CWD};
 
 use crate::boot::bls::{self, BlsEntry};
-use crate::boot::BootloaderKind;
-use crate::deploy::state::{self, Origin, BOOT_TYPE_BLS};
+use crate::boot::{esp_in_root, BootloaderKind};
+use crate::deploy::state::{self, Origin};
 use crate::imgref::ImageReference;
 use crate::repo::{self, PullOpts};
 use crate::sys::cmd::which;
@@ -103,9 +103,9 @@ pub fn to_disk(
     disk::mkfs(&esp_dev, &root_dev, filesystem)?;
     let uuid = disk::fs_uuid(&root_dev)?;
 
-    let mnt = MountPoint::new("bootc-install.")?;
+    let mnt = MountPoint::new("install")?;
     let root_mount = Mount::new(&root_dev, mnt.path(), "ext4")?;
-    let esp_path = mnt.path().join("boot");
+    let esp_path = mnt.path().join(esp_in_root());
     std::fs::create_dir(&esp_path).with_context(|| format!("creating {}", esp_path.display()))?;
     // A kernel without vfat (like some CI hosts) cannot mount the ESP: stage its contents
     // in the root's (empty) /boot and copy them onto the FAT filesystem with mtools.
@@ -127,8 +127,8 @@ pub fn to_disk(
         None => {
             disk::copy_to_fat(&esp_path, &esp_dev)?;
             let root_fd = durable::open_dir(CWD, mnt.path())?;
-            durable::remove_all(&root_fd, "boot")?;
-            durable::ensure_dir(&root_fd, "boot", 0o755)?;
+            durable::remove_all(&root_fd, esp_in_root())?;
+            durable::ensure_dir(&root_fd, esp_in_root(), 0o755)?;
             durable::syncfs(&root_fd)?;
         }
     }
@@ -160,7 +160,7 @@ pub fn to_filesystem(
             format!("UUID={}", disk::fs_uuid(Path::new(&src))?)
         }
     };
-    let esp = root.join("boot");
+    let esp = root.join(esp_in_root());
     if !esp.is_dir() {
         bail!("{} does not exist: mount the ESP there", esp.display());
     }
@@ -172,7 +172,7 @@ pub fn to_filesystem(
         .with_context(|| format!("reading {}", root.display()))?
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| !matches!(n.as_str(), "lost+found" | "boot"))
+        .filter(|n| n != "lost+found" && n != esp_in_root())
         .collect();
     if !leftovers.is_empty() {
         if !wipe {
@@ -194,7 +194,8 @@ pub fn to_filesystem(
 
 /// Whether the filesystem holding `dir` (and this kernel) can enable fs-verity.
 fn probe_verity(dir: &OwnedFd) -> Result<(), String> {
-    let name = ".bootc-verity-probe";
+    let name = durable::tmp_name("verity-probe");
+    let name = name.as_str();
     let _ = unlinkat(dir, name, AtFlags::empty());
     let res = (|| {
         let fd = openat(
@@ -236,14 +237,9 @@ pub fn install_to_root(
             false
         }
     };
-    match opts.algorithm {
-        Algorithm::Sha256 => {
-            install_typed::<Sha256HashValue>(opts, root, &root_fd, boot, root_spec, verity)
-        }
-        Algorithm::Sha512 => {
-            install_typed::<Sha512HashValue>(opts, root, &root_fd, boot, root_spec, verity)
-        }
-    }
+    with_algorithm!(opts.algorithm, H => {
+        install_typed::<H>(opts, root, &root_fd, boot, root_spec, verity)
+    })
 }
 
 fn install_typed<H: FsVerityHashValue>(
@@ -285,29 +281,18 @@ fn install_typed<H: FsVerityHashValue>(
         &ComposefsKarg::new(id.clone(), !verity),
     )?;
 
-    let origin = Origin {
-        image_reference: target.to_origin(),
-        boot_type: BOOT_TYPE_BLS.to_string(),
-        boot_digest: Some(digest.clone()),
-        manifest_digest: Some(pulled.manifest_digest.clone()),
-    };
+    let origin = Origin::for_image(&target, &digest, &pulled.manifest_digest);
     state::write_deployment(root_fd, &repo, &fs, &id, &origin, true)?;
 
     let boot_fd = durable::open_dir(CWD, boot)?;
     let loader = opts.bootloader.get();
     loader.install(root, boot)?;
-    let dir = bls::install_kernel(&repo, root_fd, &boot_fd, &id, &kernel, &digest)?;
+    let dir = state::install_kernel(&repo, root_fd, &boot_fd, &id, &kernel, &digest)?;
 
     let entry = BlsEntry {
-        file_stem: layout::boot_dir_name(&id),
-        title: os.title,
-        version: os.version.unwrap_or_else(|| kernel.kver.clone()),
-        // (os.id is not needed: the title carries the name.)
         // The boot order is encoded in sort-key: position 000 is the default.
         sort_key: Some(crate::boot::entries::sort_key(0)),
-        linux: format!("/{dir}/{}", bls::VMLINUZ),
-        initrd: vec![format!("/{dir}/{}", bls::INITRD)],
-        options,
+        ..bls::deployment_entry(&id, &dir, os, &kernel.kver, options)
     };
     loader.write_entries(&boot_fd, std::slice::from_ref(&entry))?;
     durable::syncfs(boot_fd.as_fd())?;

@@ -12,6 +12,27 @@ use anyhow::{Context, Result};
 use rustix::fs::{fsync, mkdirat, openat, renameat, unlinkat, AtFlags, Mode, OFlags};
 use rustix::io::Errno;
 
+/// The prefix of every temporary name bootc creates: files and directories written
+/// under a temporary name and renamed into place, scratch trees and mount points. One
+/// scheme, so the leftovers of an interrupted run are recognised by their name.
+pub const TMP_PREFIX: &str = ".bootc-tmp.";
+
+/// The temporary name for `purpose` (`<prefix><purpose>`), the same in every run, so a
+/// re-run finds and replaces the leftover of an interrupted one.
+pub fn tmp_name(purpose: &str) -> String {
+    format!("{TMP_PREFIX}{purpose}")
+}
+
+/// A temporary name for `purpose` unique to this process: `<prefix><purpose>.<pid>`.
+pub fn tmp_name_pid(purpose: &str) -> String {
+    format!("{TMP_PREFIX}{purpose}.{}", std::process::id())
+}
+
+/// Whether `name` is one of bootc's temporary names.
+pub fn is_tmp_name(name: &str) -> bool {
+    name.starts_with(TMP_PREFIX)
+}
+
 /// Opens a directory (readable, for fsync and *at calls).
 pub fn open_dir(dirfd: impl AsFd, path: impl AsRef<Path>) -> Result<OwnedFd> {
     let path = path.as_ref();
@@ -63,7 +84,7 @@ pub fn write_file_with(
     fill: impl FnOnce(&mut std::fs::File) -> Result<()>,
 ) -> Result<()> {
     let dir = dir.as_fd();
-    let tmp = format!(".{name}.tmp.{}", std::process::id());
+    let tmp = tmp_name_pid(name);
     let _ = unlinkat(dir, &tmp, AtFlags::empty());
     let fd = openat(
         dir,

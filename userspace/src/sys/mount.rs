@@ -90,10 +90,10 @@ pub(crate) struct MountPoint {
 }
 
 impl MountPoint {
-    /// Creates `/run/<prefix>XXXXXX`, mode 0700.
-    pub(crate) fn new(prefix: &str) -> Result<MountPoint> {
+    /// Creates `/run/<temporary name for purpose>.XXXXXX`, mode 0700.
+    pub(crate) fn new(purpose: &str) -> Result<MountPoint> {
         let dir = tempfile::Builder::new()
-            .prefix(prefix)
+            .prefix(&super::durable::tmp_name(&format!("{purpose}.")))
             .tempdir_in("/run")
             .context("creating a temporary mount point in /run")?;
         Ok(MountPoint { path: dir.keep() })
