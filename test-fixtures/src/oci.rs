@@ -264,7 +264,7 @@ mod tests {
         let base = Layer::new()
             .dir("etc", 0o755)
             .file("etc/hostname", "x\n", 0o644);
-        let a = write_image(&t, "a", &[base.clone()], &[]).unwrap();
+        let a = write_image(&t, "a", std::slice::from_ref(&base), &[]).unwrap();
         let b = write_image(
             &t,
             "b",

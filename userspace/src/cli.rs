@@ -23,7 +23,7 @@ use crate::verbs;
 pub struct Cli {
     /// The physical root filesystem (holds composefs/ and state/).
     #[arg(long, global = true, value_name = "DIR", default_value = layout::DEFAULT_SYSROOT)]
-    pub sysroot: PathBuf,
+    pub(crate) sysroot: PathBuf,
 
     /// Don't display progress.
     #[arg(long, short, global = true)]
@@ -32,12 +32,12 @@ pub struct Cli {
     /// The boot partition (ESP) holding loader/entries [default: /boot on the booted
     /// system, SYSROOT/boot with another --sysroot].
     #[arg(long, global = true, value_name = "DIR")]
-    pub boot_dir: Option<PathBuf>,
+    pub(crate) boot_dir: Option<PathBuf>,
 
     /// Act as if this deployment were booted, instead of reading /proc/cmdline (for
     /// operating on a mounted disk image).
     #[arg(long, global = true, value_name = "ID", value_parser = parse_id)]
-    pub booted_deployment: Option<DeploymentId>,
+    pub(crate) booted_deployment: Option<DeploymentId>,
 
     /// Runtime directory holding composefs/staged-deployment.
     #[arg(
@@ -47,15 +47,15 @@ pub struct Cli {
         default_value = "/run",
         hide = true
     )]
-    pub run_dir: PathBuf,
+    pub(crate) run_dir: PathBuf,
 
     #[command(subcommand)]
-    pub command: Command,
+    pub(crate) command: Command,
 }
 
 /// The verbs.
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Install the running container to a target.
     ///
     /// ## Understanding installations
@@ -101,67 +101,67 @@ pub enum Command {
 
 /// `bootc upgrade`.
 #[derive(Debug, Args)]
-pub struct UpgradeArgs {
+pub(crate) struct UpgradeArgs {
     /// Check if an update is available without applying it.
     #[arg(long, conflicts_with_all = ["apply", "download_only"])]
-    pub check: bool,
+    pub(crate) check: bool,
 
     /// Restart or reboot into the new target image once it is staged.
     #[arg(long)]
-    pub apply: bool,
+    pub(crate) apply: bool,
 
     /// Download the update into the repository without staging it.
     #[arg(long, conflicts_with = "apply")]
-    pub download_only: bool,
+    pub(crate) download_only: bool,
 
     #[command(flatten)]
-    pub common: StageArgs,
+    pub(crate) common: StageArgs,
 }
 
 /// `bootc switch`.
 #[derive(Debug, Args)]
-pub struct SwitchArgs {
+pub(crate) struct SwitchArgs {
     /// The image to switch to, e.g. docker://quay.io/example/os:latest or
     /// oci:/path/to/layout:tag.
     #[arg(value_name = "IMGREF")]
-    pub target: String,
+    pub(crate) target: String,
 
     /// The transport, when IMGREF does not name one (registry, oci, oci-archive,
     /// containers-storage).
     #[arg(long, value_name = "TRANSPORT")]
-    pub transport: Option<String>,
+    pub(crate) transport: Option<String>,
 
     /// Restart or reboot into the new target image once it is staged.
     #[arg(long)]
-    pub apply: bool,
+    pub(crate) apply: bool,
 
     #[command(flatten)]
-    pub common: StageArgs,
+    pub(crate) common: StageArgs,
 }
 
 /// Options of every verb that stages a deployment.
 #[derive(Debug, Args)]
-pub struct StageArgs {
+pub(crate) struct StageArgs {
     /// Disable TLS verification when pulling from a registry (e.g. on 127.0.0.1).
     #[arg(long, alias = "insecure-registry")]
-    pub tls_verify_false: bool,
+    pub(crate) tls_verify_false: bool,
 
     /// How many previous deployments keep a boot entry.
     #[arg(long, value_name = "N", default_value_t = 2)]
-    pub retain: usize,
+    pub(crate) retain: usize,
 }
 
 /// `bootc rollback`.
 #[derive(Debug, Args)]
-pub struct RollbackArgs {
+pub(crate) struct RollbackArgs {
     /// Reboot into the rollback deployment.
     #[arg(long)]
-    pub apply: bool,
+    pub(crate) apply: bool,
 }
 
 /// Output formats of `bootc status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum OutputFormat {
+pub(crate) enum OutputFormat {
     /// For people; may change between versions.
     #[value(alias = "humanreadable")]
     Human,
@@ -173,26 +173,26 @@ pub enum OutputFormat {
 
 /// `bootc status`.
 #[derive(Debug, Args)]
-pub struct StatusArgs {
+pub(crate) struct StatusArgs {
     /// The output format [default: human on a terminal, yaml otherwise].
     #[arg(long, value_enum)]
-    pub format: Option<OutputFormat>,
+    pub(crate) format: Option<OutputFormat>,
 
     /// Same as --format=json.
     #[arg(long, conflicts_with = "format")]
-    pub json: bool,
+    pub(crate) json: bool,
 
     /// Only display status for the booted deployment.
     #[arg(long)]
-    pub booted: bool,
+    pub(crate) booted: bool,
 }
 
 /// `bootc gc`.
 #[derive(Debug, Args)]
-pub struct GcArgs {
+pub(crate) struct GcArgs {
     /// Only print what would be removed.
     #[arg(long)]
-    pub dry_run: bool,
+    pub(crate) dry_run: bool,
 }
 
 fn parse_id(s: &str) -> Result<DeploymentId, String> {
@@ -201,7 +201,7 @@ fn parse_id(s: &str) -> Result<DeploymentId, String> {
 
 /// `bootc install` verbs.
 #[derive(Debug, Subcommand)]
-pub enum InstallCommand {
+pub(crate) enum InstallCommand {
     /// Install to the target block device.
     ///
     /// The device is partitioned (GPT: an EFI System Partition and a root partition of
@@ -216,42 +216,42 @@ pub enum InstallCommand {
 
 /// Options shared by every install target.
 #[derive(Debug, Args)]
-pub struct InstallConfigOpts {
+pub(crate) struct InstallConfigOpts {
     /// The container image to install, e.g. docker://quay.io/example/os:latest,
     /// oci:/path/to/layout:tag, oci-archive:/path/to/image.tar, containers-storage:name.
     #[arg(long, value_name = "IMGREF", help_heading = "Source options")]
-    pub source_imgref: ImageReference,
+    pub(crate) source_imgref: ImageReference,
 
     /// Specify the image to fetch for subsequent updates (default: the source image).
     #[arg(long, value_name = "IMGREF", help_heading = "Source options")]
-    pub target_imgref: Option<ImageReference>,
+    pub(crate) target_imgref: Option<ImageReference>,
 
     /// Disable TLS verification when pulling from a registry (e.g. on 127.0.0.1).
     #[arg(long = "insecure-registry", help_heading = "Source options")]
-    pub insecure_registry: bool,
+    pub(crate) insecure_registry: bool,
 
     /// Verify TLS when pulling from a registry (--tls-verify=false disables it).
     #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set, help_heading = "Source options")]
-    pub tls_verify: bool,
+    pub(crate) tls_verify: bool,
 
     /// Add a kernel argument. This option can be provided multiple times.
     ///
     /// Example: --karg=nosmt --karg=console=ttyS0,115200n8
     #[arg(long, value_name = "KARG")]
-    pub karg: Vec<String>,
+    pub(crate) karg: Vec<String>,
 
     /// The bootloader to use.
     #[arg(long, value_enum, default_value = "systemd")]
-    pub bootloader: BootloaderKind,
+    pub(crate) bootloader: BootloaderKind,
 
     /// The fs-verity hash algorithm of the composefs repository.
     #[arg(long, value_name = "ALG", default_value = "sha256", value_parser = parse_algorithm)]
-    pub composefs_algorithm: Algorithm,
+    pub(crate) composefs_algorithm: Algorithm,
 
     /// Fail if the target filesystem or kernel cannot enable fs-verity (by default this
     /// is a warning and the system boots with composefs=?).
     #[arg(long)]
-    pub require_verity: bool,
+    pub(crate) require_verity: bool,
 }
 
 fn parse_algorithm(s: &str) -> Result<Algorithm, String> {
@@ -261,45 +261,45 @@ fn parse_algorithm(s: &str) -> Result<Algorithm, String> {
 
 /// `bootc install to-disk`.
 #[derive(Debug, Args)]
-pub struct ToDiskArgs {
+pub(crate) struct ToDiskArgs {
     /// Target block device for installation. The entire device will be wiped.
     #[arg(value_name = "DEVICE")]
-    pub device: PathBuf,
+    pub(crate) device: PathBuf,
 
     /// Instead of targeting a block device, write to a file via loopback.
     #[arg(long)]
-    pub via_loopback: bool,
+    pub(crate) via_loopback: bool,
 
     /// Automatically wipe all existing data on device.
     #[arg(long)]
-    pub wipe: bool,
+    pub(crate) wipe: bool,
 
     /// Target root filesystem type.
     #[arg(long, value_enum, default_value = "ext4")]
-    pub filesystem: Filesystem,
+    pub(crate) filesystem: Filesystem,
 
     #[command(flatten)]
-    pub config: InstallConfigOpts,
+    pub(crate) config: InstallConfigOpts,
 }
 
 /// `bootc install to-filesystem`.
 #[derive(Debug, Args)]
-pub struct ToFilesystemArgs {
+pub(crate) struct ToFilesystemArgs {
     /// Path to the mounted root filesystem.
     #[arg(value_name = "ROOT_PATH")]
-    pub root_path: PathBuf,
+    pub(crate) root_path: PathBuf,
 
     /// Source device specification for the root filesystem (e.g. UUID=…); by default
     /// the UUID of the filesystem mounted at ROOT_PATH.
     #[arg(long, value_name = "SPEC")]
-    pub root_mount_spec: Option<String>,
+    pub(crate) root_mount_spec: Option<String>,
 
     /// Remove existing contents of ROOT_PATH (except lost+found and boot).
     #[arg(long)]
-    pub wipe: bool,
+    pub(crate) wipe: bool,
 
     #[command(flatten)]
-    pub config: InstallConfigOpts,
+    pub(crate) config: InstallConfigOpts,
 }
 
 /// Dispatches to the verb.

@@ -10,7 +10,7 @@ use std::str::FromStr;
 
 /// How an image is fetched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Transport {
+pub(crate) enum Transport {
     /// A registry (`docker://NAME`, `registry:NAME`).
     Registry,
     /// An OCI image layout directory (`oci:DIR[:TAG]`).
@@ -22,11 +22,12 @@ pub enum Transport {
 }
 
 /// The transports we accept, as users spell them (for error messages).
-pub const VALID_TRANSPORTS: &str = "docker://, registry:, oci:, oci-archive:, containers-storage:";
+pub(crate) const VALID_TRANSPORTS: &str =
+    "docker://, registry:, oci:, oci-archive:, containers-storage:";
 
 impl Transport {
     /// The name used in `ostree-unverified-image:<transport>:<name>`.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Transport::Registry => "registry",
             Transport::OciDir => "oci",
@@ -78,9 +79,9 @@ pub enum ImgRefError {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ImageReference {
     /// How to fetch it.
-    pub transport: Transport,
+    pub(crate) transport: Transport,
     /// Registry name (`quay.io/org/os:tag`), `DIR[:TAG]`, `FILE[:TAG]` or a storage name.
-    pub name: String,
+    pub(crate) name: String,
 }
 
 impl ImageReference {
@@ -140,7 +141,7 @@ impl ImageReference {
     }
 
     /// The string composefs-oci and skopeo take (`docker://…`, `oci:…`).
-    pub fn to_skopeo(&self) -> String {
+    pub(crate) fn to_skopeo(&self) -> String {
         format!("{}{}", self.transport.skopeo_prefix(), self.name)
     }
 
@@ -150,7 +151,7 @@ impl ImageReference {
     }
 
     /// For `oci:` and `oci-archive:`, the path and the optional tag.
-    pub fn layout_path_and_tag(&self) -> Option<(&str, Option<&str>)> {
+    pub(crate) fn layout_path_and_tag(&self) -> Option<(&str, Option<&str>)> {
         match self.transport {
             Transport::OciDir | Transport::OciArchive => Some(match self.name.rsplit_once(':') {
                 Some((path, tag)) if !tag.contains('/') => (path, Some(tag)),
@@ -161,7 +162,7 @@ impl ImageReference {
     }
 
     /// Makes a relative `oci:`/`oci-archive:` path absolute (so the origin stays valid).
-    pub fn absolutize(&self) -> std::io::Result<Self> {
+    pub(crate) fn absolutize(&self) -> std::io::Result<Self> {
         let Some((path, tag)) = self.layout_path_and_tag() else {
             return Ok(self.clone());
         };

@@ -16,7 +16,7 @@ use bootc_initramfs_setup::layout::LOCK_FILE;
 
 /// Why the lock was not taken.
 #[derive(Debug, thiserror::Error)]
-pub enum LockError {
+pub(crate) enum LockError {
     /// Another process holds it.
     #[error("another bootc is running (pid {})", pid.map(|p| p.to_string()).unwrap_or_else(|| "unknown".into()))]
     Busy {
@@ -35,12 +35,12 @@ pub enum LockError {
 
 /// The held lock; released when dropped (or when the process exits).
 #[derive(Debug)]
-pub struct WriterLock {
+pub(crate) struct WriterLock {
     _file: std::fs::File,
 }
 
 /// Takes the writer lock under `sysroot` (a directory fd), without waiting.
-pub fn lock(sysroot: impl AsFd, display_root: &Path) -> Result<WriterLock, LockError> {
+pub(crate) fn lock(sysroot: impl AsFd, display_root: &Path) -> Result<WriterLock, LockError> {
     let path = display_root.join(LOCK_FILE);
     let io = |source: std::io::Error| LockError::Io {
         path: path.display().to_string(),

@@ -9,7 +9,7 @@ use composefs_oci::{ComponentId, ProgressEvent, ProgressReporter, SharedReporter
 use indicatif::{HumanBytes, MultiProgress, ProgressBar, ProgressStyle};
 
 /// The reporter for this invocation.
-pub fn reporter(quiet: bool) -> Option<SharedReporter> {
+pub(crate) fn reporter(quiet: bool) -> Option<SharedReporter> {
     if quiet {
         None
     } else if std::io::stderr().is_terminal() {

@@ -20,7 +20,7 @@ use containers_image_proxy::ImageProxyConfig;
 use crate::imgref::{ImageReference, Transport};
 
 /// Prefix of the tag that keeps a deployment's image alive across GC.
-pub const DEPLOYMENT_TAG_PREFIX: &str = "bootc-deployment-";
+pub(crate) const DEPLOYMENT_TAG_PREFIX: &str = "bootc-deployment-";
 
 /// The tag naming the image a deployment was made from.
 pub fn deployment_tag(id: &DeploymentId) -> String {
@@ -28,7 +28,7 @@ pub fn deployment_tag(id: &DeploymentId) -> String {
 }
 
 /// Our algorithm for a composefs hash type.
-pub fn algorithm_of<H: FsVerityHashValue>() -> Algorithm {
+pub(crate) fn algorithm_of<H: FsVerityHashValue>() -> Algorithm {
     match CfsAlgorithm::for_hash::<H>().hash_name() {
         "sha512" => Algorithm::Sha512,
         _ => Algorithm::Sha256,
@@ -36,7 +36,7 @@ pub fn algorithm_of<H: FsVerityHashValue>() -> Algorithm {
 }
 
 /// The algorithm of the repository under `sysroot` (from its `meta.json`).
-pub fn read_algorithm(sysroot: impl AsFd) -> Result<Algorithm> {
+pub(crate) fn read_algorithm(sysroot: impl AsFd) -> Result<Algorithm> {
     let repo_dir = crate::sys::durable::open_dir(&sysroot, layout::REPOSITORY)
         .context("opening the composefs repository")?;
     match read_repo_algorithm(&repo_dir)? {
@@ -63,7 +63,7 @@ pub fn init<H: FsVerityHashValue>(sysroot: impl AsFd, verity: bool) -> Result<Ar
 }
 
 /// Opens the existing repository under `sysroot`.
-pub fn open<H: FsVerityHashValue>(sysroot: impl AsFd) -> Result<Arc<Repository<H>>> {
+pub(crate) fn open<H: FsVerityHashValue>(sysroot: impl AsFd) -> Result<Arc<Repository<H>>> {
     let repo = Repository::<H>::open_path(&sysroot, layout::REPOSITORY)
         .with_context(|| format!("opening the composefs repository {}", layout::REPOSITORY))?;
     Ok(Arc::new(repo))
@@ -72,7 +72,7 @@ pub fn open<H: FsVerityHashValue>(sysroot: impl AsFd) -> Result<Arc<Repository<H
 /// How to pull.
 #[derive(Clone, Default)]
 pub struct PullOpts {
-    /// Verify TLS when talking to a registry.
+    /// Skip TLS verification when talking to a registry.
     pub insecure_registry: bool,
     /// Progress reporting.
     pub progress: Option<SharedReporter>,
@@ -209,7 +209,7 @@ fn layout_manifest(dir: &str, tag: Option<&str>) -> Option<composefs_oci::OciDig
 }
 
 /// Skopeo image-proxy settings; `insecure_registry` skips TLS verification.
-pub fn proxy_config(insecure_registry: bool) -> ImageProxyConfig {
+pub(crate) fn proxy_config(insecure_registry: bool) -> ImageProxyConfig {
     let mut proxy = ImageProxyConfig::default();
     if insecure_registry {
         proxy.insecure_skip_tls_verification = Some(true);
@@ -220,17 +220,17 @@ pub fn proxy_config(insecure_registry: bool) -> ImageProxyConfig {
 /// What an image's manifest (and optionally its config) says, read through skopeo's
 /// image proxy; no layer is fetched.
 #[derive(Debug, Clone)]
-pub struct RemoteMetadata {
+pub(crate) struct RemoteMetadata {
     /// `sha256:…` of the manifest.
-    pub digest: String,
+    pub(crate) digest: String,
     /// Compressed size of each layer, bottom first.
-    pub layer_sizes: Vec<u64>,
+    pub(crate) layer_sizes: Vec<u64>,
     /// The raw config JSON, when asked for.
-    pub config: Option<Vec<u8>>,
+    pub(crate) config: Option<Vec<u8>>,
 }
 
 /// Reads `source`'s manifest (and config when `with_config`).
-pub async fn fetch_metadata(
+pub(crate) async fn fetch_metadata(
     source: &str,
     config: ImageProxyConfig,
     with_config: bool,

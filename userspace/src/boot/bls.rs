@@ -19,39 +19,39 @@ use sha2::{Digest, Sha256};
 use crate::sys::durable;
 
 /// Where images declare their kernel arguments.
-pub const KARGS_D: &str = "/usr/lib/bootc/kargs.d";
+pub(crate) const KARGS_D: &str = "/usr/lib/bootc/kargs.d";
 /// File names of the kernel and initrd in the per-deployment boot directory.
-pub const VMLINUZ: &str = "vmlinuz";
+pub(crate) const VMLINUZ: &str = "vmlinuz";
 /// See [`VMLINUZ`].
-pub const INITRD: &str = "initramfs.img";
+pub(crate) const INITRD: &str = "initramfs.img";
 
 /// One Type #1 entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BlsEntry {
+pub(crate) struct BlsEntry {
     /// File stem: the entry is `loader/entries/<file_stem>.conf`.
-    pub file_stem: String,
+    pub(crate) file_stem: String,
     /// `title`.
-    pub title: String,
+    pub(crate) title: String,
     /// `version`.
-    pub version: String,
+    pub(crate) version: String,
     /// `sort-key`.
-    pub sort_key: Option<String>,
+    pub(crate) sort_key: Option<String>,
     /// `linux`, relative to the boot partition root.
-    pub linux: String,
+    pub(crate) linux: String,
     /// `initrd` lines.
-    pub initrd: Vec<String>,
+    pub(crate) initrd: Vec<String>,
     /// `options`: the kernel command line.
-    pub options: String,
+    pub(crate) options: String,
 }
 
 impl BlsEntry {
     /// The entry's file name.
-    pub fn file_name(&self) -> String {
+    pub(crate) fn file_name(&self) -> String {
         format!("{}.conf", self.file_stem)
     }
 
     /// The entry text.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut s = format!("title {}\nversion {}\n", self.title, self.version);
         if let Some(k) = &self.sort_key {
             s.push_str(&format!("sort-key {k}\n"));
@@ -65,7 +65,7 @@ impl BlsEntry {
     }
 
     /// Parses entry text (unknown keys are ignored; `linux` is required).
-    pub fn parse(file_stem: &str, text: &str) -> Result<BlsEntry> {
+    pub(crate) fn parse(file_stem: &str, text: &str) -> Result<BlsEntry> {
         let mut e = BlsEntry {
             file_stem: file_stem.to_string(),
             title: String::new(),
@@ -166,7 +166,7 @@ pub fn boot_digest<H: FsVerityHashValue>(repo: &Repository<H>, k: &Kernel<H>) ->
 }
 
 /// A regular file of the image tree by absolute path, if present.
-pub fn image_file<'a, H: FsVerityHashValue>(
+pub(crate) fn image_file<'a, H: FsVerityHashValue>(
     fs: &'a FileSystem<H>,
     path: &str,
 ) -> Option<&'a RegularFile<H>> {
@@ -174,18 +174,19 @@ pub fn image_file<'a, H: FsVerityHashValue>(
     dir.get_file_opt(name).ok().flatten()
 }
 
-/// What os-release says, for the entry's title, version and sort key.
-pub struct OsInfo {
+/// What os-release says, for the entry's title and version.
+pub(crate) struct OsInfo {
     /// PRETTY_NAME (or NAME, ID).
-    pub title: String,
+    pub(crate) title: String,
     /// VERSION_ID (or VERSION).
-    pub version: Option<String>,
-    /// ID.
-    pub id: Option<String>,
+    pub(crate) version: Option<String>,
 }
 
 /// Reads `/usr/lib/os-release` (or `/etc/os-release`) from the image.
-pub fn os_info<H: FsVerityHashValue>(repo: &Repository<H>, fs: &FileSystem<H>) -> Result<OsInfo> {
+pub(crate) fn os_info<H: FsVerityHashValue>(
+    repo: &Repository<H>,
+    fs: &FileSystem<H>,
+) -> Result<OsInfo> {
     let file = image_file(fs, "/usr/lib/os-release").or_else(|| image_file(fs, "/etc/os-release"));
     let text = match file {
         Some(f) => {
@@ -197,7 +198,6 @@ pub fn os_info<H: FsVerityHashValue>(repo: &Repository<H>, fs: &FileSystem<H>) -
     Ok(OsInfo {
         title: info.get_pretty_name().unwrap_or_else(|| "Linux".into()),
         version: info.get_version(),
-        id: info.get_value(&["ID"]),
     })
 }
 
@@ -210,7 +210,7 @@ struct KargsFile {
 }
 
 /// The kernel arguments from the image's `/usr/lib/bootc/kargs.d/*.toml`, in file name order.
-pub fn image_kargs<H: FsVerityHashValue>(
+pub(crate) fn image_kargs<H: FsVerityHashValue>(
     repo: &Repository<H>,
     fs: &FileSystem<H>,
 ) -> Result<Vec<String>> {
@@ -249,7 +249,7 @@ pub fn image_kargs<H: FsVerityHashValue>(
 /// The `options` line: `root=SPEC rw`, the user's `--karg`s, the image's kargs.d, then
 /// the composefs argument. Neither the user nor the image may set the composefs
 /// argument themselves: the booter refuses two that disagree.
-pub fn options(
+pub(crate) fn options(
     root_spec: &str,
     user: &[String],
     image: &[String],
@@ -275,7 +275,7 @@ pub fn options(
 
 /// Copies the kernel and initrd to `bootc_composefs-<id>/` on the boot partition
 /// (written under a temporary name, synced, renamed); returns the directory name.
-pub fn copy_kernel<H: FsVerityHashValue>(
+pub(crate) fn copy_kernel<H: FsVerityHashValue>(
     repo: &Repository<H>,
     boot: &OwnedFd,
     id: &DeploymentId,
@@ -305,7 +305,7 @@ pub fn copy_kernel<H: FsVerityHashValue>(
 /// The entry that boots deployment `id` with the kernel and initrd in the boot
 /// directory `dir` and the kernel command line `options`; titled from the image's
 /// os-release (its version, or else the kernel version `kver`).
-pub fn deployment_entry(
+pub(crate) fn deployment_entry(
     id: &DeploymentId,
     dir: &str,
     os: OsInfo,
@@ -324,7 +324,7 @@ pub fn deployment_entry(
 }
 
 /// Writes `entries` into `loader/entries/` of the boot partition, each atomically.
-pub fn write_entries(boot: impl AsFd, entries: &[BlsEntry]) -> Result<()> {
+pub(crate) fn write_entries(boot: impl AsFd, entries: &[BlsEntry]) -> Result<()> {
     let dir = durable::ensure_dir_all(&boot, layout::LOADER_ENTRIES, 0o755)?;
     for e in entries {
         durable::write_file(&dir, &e.file_name(), e.render().as_bytes(), 0o644)

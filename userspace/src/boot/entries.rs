@@ -22,22 +22,22 @@ use super::bls::BlsEntry;
 use crate::sys::durable;
 
 /// Prefix of the `sort-key` that encodes our boot order.
-pub const SORT_KEY_PREFIX: &str = "bootc-";
+pub(crate) const SORT_KEY_PREFIX: &str = "bootc-";
 
 /// One entry of the set.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entry {
+pub(crate) struct Entry {
     /// The parsed entry.
-    pub bls: BlsEntry,
+    pub(crate) bls: BlsEntry,
     /// The deployment it boots, if it is one of ours.
-    pub deployment: Option<DeploymentId>,
+    pub(crate) deployment: Option<DeploymentId>,
     /// Whether its `composefs=` argument allows booting without fs-verity.
-    pub insecure: bool,
+    pub(crate) insecure: bool,
 }
 
 impl Entry {
     /// Wraps a parsed BLS entry.
-    pub fn new(bls: BlsEntry) -> Entry {
+    pub(crate) fn new(bls: BlsEntry) -> Entry {
         let karg = ComposefsKarg::from_cmdline(&bls.options).ok();
         let ours = bls.file_stem.starts_with(layout::BOOT_PREFIX);
         Entry {
@@ -50,16 +50,16 @@ impl Entry {
 
 /// An ordered entry set: boot order first, foreign entries last.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct EntrySet {
+pub(crate) struct EntrySet {
     /// Our entries, the default first.
-    pub ours: Vec<Entry>,
+    pub(crate) ours: Vec<Entry>,
     /// Entries we did not write, kept as they are.
-    pub foreign: Vec<BlsEntry>,
+    pub(crate) foreign: Vec<BlsEntry>,
 }
 
 impl EntrySet {
     /// The deployments, in boot order.
-    pub fn deployments(&self) -> Vec<DeploymentId> {
+    pub(crate) fn deployments(&self) -> Vec<DeploymentId> {
         self.ours
             .iter()
             .filter_map(|e| e.deployment.clone())
@@ -67,18 +67,18 @@ impl EntrySet {
     }
 
     /// The entry of `id`, if any.
-    pub fn get(&self, id: &DeploymentId) -> Option<&Entry> {
+    pub(crate) fn get(&self, id: &DeploymentId) -> Option<&Entry> {
         self.ours.iter().find(|e| e.deployment.as_ref() == Some(id))
     }
 
     /// The default (first) deployment.
-    pub fn default_deployment(&self) -> Option<&DeploymentId> {
+    pub(crate) fn default_deployment(&self) -> Option<&DeploymentId> {
         self.ours.first().and_then(|e| e.deployment.as_ref())
     }
 
     /// Reads `dir` (relative to the boot partition). A missing directory is an empty
     /// set; an entry that cannot be parsed is skipped with a warning, never fatal.
-    pub fn read(boot: impl AsFd, dir: &str) -> Result<EntrySet> {
+    pub(crate) fn read(boot: impl AsFd, dir: &str) -> Result<EntrySet> {
         let fd = match openat(
             &boot,
             dir,
@@ -127,7 +127,7 @@ impl EntrySet {
     }
 
     /// The entries to write: ours with sort keys from their position, then the rest.
-    pub fn render(&self) -> Vec<BlsEntry> {
+    pub(crate) fn render(&self) -> Vec<BlsEntry> {
         let mut out: Vec<BlsEntry> = self
             .ours
             .iter()
@@ -154,12 +154,12 @@ fn read_text(dir: &OwnedFd, name: &str) -> Result<String> {
 }
 
 /// The set that boots now (`loader/entries`).
-pub fn read_current(boot: impl AsFd) -> Result<EntrySet> {
+pub(crate) fn read_current(boot: impl AsFd) -> Result<EntrySet> {
     EntrySet::read(boot, layout::LOADER_ENTRIES)
 }
 
 /// The staged set (`loader/entries.staged`), if one is waiting for finalize.
-pub fn read_staged(boot: impl AsFd) -> Result<Option<EntrySet>> {
+pub(crate) fn read_staged(boot: impl AsFd) -> Result<Option<EntrySet>> {
     match rustix::fs::statat(
         &boot,
         layout::LOADER_ENTRIES_STAGED,
@@ -172,7 +172,7 @@ pub fn read_staged(boot: impl AsFd) -> Result<Option<EntrySet>> {
 }
 
 /// Writes `set` as the complete `loader/entries.staged/`, replacing any earlier one.
-pub fn write_staged(boot: impl AsFd, set: &EntrySet) -> Result<()> {
+pub(crate) fn write_staged(boot: impl AsFd, set: &EntrySet) -> Result<()> {
     let loader = durable::ensure_dir_all(&boot, loader_dir(), 0o755)?;
     let staged = name_of(layout::LOADER_ENTRIES_STAGED);
     let tmp = durable::tmp_name(staged);
@@ -190,7 +190,7 @@ pub fn write_staged(boot: impl AsFd, set: &EntrySet) -> Result<()> {
 }
 
 /// Drops a staged set, if any.
-pub fn discard_staged(boot: impl AsFd) -> Result<bool> {
+pub(crate) fn discard_staged(boot: impl AsFd) -> Result<bool> {
     let loader = match durable::open_dir(&boot, loader_dir()) {
         Ok(l) => l,
         Err(_) => return Ok(false),
@@ -204,7 +204,7 @@ pub fn discard_staged(boot: impl AsFd) -> Result<bool> {
 
 /// Makes the staged set the current one with one atomic exchange, then removes the old
 /// set (now under the staged name).
-pub fn swap_staged(boot: impl AsFd) -> Result<()> {
+pub(crate) fn swap_staged(boot: impl AsFd) -> Result<()> {
     let loader = durable::open_dir(&boot, loader_dir())?;
     let staged = name_of(layout::LOADER_ENTRIES_STAGED);
     let current = name_of(layout::LOADER_ENTRIES);
@@ -224,7 +224,7 @@ pub fn swap_staged(boot: impl AsFd) -> Result<()> {
 }
 
 /// Replaces the current set with `set` (staged, then swapped).
-pub fn replace(boot: impl AsFd, set: &EntrySet) -> Result<()> {
+pub(crate) fn replace(boot: impl AsFd, set: &EntrySet) -> Result<()> {
     write_staged(&boot, set)?;
     swap_staged(&boot)
 }
@@ -242,7 +242,7 @@ fn loader_dir() -> &'static str {
 }
 
 /// The `sort-key` of the entry at `position` in the boot order (0 boots by default).
-pub fn sort_key(position: usize) -> String {
+pub(crate) fn sort_key(position: usize) -> String {
     format!("{SORT_KEY_PREFIX}{position:03}")
 }
 

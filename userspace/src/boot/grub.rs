@@ -1,6 +1,7 @@
 //! GRUB (EFI): a GRUB image built with `grub-mkimage` at the removable-media path of the
 //! ESP (`EFI/BOOT/BOOTX64.EFI`, no NVRAM changes), a fixed `grub2/grub.cfg`, and the
-//! menu entries in `grub2/user.cfg` (DESIGN.md section 3), one per deployment.
+//! menu entries in `grub2/user.cfg` (docs/architecture.md, on-disk layout), one per
+//! deployment.
 //!
 //! `grub-install` is not used: it insists on probing a mounted FAT ESP, which a host
 //! without vfat (and a staged ESP) cannot offer, and it edits EFI variables.
@@ -19,7 +20,7 @@ use crate::sys::durable;
 
 /// GRUB.
 #[derive(Debug)]
-pub struct Grub;
+pub(crate) struct Grub;
 
 /// GRUB's platform directory and the removable-media file name for this architecture.
 fn platform() -> Result<(&'static str, &'static str)> {
@@ -63,7 +64,7 @@ fn embedded_cfg() -> String {
 }
 
 /// `grub2/grub.cfg`: the fixed part of the menu; the entries are in user.cfg.
-pub fn grub_cfg() -> String {
+pub(crate) fn grub_cfg() -> String {
     let user = Path::new(layout::GRUB_USER_CFG)
         .file_name()
         .and_then(|n| n.to_str())
@@ -79,7 +80,7 @@ fn quote(s: &str) -> String {
 }
 
 /// `grub2/user.cfg`: one menu entry per BLS entry, in order.
-pub fn user_cfg(entries: &[BlsEntry]) -> String {
+pub(crate) fn user_cfg(entries: &[BlsEntry]) -> String {
     let mut s = String::from("# Written by bootc: one entry per deployment.\n");
     for e in entries {
         s.push_str(&format!(

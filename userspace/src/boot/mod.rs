@@ -10,23 +10,23 @@ use std::path::Path;
 use anyhow::Result;
 
 pub mod bls;
-pub mod entries;
-pub mod grub;
-pub mod systemd_boot;
+pub(crate) mod entries;
+pub(crate) mod grub;
+pub(crate) mod systemd_boot;
 
 use bls::BlsEntry;
 
 /// Where the boot partition (ESP) is mounted: on the booted system, and (relative) in
 /// a root being installed or given with `--sysroot`.
-pub const ESP_MOUNT: &str = "/boot";
+pub(crate) const ESP_MOUNT: &str = "/boot";
 
 /// [`ESP_MOUNT`] relative to a root directory.
-pub fn esp_in_root() -> &'static str {
+pub(crate) fn esp_in_root() -> &'static str {
     ESP_MOUNT.trim_start_matches('/')
 }
 
 /// A boot loader we can install and write entries for.
-pub trait Bootloader {
+pub(crate) trait Bootloader {
     /// Its name, for messages.
     fn name(&self) -> &'static str;
 
@@ -45,7 +45,7 @@ pub trait Bootloader {
 
 /// The loaders `--bootloader` offers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum BootloaderKind {
+pub(crate) enum BootloaderKind {
     /// systemd-boot, installed with bootctl; entries in loader/entries on the ESP.
     Systemd,
     /// GRUB (EFI): an image built with grub-mkimage at EFI/BOOT, menu in grub2/user.cfg.
@@ -54,7 +54,7 @@ pub enum BootloaderKind {
 
 impl BootloaderKind {
     /// The implementation.
-    pub fn get(self) -> Box<dyn Bootloader> {
+    pub(crate) fn get(self) -> Box<dyn Bootloader> {
         match self {
             BootloaderKind::Systemd => Box::new(systemd_boot::SystemdBoot),
             BootloaderKind::Grub => Box::new(grub::Grub),

@@ -16,7 +16,7 @@ use crate::sys::mount::{Mount, MountPoint};
 
 /// systemd-boot.
 #[derive(Debug)]
-pub struct SystemdBoot;
+pub(crate) struct SystemdBoot;
 
 impl Bootloader for SystemdBoot {
     fn name(&self) -> &'static str {

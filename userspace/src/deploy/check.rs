@@ -17,21 +17,21 @@ use crate::repo;
 
 /// The answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Check {
+pub(crate) struct Check {
     /// The image asked about.
-    pub imgref: String,
+    pub(crate) imgref: String,
     /// Its current manifest digest.
-    pub manifest_digest: String,
+    pub(crate) manifest_digest: String,
     /// Whether it differs from the booted image.
-    pub update: bool,
+    pub(crate) update: bool,
     /// Compressed bytes of layers not yet stored.
-    pub download_bytes: u64,
+    pub(crate) download_bytes: u64,
     /// Compressed bytes of layers already stored.
-    pub stored_bytes: u64,
+    pub(crate) stored_bytes: u64,
     /// Layers to download / in all.
-    pub new_layers: usize,
+    pub(crate) new_layers: usize,
     /// Layers in all.
-    pub layers: usize,
+    pub(crate) layers: usize,
 }
 
 impl fmt::Display for Check {
@@ -52,7 +52,11 @@ impl fmt::Display for Check {
 }
 
 /// See the module documentation.
-pub fn check(host: &Host, imgref: &ImageReference, insecure_registry: bool) -> Result<Check> {
+pub(crate) fn check(
+    host: &Host,
+    imgref: &ImageReference,
+    insecure_registry: bool,
+) -> Result<Check> {
     let booted = Origin::load(&host.sysroot, &host.booted)?;
     let source = imgref.to_skopeo();
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -37,7 +37,7 @@ use rustix::io::Errno;
 
 /// What an entry is.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     /// A regular file of this size.
     File(u64),
     /// A directory.
@@ -64,22 +64,22 @@ impl Kind {
 
 /// Everything compared about an entry, except file content.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Meta {
+pub(crate) struct Meta {
     /// Type (and size or target).
-    pub kind: Kind,
+    pub(crate) kind: Kind,
     /// Permission bits including setuid/setgid/sticky.
-    pub mode: u32,
+    pub(crate) mode: u32,
     /// Owner.
-    pub uid: u32,
+    pub(crate) uid: u32,
     /// Group.
-    pub gid: u32,
+    pub(crate) gid: u32,
     /// Extended attributes (not read for symlinks).
-    pub xattrs: BTreeMap<OsString, Vec<u8>>,
+    pub(crate) xattrs: BTreeMap<OsString, Vec<u8>>,
 }
 
 /// One change to make in `new`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Action {
+pub(crate) enum Action {
     /// Make `new/PATH` a copy of `current/PATH` (for a directory: the directory itself
     /// with its metadata, not its entries). Missing parents are created from current.
     Copy(PathBuf),
@@ -89,11 +89,11 @@ pub enum Action {
 
 /// A change the merge cannot make without losing something.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Conflict {
+pub(crate) struct Conflict {
     /// Relative to /etc.
-    pub path: PathBuf,
+    pub(crate) path: PathBuf,
     /// Why, for the journal and `bootc status`.
-    pub reason: String,
+    pub(crate) reason: String,
 }
 
 impl fmt::Display for Conflict {
@@ -104,18 +104,18 @@ impl fmt::Display for Conflict {
 
 /// The outcome of [`plan`].
 #[derive(Debug, Default, Clone)]
-pub struct MergePlan {
+pub(crate) struct MergePlan {
     /// Changes to make, parents before children.
-    pub actions: Vec<Action>,
+    pub(crate) actions: Vec<Action>,
     /// Unresolvable clashes; a plan with any is never applied.
-    pub conflicts: Vec<Conflict>,
+    pub(crate) conflicts: Vec<Conflict>,
     /// Special files left alone.
-    pub skipped: Vec<PathBuf>,
+    pub(crate) skipped: Vec<PathBuf>,
 }
 
 impl MergePlan {
     /// One line naming every conflict.
-    pub fn conflict_summary(&self) -> String {
+    pub(crate) fn conflict_summary(&self) -> String {
         self.conflicts
             .iter()
             .map(|c| c.to_string())
@@ -125,7 +125,7 @@ impl MergePlan {
 }
 
 /// Computes the merge without changing anything. See the module documentation.
-pub fn plan(
+pub(crate) fn plan(
     pristine: BorrowedFd<'_>,
     current: BorrowedFd<'_>,
     new: BorrowedFd<'_>,
@@ -291,7 +291,7 @@ impl Walker<'_> {
 }
 
 /// Carries out a conflict-free plan on `new`, reading local versions from `current`.
-pub fn apply(plan: &MergePlan, current: BorrowedFd<'_>, new: BorrowedFd<'_>) -> Result<()> {
+pub(crate) fn apply(plan: &MergePlan, current: BorrowedFd<'_>, new: BorrowedFd<'_>) -> Result<()> {
     if !plan.conflicts.is_empty() {
         bail!(
             "refusing to merge /etc with conflicts: {}",
@@ -339,7 +339,7 @@ fn open_dir(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<OwnedFd> {
 }
 
 /// Reads an entry's metadata, or None when it does not exist.
-pub fn meta(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<Option<Meta>> {
+pub(crate) fn meta(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<Option<Meta>> {
     let st = match statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
         Ok(st) => st,
         Err(Errno::NOENT) => return Ok(None),

@@ -27,7 +27,7 @@ use crate::sys::durable;
 
 /// What finalize did.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Finalized {
+pub(crate) enum Finalized {
     /// No staged deployment.
     NothingStaged,
     /// The staged deployment is now the default.
@@ -35,7 +35,7 @@ pub enum Finalized {
 }
 
 /// Finalizes the staged deployment; records the failure reason when it cannot.
-pub fn finalize(host: &Host) -> Result<Finalized> {
+pub(crate) fn finalize(host: &Host) -> Result<Finalized> {
     let Some(staged) = host.staged() else {
         return Ok(Finalized::NothingStaged);
     };

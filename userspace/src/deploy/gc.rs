@@ -23,19 +23,19 @@ use crate::sys::durable;
 
 /// What was (or, with `--dry-run`, would be) removed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct GcReport {
+pub(crate) struct GcReport {
     /// Deployment state directories.
-    pub deployments: Vec<String>,
+    pub(crate) deployments: Vec<String>,
     /// Boot directories on the boot partition.
-    pub boot_dirs: Vec<String>,
+    pub(crate) boot_dirs: Vec<String>,
     /// Repository tags.
-    pub tags: Vec<String>,
+    pub(crate) tags: Vec<String>,
     /// Objects removed from the repository.
-    pub objects: u64,
+    pub(crate) objects: u64,
     /// Their size in bytes.
-    pub bytes: u64,
+    pub(crate) bytes: u64,
     /// Dangling image and stream links pruned.
-    pub links: u64,
+    pub(crate) links: u64,
 }
 
 impl std::fmt::Display for GcReport {
@@ -54,7 +54,7 @@ impl std::fmt::Display for GcReport {
 }
 
 /// The deployments that must be kept.
-pub fn live_deployments(host: &Host) -> Result<BTreeSet<DeploymentId>> {
+pub(crate) fn live_deployments(host: &Host) -> Result<BTreeSet<DeploymentId>> {
     let mut live: BTreeSet<DeploymentId> = BTreeSet::new();
     live.insert(host.booted.clone());
     if let Some(s) = host.staged() {
@@ -68,7 +68,7 @@ pub fn live_deployments(host: &Host) -> Result<BTreeSet<DeploymentId>> {
 }
 
 /// Collects garbage; with `dry_run` only reports.
-pub fn gc(host: &Host, dry_run: bool) -> Result<GcReport> {
+pub(crate) fn gc(host: &Host, dry_run: bool) -> Result<GcReport> {
     with_algorithm!(repo::read_algorithm(&host.sysroot)?, H => gc_typed::<H>(host, dry_run))
 }
 

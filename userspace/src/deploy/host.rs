@@ -3,7 +3,7 @@
 //!
 //! On a booted machine these are `/sysroot`, the ESP at `/boot`, `/run`, and the
 //! deployment named by `composefs=` on `/proc/cmdline`. For tests and offline work,
-//! `--sysroot DIR --booted ID` (and optionally `--boot-dir`, `--run-dir`) point every
+//! `--sysroot DIR --booted-deployment ID` (and optionally `--boot-dir`, `--run-dir`) point every
 //! verb at a mounted disk image instead.
 
 use std::os::fd::OwnedFd;
@@ -19,21 +19,21 @@ use crate::sys::durable;
 
 /// How to find the host.
 #[derive(Debug, Clone)]
-pub struct HostOpts {
+pub(crate) struct HostOpts {
     /// The physical root.
-    pub sysroot: PathBuf,
+    pub(crate) sysroot: PathBuf,
     /// The boot partition (ESP); default `/boot` for the booted system, `SYSROOT/boot`
     /// when another sysroot is given.
-    pub boot_dir: Option<PathBuf>,
+    pub(crate) boot_dir: Option<PathBuf>,
     /// Where the staged marker lives (`/run`).
-    pub run_dir: PathBuf,
+    pub(crate) run_dir: PathBuf,
     /// The booted deployment, instead of reading `/proc/cmdline`.
-    pub booted: Option<DeploymentId>,
+    pub(crate) booted: Option<DeploymentId>,
 }
 
 /// Why the booted deployment is unknown.
 #[derive(Debug, thiserror::Error)]
-pub enum BootedError {
+pub(crate) enum BootedError {
     /// The kernel command line has no composefs argument.
     #[error("this system was not booted from a composefs deployment (no composefs= on the kernel command line); this bootc only manages the composefs backend")]
     NotComposefs,
@@ -44,25 +44,23 @@ pub enum BootedError {
 
 /// The opened host.
 #[derive(Debug)]
-pub struct Host {
+pub(crate) struct Host {
     /// The physical root path (for messages).
-    pub sysroot_path: PathBuf,
+    pub(crate) sysroot_path: PathBuf,
     /// The physical root.
-    pub sysroot: OwnedFd,
-    /// The boot partition path.
-    pub boot_path: PathBuf,
+    pub(crate) sysroot: OwnedFd,
     /// The boot partition.
-    pub boot: OwnedFd,
+    pub(crate) boot: OwnedFd,
     /// The runtime directory.
-    pub run_dir: PathBuf,
+    pub(crate) run_dir: PathBuf,
     /// The booted deployment.
-    pub booted: DeploymentId,
+    pub(crate) booted: DeploymentId,
     /// Whether the booted deployment was booted with `composefs=?`.
-    pub booted_insecure: bool,
+    pub(crate) booted_insecure: bool,
 }
 
 /// The booted deployment according to `/proc/cmdline`.
-pub fn booted_from_cmdline() -> Result<ComposefsKarg, BootedError> {
+pub(crate) fn booted_from_cmdline() -> Result<ComposefsKarg, BootedError> {
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
     match ComposefsKarg::from_cmdline(&cmdline) {
         Ok(k) => Ok(k),
@@ -73,7 +71,7 @@ pub fn booted_from_cmdline() -> Result<ComposefsKarg, BootedError> {
 
 impl Host {
     /// Opens the host; fails clearly when it was not booted from composefs.
-    pub fn open(opts: &HostOpts) -> Result<Host> {
+    pub(crate) fn open(opts: &HostOpts) -> Result<Host> {
         let (booted, booted_insecure) = match &opts.booted {
             Some(id) => (id.clone(), false),
             None => {
@@ -100,7 +98,6 @@ impl Host {
         Ok(Host {
             sysroot_path: opts.sysroot.clone(),
             sysroot,
-            boot_path,
             boot,
             run_dir: opts.run_dir.clone(),
             booted,
@@ -109,7 +106,7 @@ impl Host {
     }
 
     /// `RUN/composefs/staged-deployment`.
-    pub fn staged_marker(&self) -> PathBuf {
+    pub(crate) fn staged_marker(&self) -> PathBuf {
         let rel = Path::new(layout::STAGED_MARKER)
             .strip_prefix("/run")
             .unwrap_or(Path::new(layout::STAGED_MARKER));
@@ -117,13 +114,13 @@ impl Host {
     }
 
     /// The deployment the marker names, if any (a damaged marker reads as none).
-    pub fn staged(&self) -> Option<DeploymentId> {
+    pub(crate) fn staged(&self) -> Option<DeploymentId> {
         let text = std::fs::read_to_string(self.staged_marker()).ok()?;
         DeploymentId::parse(text.trim()).ok()
     }
 
     /// Records the staged deployment.
-    pub fn set_staged(&self, id: &DeploymentId) -> Result<()> {
+    pub(crate) fn set_staged(&self, id: &DeploymentId) -> Result<()> {
         let path = self.staged_marker();
         let dir = path.parent().context("marker has a parent")?;
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -137,7 +134,7 @@ impl Host {
     }
 
     /// Forgets the staged deployment.
-    pub fn clear_staged(&self) -> Result<()> {
+    pub(crate) fn clear_staged(&self) -> Result<()> {
         match std::fs::remove_file(self.staged_marker()) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -148,7 +145,7 @@ impl Host {
     }
 
     /// The last finalize failure, if one is recorded.
-    pub fn finalize_failure(&self) -> Option<String> {
+    pub(crate) fn finalize_failure(&self) -> Option<String> {
         let f = rustix::fs::openat(
             &self.sysroot,
             layout::FINALIZE_FAILURE,
@@ -161,14 +158,14 @@ impl Host {
     }
 
     /// Records why finalize failed (shown by `bootc status`).
-    pub fn set_finalize_failure(&self, reason: &str) -> Result<()> {
+    pub(crate) fn set_finalize_failure(&self, reason: &str) -> Result<()> {
         let (dir, name) = split(layout::FINALIZE_FAILURE);
         let fd = durable::ensure_dir_all(&self.sysroot, dir, 0o755)?;
         durable::write_file(&fd, name, format!("{reason}\n").as_bytes(), 0o644)
     }
 
     /// Clears a recorded finalize failure.
-    pub fn clear_finalize_failure(&self) -> Result<()> {
+    pub(crate) fn clear_finalize_failure(&self) -> Result<()> {
         match rustix::fs::unlinkat(
             &self.sysroot,
             layout::FINALIZE_FAILURE,
@@ -182,7 +179,7 @@ impl Host {
     /// The staged entry set, when an update is staged (the marker exists). A
     /// `loader/entries.staged` without the marker is stale (an update staged before a
     /// reboot that never finalized, or a crash mid-swap) and counts for nothing.
-    pub fn staged_set(&self) -> Result<Option<crate::boot::entries::EntrySet>> {
+    pub(crate) fn staged_set(&self) -> Result<Option<crate::boot::entries::EntrySet>> {
         if self.staged().is_none() {
             return Ok(None);
         }
@@ -190,7 +187,7 @@ impl Host {
     }
 
     /// Whether this is the running system (so units may be started and reboots asked).
-    pub fn is_live(&self) -> bool {
+    pub(crate) fn is_live(&self) -> bool {
         self.sysroot_path == Path::new(layout::DEFAULT_SYSROOT)
             && Path::new("/run/systemd/system").exists()
     }

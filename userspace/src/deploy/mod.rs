@@ -2,12 +2,12 @@
 //! staging an update, finalizing it with the /etc merge, rolling back, collecting
 //! garbage, checking for updates and reporting status.
 
-pub mod check;
-pub mod etc_merge;
-pub mod finalize;
-pub mod gc;
-pub mod host;
-pub mod rollback;
-pub mod stage;
+pub(crate) mod check;
+pub(crate) mod etc_merge;
+pub(crate) mod finalize;
+pub(crate) mod gc;
+pub(crate) mod host;
+pub(crate) mod rollback;
+pub(crate) mod stage;
 pub mod state;
-pub mod status;
+pub(crate) mod status;

@@ -13,15 +13,15 @@ use crate::boot::entries;
 
 /// What rollback did.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RolledBack {
+pub(crate) struct RolledBack {
     /// The deployment that is now the default.
-    pub default: DeploymentId,
+    pub(crate) default: DeploymentId,
     /// The staged deployment that was discarded, if any.
-    pub discarded: Option<DeploymentId>,
+    pub(crate) discarded: Option<DeploymentId>,
 }
 
 /// See the module documentation.
-pub fn rollback(host: &Host) -> Result<RolledBack> {
+pub(crate) fn rollback(host: &Host) -> Result<RolledBack> {
     // A staged set without the marker is stale: removed, but it is no staged update.
     entries::discard_staged(&host.boot)?;
     if let Some(staged) = host.staged() {

@@ -26,22 +26,22 @@ use crate::sys::durable;
 
 /// What `upgrade`/`switch` should do.
 #[derive(Debug, Clone)]
-pub struct StageOpts {
+pub(crate) struct StageOpts {
     /// `switch`: the new image to follow. `upgrade`: None (the booted origin's image).
-    pub switch_to: Option<ImageReference>,
+    pub(crate) switch_to: Option<ImageReference>,
     /// Skip TLS verification for registries.
-    pub insecure_registry: bool,
+    pub(crate) insecure_registry: bool,
     /// No progress output.
-    pub quiet: bool,
+    pub(crate) quiet: bool,
     /// How many previous deployments keep an entry (besides the new one).
-    pub retain: usize,
+    pub(crate) retain: usize,
     /// Only fetch the image into the repository; stage nothing.
-    pub download_only: bool,
+    pub(crate) download_only: bool,
 }
 
 /// What happened.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StageOutcome {
+pub(crate) enum StageOutcome {
     /// The image is the one already booted (upgrade only).
     NoUpdate(DeploymentId),
     /// Fetched, not staged (`--download-only`).
@@ -51,7 +51,7 @@ pub enum StageOutcome {
 }
 
 /// The image the booted deployment follows.
-pub fn booted_imgref(host: &Host) -> Result<ImageReference> {
+pub(crate) fn booted_imgref(host: &Host) -> Result<ImageReference> {
     let origin = Origin::load(&host.sysroot, &host.booted).with_context(|| {
         format!(
             "reading the origin of the booted deployment {}",
@@ -67,7 +67,7 @@ pub fn booted_imgref(host: &Host) -> Result<ImageReference> {
 }
 
 /// Pulls and stages. See the module documentation.
-pub fn stage(host: &Host, opts: &StageOpts) -> Result<StageOutcome> {
+pub(crate) fn stage(host: &Host, opts: &StageOpts) -> Result<StageOutcome> {
     with_algorithm!(repo::read_algorithm(&host.sysroot)?, H => stage_typed::<H>(host, opts))
 }
 
@@ -157,7 +157,7 @@ fn stage_typed<H: FsVerityHashValue>(host: &Host, opts: &StageOpts) -> Result<St
 
 /// The set after an update: the new entry first, then the booted deployment, then the
 /// other previous ones in their order, keeping `retain` previous entries in all.
-pub fn new_entry_set(
+pub(crate) fn new_entry_set(
     current: &EntrySet,
     booted: &DeploymentId,
     new: Entry,
@@ -187,7 +187,7 @@ pub fn new_entry_set(
 
 /// The booted image's /etc as shipped, extracted from the repository into a temporary
 /// directory on the physical root.
-pub fn pristine_etc<H: FsVerityHashValue>(
+pub(crate) fn pristine_etc<H: FsVerityHashValue>(
     host: &Host,
     repo: &Arc<Repository<H>>,
     booted: &DeploymentId,
@@ -213,7 +213,7 @@ pub fn pristine_etc<H: FsVerityHashValue>(
 }
 
 /// Plans the three-way merge for staging `new` over the booted deployment.
-pub fn plan_merge<H: FsVerityHashValue>(
+pub(crate) fn plan_merge<H: FsVerityHashValue>(
     host: &Host,
     repo: &Arc<Repository<H>>,
     new: &DeploymentId,

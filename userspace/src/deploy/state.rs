@@ -1,4 +1,4 @@
-//! Deployment state on the physical root (DESIGN.md section 3):
+//! Deployment state on the physical root (docs/architecture.md, on-disk layout):
 //! `state/deploy/<id>/{etc/, var -> ../../os/default/var, <id>.origin}` and the shared
 //! `state/os/default/var`.
 //!
@@ -29,7 +29,7 @@ use crate::imgref::ImageReference;
 use crate::sys::durable;
 
 /// The boot type recorded in the origin.
-pub const BOOT_TYPE_BLS: &str = "bls";
+pub(crate) const BOOT_TYPE_BLS: &str = "bls";
 
 /// The origin file's sections and keys.
 const ORIGIN: &str = "origin";
@@ -79,7 +79,11 @@ pub enum OriginError {
 impl Origin {
     /// The origin of a new BLS deployment of `imgref` (what upgrades follow), whose
     /// kernel and initrd have the boot digest `boot_digest`, pulled as `manifest_digest`.
-    pub fn for_image(imgref: &ImageReference, boot_digest: &str, manifest_digest: &str) -> Origin {
+    pub(crate) fn for_image(
+        imgref: &ImageReference,
+        boot_digest: &str,
+        manifest_digest: &str,
+    ) -> Origin {
         Origin {
             image_reference: imgref.to_origin(),
             boot_type: BOOT_TYPE_BLS.to_string(),
@@ -89,7 +93,7 @@ impl Origin {
     }
 
     /// The INI text.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut s = format!(
             "[{ORIGIN}]\n{ORIGIN_IMAGE_REFERENCE}={}\n\n[{BOOT}]\n{BOOT_TYPE}={}\n",
             self.image_reference, self.boot_type
@@ -282,7 +286,7 @@ pub fn write_deployment<H: FsVerityHashValue>(
 /// Copies the image's top-level directory `name` (e.g. `etc`) to `dest_name` in `dest`,
 /// with modes, owners, xattrs, mtimes, symlinks and hard links intact. A missing
 /// directory in the image gives an empty 0755 directory.
-pub fn copy_image_dir<H: FsVerityHashValue>(
+pub(crate) fn copy_image_dir<H: FsVerityHashValue>(
     repo: &Repository<H>,
     fs: &FileSystem<H>,
     name: &str,

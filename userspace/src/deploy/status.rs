@@ -22,121 +22,121 @@ use crate::deploy::state::Origin;
 use crate::imgref::ImageReference;
 
 /// `apiVersion`.
-pub const API_VERSION: &str = "org.containers.bootc/v1";
+pub(crate) const API_VERSION: &str = "org.containers.bootc/v1";
 /// `kind`.
-pub const KIND: &str = "BootcHost";
+pub(crate) const KIND: &str = "BootcHost";
 
 /// The whole object.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct BootcHost {
+pub(crate) struct BootcHost {
     /// Always [`API_VERSION`].
-    pub api_version: &'static str,
+    pub(crate) api_version: &'static str,
     /// Always [`KIND`].
-    pub kind: &'static str,
+    pub(crate) kind: &'static str,
     /// Object metadata.
-    pub metadata: Metadata,
+    pub(crate) metadata: Metadata,
     /// What the host is asked to run.
-    pub spec: HostSpec,
+    pub(crate) spec: HostSpec,
     /// What it runs.
-    pub status: HostStatus,
+    pub(crate) status: HostStatus,
 }
 
 /// `metadata`.
 #[derive(Debug, Clone, Serialize)]
-pub struct Metadata {
+pub(crate) struct Metadata {
     /// Always `host`.
-    pub name: &'static str,
+    pub(crate) name: &'static str,
 }
 
 /// `spec`.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct HostSpec {
+pub(crate) struct HostSpec {
     /// The image followed by upgrades.
-    pub image: Option<ImageRef>,
+    pub(crate) image: Option<ImageRef>,
     /// `default`, or `rollback` when the rollback deployment boots next.
-    pub boot_order: &'static str,
+    pub(crate) boot_order: &'static str,
 }
 
 /// An image reference (`image` + `transport`).
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct ImageRef {
+pub(crate) struct ImageRef {
     /// The name, without the transport.
-    pub image: String,
+    pub(crate) image: String,
     /// `registry`, `oci`, `oci-archive`, `containers-storage`.
-    pub transport: String,
+    pub(crate) transport: String,
 }
 
 /// `status`.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct HostStatus {
+pub(crate) struct HostStatus {
     /// Booted next, after finalize.
-    pub staged: Option<BootEntry>,
+    pub(crate) staged: Option<BootEntry>,
     /// Running now.
-    pub booted: Option<BootEntry>,
+    pub(crate) booted: Option<BootEntry>,
     /// The previous deployment.
-    pub rollback: Option<BootEntry>,
+    pub(crate) rollback: Option<BootEntry>,
     /// Whether the rollback deployment is the default for the next boot.
-    pub rollback_queued: bool,
+    pub(crate) rollback_queued: bool,
     /// Further deployments that still have an entry.
-    pub other_deployments: Vec<BootEntry>,
+    pub(crate) other_deployments: Vec<BootEntry>,
     /// `bootcHost`.
     #[serde(rename = "type")]
-    pub host_type: Option<&'static str>,
+    pub(crate) host_type: Option<&'static str>,
     /// Why the last staged update was not applied (ours; not in upstream's schema).
-    pub finalize_failure: Option<String>,
+    pub(crate) finalize_failure: Option<String>,
 }
 
 /// One deployment.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct BootEntry {
+pub(crate) struct BootEntry {
     /// The image it was made from (None when its origin cannot be read).
-    pub image: Option<ImageStatus>,
+    pub(crate) image: Option<ImageStatus>,
     /// An update fetched but not deployed (not tracked: always None).
-    pub cached_update: Option<ImageStatus>,
+    pub(crate) cached_update: Option<ImageStatus>,
     /// The origin could not be understood.
-    pub incompatible: bool,
+    pub(crate) incompatible: bool,
     /// Exempt from garbage collection.
-    pub pinned: bool,
+    pub(crate) pinned: bool,
     /// The composefs state.
-    pub composefs: Composefs,
+    pub(crate) composefs: Composefs,
     /// Upstream's OSTree block: always None here.
-    pub ostree: Option<()>,
+    pub(crate) ostree: Option<()>,
 }
 
 /// `image` of an entry.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ImageStatus {
+pub(crate) struct ImageStatus {
     /// The reference.
-    pub image: ImageRef,
+    pub(crate) image: ImageRef,
     /// `VERSION_ID` or the image's version label.
-    pub version: Option<String>,
+    pub(crate) version: Option<String>,
     /// The image's creation time.
-    pub timestamp: Option<String>,
+    pub(crate) timestamp: Option<String>,
     /// `sha256:…` of the manifest.
-    pub image_digest: String,
+    pub(crate) image_digest: String,
     /// OCI architecture.
-    pub architecture: String,
+    pub(crate) architecture: String,
 }
 
 /// `composefs` of an entry.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Composefs {
+pub(crate) struct Composefs {
     /// The deployment id: fs-verity digest of its EROFS image (hex).
-    pub verity: String,
+    pub(crate) verity: String,
     /// `Bls` or `Uki`.
-    pub boot_type: &'static str,
+    pub(crate) boot_type: &'static str,
     /// `systemd` or `grub`.
-    pub bootloader: &'static str,
+    pub(crate) bootloader: &'static str,
     /// Whether it boots with `composefs=?`.
-    pub missing_verity_allowed: bool,
+    pub(crate) missing_verity_allowed: bool,
     /// sha256 of kernel + initrd (Type #1 entries).
-    pub boot_digest: Option<String>,
+    pub(crate) boot_digest: Option<String>,
 }
 
 fn image_ref(r: &ImageReference) -> ImageRef {
@@ -201,11 +201,12 @@ fn boot_entry(
     }
 }
 
+/// Version and creation time of images, by manifest digest.
+type ImageDetails = BTreeMap<String, (Option<String>, Option<String>)>;
+
 /// Version and creation time of every image the repository holds, by manifest digest.
-fn image_details(host: &Host) -> BTreeMap<String, (Option<String>, Option<String>)> {
-    fn typed<H: composefs::fsverity::FsVerityHashValue>(
-        host: &Host,
-    ) -> Result<BTreeMap<String, (Option<String>, Option<String>)>> {
+fn image_details(host: &Host) -> ImageDetails {
+    fn typed<H: composefs::fsverity::FsVerityHashValue>(host: &Host) -> Result<ImageDetails> {
         let repo = crate::repo::open::<H>(&host.sysroot)?;
         let mut out = BTreeMap::new();
         for (_, digest) in composefs_oci::oci_image::list_refs(&repo)? {
@@ -230,7 +231,7 @@ fn image_details(host: &Host) -> BTreeMap<String, (Option<String>, Option<String
 }
 
 /// Builds the status object.
-pub fn host_status(host: &Host) -> Result<BootcHost> {
+pub(crate) fn host_status(host: &Host) -> Result<BootcHost> {
     let current = entries::read_current(&host.boot).unwrap_or_else(|e| {
         tracing::warn!("reading boot entries: {e:#}");
         Default::default()
@@ -308,7 +309,7 @@ pub fn host_status(host: &Host) -> Result<BootcHost> {
 }
 
 /// The human-readable form.
-pub fn render_human(h: &BootcHost, booted_only: bool) -> String {
+pub(crate) fn render_human(h: &BootcHost, booted_only: bool) -> String {
     let mut out = String::new();
     let mut block = |label: &str, e: &BootEntry, mark: &str| {
         let image = e
@@ -370,7 +371,7 @@ pub fn render_human(h: &BootcHost, booted_only: bool) -> String {
 }
 
 /// `--booted`: only the booted entry in the object.
-pub fn only_booted(mut h: BootcHost) -> BootcHost {
+pub(crate) fn only_booted(mut h: BootcHost) -> BootcHost {
     h.status.staged = None;
     h.status.rollback = None;
     h.status.other_deployments.clear();

@@ -15,24 +15,24 @@ use crate::sys::cmd::{run, run_with_stdin, which};
 use crate::sys::mount::mount_table;
 
 /// GPT type of the EFI System Partition.
-pub const ESP_TYPE: &str = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B";
+pub(crate) const ESP_TYPE: &str = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B";
 /// GPT type of the x86-64 root partition (found by systemd-gpt-auto-generator).
-pub const ROOT_TYPE_X86_64: &str = "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709";
+pub(crate) const ROOT_TYPE_X86_64: &str = "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709";
 /// GPT type of the aarch64 root partition.
-pub const ROOT_TYPE_AARCH64: &str = "B921B045-1DF0-41C3-AF44-4C6F280D3FAE";
+pub(crate) const ROOT_TYPE_AARCH64: &str = "B921B045-1DF0-41C3-AF44-4C6F280D3FAE";
 /// Size of the ESP.
-pub const ESP_SIZE_MIB: u64 = 512;
+pub(crate) const ESP_SIZE_MIB: u64 = 512;
 /// The smallest root partition we create.
-pub const MIN_ROOT_MIB: u64 = 512;
+pub(crate) const MIN_ROOT_MIB: u64 = 512;
 /// The smallest target: GPT + ESP + root.
-pub const MIN_DISK_BYTES: u64 = (ESP_SIZE_MIB + MIN_ROOT_MIB + 2) << 20;
+pub(crate) const MIN_DISK_BYTES: u64 = (ESP_SIZE_MIB + MIN_ROOT_MIB + 2) << 20;
 /// Label of the ESP filesystem.
-pub const ESP_LABEL: &str = "EFI-SYSTEM";
+pub(crate) const ESP_LABEL: &str = "EFI-SYSTEM";
 /// Label of the root filesystem.
-pub const ROOT_LABEL: &str = "root";
+pub(crate) const ROOT_LABEL: &str = "root";
 
 /// The root partition type for this architecture.
-pub fn root_type() -> &'static str {
+pub(crate) fn root_type() -> &'static str {
     match std::env::consts::ARCH {
         "aarch64" => ROOT_TYPE_AARCH64,
         _ => ROOT_TYPE_X86_64,
@@ -40,14 +40,14 @@ pub fn root_type() -> &'static str {
 }
 
 /// The size of a block device or file, in bytes.
-pub fn size_of(path: &Path) -> Result<u64> {
+pub(crate) fn size_of(path: &Path) -> Result<u64> {
     let mut f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
     f.seek(SeekFrom::End(0))
         .with_context(|| format!("finding the size of {}", path.display()))
 }
 
 /// Fails unless `path` is a block device.
-pub fn require_block_device(path: &Path) -> Result<()> {
+pub(crate) fn require_block_device(path: &Path) -> Result<()> {
     let md = std::fs::metadata(path).with_context(|| format!("{}", path.display()))?;
     if !md.file_type().is_block_device() {
         bail!(
@@ -59,7 +59,7 @@ pub fn require_block_device(path: &Path) -> Result<()> {
 }
 
 /// Fails if the target is smaller than [`MIN_DISK_BYTES`].
-pub fn check_size(path: &Path, size: u64) -> Result<()> {
+pub(crate) fn check_size(path: &Path, size: u64) -> Result<()> {
     if size < MIN_DISK_BYTES {
         bail!(
             "{} is too small: {} MiB, need at least {} MiB ({} MiB ESP + {} MiB root)",
@@ -74,7 +74,7 @@ pub fn check_size(path: &Path, size: u64) -> Result<()> {
 }
 
 /// The device nodes of `dev`'s partitions, from sysfs.
-pub fn partitions(dev: &Path) -> Result<Vec<PathBuf>> {
+pub(crate) fn partitions(dev: &Path) -> Result<Vec<PathBuf>> {
     let real =
         std::fs::canonicalize(dev).with_context(|| format!("resolving {}", dev.display()))?;
     let name = real
@@ -97,7 +97,7 @@ pub fn partitions(dev: &Path) -> Result<Vec<PathBuf>> {
 }
 
 /// Fails if the device or one of its partitions is mounted.
-pub fn check_not_mounted(dev: &Path) -> Result<()> {
+pub(crate) fn check_not_mounted(dev: &Path) -> Result<()> {
     let mut devs = vec![std::fs::canonicalize(dev).unwrap_or_else(|_| dev.to_path_buf())];
     devs.extend(partitions(dev)?);
     for m in mount_table()? {
@@ -114,7 +114,7 @@ pub fn check_not_mounted(dev: &Path) -> Result<()> {
 }
 
 /// The partition table or filesystem signatures found on `dev` (empty when blank).
-pub fn signatures(dev: &Path) -> Result<Vec<String>> {
+pub(crate) fn signatures(dev: &Path) -> Result<Vec<String>> {
     let mut found = vec![];
     for d in std::iter::once(dev.to_path_buf()).chain(partitions(dev)?) {
         let out = run(Command::new("wipefs")
@@ -132,7 +132,7 @@ pub fn signatures(dev: &Path) -> Result<Vec<String>> {
 }
 
 /// Erases every signature on the partitions and the device.
-pub fn wipe(dev: &Path) -> Result<()> {
+pub(crate) fn wipe(dev: &Path) -> Result<()> {
     for p in partitions(dev)? {
         run(Command::new("wipefs").args(["--all", "--quiet"]).arg(&p))
             .with_context(|| format!("wiping {}", p.display()))?;
@@ -146,7 +146,7 @@ pub fn wipe(dev: &Path) -> Result<()> {
 /// Waits for udev to process its queue, when udev runs: its watch on the disk re-reads
 /// a new partition table when sfdisk closes the device, and the partition nodes vanish
 /// for a moment (mkfs then fails to open them). Without udev there is nothing to wait for.
-pub fn udev_settle() {
+pub(crate) fn udev_settle() {
     if !Path::new("/run/udev/control").exists() {
         return;
     }
@@ -159,7 +159,7 @@ pub fn udev_settle() {
 }
 
 /// The node of partition `n` of `dev` (`/dev/sda1`, `/dev/loop0p1`, `/dev/nvme0n1p1`).
-pub fn partition_path(dev: &Path, n: u32) -> PathBuf {
+pub(crate) fn partition_path(dev: &Path, n: u32) -> PathBuf {
     let s = dev.to_string_lossy();
     if s.ends_with(|c: char| c.is_ascii_digit()) {
         PathBuf::from(format!("{s}p{n}"))
@@ -169,7 +169,7 @@ pub fn partition_path(dev: &Path, n: u32) -> PathBuf {
 }
 
 /// The sfdisk script of our layout.
-pub fn sfdisk_script() -> String {
+pub(crate) fn sfdisk_script() -> String {
     format!(
         "label: gpt\nsize={ESP_SIZE_MIB}MiB, type={ESP_TYPE}, name=\"EFI System Partition\"\ntype={}, name=\"root\"\n",
         root_type()
@@ -177,7 +177,7 @@ pub fn sfdisk_script() -> String {
 }
 
 /// Writes the GPT (ESP + root) and waits for the partition nodes; returns (esp, root).
-pub fn partition(dev: &Path) -> Result<(PathBuf, PathBuf)> {
+pub(crate) fn partition(dev: &Path) -> Result<(PathBuf, PathBuf)> {
     run_with_stdin(
         Command::new("sfdisk")
             .args(["--quiet", "--wipe", "always", "--wipe-partitions", "always"])
@@ -220,13 +220,13 @@ pub fn partition(dev: &Path) -> Result<(PathBuf, PathBuf)> {
 
 /// Root filesystem types `--filesystem` offers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Filesystem {
+pub(crate) enum Filesystem {
     /// ext4 with the verity feature.
     Ext4,
 }
 
 /// Formats the ESP (FAT32) and the root (ext4 with fs-verity enabled).
-pub fn mkfs(esp: &Path, root: &Path, fs: Filesystem) -> Result<()> {
+pub(crate) fn mkfs(esp: &Path, root: &Path, fs: Filesystem) -> Result<()> {
     run(Command::new("mkfs.vfat")
         .args(["-F", "32", "-n", ESP_LABEL])
         .arg(esp))
@@ -244,7 +244,7 @@ pub fn mkfs(esp: &Path, root: &Path, fs: Filesystem) -> Result<()> {
 
 /// Copies the contents of `dir` into the root of the FAT filesystem on `dev` with
 /// mtools, for kernels that cannot mount vfat.
-pub fn copy_to_fat(dir: &Path, dev: &Path) -> Result<()> {
+pub(crate) fn copy_to_fat(dir: &Path, dev: &Path) -> Result<()> {
     let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
         .with_context(|| format!("reading {}", dir.display()))?
         .map(|e| e.map(|e| e.path()))
@@ -265,7 +265,7 @@ pub fn copy_to_fat(dir: &Path, dev: &Path) -> Result<()> {
 }
 
 /// The filesystem UUID of a block device (probed directly, no udev or cache).
-pub fn fs_uuid(dev: &Path) -> Result<String> {
+pub(crate) fn fs_uuid(dev: &Path) -> Result<String> {
     let out = run(Command::new("blkid")
         .args(["--probe", "--match-tag", "UUID", "--output", "value"])
         .arg(dev))

@@ -21,40 +21,38 @@ use crate::sys::durable;
 use crate::sys::loopdev::Loopback;
 use crate::sys::mount::{mount_source, Mount, MountPoint};
 
-pub mod disk;
+pub(crate) mod disk;
 
 /// What every install needs, whatever the target.
 #[derive(Debug, Clone)]
-pub struct InstallOpts {
+pub(crate) struct InstallOpts {
     /// The image to install.
-    pub source_imgref: ImageReference,
+    pub(crate) source_imgref: ImageReference,
     /// What the origin records for upgrades (default: the source).
-    pub target_imgref: Option<ImageReference>,
+    pub(crate) target_imgref: Option<ImageReference>,
     /// The boot loader.
-    pub bootloader: BootloaderKind,
+    pub(crate) bootloader: BootloaderKind,
     /// Extra kernel arguments.
-    pub kargs: Vec<String>,
+    pub(crate) kargs: Vec<String>,
     /// The repository's fs-verity algorithm.
-    pub algorithm: Algorithm,
+    pub(crate) algorithm: Algorithm,
     /// Fail instead of warning when fs-verity is unavailable.
-    pub require_verity: bool,
+    pub(crate) require_verity: bool,
     /// Skip TLS verification for the registry.
-    pub insecure_registry: bool,
+    pub(crate) insecure_registry: bool,
     /// No progress output.
-    pub quiet: bool,
+    pub(crate) quiet: bool,
 }
 
 /// What was installed.
 #[derive(Debug, Clone)]
-pub struct Installed {
+pub(crate) struct Installed {
     /// The deployment id.
-    pub id: bootc_initramfs_setup::cmdline::DeploymentId,
-    /// The boot entry.
-    pub entry: BlsEntry,
+    pub(crate) id: bootc_initramfs_setup::cmdline::DeploymentId,
 }
 
 /// `install to-disk`.
-pub fn to_disk(
+pub(crate) fn to_disk(
     opts: &InstallOpts,
     target: &Path,
     via_loopback: bool,
@@ -140,7 +138,7 @@ pub fn to_disk(
 
 /// `install to-filesystem`: `root` is the mounted root filesystem, with the ESP mounted
 /// on `root/boot`.
-pub fn to_filesystem(
+pub(crate) fn to_filesystem(
     opts: &InstallOpts,
     root: &Path,
     root_mount_spec: Option<&str>,
@@ -217,7 +215,7 @@ fn probe_verity(dir: &OwnedFd) -> Result<(), String> {
 
 /// The install proper, on a mounted root with the boot partition (ESP) at `boot`.
 /// `what` names the root filesystem in messages.
-pub fn install_to_root(
+pub(crate) fn install_to_root(
     opts: &InstallOpts,
     root: &Path,
     boot: &Path,
@@ -302,5 +300,5 @@ fn install_typed<H: FsVerityHashValue>(
         id.short(),
         loader.name()
     );
-    Ok(Installed { id, entry })
+    Ok(Installed { id })
 }

@@ -1,7 +1,7 @@
 //! Durable, atomic writes relative to directory file descriptors.
 //!
 //! Every durable write is: write a temporary file next to the target, fsync it, rename
-//! it into place, fsync the directory (DESIGN.md section 3). A crash at any instant
+//! it into place, fsync the directory (docs/architecture.md). A crash at any instant
 //! leaves either the old or the new content, never a torn file.
 
 use std::io::Write;
@@ -15,21 +15,21 @@ use rustix::io::Errno;
 /// The prefix of every temporary name bootc creates: files and directories written
 /// under a temporary name and renamed into place, scratch trees and mount points. One
 /// scheme, so the leftovers of an interrupted run are recognised by their name.
-pub const TMP_PREFIX: &str = ".bootc-tmp.";
+pub(crate) const TMP_PREFIX: &str = ".bootc-tmp.";
 
 /// The temporary name for `purpose` (`<prefix><purpose>`), the same in every run, so a
 /// re-run finds and replaces the leftover of an interrupted one.
-pub fn tmp_name(purpose: &str) -> String {
+pub(crate) fn tmp_name(purpose: &str) -> String {
     format!("{TMP_PREFIX}{purpose}")
 }
 
 /// A temporary name for `purpose` unique to this process: `<prefix><purpose>.<pid>`.
-pub fn tmp_name_pid(purpose: &str) -> String {
+pub(crate) fn tmp_name_pid(purpose: &str) -> String {
     format!("{TMP_PREFIX}{purpose}.{}", std::process::id())
 }
 
 /// Whether `name` is one of bootc's temporary names.
-pub fn is_tmp_name(name: &str) -> bool {
+pub(crate) fn is_tmp_name(name: &str) -> bool {
     name.starts_with(TMP_PREFIX)
 }
 
@@ -46,7 +46,7 @@ pub fn open_dir(dirfd: impl AsFd, path: impl AsRef<Path>) -> Result<OwnedFd> {
 }
 
 /// Creates `path` (one level) if missing and opens it.
-pub fn ensure_dir(dirfd: impl AsFd, path: impl AsRef<Path>, mode: u32) -> Result<OwnedFd> {
+pub(crate) fn ensure_dir(dirfd: impl AsFd, path: impl AsRef<Path>, mode: u32) -> Result<OwnedFd> {
     let path = path.as_ref();
     match mkdirat(&dirfd, path, Mode::from_raw_mode(mode)) {
         Ok(()) | Err(Errno::EXIST) => {}
@@ -56,7 +56,11 @@ pub fn ensure_dir(dirfd: impl AsFd, path: impl AsRef<Path>, mode: u32) -> Result
 }
 
 /// Creates every component of the relative `path` and opens the last one.
-pub fn ensure_dir_all(dirfd: impl AsFd, path: impl AsRef<Path>, mode: u32) -> Result<OwnedFd> {
+pub(crate) fn ensure_dir_all(
+    dirfd: impl AsFd,
+    path: impl AsRef<Path>,
+    mode: u32,
+) -> Result<OwnedFd> {
     let mut cur = rustix::io::fcntl_dupfd_cloexec(dirfd, 0)?;
     for c in path.as_ref().components() {
         cur = ensure_dir(&cur, c.as_os_str(), mode)?;
@@ -65,19 +69,19 @@ pub fn ensure_dir_all(dirfd: impl AsFd, path: impl AsRef<Path>, mode: u32) -> Re
 }
 
 /// fsyncs a directory (after creating, renaming or removing entries in it).
-pub fn fsync_dir(dir: impl AsFd) -> Result<()> {
+pub(crate) fn fsync_dir(dir: impl AsFd) -> Result<()> {
     fsync(dir).context("syncing directory")
 }
 
 /// Atomically replaces `name` in `dir` with `contents` (mode `mode`), durably.
-pub fn write_file(dir: impl AsFd, name: &str, contents: &[u8], mode: u32) -> Result<()> {
+pub(crate) fn write_file(dir: impl AsFd, name: &str, contents: &[u8], mode: u32) -> Result<()> {
     write_file_with(dir, name, mode, |f| {
         f.write_all(contents).map_err(Into::into)
     })
 }
 
 /// Like [`write_file`], with the content produced by `fill`.
-pub fn write_file_with(
+pub(crate) fn write_file_with(
     dir: impl AsFd,
     name: &str,
     mode: u32,
@@ -110,25 +114,14 @@ pub fn write_file_with(
     fsync_dir(dir)
 }
 
-/// `MSDOS_SUPER_MAGIC`: vfat, the ESP's filesystem.
-const MSDOS_SUPER_MAGIC: i64 = 0x4d44;
-
-/// Whether `fd` is on a FAT filesystem.
-#[allow(clippy::unnecessary_cast)] // f_type's type differs between architectures
-pub fn is_fat(fd: impl AsFd) -> bool {
-    rustix::fs::fstatfs(fd)
-        .map(|s| s.f_type as i64 == MSDOS_SUPER_MAGIC)
-        .unwrap_or(false)
-}
-
 /// Renames the (fully written and synced) `tmp` entry to `name` in `dir` and syncs `dir`.
-pub fn rename_into_place(dir: impl AsFd, tmp: &str, name: &str) -> Result<()> {
+pub(crate) fn rename_into_place(dir: impl AsFd, tmp: &str, name: &str) -> Result<()> {
     renameat(&dir, tmp, &dir, name).with_context(|| format!("renaming {tmp} to {name}"))?;
     fsync_dir(dir)
 }
 
 /// Removes `name` in `dir` recursively if it exists (for leftovers of an interrupted run).
-pub fn remove_all(dir: impl AsFd, name: &str) -> Result<()> {
+pub(crate) fn remove_all(dir: impl AsFd, name: &str) -> Result<()> {
     let dir = dir.as_fd();
     match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
         Err(Errno::NOENT) => return Ok(()),
@@ -162,7 +155,7 @@ pub fn remove_all(dir: impl AsFd, name: &str) -> Result<()> {
 }
 
 /// Syncs every file and directory of the filesystem holding `fd`.
-pub fn syncfs(fd: impl AsFd) -> Result<()> {
+pub(crate) fn syncfs(fd: impl AsFd) -> Result<()> {
     rustix::fs::syncfs(fd).context("syncing the filesystem")
 }
 

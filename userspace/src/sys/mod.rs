@@ -2,7 +2,7 @@
 //! devices and durable (atomic, fsynced) file writes. Nothing here knows about
 //! deployments, boot loaders or images; `boot/`, `install/` and `deploy/` build on it.
 
-pub mod cmd;
+pub(crate) mod cmd;
 pub mod durable;
-pub mod loopdev;
-pub mod mount;
+pub(crate) mod loopdev;
+pub(crate) mod mount;

@@ -152,8 +152,8 @@ fn parse_mountinfo(info: &str) -> Vec<MountEntry> {
 pub(crate) fn mount_source(path: &Path) -> Result<Option<String>> {
     Ok(mount_table()?
         .into_iter()
-        .filter(|m| m.target == path)
-        .last()
+        .rev()
+        .find(|m| m.target == path)
         .map(|m| m.source))
 }
 

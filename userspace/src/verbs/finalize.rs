@@ -10,7 +10,7 @@ use crate::deploy::gc;
 use super::{host, locked};
 
 /// `bootc composefs-finalize-staged`.
-pub fn finalize(cli: &Cli) -> Result<()> {
+pub(crate) fn finalize(cli: &Cli) -> Result<()> {
     let host = host(cli)?;
     let _lock = locked(&host)?;
     match finalize::finalize(&host)? {

@@ -8,7 +8,7 @@ use crate::deploy::gc;
 use super::{host, locked};
 
 /// `bootc gc`.
-pub fn gc(cli: &Cli, a: &GcArgs) -> Result<()> {
+pub(crate) fn gc(cli: &Cli, a: &GcArgs) -> Result<()> {
     let host = host(cli)?;
     let _lock = locked(&host)?;
     let r = gc::gc(&host, a.dry_run)?;

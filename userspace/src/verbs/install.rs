@@ -19,7 +19,7 @@ fn install_opts(c: &InstallConfigOpts, quiet: bool) -> InstallOpts {
 }
 
 /// `bootc install to-disk`.
-pub fn to_disk(cli: &Cli, a: &ToDiskArgs) -> Result<()> {
+pub(crate) fn to_disk(cli: &Cli, a: &ToDiskArgs) -> Result<()> {
     let opts = install_opts(&a.config, cli.quiet);
     let done = install::to_disk(&opts, &a.device, a.via_loopback, a.wipe, a.filesystem)?;
     println!("Installation complete: deployment {}", done.id);
@@ -27,7 +27,7 @@ pub fn to_disk(cli: &Cli, a: &ToDiskArgs) -> Result<()> {
 }
 
 /// `bootc install to-filesystem`.
-pub fn to_filesystem(cli: &Cli, a: &ToFilesystemArgs) -> Result<()> {
+pub(crate) fn to_filesystem(cli: &Cli, a: &ToFilesystemArgs) -> Result<()> {
     let opts = install_opts(&a.config, cli.quiet);
     let done = install::to_filesystem(&opts, &a.root_path, a.root_mount_spec.as_deref(), a.wipe)?;
     println!("Installation complete: deployment {}", done.id);

@@ -12,13 +12,13 @@ use crate::cli::Cli;
 use crate::deploy::host::{booted_from_cmdline, BootedError, Host, HostOpts};
 use crate::lock::{self, WriterLock};
 
-pub mod finalize;
-pub mod gc;
-pub mod install;
-pub mod rollback;
-pub mod status;
-pub mod switch;
-pub mod upgrade;
+pub(crate) mod finalize;
+pub(crate) mod gc;
+pub(crate) mod install;
+pub(crate) mod rollback;
+pub(crate) mod status;
+pub(crate) mod switch;
+pub(crate) mod upgrade;
 
 /// The unit whose `ExecStop=` runs `bootc composefs-finalize-staged` at shutdown.
 pub(crate) const FINALIZE_UNIT: &str = "bootc-composefs-finalize-staged.service";

@@ -8,7 +8,7 @@ use crate::deploy::rollback;
 use super::{host, locked, reboot};
 
 /// `bootc rollback`.
-pub fn rollback(cli: &Cli, a: &RollbackArgs) -> Result<()> {
+pub(crate) fn rollback(cli: &Cli, a: &RollbackArgs) -> Result<()> {
     let host = host(cli)?;
     let _lock = locked(&host)?;
     let r = rollback::rollback(&host)?;

@@ -10,7 +10,7 @@ use crate::deploy::status as st;
 use super::host;
 
 /// `bootc status`.
-pub fn status(cli: &Cli, a: &StatusArgs) -> Result<()> {
+pub(crate) fn status(cli: &Cli, a: &StatusArgs) -> Result<()> {
     let host = host(cli)?;
     let mut h = st::host_status(&host)?;
     if a.booted {

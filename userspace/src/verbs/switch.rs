@@ -10,7 +10,7 @@ use super::upgrade::{report, stage_opts};
 use super::{host, locked};
 
 /// `bootc switch`.
-pub fn switch(cli: &Cli, a: &SwitchArgs) -> Result<()> {
+pub(crate) fn switch(cli: &Cli, a: &SwitchArgs) -> Result<()> {
     let host = host(cli)?;
     let text = match &a.transport {
         Some(t) if !a.target.contains(':') || t == "registry" => {

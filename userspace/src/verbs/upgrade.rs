@@ -12,7 +12,7 @@ use crate::imgref::ImageReference;
 use super::{host, locked, reboot, start_finalize_unit};
 
 /// `bootc upgrade`.
-pub fn upgrade(cli: &Cli, a: &UpgradeArgs) -> Result<()> {
+pub(crate) fn upgrade(cli: &Cli, a: &UpgradeArgs) -> Result<()> {
     let host = host(cli)?;
     if a.check {
         let imgref = stage::booted_imgref(&host)?;
