@@ -99,6 +99,24 @@ macro_rules! with_algorithm {
     };
 }
 
+#[cfg(test)]
+mod dispatch_tests {
+    use super::Algorithm;
+
+    #[test]
+    fn with_algorithm_picks_the_hash_type() {
+        fn hex_len<H: composefs::fsverity::FsVerityHashValue>() -> usize {
+            2 * std::mem::size_of::<H>()
+        }
+        for alg in [Algorithm::Sha256, Algorithm::Sha512] {
+            assert_eq!(
+                crate::with_algorithm!(alg, H => hex_len::<H>()),
+                alg.hex_len()
+            );
+        }
+    }
+}
+
 /// Why a `composefs=` value (or the command line as a whole) was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CmdlineError {

@@ -165,6 +165,15 @@ mod tests {
     use rustix::fs::CWD;
 
     #[test]
+    fn temporary_names_share_one_prefix() {
+        assert_eq!(tmp_name("var"), ".bootc-tmp.var");
+        let p = tmp_name_pid("merge");
+        assert_eq!(p, format!(".bootc-tmp.merge.{}", std::process::id()));
+        assert!(is_tmp_name(&p) && is_tmp_name(&tmp_name("x")));
+        assert!(!is_tmp_name("bootc_composefs-ab") && !is_tmp_name(".hidden"));
+    }
+
+    #[test]
     fn atomic_write_and_remove() {
         let t = tempfile::tempdir().unwrap();
         let d = open_dir(CWD, t.path()).unwrap();
