@@ -1,5 +1,5 @@
 //! The command line: the clap definitions, and [`run`], which hands each verb to its
-//! driver in [`crate::verbs`]. No logic.
+//! driver in `verbs`. No logic.
 
 use std::path::PathBuf;
 

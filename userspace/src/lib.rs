@@ -4,15 +4,15 @@
 //! Layers, each depending only on those below it: [`sys`] (commands, mounts, loop
 //! devices, durable writes), then [`boot`] (boot loaders and entries) and [`repo`] (the
 //! composefs repository), then [`deploy`] (deployments and the day-2 lifecycle) and
-//! [`install`], then [`verbs`] (one driver per command) and [`cli`] (the command line).
+//! `install`, then `verbs` (one driver per command) and [`cli`] (the command line).
 
 pub mod boot;
 pub mod cli;
 pub mod deploy;
 pub mod imgref;
-pub mod install;
-pub mod lock;
-pub mod progress;
+pub(crate) mod install;
+pub(crate) mod lock;
+pub(crate) mod progress;
 pub mod repo;
 pub mod sys;
-pub mod verbs;
+pub(crate) mod verbs;

@@ -1,6 +1,6 @@
 //! Boot loaders and their entries.
 //!
-//! One [`Bootloader`] trait: install the loader onto the ESP, and write the entries that
+//! One `Bootloader` trait: install the loader onto the ESP, and write the entries that
 //! boot deployments. BLS Type #1 entries (kernel + initrd + options) are built by
 //! [`bls`]; each loader decides where and how they are written.
 
