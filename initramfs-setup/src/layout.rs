@@ -34,6 +34,10 @@ pub const DEPLOY_ETC: &str = "etc";
 pub const DEPLOY_VAR: &str = "var";
 /// Where the physical root is kept visible inside the composed root.
 pub const SYSROOT_IN_ROOT: &str = "sysroot";
+/// Where the deployment's `/etc` is mounted inside the composed root.
+pub const ETC_IN_ROOT: &str = "etc";
+/// Where the shared `/var` is mounted inside the composed root.
+pub const VAR_IN_ROOT: &str = "var";
 /// The initramfs setup configuration inside the booted image.
 pub const SETUP_CONFIG: &str = "/usr/lib/composefs/setup-root-conf.toml";
 /// Where the initramfs binary is installed in images.
@@ -56,6 +60,20 @@ pub const STAGED_MARKER: &str = "/run/composefs/staged-deployment";
 /// `composefs/images/<hex>`.
 pub fn image_path(id: &DeploymentId) -> PathBuf {
     [REPOSITORY, REPO_IMAGES, id.hex()].iter().collect()
+}
+
+/// `composefs/objects/<first two hex digits>/<rest>`: the object that holds image `id`.
+/// `images/<hex>` is a symlink to it (see [`image_link_target`]).
+pub fn image_object_path(id: &DeploymentId) -> PathBuf {
+    let (dir, rest) = id.hex().split_at(2);
+    [REPOSITORY, REPO_OBJECTS, dir, rest].iter().collect()
+}
+
+/// The one target `composefs/images/<hex>` may have when it is a symlink:
+/// `../objects/<first two hex digits>/<rest>`, the object named by the same digest.
+pub fn image_link_target(id: &DeploymentId) -> PathBuf {
+    let (dir, rest) = id.hex().split_at(2);
+    ["..", REPO_OBJECTS, dir, rest].iter().collect()
 }
 
 /// `state/deploy/<hex>`.
@@ -99,6 +117,14 @@ mod tests {
         assert_eq!(
             image_path(&id),
             PathBuf::from(format!("composefs/images/{hex}"))
+        );
+        assert_eq!(
+            image_object_path(&id),
+            PathBuf::from(format!("composefs/objects/ab/{}", &hex[2..]))
+        );
+        assert_eq!(
+            image_link_target(&id),
+            PathBuf::from(format!("../objects/ab/{}", &hex[2..]))
         );
         assert_eq!(
             deploy_etc(&id),

@@ -2,9 +2,11 @@
 //!
 //! This crate owns what the kernel command line and the disk mean: the `composefs=`
 //! grammar ([`cmdline`]), the on-disk layout ([`layout`]), the initramfs configuration
-//! ([`config`]) and the code that composes the root at boot ([`setup`]). The userspace
-//! `bootc` depends on this library so each fact is defined once.
+//! ([`config`]), what an image must contain to boot ([`bootable`]) and the code that
+//! composes the root at boot ([`setup`]). The userspace `bootc` depends on this library
+//! so each fact is defined once.
 
+pub mod bootable;
 pub mod cmdline;
 pub mod config;
 pub mod layout;

@@ -11,6 +11,12 @@
 //! was already mounted is detached again, and the error is one line naming the step,
 //! the path and what to check. Nothing is ever mounted without fs-verity when the
 //! command line required it.
+//!
+//! Nothing on the physical root is trusted to point elsewhere: `images/<id>` is followed
+//! only to its own object, the deployment's `etc` and the shared var must be real
+//! directories (no symlink anywhere on the way), an empty or garbage image is called
+//! corrupt before the kernel sees it, and the mounted image must pass
+//! [`crate::bootable::check`] before anything is attached.
 
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -23,14 +29,15 @@ use composefs::fsverity::{
 use composefs::mount::{composefs_fsmount, MountOptions, VerityRequirement};
 use composefs::repository::{read_repo_algorithm, Repository, RepositoryOpenError};
 use rustix::fs::{
-    fstatfs, mkdirat, openat, openat2, readlinkat, statat, AtFlags, FileType, Mode, OFlags,
-    ResolveFlags, CWD,
+    fcntl_setfl, fstat, fstatfs, mkdirat, openat, openat2, readlinkat, statat, AtFlags, FileType,
+    Mode, OFlags, ResolveFlags, CWD,
 };
 use rustix::io::Errno;
 use rustix::mount::{
     mount, move_mount, open_tree, unmount, MountFlags, MoveMountFlags, OpenTreeFlags, UnmountFlags,
 };
 
+use crate::bootable::{self, NodeKind};
 use crate::cmdline::{Algorithm, ComposefsKarg};
 use crate::config::{MountMode, SetupConfig};
 use crate::layout;
@@ -161,42 +168,29 @@ fn setup_typed<H: FsVerityHashValue>(
 
     // The image, and its fs-verity digest.
     let image_path = sysroot.join(layout::image_path(id));
-    let image = match openat(
-        &sysroot_fd,
-        layout::image_path(id),
-        OFlags::RDONLY | OFlags::CLOEXEC,
-        Mode::empty(),
-    ) {
-        Ok(fd) => fd,
-        Err(Errno::NOENT) => {
-            return Err(fail(
-                "opening the deployment image",
-                repo_path.join(layout::REPO_IMAGES),
-                format!("image {} not found", id.short()),
-            )
-            .hint("was the deployment garbage-collected? choose another boot entry"))
-        }
-        Err(e) => return Err(fail("opening the deployment image", &image_path, e)),
-    };
+    let image = open_image(&repo_dir, id, &image_path)?;
     check_image_verity::<H>(&image, karg, &image_path)?;
+    check_erofs_superblock(&image, &image_path)?;
 
-    // The deployment's state, checked before anything is mounted.
+    // The deployment's state, checked before anything is mounted. Its directories are
+    // resolved inside the physical root without following any symlink: a planted
+    // `etc -> /etc` must never be bound over the new root's /etc.
     let deploy_dir = layout::deploy_dir(id);
-    open_dir(&sysroot_fd, &deploy_dir).map_err(|e| {
+    open_real_dir(&sysroot_fd, &deploy_dir).map_err(|e| {
         fail("opening the deployment state", sysroot.join(&deploy_dir), e)
             .hint("the deployment was not written by bootc install/upgrade, or was removed")
     })?;
     let etc_state = match args.config.etc.mount {
-        MountMode::Bind | MountMode::Overlay => {
-            Some(open_dir(&sysroot_fd, layout::deploy_etc(id)).map_err(|e| {
+        MountMode::Bind | MountMode::Overlay => Some(
+            open_real_dir(&sysroot_fd, &layout::deploy_etc(id)).map_err(|e| {
                 fail(
                     "opening the deployment's /etc",
                     sysroot.join(layout::deploy_etc(id)),
                     e,
                 )
-                .hint("the deployment state is incomplete")
-            })?)
-        }
+                .hint("the deployment state is damaged; choose another boot entry")
+            })?,
+        ),
         _ => None,
     };
     let (var_state, var_rel) = match args.config.var.mount {
@@ -230,13 +224,36 @@ fn setup_typed<H: FsVerityHashValue>(
         options.set_read_write(true);
     }
 
-    let root = mount_image(image, id.hex(), objects.as_fd(), verity, &options).map_err(|e| {
-        let hint = if karg.insecure {
-            "does this kernel have erofs and overlayfs with data-only layers?"
-        } else {
-            "fs-verity is required: are the objects verity-enabled? (composefs=? boots without)"
+    let root =
+        mount_image(image, id.hex(), objects.as_fd(), verity, &options).map_err(|e| match e {
+            MountError::Image(e) => fail(
+                "mounting the composefs image",
+                &image_path,
+                format!("the image is corrupt: EROFS refuses it: {e}"),
+            )
+            .hint("the repository is damaged; choose another boot entry"),
+            MountError::Other(e) => {
+                fail("mounting the composefs image", &image_path, e).hint(mount_failure_hint(karg))
+            }
+        })?;
+
+    // The image must have every directory we mount on (the rule `bootc` also applies
+    // before staging). Checked on the detached mount, so a refusal leaves nothing behind.
+    bootable::check(
+        |name| match statat(&root, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => NodeKind::from_file_type(FileType::from_raw_mode(st.st_mode)),
+            Err(Errno::NOENT) => NodeKind::Missing,
+            Err(e) => NodeKind::Unreadable(e.to_string()),
+        },
+    )
+    .map_err(|e| {
+        let hint = match e {
+            bootable::NotBootable::Unreadable { .. } => {
+                "the image is damaged; choose another boot entry"
+            }
+            _ => "choose another boot entry",
         };
-        fail("mounting the composefs image", &image_path, e).hint(hint)
+        fail("checking the deployment image", &image_path, e).hint(hint)
     })?;
 
     // From here on, undo what we attached if a later step fails.
@@ -256,20 +273,12 @@ fn setup_typed<H: FsVerityHashValue>(
     let root_dir = open_dir(CWD, &mountpoint)
         .map_err(|e| fail("opening the composed root", &mountpoint, e))?;
 
-    for dir in ["etc", "var", layout::SYSROOT_IN_ROOT] {
-        let st = statat(&root_dir, dir, AtFlags::SYMLINK_NOFOLLOW);
-        if !matches!(st, Ok(ref st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory) {
-            return Err(fail("checking the composed root", mountpoint.join(dir), "missing or not a directory")
-                .hint("the image must have /etc, /var and /sysroot directories (commit it with the bootable transform)"));
-        }
-    }
-
     provide_dir(
         &mut attached,
         &mut scratch,
         &root_dir,
         &mountpoint,
-        "etc",
+        layout::ETC_IN_ROOT,
         args.config.etc.mount,
         etc_state
             .as_ref()
@@ -280,7 +289,7 @@ fn setup_typed<H: FsVerityHashValue>(
         &mut scratch,
         &root_dir,
         &mountpoint,
-        "var",
+        layout::VAR_IN_ROOT,
         args.config.var.mount,
         var_state
             .as_ref()
@@ -292,6 +301,118 @@ fn setup_typed<H: FsVerityHashValue>(
     attached.push(in_root);
 
     attached.disarm();
+    Ok(())
+}
+
+/// Opens `images/<hex>` for reading without following a symlink anywhere but to the
+/// image's own object: a regular file is taken as it is; a symlink is followed only when
+/// it is exactly `../objects/<xx>/<rest>` of the same digest (what the repository
+/// writes), and that object is opened without following any symlink. Anything else is
+/// refused, so a planted link can never make us mount a file from elsewhere.
+fn open_image(
+    repo_dir: &OwnedFd,
+    id: &crate::cmdline::DeploymentId,
+    image_path: &Path,
+) -> Result<OwnedFd, SetupError> {
+    let step = "opening the deployment image";
+    let in_repo = |p: PathBuf| -> PathBuf {
+        p.strip_prefix(layout::REPOSITORY)
+            .map(Path::to_path_buf)
+            .unwrap_or(p)
+    };
+    let link = in_repo(layout::image_path(id));
+    let st = match statat(repo_dir, &link, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) => st,
+        Err(Errno::NOENT) => {
+            return Err(fail(
+                step,
+                image_path.parent().unwrap_or(image_path),
+                format!("image {} not found", id.short()),
+            )
+            .hint("was the deployment garbage-collected? choose another boot entry"))
+        }
+        Err(e) => return Err(fail(step, image_path, e)),
+    };
+    let file = match FileType::from_raw_mode(st.st_mode) {
+        FileType::RegularFile => link,
+        FileType::Symlink => {
+            let target =
+                readlinkat(repo_dir, &link, Vec::new()).map_err(|e| fail(step, image_path, e))?;
+            let target = PathBuf::from(OsStr::from_bytes(target.as_bytes()));
+            let expected = layout::image_link_target(id);
+            if target != expected {
+                return Err(fail(
+                    step,
+                    image_path,
+                    format!(
+                        "is a symlink to {}, not to the image's own object {}",
+                        target.display(),
+                        expected.display()
+                    ),
+                )
+                .hint("the repository was damaged or tampered with; choose another boot entry"));
+            }
+            in_repo(layout::image_object_path(id))
+        }
+        _ => {
+            return Err(fail(step, image_path, "not a regular file")
+                .hint("the repository was damaged or tampered with; choose another boot entry"))
+        }
+    };
+    // O_NONBLOCK so a fifo planted as the object cannot hang the boot; cleared below.
+    let fd = openat2(
+        repo_dir,
+        &file,
+        OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW | OFlags::NONBLOCK,
+        Mode::empty(),
+        ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS,
+    )
+    .map_err(|e| {
+        let shown = image_path
+            .parent()
+            .and_then(Path::parent)
+            .map(|repo| repo.join(&file))
+            .unwrap_or_else(|| file.clone());
+        let detail = match e {
+            Errno::LOOP => "is a symlink or lies under one".to_string(),
+            e => e.to_string(),
+        };
+        fail(step, shown, detail)
+            .hint("the repository was damaged or tampered with; choose another boot entry")
+    })?;
+    let st = fstat(&fd).map_err(|e| fail(step, image_path, e))?;
+    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+        return Err(fail(step, image_path, "not a regular file")
+            .hint("the repository was damaged or tampered with; choose another boot entry"));
+    }
+    fcntl_setfl(&fd, OFlags::empty()).map_err(|e| fail(step, image_path, e))?;
+    Ok(fd)
+}
+
+/// EROFS keeps its superblock at byte 1024, starting with this little-endian magic.
+const EROFS_SUPER_OFFSET: u64 = 1024;
+const EROFS_SUPER_MAGIC: u32 = 0xE0F5_E1E2;
+
+/// Refuses an empty or garbage image before the kernel sees it, so the error says what
+/// is wrong with the image instead of suggesting the kernel lacks a filesystem.
+fn check_erofs_superblock(image: &OwnedFd, path: &Path) -> Result<(), SetupError> {
+    let step = "checking the deployment image";
+    let hint = "the repository is damaged; choose another boot entry";
+    let size = fstat(image).map_err(|e| fail(step, path, e))?.st_size;
+    if size == 0 {
+        return Err(fail(step, path, "the image is empty (0 bytes)").hint(hint));
+    }
+    let mut magic = [0u8; 4];
+    let n = rustix::io::pread(image, &mut magic, EROFS_SUPER_OFFSET)
+        .map_err(|e| fail(step, path, format!("reading the superblock: {e}")).hint(hint))?;
+    if n < magic.len() || u32::from_le_bytes(magic) != EROFS_SUPER_MAGIC {
+        return Err(fail(
+            step,
+            path,
+            format!("the image is corrupt: no EROFS superblock ({size} bytes)"),
+        )
+        .hint(hint));
+    }
     Ok(())
 }
 
@@ -334,10 +455,15 @@ fn check_image_verity<H: FsVerityHashValue>(
 fn open_shared_var(
     sysroot: &OwnedFd,
     id: &crate::cmdline::DeploymentId,
-) -> Result<(OwnedFd, PathBuf), (String, &'static str)> {
+) -> Result<(OwnedFd, PathBuf), (String, String)> {
+    let expected = || format!("expected {}", layout::DEPLOY_VAR_LINK);
     let link = layout::deploy_var(id);
-    let target = readlinkat(sysroot, &link, Vec::new())
-        .map_err(|e| (e.to_string(), "the deployment's var symlink is missing"))?;
+    let target = readlinkat(sysroot, &link, Vec::new()).map_err(|e| {
+        (
+            e.to_string(),
+            "the deployment's var symlink is missing".to_string(),
+        )
+    })?;
     let target = PathBuf::from(OsStr::from_bytes(target.as_bytes()));
     // Resolve lexically relative to the deployment directory, staying inside the root.
     let mut rel = PathBuf::new();
@@ -348,7 +474,7 @@ fn open_shared_var(
                 if !rel.pop() {
                     return Err((
                         format!("symlink to {} leaves the physical root", target.display()),
-                        "expected ../../os/default/var",
+                        expected(),
                     ));
                 }
             }
@@ -356,22 +482,18 @@ fn open_shared_var(
             Component::RootDir | Component::Prefix(_) => {
                 return Err((
                     format!("symlink to {} is absolute", target.display()),
-                    "expected ../../os/default/var",
+                    expected(),
                 ))
             }
         }
     }
-    let fd = openat2(
-        sysroot,
-        &rel,
-        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-        ResolveFlags::IN_ROOT,
-    )
-    .map_err(|e| {
+    let fd = open_real_dir(sysroot, &rel).map_err(|e| {
         (
             format!("{}: {e}", rel.display()),
-            "the shared var (state/os/default/var) is missing",
+            format!(
+                "the shared var must be the directory {}",
+                layout::SHARED_VAR
+            ),
         )
     })?;
     Ok((fd, rel))
@@ -409,7 +531,7 @@ fn provide_dir(
                 Ok(()) | Err(Errno::EXIST) => {}
                 Err(e) => return Err(fail("creating the overlay work directory", &work_rel, e)),
             }
-            let work = open_dir(sysroot_fd, &work_rel)
+            let work = open_real_dir(sysroot_fd, &work_rel)
                 .map_err(|e| fail("opening the overlay work directory", &work_rel, e))?;
             let lower = open_dir(root_dir, name)
                 .map_err(|e| fail("opening the image directory", &target, e))?;
@@ -459,6 +581,38 @@ fn proc_fd(fd: &OwnedFd) -> String {
     format!("/proc/self/fd/{}", fd.as_raw_fd())
 }
 
+/// Opens `rel` as a directory inside `root` with no symlink anywhere on the way,
+/// itself included. The error says what was found instead.
+fn open_real_dir(root: &OwnedFd, rel: &Path) -> Result<OwnedFd, String> {
+    match openat2(
+        root,
+        rel,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::IN_ROOT | ResolveFlags::NO_SYMLINKS,
+    ) {
+        Ok(fd) => Ok(fd),
+        Err(e @ (Errno::LOOP | Errno::NOTDIR)) => {
+            match statat(root, rel, AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Symlink => {
+                    let target = readlinkat(root, rel, Vec::new())
+                        .map(|t| t.to_string_lossy().into_owned())
+                        .unwrap_or_else(|_| "an unreadable target".into());
+                    Err(format!("is a symlink to {target}; it must be a directory"))
+                }
+                Ok(st) if FileType::from_raw_mode(st.st_mode) != FileType::Directory => {
+                    Err("is not a directory".into())
+                }
+                _ if e == Errno::LOOP => {
+                    Err("a directory on the way is a symlink; none may be".into())
+                }
+                _ => Err(e.to_string()),
+            }
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 fn open_dir(dirfd: impl AsFd, path: impl AsRef<Path>) -> rustix::io::Result<OwnedFd> {
     openat(
         dirfd,
@@ -478,8 +632,47 @@ fn attach(mnt: &OwnedFd, target: &Path) -> rustix::io::Result<()> {
     )
 }
 
+/// What to check when mounting an image that passed the superblock check fails. The
+/// kernel is blamed only when it really lacks a filesystem.
+fn mount_failure_hint(karg: &ComposefsKarg) -> String {
+    for fs in ["erofs", "overlay"] {
+        if let Err(Errno::NODEV) =
+            rustix::mount::fsopen(fs, rustix::mount::FsOpenFlags::FSOPEN_CLOEXEC)
+        {
+            return format!("this kernel has no {fs} support");
+        }
+    }
+    if karg.insecure {
+        "is the image damaged? overlayfs data-only layers need Linux 6.5 or later".into()
+    } else {
+        "is the image damaged? fs-verity is required: are the objects verity-enabled? \
+         (composefs=? boots without)"
+            .into()
+    }
+}
+
 const TMPFS_MAGIC: i64 = 0x0102_1994;
 const RAMFS_MAGIC: i64 = 0x8584_58f6;
+
+/// Why the image could not be mounted.
+enum MountError {
+    /// The kernel's EROFS refuses the image itself: it is corrupt.
+    Image(std::io::Error),
+    /// Anything else (missing kernel support, overlay options, loop devices…).
+    Other(std::io::Error),
+}
+
+impl From<std::io::Error> for MountError {
+    fn from(e: std::io::Error) -> Self {
+        MountError::Other(e)
+    }
+}
+
+impl From<Errno> for MountError {
+    fn from(e: Errno) -> Self {
+        MountError::Other(e.into())
+    }
+}
 
 /// Mounts the image, file-backed where the kernel and the filesystem allow it, else on a
 /// loop device (tmpfs-backed repositories, kernels before 6.12).
@@ -489,7 +682,9 @@ fn mount_image(
     objects: BorrowedFd<'_>,
     verity: VerityRequirement,
     options: &MountOptions,
-) -> std::io::Result<OwnedFd> {
+) -> Result<OwnedFd, MountError> {
+    // `f_type` is i64 here but narrower or unsigned on other architectures.
+    #[allow(clippy::unnecessary_cast)]
     let on_ram = fstatfs(&image)
         .map(|s| matches!(s.f_type as i64, TMPFS_MAGIC | RAMFS_MAGIC))
         .unwrap_or(false);
@@ -502,11 +697,27 @@ fn mount_image(
                     e.raw_os_error().map(Errno::from_raw_os_error),
                     Some(Errno::NOTBLK | Errno::OPNOTSUPP | Errno::INVAL)
                 ) => {}
-            Err(e) => return Err(e),
+            Err(e) => return Err(classify_mount_error(e, &image)),
         }
     }
     let dev = loop_device(&image)?;
+    let probe = rustix::io::fcntl_dupfd_cloexec(&dev, 0)?;
     composefs_fsmount(dev, name, &[objects], verity, options)
+        .map_err(|e| classify_mount_error(e, &probe))
+}
+
+/// After a failed composefs mount, mounts the bare EROFS image from the same source: if
+/// the kernel has EROFS and still refuses it, the image is to blame, not the kernel.
+fn classify_mount_error(e: std::io::Error, source: &OwnedFd) -> MountError {
+    let Ok(dup) = rustix::io::fcntl_dupfd_cloexec(source, 0) else {
+        return MountError::Other(e);
+    };
+    match composefs::mount::erofs_mount(dup) {
+        Err(probe) if probe.raw_os_error() != Some(Errno::NODEV.raw_os_error()) => {
+            MountError::Image(e)
+        }
+        _ => MountError::Other(e),
+    }
 }
 
 /// A read-only, auto-clearing loop device over `image`; retries when another process

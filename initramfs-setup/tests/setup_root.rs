@@ -59,6 +59,11 @@ fn can_run() -> bool {
 
 impl Fixture {
     fn new(backing: Backing) -> Fixture {
+        Fixture::with_layers(backing, images::bootable(1))
+    }
+
+    /// A physical root whose deployment is the image made of `layers`.
+    fn with_layers(backing: Backing, layers: Vec<Layer>) -> Fixture {
         let dir = tempfile::Builder::new()
             .prefix("initramfs-setup-")
             .tempdir_in("/var/tmp")
@@ -84,7 +89,6 @@ impl Fixture {
                     .arg(&sysroot));
             }
         }
-        let layers = images::bootable(1);
         let layout = dir.path().join("oci");
         oci::write_image(&layout, "v1", &layers, &[]).unwrap();
         let hex = import(&sysroot, &layout, "v1");
@@ -552,4 +556,330 @@ touch "$T/usr/root-is-writable" && echo ROOT-WRITABLE
             & 0o777
             == 0o700
     );
+}
+
+impl Fixture {
+    /// The usual arguments: this physical root, no configuration, `--target`.
+    fn args(&self) -> String {
+        format!(
+            "--sysroot '{}' --config /nonexistent --target '{}' --cmdline '{}'",
+            self.sysroot.display(),
+            self.target().display(),
+            self.cmdline()
+        )
+    }
+
+    /// `composefs/images/<hex>` as the error lines show it.
+    fn image_link(&self) -> PathBuf {
+        self.sysroot.join("composefs/images").join(&self.hex)
+    }
+
+    /// The object `images/<hex>` points to.
+    fn image_object(&self) -> PathBuf {
+        self.sysroot
+            .join("composefs/objects")
+            .join(&self.hex[..2])
+            .join(&self.hex[2..])
+    }
+
+    fn deploy_etc(&self) -> PathBuf {
+        self.sysroot
+            .join("state/deploy")
+            .join(&self.hex)
+            .join("etc")
+    }
+
+    /// Replaces the deployment's `etc` directory with a symlink to `target`.
+    fn replace_etc_with_symlink(&self, target: &str) {
+        fs::remove_dir_all(self.deploy_etc()).unwrap();
+        symlink(target, self.deploy_etc()).unwrap();
+    }
+}
+
+/// Runs setup-root with `args`; asserts it failed with exactly `line` on stderr and left
+/// the mount table as it was.
+#[track_caller]
+fn assert_refused_with(args: &str, line: &str) {
+    let (ok, stderr, changed) = run_failing(args);
+    assert!(!ok, "{args}: expected failure");
+    assert!(!changed, "{args}: something was left mounted");
+    assert_eq!(stderr, format!("{line}\n"), "{args}");
+}
+
+/// `bootable(1)` without the entries under `dir` (and `dir` itself).
+fn bootable_without(dir: &str) -> Vec<Layer> {
+    let prefix = format!("{dir}/");
+    images::bootable(1)
+        .into_iter()
+        .map(|l| {
+            Layer(
+                l.0.into_iter()
+                    .filter(|e| e.path != dir && !e.path.starts_with(&prefix))
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
+/// The deployment's /etc replaced by `etc -> /etc`: the host's /etc must not be bound.
+#[test]
+fn etc_symlink_to_absolute_etc_is_refused() {
+    if !can_run() {
+        return;
+    }
+    let fx = Fixture::new(Backing::Ext4Loop);
+    fx.replace_etc_with_symlink("/etc");
+    assert_refused_with(
+        &fx.args(),
+        &format!(
+            "bootc-initramfs-setup: opening the deployment's /etc: {}: is a symlink to /etc; \
+             it must be a directory (the deployment state is damaged; choose another boot entry)",
+            fx.deploy_etc().display()
+        ),
+    );
+    // Overlay mode uses the same directory as its upper layer: refused the same way.
+    let cfg = fx.dir.path().join("overlay.toml");
+    fs::write(&cfg, "[etc]\nmount = \"overlay\"\n").unwrap();
+    let (ok, stderr, changed) = run_failing(
+        &fx.args()
+            .replace("/nonexistent", &cfg.display().to_string()),
+    );
+    assert!(!ok && !changed, "{stderr}");
+    assert!(
+        stderr.contains(": is a symlink to /etc; it must be a directory"),
+        "{stderr}"
+    );
+}
+
+/// The shared var replaced by a symlink (here to the deployment's own /etc, inside the
+/// root) is refused too: it must be the directory the layout names.
+#[test]
+fn shared_var_symlink_is_refused() {
+    if !can_run() {
+        return;
+    }
+    let fx = Fixture::new(Backing::Ext4Loop);
+    let var = fx.sysroot.join("state/os/default/var");
+    fs::rename(&var, fx.sysroot.join("state/os/default/var.moved")).unwrap();
+    let target = format!("../../deploy/{}/etc", fx.hex);
+    symlink(&target, &var).unwrap();
+    assert_refused_with(
+        &fx.args(),
+        &format!(
+            "bootc-initramfs-setup: opening the shared /var: {}/state/deploy/{}/var: \
+             state/os/default/var: is a symlink to {target}; it must be a directory \
+             (the shared var must be the directory state/os/default/var)",
+            fx.sysroot.display(),
+            fx.hex
+        ),
+    );
+}
+
+/// `etc -> ../../../../etc` climbs out of the physical root (and, resolved inside it,
+/// would land on its /etc): refused either way, whichever of them exists.
+#[test]
+fn etc_symlink_climbing_out_is_refused() {
+    if !can_run() {
+        return;
+    }
+    let fx = Fixture::new(Backing::Ext4Loop);
+    // Both places the link could resolve to exist and hold something.
+    for etc in [fx.dir.path().join("etc"), fx.sysroot.join("etc")] {
+        fs::create_dir_all(&etc).unwrap();
+        fs::write(etc.join("hostname"), "not the deployment's\n").unwrap();
+    }
+    fx.replace_etc_with_symlink("../../../../etc");
+    assert_refused_with(
+        &fx.args(),
+        &format!(
+            "bootc-initramfs-setup: opening the deployment's /etc: {}: is a symlink to \
+             ../../../../etc; it must be a directory (the deployment state is damaged; \
+             choose another boot entry)",
+            fx.deploy_etc().display()
+        ),
+    );
+}
+
+#[test]
+fn image_without_var_is_refused() {
+    if !can_run() {
+        return;
+    }
+    let fx = Fixture::with_layers(Backing::Ext4Loop, bootable_without("var"));
+    assert_refused_with(
+        &fx.args(),
+        &format!(
+            "bootc-initramfs-setup: checking the deployment image: {}: the image lacks /var \
+             (the initramfs mounts the shared /var there) (choose another boot entry)",
+            fx.image_link().display()
+        ),
+    );
+}
+
+#[test]
+fn image_with_var_symlink_is_refused() {
+    if !can_run() {
+        return;
+    }
+    let mut layers = bootable_without("var");
+    layers.push(Layer::new().symlink("var", "usr/share"));
+    let fx = Fixture::with_layers(Backing::Ext4Loop, layers);
+    assert_refused_with(
+        &fx.args(),
+        &format!(
+            "bootc-initramfs-setup: checking the deployment image: {}: /var is a symlink in \
+             the image; it must be a directory (the initramfs mounts the shared /var there) \
+             (choose another boot entry)",
+            fx.image_link().display()
+        ),
+    );
+}
+
+#[test]
+fn image_without_etc_is_refused() {
+    if !can_run() {
+        return;
+    }
+    let fx = Fixture::with_layers(Backing::Ext4Loop, bootable_without("etc"));
+    assert_refused_with(
+        &fx.args(),
+        &format!(
+            "bootc-initramfs-setup: checking the deployment image: {}: the image lacks /etc \
+             (the initramfs mounts the deployment's /etc there) (choose another boot entry)",
+            fx.image_link().display()
+        ),
+    );
+}
+
+#[test]
+fn empty_image_is_called_empty() {
+    if !can_run() {
+        return;
+    }
+    let fx = Fixture::new(Backing::Ext4Loop);
+    fs::write(fx.image_object(), b"").unwrap();
+    assert_refused_with(
+        &fx.args(),
+        &format!(
+            "bootc-initramfs-setup: checking the deployment image: {}: the image is empty \
+             (0 bytes) (the repository is damaged; choose another boot entry)",
+            fx.image_link().display()
+        ),
+    );
+}
+
+#[test]
+fn garbage_image_is_called_corrupt() {
+    if !can_run() {
+        return;
+    }
+    let fx = Fixture::new(Backing::Ext4Loop);
+    fs::write(fx.image_object(), images::pseudo_random(8192, 7)).unwrap();
+    assert_refused_with(
+        &fx.args(),
+        &format!(
+            "bootc-initramfs-setup: checking the deployment image: {}: the image is corrupt: \
+             no EROFS superblock (8192 bytes) (the repository is damaged; choose another boot \
+             entry)",
+            fx.image_link().display()
+        ),
+    );
+}
+
+/// `images/<id>` pointing at a valid image outside the repository is not followed; the
+/// same image as a plain file in its place boots (so only the link was refused).
+#[test]
+fn image_symlink_elsewhere_is_refused() {
+    if !can_run() {
+        return;
+    }
+    let fx = Fixture::new(Backing::Ext4Loop);
+    let link = fx.image_link();
+    assert_eq!(
+        fs::read_link(&link).unwrap(),
+        Path::new("../objects")
+            .join(&fx.hex[..2])
+            .join(&fx.hex[2..]),
+        "the repository links images/<id> to its object"
+    );
+    let elsewhere = fx.dir.path().join("valid-image.erofs");
+    fs::copy(fx.image_object(), &elsewhere).unwrap();
+    fs::remove_file(&link).unwrap();
+    symlink(&elsewhere, &link).unwrap();
+    assert_refused_with(
+        &fx.args(),
+        &format!(
+            "bootc-initramfs-setup: opening the deployment image: {}: is a symlink to {}, not \
+             to the image's own object ../objects/{}/{} (the repository was damaged or \
+             tampered with; choose another boot entry)",
+            link.display(),
+            elsewhere.display(),
+            &fx.hex[..2],
+            &fx.hex[2..]
+        ),
+    );
+
+    fs::remove_file(&link).unwrap();
+    fs::copy(&elsewhere, &link).unwrap();
+    let (ok, stderr, _) = run_failing(&fx.args());
+    assert!(ok, "a plain image file boots: {stderr}");
+}
+
+/// An image whose superblock is intact but whose body is damaged reaches the kernel; the
+/// line still blames the image (the errno text is the kernel's, so only it may vary).
+#[test]
+fn damaged_image_is_called_corrupt() {
+    if !can_run() {
+        return;
+    }
+    let fx = Fixture::new(Backing::Ext4Loop);
+    let good = fs::read(fx.image_object()).unwrap();
+    assert!(good.len() > 8192, "the fixture image has a body to damage");
+    let mut flipped = good.clone();
+    for b in &mut flipped[1024 + 64..4096] {
+        *b ^= 0x5a;
+    }
+    let prefix = format!(
+        "bootc-initramfs-setup: {{}}: {}: ",
+        fx.image_link().display()
+    );
+    for (content, step, detail, hint) in [
+        // Cut just after the superblock: EROFS refuses to mount it.
+        (
+            &good[..1100],
+            "mounting the composefs image",
+            "the image is corrupt: EROFS refuses it: ",
+            "(the repository is damaged; choose another boot entry)",
+        ),
+        // The superblock's tail scrambled: EROFS refuses to mount it.
+        (
+            &flipped[..],
+            "mounting the composefs image",
+            "the image is corrupt: EROFS refuses it: ",
+            "(the repository is damaged; choose another boot entry)",
+        ),
+        // Mountable, but the root directory lies beyond the end.
+        (
+            &good[..4096],
+            "checking the deployment image",
+            "cannot inspect /etc in the image: ",
+            "(the image is damaged; choose another boot entry)",
+        ),
+    ] {
+        fs::write(fx.image_object(), content).unwrap();
+        let (ok, stderr, changed) = run_failing(&fx.args());
+        assert!(!ok && !changed, "{stderr}");
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "{stderr}");
+        let want = format!("{}{detail}", prefix.replace("{}", step));
+        assert!(
+            lines[0].starts_with(&want),
+            "{stderr:?} should start {want:?}"
+        );
+        assert!(lines[0].ends_with(hint), "{stderr:?} should end {hint:?}");
+        assert!(
+            !lines[0].contains("kernel"),
+            "the kernel is not blamed: {stderr}"
+        );
+    }
 }
