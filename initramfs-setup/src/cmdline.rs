@@ -1,6 +1,6 @@
 //! The kernel command line grammar that names the deployment to boot.
 //!
-//! Accepted forms (DESIGN.md section 2):
+//! Accepted forms (docs/architecture.md section 3):
 //!
 //! * `composefs=[?][sha256:|sha512:]HEX`: without an algorithm prefix the hex length
 //!   (64 or 128) decides;
@@ -410,10 +410,13 @@ mod tests {
         assert_eq!(k.id.hex(), H256);
     }
 
+    /// A command line and the check its error must pass.
+    type BadCase = (String, fn(&CmdlineError) -> bool);
+
     #[test]
     fn rejects_each_bad_case() {
         use CmdlineError::*;
-        let bad: Vec<(String, fn(&CmdlineError) -> bool)> = vec![
+        let bad: Vec<BadCase> = vec![
             ("quiet rw".into(), |e| matches!(e, Missing)),
             ("".into(), |e| matches!(e, Missing)),
             ("composefs=".into(), |e| matches!(e, Empty)),

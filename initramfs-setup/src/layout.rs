@@ -1,4 +1,4 @@
-//! The on-disk layout of the physical root (DESIGN.md section 3).
+//! The on-disk layout of the physical root (docs/architecture.md section 2).
 //!
 //! Every path here is relative to the physical root (`/sysroot` on a booted system,
 //! `--sysroot DIR` for tools and tests), so callers open them relative to a directory

@@ -1,6 +1,6 @@
 //! Compose the deployment's root filesystem and put it in place.
 //!
-//! The contract (DESIGN.md section 4): given the physical root and the kernel command
+//! The contract (docs/architecture.md, section 4): given the physical root and the kernel command
 //! line, mount `composefs/images/<id>` as an overlay whose data-only lower layer is the
 //! object store (`verity=require` unless the argument starts with `?`), read-only; bind
 //! the deployment's `/etc` and the shared `/var` into it; keep the physical root at
@@ -23,9 +23,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
-use composefs::fsverity::{
-    measure_verity, FsVerityHashValue, MeasureVerityError, Sha256HashValue, Sha512HashValue,
-};
+use composefs::fsverity::{measure_verity, FsVerityHashValue, MeasureVerityError};
 use composefs::mount::{composefs_fsmount, MountOptions, VerityRequirement};
 use composefs::repository::{read_repo_algorithm, Repository, RepositoryOpenError};
 use rustix::fs::{
@@ -38,9 +36,10 @@ use rustix::mount::{
 };
 
 use crate::bootable::{self, NodeKind};
-use crate::cmdline::{Algorithm, ComposefsKarg};
+use crate::cmdline::ComposefsKarg;
 use crate::config::{MountMode, SetupConfig};
 use crate::layout;
+use crate::one_line;
 
 /// A failed setup step, rendered as one line: `STEP: PATH: DETAIL (HINT)`.
 #[derive(Debug, thiserror::Error)]
@@ -72,10 +71,6 @@ impl SetupError {
     }
 }
 
-fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
 /// What `setup-root` is asked to do.
 #[derive(Debug, Clone)]
 pub struct SetupArgs {
@@ -95,10 +90,7 @@ pub fn setup_root(args: &SetupArgs) -> Result<(), SetupError> {
         fail("reading the kernel command line", "composefs=", e)
             .hint("expected composefs=[?]sha256:<64 hex digits> naming a deployment")
     })?;
-    match karg.id.algorithm() {
-        Algorithm::Sha256 => setup_typed::<Sha256HashValue>(args, &karg),
-        Algorithm::Sha512 => setup_typed::<Sha512HashValue>(args, &karg),
-    }
+    crate::with_algorithm!(karg.id.algorithm(), H => setup_typed::<H>(args, &karg))
 }
 
 fn setup_typed<H: FsVerityHashValue>(
