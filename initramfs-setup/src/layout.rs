@@ -40,7 +40,9 @@ pub const ETC_IN_ROOT: &str = "etc";
 pub const VAR_IN_ROOT: &str = "var";
 /// The initramfs setup configuration inside the booted image.
 pub const SETUP_CONFIG: &str = "/usr/lib/composefs/setup-root-conf.toml";
-/// Where the initramfs binary is installed in images.
+/// Where the initramfs binary is installed in images. The dracut module, the initrd
+/// unit and the test image recipe spell it too (shell and unit files); a test checks
+/// that they agree with this.
 pub const INITRAMFS_SETUP_BIN: &str = "/usr/lib/bootc/initramfs-setup";
 /// BLS Type #1 entries, relative to the boot partition (or ESP) root.
 pub const LOADER_ENTRIES: &str = "loader/entries";
@@ -48,12 +50,8 @@ pub const LOADER_ENTRIES: &str = "loader/entries";
 pub const LOADER_ENTRIES_STAGED: &str = "loader/entries.staged";
 /// GRUB menu entries, relative to the boot partition.
 pub const GRUB_USER_CFG: &str = "grub2/user.cfg";
-/// The staged GRUB menu, swapped with [`GRUB_USER_CFG`] at finalize.
-pub const GRUB_USER_CFG_STAGED: &str = "grub2/user.cfg.staged";
-/// Prefix of the per-deployment boot directory (BLS) and UKI file name.
+/// Prefix of the per-deployment boot directory and of our entry file names.
 pub const BOOT_PREFIX: &str = "bootc_composefs-";
-/// UKIs (Type #2), relative to the ESP root.
-pub const UKI_DIR: &str = "EFI/Linux";
 /// Marker of the staged deployment; on tmpfs so it is gone after a reboot.
 pub const STAGED_MARKER: &str = "/run/composefs/staged-deployment";
 
@@ -101,11 +99,6 @@ pub fn boot_dir_name(id: &DeploymentId) -> String {
     format!("{BOOT_PREFIX}{}", id.hex())
 }
 
-/// `EFI/Linux/bootc_composefs-<hex>.efi`.
-pub fn uki_path(id: &DeploymentId) -> PathBuf {
-    PathBuf::from(UKI_DIR).join(format!("{}.efi", boot_dir_name(id)))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,10 +127,6 @@ mod tests {
             origin_file(&id),
             PathBuf::from(format!("state/deploy/{hex}/{hex}.origin"))
         );
-        assert_eq!(
-            uki_path(&id),
-            PathBuf::from(format!("EFI/Linux/bootc_composefs-{hex}.efi"))
-        );
         // The var symlink, resolved from the deployment directory, lands on the shared var.
         let resolved = PathBuf::from(STATE_DEPLOY).join(hex).join(DEPLOY_VAR_LINK);
         let mut norm = PathBuf::new();
@@ -150,5 +139,21 @@ mod tests {
             }
         }
         assert_eq!(norm, PathBuf::from(SHARED_VAR));
+    }
+
+    #[test]
+    fn packaging_installs_the_binary_where_this_says() {
+        let ws = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        for f in [
+            "dracut/51bootc/module-setup.sh",
+            "systemd/bootc-root-setup.service",
+            "mkosi/build.sh",
+        ] {
+            let text = std::fs::read_to_string(ws.join(f)).unwrap();
+            assert!(
+                text.contains(INITRAMFS_SETUP_BIN),
+                "{f} does not name {INITRAMFS_SETUP_BIN}"
+            );
+        }
     }
 }
