@@ -300,6 +300,7 @@ pub fn boot_tree<H: FsVerityHashValue>(
     let entries = fs
         .transform_for_boot(repo)
         .context("finding the image's boot resources")?;
+    check_bootable(&fs).context("the image cannot boot with composefs")?;
     let computed = fs.compute_image_id(repo.erofs_version());
     if computed.to_hex() != pulled.id.hex() {
         bail!(
@@ -309,6 +310,30 @@ pub fn boot_tree<H: FsVerityHashValue>(
         );
     }
     Ok((fs, entries))
+}
+
+/// Refuses a tree the initramfs could not boot, by the initramfs's own rule
+/// ([`bootc_initramfs_setup::bootable`]): what the boot would fail on is said here,
+/// before anything is staged.
+pub(crate) fn check_bootable<H: FsVerityHashValue>(
+    fs: &FileSystem<H>,
+) -> std::result::Result<(), bootc_initramfs_setup::bootable::NotBootable> {
+    use bootc_initramfs_setup::bootable::{self, NodeKind};
+    use composefs::generic_tree::{Inode, LeafContent};
+    let root = fs.as_dir();
+    bootable::check(|name| {
+        match root
+            .entries()
+            .find(|(n, _)| *n == std::ffi::OsStr::new(name))
+        {
+            None => NodeKind::Missing,
+            Some((_, Inode::Directory(_))) => NodeKind::Directory,
+            Some((_, Inode::Leaf(id, _))) => match root.leaf(*id).content {
+                LeafContent::Symlink(_) => NodeKind::Symlink,
+                _ => NodeKind::Other,
+            },
+        }
+    })
 }
 
 /// The number of objects in the repository's object store (for tests and reports).
