@@ -8,6 +8,7 @@ pub mod deploy;
 pub mod durable;
 pub mod gc;
 pub mod imgref;
+pub mod integrity;
 pub mod install;
 pub mod lock;
 pub mod progress;
