@@ -483,8 +483,9 @@ async fn import_layer<H: FsVerityHashValue>(
         id.clone(),
         Some(desc.size()),
     );
-    let mut compressed = Digesting::new(reader);
-    let work = async {
+    // The progress driver ends when its reader is dropped: the work owns it.
+    let work = async move {
+        let mut compressed = Digesting::new(reader);
         let imported = async {
             let mut tar = Digesting::new(composefs_oci::layer::decompress_async(
                 &mut compressed,
@@ -502,10 +503,9 @@ async fn import_layer<H: FsVerityHashValue>(
         .await;
         // Whatever happened, the compressed digest is over the whole blob.
         let drained = tokio::io::copy(&mut compressed, &mut tokio::io::sink()).await;
-        (imported, drained)
+        (imported, drained, compressed.result())
     };
-    let ((imported, drained), driven, ()) = tokio::join!(work, driver, progress);
-    let (digest, len) = compressed.result();
+    let ((imported, drained, (digest, len)), driven, ()) = tokio::join!(work, driver, progress);
     check_blob(what, desc, &digest, len)?;
     let ((verity, stats), tar_digest) = imported?;
     drained.with_context(|| format!("reading {what}"))?;
