@@ -348,11 +348,12 @@ async fn pull_from<H: FsVerityHashValue>(
 
     let config_desc = manifest.config();
     let raw_config = read_verified(source, "config", name, config_desc).await?;
-    let diff_ids =
-        composefs_oci::extract_diff_ids(config_desc.media_type(), raw_config.as_slice(), manifest.layers())
-            .with_context(|| {
-                format!("{name}: the config {} is not valid", config_desc.digest())
-            })?;
+    let diff_ids = composefs_oci::extract_diff_ids(
+        config_desc.media_type(),
+        raw_config.as_slice(),
+        manifest.layers(),
+    )
+    .with_context(|| format!("{name}: the config {} is not valid", config_desc.digest()))?;
     let fetch_descs = source.layer_descriptors(&manifest).await?;
     if diff_ids.len() != manifest.layers().len() || fetch_descs.len() != diff_ids.len() {
         bail!(
@@ -537,7 +538,11 @@ pub struct Damage {
 
 impl fmt::Display for Damage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} needs {}: {}", self.needed_by, self.object, self.problem)
+        write!(
+            f,
+            "{} needs {}: {}",
+            self.needed_by, self.object, self.problem
+        )
     }
 }
 
