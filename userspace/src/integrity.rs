@@ -384,12 +384,12 @@ async fn pull_from<H: FsVerityHashValue>(
         let what = format!("layer {} of {name}", i + 1);
         let (verity, layer_stats) = import_layer(repo, source, &what, desc, diff_id, reporter)
             .await
-            .map_err(|e| {
+            .inspect_err(|_| {
+                // Close the progress bar the layer opened.
                 reporter.report(ProgressEvent::Done {
                     id: ComponentId::from(diff_id.to_string()),
                     transferred: 0,
                 });
-                e
             })?;
         repo.register_stream(&verity, &content_id, None)
             .await
