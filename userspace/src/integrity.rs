@@ -341,6 +341,15 @@ async fn pull_from<H: FsVerityHashValue>(
         h.update(&raw_manifest);
         (finish(h), raw_manifest.len() as u64)
     };
+    if matches!(source, Source::Proxy { .. }) && digest != manifest_desc.digest().as_ref() {
+        // skopeo names the manifest by the digest of what it fetched (checked against
+        // the reference when that is a digest) and hands over an OCI conversion of a
+        // Docker manifest; the conversion cannot be stored under the original digest.
+        bail!(
+            "manifest of {name}: {} is not an OCI manifest (its OCI conversion has digest {digest}); only OCI-format images are supported",
+            manifest_desc.digest()
+        );
+    }
     check_blob(&format!("manifest of {name}"), &manifest_desc, &digest, len)?;
     let manifest_digest = manifest_desc.digest().clone();
     let manifest = ImageManifest::from_reader(raw_manifest.as_slice())
