@@ -437,3 +437,42 @@ fn missing_object_is_reported_and_restored_by_the_next_pull() {
         .unwrap()
         .is_intact());
 }
+
+#[test]
+fn tampered_manifest_or_config_is_refused() {
+    let t = tempdir("bootc-verify-");
+    let (sysroot, repo) = new_repo(t.path());
+    for which in ["config", "manifest"] {
+        let layout = t.path().join(which);
+        let info = oci::write_image(&layout, "v1", &images::bootable(1), &[]).unwrap();
+        let digest = if which == "config" {
+            &info.config_digest
+        } else {
+            &info.manifest_digest
+        };
+        // Same size, still valid JSON: one character of a value changed.
+        let path = blob_path(&layout, digest);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let tampered = if which == "config" {
+            text.replacen("bootc-test-fixtures", "bootc-test-fixturez", 1)
+        } else {
+            text.replacen("\"schemaVersion\":2", "\"schemaVersion\":3", 1)
+        };
+        assert_ne!(tampered, text);
+        assert_eq!(tampered.len(), text.len());
+        std::fs::write(&path, &tampered).unwrap();
+
+        let imgref = format!("oci:{}:v1", layout.display());
+        let err = format!(
+            "{:#}",
+            pull(&repo, &imgref, &PullOpts::default()).unwrap_err()
+        );
+        let expected = format!(
+            "{which} of {imgref}: blob {digest} has digest {}",
+            sha256(tampered.as_bytes())
+        );
+        assert!(err.contains(&expected), "{err}");
+        assert!(!err.contains('\n'), "{err}");
+        assert_nothing_named(&sysroot.join("composefs"), &info, &info.layer_digests[1]);
+    }
+}
