@@ -2,8 +2,8 @@
 //! integration tests use the repository and state functions directly).
 //!
 //! Layers, each depending only on those below it: [`sys`] (commands, mounts, loop
-//! devices, durable writes), then [`boot`] (boot loaders and entries) and [`repo`] (the
-//! composefs repository), then [`deploy`] (deployments and the day-2 lifecycle) and
+//! devices, durable writes), then [`boot`] (boot loaders and entries), [`repo`] (the
+//! composefs repository) and [`integrity`] (verified pulls, damage checks), then [`deploy`] (deployments and the day-2 lifecycle) and
 //! `install`, then `verbs` (one driver per command) and [`cli`] (the command line).
 
 pub mod boot;
@@ -11,6 +11,7 @@ pub mod cli;
 pub mod deploy;
 pub mod imgref;
 pub(crate) mod install;
+pub mod integrity;
 pub(crate) mod lock;
 pub(crate) mod progress;
 pub mod repo;

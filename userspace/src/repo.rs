@@ -14,7 +14,7 @@ use composefs::repository::{read_repo_algorithm, Repository, RepositoryConfig};
 use composefs::tree::FileSystem;
 use composefs_boot::bootloader::BootEntry;
 use composefs_oci::oci_image::OciImage;
-use composefs_oci::{ImportStats, PullOptions, SharedReporter};
+use composefs_oci::{ImportStats, SharedReporter};
 use containers_image_proxy::ImageProxyConfig;
 
 use crate::imgref::{ImageReference, Transport};
@@ -104,7 +104,7 @@ pub fn pull<H: FsVerityHashValue>(
         Some((dir, tag)) if imgref.transport == Transport::OciDir => layout_manifest(dir, tag),
         // Archives are read in-process by the pull; without skopeo, skip the check.
         _ if imgref.transport == Transport::OciArchive
-            && crate::boot::systemd_boot::which("skopeo").is_none() =>
+            && crate::sys::cmd::which("skopeo").is_none() =>
         {
             None
         }
@@ -114,7 +114,11 @@ pub fn pull<H: FsVerityHashValue>(
         ),
     };
     if let Some(digest) = known {
-        if composefs_oci::oci_image::has_manifest(repo, &digest)?.is_some() {
+        // Only an intact image counts as present: a damaged one is pulled again, which
+        // re-fetches its damaged layers.
+        if composefs_oci::oci_image::has_manifest(repo, &digest)?.is_some()
+            && crate::integrity::check_image(repo, &digest)?.is_intact()
+        {
             if let Some(image_id) = composefs_oci::boot_image(repo, &digest)? {
                 let id = DeploymentId::new(algorithm_of::<H>(), &image_id.to_hex())
                     .context("the boot image digest is not a valid deployment id")?;
@@ -132,19 +136,14 @@ pub fn pull<H: FsVerityHashValue>(
 
     tracing::info!("pulling {source}");
     let proxy = proxy_config();
-    let (task_repo, task_source, progress) =
-        (Arc::clone(repo), source.clone(), opts.progress.clone());
+    let (task_repo, task_imgref, progress) =
+        (Arc::clone(repo), imgref.clone(), opts.progress.clone());
+    // Every blob is checked against its digest before anything is named after it.
     let pull = async move {
-        let options = PullOptions {
-            img_proxy_config: Some(proxy),
-            progress,
-            bootable: true,
-            ..Default::default()
-        };
-        composefs_oci::pull(&task_repo, &task_source, None, options).await
+        crate::integrity::pull_verified(&task_repo, &task_imgref, proxy, progress).await
     };
-    let result = interruptible(pull).with_context(|| format!("pulling {source}"))?;
-    let manifest_digest = result.manifest_digest.clone();
+    let (manifest_digest, stats) =
+        interruptible(pull).with_context(|| format!("pulling {source}"))?;
     let image_id = composefs_oci::boot_image(repo, &manifest_digest)
         .with_context(|| format!("looking up the boot image of {source}"))?
         .with_context(|| format!("{source} did not produce a boot image (is it a container image with /usr, /boot and /sysroot?)"))?;
@@ -152,11 +151,11 @@ pub fn pull<H: FsVerityHashValue>(
         .context("the boot image digest is not a valid deployment id")?;
     composefs_oci::tag_image(repo, &manifest_digest, &deployment_tag(&id))
         .with_context(|| format!("tagging {source} in the repository"))?;
-    tracing::info!("imported {source}: {}", result.stats);
+    tracing::info!("imported {source}: {stats}");
     Ok(Pulled {
         manifest_digest: manifest_digest.to_string(),
         id,
-        stats: result.stats,
+        stats,
     })
 }
 

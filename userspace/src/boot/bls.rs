@@ -166,7 +166,7 @@ pub fn boot_digest<H: FsVerityHashValue>(repo: &Repository<H>, k: &Kernel<H>) ->
 }
 
 /// A regular file of the image tree by absolute path, if present.
-pub(crate) fn image_file<'a, H: FsVerityHashValue>(
+pub fn image_file<'a, H: FsVerityHashValue>(
     fs: &'a FileSystem<H>,
     path: &str,
 ) -> Option<&'a RegularFile<H>> {

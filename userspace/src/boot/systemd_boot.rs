@@ -9,9 +9,7 @@ use anyhow::{Context, Result};
 use super::bls::{self, BlsEntry};
 use super::Bootloader;
 use crate::sys::cmd::run;
-// `which` is re-exported only for `repo::pull`, whose body is being rewritten
-// elsewhere; it moves to `crate::sys::cmd::which` with that rewrite.
-pub(crate) use crate::sys::cmd::which;
+use crate::sys::cmd::which;
 use crate::sys::mount::{Mount, MountPoint};
 
 /// systemd-boot.

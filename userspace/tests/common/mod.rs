@@ -274,6 +274,11 @@ impl Registry {
         reg
     }
 
+    /// The registry's storage root (`docker/registry/v2/…` lives under it).
+    pub fn data_dir(&self) -> PathBuf {
+        self._dir.path().join("data")
+    }
+
     /// Pushes `oci:LAYOUT:TAG` as `127.0.0.1:PORT/NAME`.
     pub fn push(&self, layout: &Path, tag: &str, name: &str) -> String {
         let dest = format!("127.0.0.1:{}/{name}", self.port);
