@@ -14,6 +14,7 @@ use bootc_initramfs_setup::cmdline::{CmdlineError, ComposefsKarg, DeploymentId};
 use bootc_initramfs_setup::layout;
 use rustix::fs::CWD;
 
+use crate::boot::entries::{self, EntrySet};
 use crate::boot::{esp_in_root, ESP_MOUNT};
 use crate::sys::durable;
 
@@ -176,20 +177,85 @@ impl Host {
         }
     }
 
-    /// The staged entry set, when an update is staged (the marker exists). A
-    /// `loader/entries.staged` without the marker is stale (an update staged before a
-    /// reboot that never finalized, or a crash mid-swap) and counts for nothing.
-    pub(crate) fn staged_set(&self) -> Result<Option<crate::boot::entries::EntrySet>> {
-        if self.staged().is_none() {
-            return Ok(None);
+    /// What the staged marker means, judged against the entry sets on the boot
+    /// partition (see [`classify`]).
+    pub(crate) fn staged_state(&self) -> Result<Staged> {
+        let marker = self.staged();
+        if marker.is_none() {
+            return Ok(Staged::None);
         }
-        crate::boot::entries::read_staged(&self.boot)
+        let current = entries::read_current(&self.boot)?;
+        let staged_set = entries::read_staged(&self.boot)?;
+        Ok(classify(marker, &current, staged_set))
+    }
+
+    /// The staged entry set, when an update really waits for finalize
+    /// ([`Staged::Pending`]). A `loader/entries.staged` without the marker is stale (an
+    /// update staged before a reboot that never finalized, or a crash mid-swap), and
+    /// after an interrupted finalize it holds the old set: both count for nothing.
+    pub(crate) fn staged_set(&self) -> Result<Option<EntrySet>> {
+        Ok(match self.staged_state()? {
+            Staged::Pending { set, .. } => Some(set),
+            _ => None,
+        })
     }
 
     /// Whether this is the running system (so units may be started and reboots asked).
     pub(crate) fn is_live(&self) -> bool {
         self.sysroot_path == Path::new(layout::DEFAULT_SYSROOT)
             && Path::new("/run/systemd/system").exists()
+    }
+}
+
+/// What the staged marker (`/run/composefs/staged-deployment`) means. The marker alone
+/// is not the truth: finalize may have been stopped after it exchanged the entry sets,
+/// and a rollback or a crash may have left a marker without its set. The entries decide.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Staged {
+    /// No marker: nothing is staged (a `loader/entries.staged` is stale).
+    None,
+    /// An update waits for finalize: `loader/entries.staged` boots `id` first and `id` is
+    /// not yet the default.
+    Pending {
+        /// The staged deployment.
+        id: DeploymentId,
+        /// The complete next entry set.
+        set: EntrySet,
+    },
+    /// `id` is already the default of `loader/entries`: finalize exchanged the sets and
+    /// was stopped before it cleaned up (the old set under the staged name, the marker).
+    /// `id` boots next; finalize only has to complete.
+    Finalized(DeploymentId),
+    /// The marker names `id`, but no staged set boots it and it is not the default:
+    /// nothing is staged.
+    Stale(DeploymentId),
+}
+
+impl Staged {
+    /// The deployment waiting for finalize, if one really is.
+    pub(crate) fn pending(&self) -> Option<&DeploymentId> {
+        match self {
+            Staged::Pending { id, .. } => Some(id),
+            _ => None,
+        }
+    }
+}
+
+/// Judges the marker against the current set and the staged set (see [`Staged`]).
+pub(crate) fn classify(
+    marker: Option<DeploymentId>,
+    current: &EntrySet,
+    staged_set: Option<EntrySet>,
+) -> Staged {
+    let Some(id) = marker else {
+        return Staged::None;
+    };
+    if current.default_deployment() == Some(&id) {
+        return Staged::Finalized(id);
+    }
+    match staged_set {
+        Some(set) if set.default_deployment() == Some(&id) => Staged::Pending { id, set },
+        _ => Staged::Stale(id),
     }
 }
 

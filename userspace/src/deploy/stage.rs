@@ -118,6 +118,9 @@ fn stage_typed<H: FsVerityHashValue>(host: &Host, opts: &StageOpts) -> Result<St
     let kernel = bls::find_kernel(boot_entries).with_context(|| format!("deploying {imgref}"))?;
     let digest = bls::boot_digest(&repo, &kernel)?;
     let os = bls::os_info(&repo, &fs)?;
+    // The same kargs.d checks as install, before anything is written. The arguments
+    // themselves are not carried yet: the booted entry's options are.
+    bls::image_kargs(&repo, &fs).with_context(|| format!("refusing {imgref}"))?;
     let origin = Origin::for_image(&imgref, &digest, &pulled.manifest_digest);
     state::write_deployment(&host.sysroot, &repo, &fs, &id, &origin, false)?;
 
