@@ -228,3 +228,84 @@ fn not_regular(root: impl AsFd, rel: impl AsRef<Path>) -> Option<String> {
         Err(e) => Some(format!("cannot be read ({e})")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::deploy::host::test_sets::*;
+    use std::fs;
+
+    /// A host on tempdirs with a complete deployment `x` (no root needed).
+    fn host_with(x: &DeploymentId) -> (tempfile::TempDir, Host) {
+        let t = tempfile::tempdir().unwrap();
+        let (root, boot) = (t.path().join("root"), t.path().join("boot"));
+        let dir = layout::boot_dir_name(x);
+        fs::create_dir_all(boot.join(&dir)).unwrap();
+        fs::write(boot.join(&dir).join("vmlinuz"), "k").unwrap();
+        fs::write(boot.join(&dir).join("initramfs.img"), "i").unwrap();
+        fs::create_dir_all(root.join(layout::deploy_etc(x))).unwrap();
+        fs::create_dir_all(root.join(layout::image_path(x).parent().unwrap())).unwrap();
+        fs::write(root.join(layout::image_path(x)), "erofs").unwrap();
+        let host = Host {
+            sysroot_path: root.clone(),
+            sysroot: durable::open_dir(rustix::fs::CWD, &root).unwrap(),
+            boot: durable::open_dir(rustix::fs::CWD, &boot).unwrap(),
+            run_dir: t.path().join("run"),
+            booted: id('b'),
+            booted_insecure: true,
+        };
+        (t, host)
+    }
+
+    #[test]
+    fn every_file_the_new_default_needs_is_checked() {
+        let x = id('c');
+        let s = set(&[&x]);
+        let (t, host) = host_with(&x);
+        check_bootable(&host, &x, &s).unwrap();
+        let dir = layout::boot_dir_name(&x);
+        let boot = t.path().join("boot");
+        let root = t.path().join("root");
+
+        // A wrong kernel path in the entry.
+        let mut wrong = s.clone();
+        wrong.ours[0].bls.linux = format!("/{dir}/vmlinuz-typo");
+        let e = check_bootable(&host, &x, &wrong).unwrap_err().to_string();
+        assert!(
+            e.contains("vmlinuz-typo, which is missing on the boot partition"),
+            "{e}"
+        );
+        // An escaping path resolves inside the boot partition, and is missing there.
+        wrong.ours[0].bls.linux = "/../../../../etc/passwd".into();
+        let e = check_bootable(&host, &x, &wrong).unwrap_err().to_string();
+        assert!(e.contains("is missing"), "{e}");
+
+        // The initrd is a directory.
+        fs::remove_file(boot.join(&dir).join("initramfs.img")).unwrap();
+        fs::create_dir(boot.join(&dir).join("initramfs.img")).unwrap();
+        let e = check_bootable(&host, &x, &s).unwrap_err().to_string();
+        assert!(
+            e.contains("initramfs.img, which is not a regular file"),
+            "{e}"
+        );
+        fs::remove_dir(boot.join(&dir).join("initramfs.img")).unwrap();
+        fs::write(boot.join(&dir).join("initramfs.img"), "i").unwrap();
+
+        // The image is missing.
+        fs::remove_file(root.join(layout::image_path(&x))).unwrap();
+        let e = check_bootable(&host, &x, &s).unwrap_err().to_string();
+        assert!(
+            e.contains(&format!("image composefs/images/{} is missing", x.hex())),
+            "{e}"
+        );
+        fs::write(root.join(layout::image_path(&x)), "erofs").unwrap();
+
+        // The state's etc is missing.
+        fs::remove_dir(root.join(layout::deploy_etc(&x))).unwrap();
+        let e = check_bootable(&host, &x, &s).unwrap_err().to_string();
+        assert!(
+            e.contains(&format!("state/deploy/{}/etc is missing", x.hex())),
+            "{e}"
+        );
+    }
+}

@@ -263,3 +263,104 @@ pub(crate) fn classify(
 fn split(path: &str) -> (&str, &str) {
     path.rsplit_once('/').unwrap_or((".", path))
 }
+
+/// Entry sets for the unit tests of the day-2 logic (no root, no disk).
+#[cfg(test)]
+pub(crate) mod test_sets {
+    use super::*;
+    use crate::boot::bls::BlsEntry;
+    use crate::boot::entries::Entry;
+
+    /// A sha256 deployment id made of one repeated hex digit.
+    pub(crate) fn id(c: char) -> DeploymentId {
+        DeploymentId::parse(&c.to_string().repeat(64)).unwrap()
+    }
+
+    /// Our entry for `id`.
+    pub(crate) fn ours(id: &DeploymentId) -> Entry {
+        let dir = layout::boot_dir_name(id);
+        Entry::new(BlsEntry {
+            file_stem: dir.clone(),
+            title: "T".into(),
+            version: "1".into(),
+            sort_key: None,
+            linux: format!("/{dir}/vmlinuz"),
+            initrd: vec![format!("/{dir}/initramfs.img")],
+            options: format!("rw composefs=?sha256:{}", id.hex()),
+        })
+    }
+
+    /// A foreign entry (no `linux` of ours).
+    pub(crate) fn foreign(stem: &str) -> BlsEntry {
+        BlsEntry {
+            file_stem: stem.into(),
+            title: "Memtest".into(),
+            version: String::new(),
+            sort_key: Some("zz".into()),
+            linux: "/memtest.efi".into(),
+            initrd: vec![],
+            options: String::new(),
+        }
+    }
+
+    /// A set of our entries for `ids`, in that order, plus one foreign entry.
+    pub(crate) fn set(ids: &[&DeploymentId]) -> EntrySet {
+        EntrySet {
+            ours: ids.iter().map(|i| ours(i)).collect(),
+            foreign: vec![foreign("memtest")],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_sets::*;
+    use super::*;
+
+    /// The truth table of the marker against the entries.
+    #[test]
+    fn the_entries_decide_what_the_marker_means() {
+        let (b, x, o) = (id('b'), id('c'), id('d'));
+        let current = set(&[&b, &o]);
+        let pending = set(&[&x, &b, &o]);
+        // No marker: nothing staged, whatever entries.staged holds.
+        assert_eq!(
+            classify(None, &current, Some(pending.clone())),
+            Staged::None
+        );
+        // Marker X, the staged set boots X first: pending.
+        assert_eq!(
+            classify(Some(x.clone()), &current, Some(pending.clone())),
+            Staged::Pending {
+                id: x.clone(),
+                set: pending.clone()
+            }
+        );
+        // Marker X and X is the default: finalized, whether or not the old set is still
+        // under the staged name.
+        let after = set(&[&x, &b, &o]);
+        for left in [None, Some(current.clone())] {
+            assert_eq!(
+                classify(Some(x.clone()), &after, left),
+                Staged::Finalized(x.clone())
+            );
+        }
+        // Marker X, no staged set, X not the default: stale.
+        assert_eq!(
+            classify(Some(x.clone()), &current, None),
+            Staged::Stale(x.clone())
+        );
+        // Marker X, a staged set that boots something else first: stale.
+        assert_eq!(
+            classify(Some(x.clone()), &current, Some(set(&[&o, &b]))),
+            Staged::Stale(x.clone())
+        );
+        // Marker X, X only a non-default entry of the current set: stale, not finalized.
+        assert_eq!(
+            classify(Some(o.clone()), &current, None),
+            Staged::Stale(o.clone())
+        );
+        assert_eq!(Staged::Finalized(x.clone()).pending(), None);
+        assert_eq!(Staged::Stale(x.clone()).pending(), None);
+    }
+}

@@ -88,3 +88,67 @@ pub(crate) fn rollback(host: &Host) -> Result<RolledBack> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::boot::entries::Entry;
+    use crate::deploy::host::test_sets::*;
+
+    fn reorder(current: &EntrySet, staged: &Staged) -> EntrySet {
+        match plan(current, staged).unwrap() {
+            Plan::Reorder(set, default) => {
+                assert_eq!(set.default_deployment(), Some(&default));
+                set
+            }
+            other => panic!("expected a reorder, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn rollback_twice_is_the_identity_and_keeps_foreign_entries() {
+        let (a, b, c) = (id('a'), id('b'), id('c'));
+        let current = set(&[&a, &b, &c]);
+        let once = reorder(&current, &Staged::None);
+        assert_eq!(once.deployments(), vec![b.clone(), a.clone(), c.clone()]);
+        assert_eq!(once.foreign, current.foreign);
+        assert_eq!(reorder(&once, &Staged::None), current);
+    }
+
+    #[test]
+    fn a_pending_update_is_discarded_anything_else_is_a_normal_rollback() {
+        let (a, b, x) = (id('a'), id('b'), id('c'));
+        let current = set(&[&a, &b]);
+        let pending = Staged::Pending {
+            id: x.clone(),
+            set: set(&[&x, &a, &b]),
+        };
+        assert_eq!(plan(&current, &pending).unwrap(), Plan::Discard(x.clone()));
+        // The marker's deployment is already the default (an interrupted finalize): a
+        // normal rollback to the previous one, never a "discard" of the default.
+        let after = set(&[&x, &a]);
+        assert_eq!(
+            reorder(&after, &Staged::Finalized(x.clone())).deployments(),
+            vec![a.clone(), x.clone()]
+        );
+        // A stale marker changes nothing either.
+        assert_eq!(
+            reorder(&current, &Staged::Stale(x.clone())).deployments(),
+            vec![b.clone(), a.clone()]
+        );
+    }
+
+    #[test]
+    fn one_entry_or_a_previous_entry_without_deployment_is_refused() {
+        let a = id('a');
+        let e = plan(&set(&[&a]), &Staged::None).unwrap_err().to_string();
+        assert!(e.contains("no previous deployment"), "{e}");
+        let mut two = set(&[&a, &a]);
+        two.ours[1] = Entry::new(crate::boot::bls::BlsEntry {
+            options: "rw".into(),
+            ..two.ours[1].bls.clone()
+        });
+        let e = plan(&two, &Staged::None).unwrap_err().to_string();
+        assert!(e.contains("names no deployment"), "{e}");
+    }
+}

@@ -244,3 +244,41 @@ fn precheck_merge<H: FsVerityHashValue>(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::deploy::host::test_sets::*;
+
+    fn ids(s: &EntrySet) -> Vec<DeploymentId> {
+        s.deployments()
+    }
+
+    #[test]
+    fn new_entry_set_puts_new_then_booted_then_the_rest_and_keeps_foreign() {
+        let (a, b, c, n) = (id('a'), id('b'), id('c'), id('e'));
+        // Booted b is not the default (a rollback is queued): still right after the new.
+        let current = set(&[&a, &b, &c]);
+        let out = new_entry_set(&current, &b, ours(&n), 2);
+        assert_eq!(ids(&out), vec![n.clone(), b.clone(), a.clone()]);
+        assert_eq!(
+            out.foreign, current.foreign,
+            "foreign entries carried as they are"
+        );
+        // retain counts previous entries; 0 still keeps the booted one.
+        assert_eq!(
+            ids(&new_entry_set(&current, &b, ours(&n), 0)),
+            vec![n.clone(), b.clone()]
+        );
+        assert_eq!(
+            ids(&new_entry_set(&current, &b, ours(&n), 10)),
+            vec![n.clone(), b.clone(), a.clone(), c.clone()]
+        );
+        // The booted deployment without an entry: the others follow in order.
+        let out = new_entry_set(&set(&[&a, &c]), &b, ours(&n), 2);
+        assert_eq!(ids(&out), vec![n.clone(), a.clone(), c.clone()]);
+        // An empty set (first update after a manual cleanup): only the new entry.
+        let empty = EntrySet::default();
+        assert_eq!(ids(&new_entry_set(&empty, &b, ours(&n), 2)), vec![n]);
+    }
+}

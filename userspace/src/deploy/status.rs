@@ -409,3 +409,109 @@ pub(crate) fn only_booted(mut h: BootcHost) -> BootcHost {
     h.status.other_deployments.clear();
     h
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::deploy::host::test_sets::*;
+
+    fn input(booted: &DeploymentId, current: EntrySet, staged: Staged) -> StatusInput {
+        let mut origins = BTreeMap::new();
+        for (i, d) in current.deployments().iter().chain([booted]).enumerate() {
+            let r = ImageReference::parse(&format!("oci:/images:v{i}")).unwrap();
+            origins.insert(
+                d.clone(),
+                Some(Origin::for_image(
+                    &r,
+                    "00",
+                    &format!("sha256:{}", "0".repeat(64)),
+                )),
+            );
+        }
+        StatusInput {
+            booted: booted.clone(),
+            booted_insecure: true,
+            current,
+            staged,
+            origins,
+            details: BTreeMap::new(),
+            finalize_failure: None,
+        }
+    }
+
+    fn verity(e: &Option<BootEntry>) -> Option<String> {
+        e.as_ref().map(|e| e.composefs.verity.clone())
+    }
+
+    fn hex(id: &DeploymentId) -> Option<String> {
+        Some(id.hex().to_string())
+    }
+
+    #[test]
+    fn status_follows_the_entries_not_the_marker() {
+        let (b, x, o) = (id('b'), id('c'), id('d'));
+        // Nothing staged: booted b, rollback o.
+        let plain = assemble(&input(&b, set(&[&b, &o]), Staged::None));
+        assert_eq!(verity(&plain.status.staged), None);
+        assert_eq!(verity(&plain.status.booted), hex(&b));
+        assert_eq!(verity(&plain.status.rollback), hex(&o));
+        assert!(!plain.status.rollback_queued);
+        assert_eq!(plain.spec.boot_order, "default");
+
+        // A pending update: staged x, not in the boot order yet.
+        let pending = Staged::Pending {
+            id: x.clone(),
+            set: set(&[&x, &b, &o]),
+        };
+        let h = assemble(&input(&b, set(&[&b, &o]), pending));
+        assert_eq!(verity(&h.status.staged), hex(&x));
+        assert_eq!(verity(&h.status.rollback), hex(&o));
+        assert!(!h.status.rollback_queued);
+
+        // Finalize stopped after the exchange: x is the default and boots next. It is
+        // not staged, and status is exactly what a completed finalize shows.
+        let after = set(&[&x, &b, &o]);
+        let interrupted = assemble(&input(&b, after.clone(), Staged::Finalized(x.clone())));
+        let completed = assemble(&input(&b, after, Staged::None));
+        assert_eq!(verity(&interrupted.status.staged), None);
+        assert_eq!(
+            serde_json::to_value(&interrupted).unwrap(),
+            serde_json::to_value(&completed).unwrap()
+        );
+
+        // A stale marker (no staged set, x not the default): nothing staged.
+        let stale = assemble(&input(&b, set(&[&b, &o]), Staged::Stale(x.clone())));
+        assert_eq!(
+            serde_json::to_value(&stale).unwrap(),
+            serde_json::to_value(&plain).unwrap()
+        );
+
+        // A queued rollback: the default is o, booted b.
+        let q = assemble(&input(&b, set(&[&o, &b]), Staged::None));
+        assert!(q.status.rollback_queued);
+        assert_eq!(q.spec.boot_order, "rollback");
+        assert_eq!(verity(&q.status.rollback), hex(&o));
+    }
+
+    #[test]
+    fn unreadable_origins_and_other_deployments() {
+        let (a, b, c, d) = (id('a'), id('b'), id('c'), id('d'));
+        let mut i = input(&b, set(&[&b, &a, &c, &d]), Staged::None);
+        i.origins.insert(c.clone(), None);
+        i.finalize_failure = Some("why".into());
+        let h = assemble(&i);
+        assert_eq!(verity(&h.status.rollback), hex(&a));
+        let others: Vec<_> = h
+            .status
+            .other_deployments
+            .iter()
+            .map(|e| (e.composefs.verity.clone(), e.incompatible))
+            .collect();
+        assert_eq!(
+            others,
+            vec![(c.hex().to_string(), true), (d.hex().to_string(), false)]
+        );
+        assert_eq!(h.status.finalize_failure.as_deref(), Some("why"));
+        assert!(h.status.booted.unwrap().composefs.missing_verity_allowed);
+    }
+}
