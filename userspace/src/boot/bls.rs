@@ -236,8 +236,12 @@ pub(crate) fn image_kargs<H: FsVerityHashValue>(
         let path = format!("{KARGS_D}/{name}");
         let text = String::from_utf8(read(repo, f)?.into_vec())
             .with_context(|| format!("{path}: not UTF-8"))?;
-        let parsed: KargsFile =
-            toml::from_str(&text).with_context(|| format!("{path}: expected kargs = [\"…\"]"))?;
+        let parsed: KargsFile = toml::from_str(&text).map_err(|e| {
+            anyhow::anyhow!(
+                "{path}: expected kargs = [\"…\"]: {}",
+                bootc_initramfs_setup::one_line(&e.to_string())
+            )
+        })?;
         // Checked whatever the architecture: the image is wrong either way.
         for k in &parsed.kargs {
             check_karg(k, &path)?;
