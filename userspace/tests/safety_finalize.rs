@@ -243,7 +243,7 @@ fn killed_at(step: &str) -> (System, String) {
     let out = s.bootc_env(
         &v1,
         &["composefs-finalize-staged"],
-        &[("BOOTC_FAULT_AT", step)],
+        &[(bootc::sys::fault::ENV, step)],
     );
     assert_eq!(
         out.status.signal(),
