@@ -209,7 +209,9 @@ struct KargsFile {
     match_architectures: Option<Vec<String>>,
 }
 
-/// The kernel arguments from the image's `/usr/lib/bootc/kargs.d/*.toml`, in file name order.
+/// The kernel arguments from the image's `/usr/lib/bootc/kargs.d/*.toml`, in file name order,
+/// validated: a file that is not `kargs = [...]` TOML or an argument [`check_karg`] refuses
+/// is an error naming the file. Install and staging (upgrade, switch) both call this.
 pub(crate) fn image_kargs<H: FsVerityHashValue>(
     repo: &Repository<H>,
     fs: &FileSystem<H>,
@@ -234,8 +236,16 @@ pub(crate) fn image_kargs<H: FsVerityHashValue>(
         let path = format!("{KARGS_D}/{name}");
         let text = String::from_utf8(read(repo, f)?.into_vec())
             .with_context(|| format!("{path}: not UTF-8"))?;
-        let parsed: KargsFile =
-            toml::from_str(&text).with_context(|| format!("{path}: expected kargs = [\"…\"]"))?;
+        let parsed: KargsFile = toml::from_str(&text).map_err(|e| {
+            anyhow::anyhow!(
+                "{path}: expected kargs = [\"…\"]: {}",
+                bootc_initramfs_setup::one_line(&e.to_string())
+            )
+        })?;
+        // Checked whatever the architecture: the image is wrong either way.
+        for k in &parsed.kargs {
+            check_karg(k, &path)?;
+        }
         if let Some(archs) = &parsed.match_architectures {
             if !archs.iter().any(|a| a == std::env::consts::ARCH) {
                 continue;
@@ -244,6 +254,21 @@ pub(crate) fn image_kargs<H: FsVerityHashValue>(
         out.extend(parsed.kargs);
     }
     Ok(out)
+}
+
+/// One kernel argument from `from` (`--karg` or a `kargs.d` file): refused when it sets
+/// the composefs argument (bootc writes that itself; the booter refuses two that
+/// disagree) or is empty.
+pub(crate) fn check_karg(k: &str, from: &str) -> Result<()> {
+    use bootc_initramfs_setup::cmdline::{KARG, KARG_DIGEST};
+    let name = k.split('=').next().unwrap_or_default();
+    if name == KARG || name == KARG_DIGEST {
+        bail!("kernel argument {k:?} from {from}: bootc sets {KARG}= itself");
+    }
+    if k.trim().is_empty() {
+        bail!("empty kernel argument from {from}");
+    }
+    Ok(())
 }
 
 /// The `options` line: `root=SPEC rw`, the user's `--karg`s, the image's kargs.d, then
@@ -255,17 +280,10 @@ pub(crate) fn options(
     image: &[String],
     composefs: &bootc_initramfs_setup::cmdline::ComposefsKarg,
 ) -> Result<String> {
-    use bootc_initramfs_setup::cmdline::{KARG, KARG_DIGEST};
     let mut out = vec![format!("root={root_spec}"), "rw".to_string()];
     for (from, kargs) in [("--karg", user), (KARGS_D, image)] {
         for k in kargs {
-            let name = k.split('=').next().unwrap_or_default();
-            if name == KARG || name == KARG_DIGEST {
-                bail!("kernel argument {k:?} from {from}: bootc sets {KARG}= itself");
-            }
-            if k.trim().is_empty() {
-                bail!("empty kernel argument from {from}");
-            }
+            check_karg(k, from)?;
             out.push(k.clone());
         }
     }

@@ -205,6 +205,14 @@ pub(crate) fn discard_staged(boot: impl AsFd) -> Result<bool> {
 /// Makes the staged set the current one with one atomic exchange, then removes the old
 /// set (now under the staged name).
 pub(crate) fn swap_staged(boot: impl AsFd) -> Result<()> {
+    exchange_staged(&boot)?;
+    discard_staged(&boot)?;
+    Ok(())
+}
+
+/// Makes the staged set the current one with one atomic exchange; the old set is left
+/// under the staged name (for [`discard_staged`]).
+pub(crate) fn exchange_staged(boot: impl AsFd) -> Result<()> {
     let loader = durable::open_dir(&boot, loader_dir())?;
     let staged = name_of(layout::LOADER_ENTRIES_STAGED);
     let current = name_of(layout::LOADER_ENTRIES);
@@ -217,8 +225,6 @@ pub(crate) fn swap_staged(boot: impl AsFd) -> Result<()> {
         }
         Err(e) => return Err(e).context("exchanging loader/entries.staged and loader/entries"),
     }
-    durable::fsync_dir(&loader)?;
-    durable::remove_all(&loader, staged)?;
     durable::fsync_dir(&loader)?;
     Ok(())
 }

@@ -4,76 +4,131 @@
 //!
 //! The merge is three-way (see [`super::etc_merge`]): pristine = the booted image's
 //! /etc, current = the live /etc (the booted deployment's `state/deploy/<id>/etc`, which
-//! is what is bound on /etc), new = the staged deployment's `etc/`. On a conflict or any
-//! error the staged entries are not swapped: the old deployment stays the default, and
-//! the reason goes to the journal (stderr) and to `state/finalize-failure`, which
-//! `bootc status` shows. On success the entry sets are exchanged atomically, then
-//! unreferenced boot binaries and deployments are collected.
+//! is what is bound on /etc), new = the staged deployment's `etc/`. Before anything is
+//! changed, every file the new default needs is checked ([`check_bootable`]). On a
+//! conflict or any error before the exchange the entry sets are not swapped: the old
+//! deployment stays the default, and the reason goes to the journal (stderr) and to
+//! `state/finalize-failure`, which `bootc status` shows.
+//!
+//! On success the entry sets are exchanged atomically. Everything after the exchange is
+//! bookkeeping that a re-run completes from wherever it stopped: the marker is cleared
+//! last, so as long as it names the deployment that is already the default
+//! ([`Staged::Finalized`]), finalize knows the exchange happened and only completes
+//! ([`STEPS_AFTER_EXCHANGE`] names the points a test kills it at).
 
 use std::os::fd::AsFd;
+use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use bootc_initramfs_setup::cmdline::DeploymentId;
 use bootc_initramfs_setup::layout;
 use bootc_initramfs_setup::with_algorithm;
 use composefs::fsverity::FsVerityHashValue;
+use rustix::fs::{Mode, OFlags, ResolveFlags};
 
 use super::etc_merge;
-use super::host::Host;
+use super::gc::{self, GcReport};
+use super::host::{Host, Staged};
 use super::stage::plan_merge;
-use crate::boot::entries;
+use crate::boot::entries::{self, EntrySet};
 use crate::repo;
-use crate::sys::durable;
+use crate::sys::{durable, fault};
+
+/// The steps after the exchange, in order; a debug build aborts at one when
+/// `BOOTC_FAULT_AT` names it (see [`crate::sys::fault`]).
+pub(crate) const STEPS_AFTER_EXCHANGE: [&str; 5] = [
+    "finalize.after-exchange",
+    "finalize.after-old-set-removed",
+    "finalize.after-gc",
+    "finalize.after-failure-cleared",
+    "finalize.after-marker-cleared",
+];
 
 /// What finalize did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Finalized {
     /// No staged deployment.
     NothingStaged,
+    /// The marker named a deployment that is neither staged nor the default; removed.
+    StaleMarker(DeploymentId),
     /// The staged deployment is now the default.
-    Done(DeploymentId),
+    Done {
+        /// The new default.
+        id: DeploymentId,
+        /// An earlier finalize had exchanged the sets already; this run completed it.
+        resumed: bool,
+        /// What gc removed (None when it failed: a warning, not a finalize failure).
+        gc: Option<GcReport>,
+    },
 }
 
-/// Finalizes the staged deployment; records the failure reason when it cannot.
+/// Finalizes the staged deployment, or completes an interrupted finalize; records the
+/// failure reason when it cannot.
 pub(crate) fn finalize(host: &Host) -> Result<Finalized> {
-    let Some(staged) = host.staged() else {
-        return Ok(Finalized::NothingStaged);
-    };
-    let result = repo::read_algorithm(&host.sysroot)
-        .and_then(|alg| with_algorithm!(alg, H => finalize_typed::<H>(host, &staged)));
-    match result {
-        Ok(()) => {
-            host.clear_staged()?;
-            host.clear_finalize_failure()?;
-            Ok(Finalized::Done(staged))
-        }
-        Err(e) => {
-            let reason = format!(
-                "finalizing {} failed, {} stays the default: {e:#}",
-                staged.short(),
-                host.booted.short()
+    let (id, pending) = match host.staged_state()? {
+        Staged::None => return Ok(Finalized::NothingStaged),
+        Staged::Stale(id) => {
+            tracing::warn!(
+                "the staged marker names {}, which is neither staged nor the default: removing the marker",
+                id.short()
             );
+            host.clear_staged()?;
+            return Ok(Finalized::StaleMarker(id));
+        }
+        Staged::Finalized(id) => (id, None),
+        Staged::Pending { id, set } => (id, Some(set)),
+    };
+    let resumed = pending.is_none();
+    let result = match &pending {
+        Some(set) => repo::read_algorithm(&host.sysroot)
+            .and_then(|alg| with_algorithm!(alg, H => apply::<H>(host, &id, set))),
+        None => Ok(()),
+    }
+    .and_then(|()| complete(host));
+    match result {
+        Ok(gc) => Ok(Finalized::Done { id, resumed, gc }),
+        Err(e) => {
+            let reason = failure_reason(host, &id, &e);
             tracing::error!("{reason}");
             if let Err(w) = host.set_finalize_failure(&reason) {
                 tracing::error!("recording the failure: {w:#}");
             }
             Err(e.context(format!(
                 "the staged deployment {} was not finalized",
-                staged.short()
+                id.short()
             )))
         }
     }
 }
 
-fn finalize_typed<H: FsVerityHashValue>(host: &Host, staged: &DeploymentId) -> Result<()> {
-    let staged_set = entries::read_staged(&host.boot)?
-        .context("the staged marker is set but loader/entries.staged is missing")?;
-    if staged_set.default_deployment() != Some(staged) {
-        bail!(
-            "loader/entries.staged does not boot the staged deployment {} first",
-            staged.short()
-        );
+/// The failure text, naming what really is the default (read from the entries now).
+fn failure_reason(host: &Host, id: &DeploymentId, e: &anyhow::Error) -> String {
+    match entries::read_current(&host.boot) {
+        Ok(set) => match set.default_deployment() {
+            Some(d) if d == id => format!(
+                "finalizing {} did not complete, but it is already the default for the next boot; run bootc composefs-finalize-staged again to finish: {e:#}",
+                id.short()
+            ),
+            Some(d) => format!(
+                "finalizing {} failed, {} stays the default: {e:#}",
+                id.short(),
+                d.short()
+            ),
+            None => format!(
+                "finalizing {} failed, and loader/entries boots no deployment of ours: {e:#}",
+                id.short()
+            ),
+        },
+        Err(r) => format!(
+            "finalizing {} failed, and the current boot entries cannot be read ({r:#}): {e:#}",
+            id.short()
+        ),
     }
+}
+
+/// Up to and including the exchange: check, merge /etc, exchange the entry sets.
+fn apply<H: FsVerityHashValue>(host: &Host, staged: &DeploymentId, set: &EntrySet) -> Result<()> {
+    check_bootable(host, staged, set)?;
     let repo = repo::open::<H>(&host.sysroot)?;
     let (plan, _pristine) = plan_merge(host, &repo, staged)?;
     if !plan.conflicts.is_empty() {
@@ -89,12 +144,168 @@ fn finalize_typed<H: FsVerityHashValue>(host: &Host, staged: &DeploymentId) -> R
         );
     }
     durable::syncfs(host.sysroot.as_fd())?;
-    entries::swap_staged(&host.boot)?;
+    entries::exchange_staged(&host.boot)?;
     durable::syncfs(host.boot.as_fd())?;
     tracing::info!(
         "finalized {}: {} local /etc changes carried over",
         staged.short(),
         plan.actions.len()
     );
+    fault::point(STEPS_AFTER_EXCHANGE[0]);
     Ok(())
+}
+
+/// After the exchange: remove the old set, collect garbage, clear the failure record,
+/// and last the marker. Each step is idempotent.
+fn complete(host: &Host) -> Result<Option<GcReport>> {
+    entries::discard_staged(&host.boot).context("removing the previous entry set")?;
+    fault::point(STEPS_AFTER_EXCHANGE[1]);
+    let report = match gc::gc(host, false) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            tracing::warn!("garbage collection after finalize failed: {e:#}");
+            None
+        }
+    };
+    fault::point(STEPS_AFTER_EXCHANGE[2]);
+    host.clear_finalize_failure()?;
+    fault::point(STEPS_AFTER_EXCHANGE[3]);
+    host.clear_staged()?;
+    fault::point(STEPS_AFTER_EXCHANGE[4]);
+    Ok(report)
+}
+
+/// Every file the staged default needs exists: its entry's `linux` and `initrd` on the
+/// boot partition (regular files), its state directory with `etc/`, and its EROFS image
+/// `composefs/images/<hex>`. Checked before anything is changed.
+pub(crate) fn check_bootable(host: &Host, id: &DeploymentId, set: &EntrySet) -> Result<()> {
+    let entry = set
+        .get(id)
+        .with_context(|| format!("loader/entries.staged has no entry for {}", id.short()))?;
+    let name = entry.bls.file_name();
+    for path in std::iter::once(&entry.bls.linux).chain(&entry.bls.initrd) {
+        if let Some(problem) = not_regular(&host.boot, path.trim_start_matches('/')) {
+            bail!("the staged entry {name} boots {path}, which {problem} on the boot partition");
+        }
+    }
+    let state = layout::deploy_dir(id);
+    let etc = layout::deploy_etc(id);
+    for dir in [&state, &etc] {
+        if durable::open_dir(&host.sysroot, dir).is_err() {
+            bail!(
+                "the staged deployment's {} is missing (or not a directory) on the physical root",
+                dir.display()
+            );
+        }
+    }
+    let image = layout::image_path(id);
+    if let Some(problem) = not_regular(&host.sysroot, &image) {
+        bail!(
+            "the staged deployment's image {} {problem} on the physical root",
+            image.display()
+        );
+    }
+    Ok(())
+}
+
+/// What is wrong with `rel` (resolved inside `root`, symlinks followed there) as a
+/// regular file, or None.
+fn not_regular(root: impl AsFd, rel: impl AsRef<Path>) -> Option<String> {
+    let fd = match rustix::fs::openat2(
+        &root,
+        rel.as_ref(),
+        OFlags::PATH | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+    ) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::NOENT) => return Some("is missing".into()),
+        Err(e) => return Some(format!("cannot be opened ({e})")),
+    };
+    match rustix::fs::fstat(&fd) {
+        Ok(st) if rustix::fs::FileType::from_raw_mode(st.st_mode).is_file() => None,
+        Ok(_) => Some("is not a regular file".into()),
+        Err(e) => Some(format!("cannot be read ({e})")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::deploy::host::test_sets::*;
+    use std::fs;
+
+    /// A host on tempdirs with a complete deployment `x` (no root needed).
+    fn host_with(x: &DeploymentId) -> (tempfile::TempDir, Host) {
+        let t = tempfile::tempdir().unwrap();
+        let (root, boot) = (t.path().join("root"), t.path().join("boot"));
+        let dir = layout::boot_dir_name(x);
+        fs::create_dir_all(boot.join(&dir)).unwrap();
+        fs::write(boot.join(&dir).join("vmlinuz"), "k").unwrap();
+        fs::write(boot.join(&dir).join("initramfs.img"), "i").unwrap();
+        fs::create_dir_all(root.join(layout::deploy_etc(x))).unwrap();
+        fs::create_dir_all(root.join(layout::image_path(x).parent().unwrap())).unwrap();
+        fs::write(root.join(layout::image_path(x)), "erofs").unwrap();
+        let host = Host {
+            sysroot_path: root.clone(),
+            sysroot: durable::open_dir(rustix::fs::CWD, &root).unwrap(),
+            boot: durable::open_dir(rustix::fs::CWD, &boot).unwrap(),
+            run_dir: t.path().join("run"),
+            booted: id('b'),
+            booted_insecure: true,
+        };
+        (t, host)
+    }
+
+    #[test]
+    fn every_file_the_new_default_needs_is_checked() {
+        let x = id('c');
+        let s = set(&[&x]);
+        let (t, host) = host_with(&x);
+        check_bootable(&host, &x, &s).unwrap();
+        let dir = layout::boot_dir_name(&x);
+        let boot = t.path().join("boot");
+        let root = t.path().join("root");
+
+        // A wrong kernel path in the entry.
+        let mut wrong = s.clone();
+        wrong.ours[0].bls.linux = format!("/{dir}/vmlinuz-typo");
+        let e = check_bootable(&host, &x, &wrong).unwrap_err().to_string();
+        assert!(
+            e.contains("vmlinuz-typo, which is missing on the boot partition"),
+            "{e}"
+        );
+        // An escaping path resolves inside the boot partition, and is missing there.
+        wrong.ours[0].bls.linux = "/../../../../etc/passwd".into();
+        let e = check_bootable(&host, &x, &wrong).unwrap_err().to_string();
+        assert!(e.contains("is missing"), "{e}");
+
+        // The initrd is a directory.
+        fs::remove_file(boot.join(&dir).join("initramfs.img")).unwrap();
+        fs::create_dir(boot.join(&dir).join("initramfs.img")).unwrap();
+        let e = check_bootable(&host, &x, &s).unwrap_err().to_string();
+        assert!(
+            e.contains("initramfs.img, which is not a regular file"),
+            "{e}"
+        );
+        fs::remove_dir(boot.join(&dir).join("initramfs.img")).unwrap();
+        fs::write(boot.join(&dir).join("initramfs.img"), "i").unwrap();
+
+        // The image is missing.
+        fs::remove_file(root.join(layout::image_path(&x))).unwrap();
+        let e = check_bootable(&host, &x, &s).unwrap_err().to_string();
+        assert!(
+            e.contains(&format!("image composefs/images/{} is missing", x.hex())),
+            "{e}"
+        );
+        fs::write(root.join(layout::image_path(&x)), "erofs").unwrap();
+
+        // The state's etc is missing.
+        fs::remove_dir(root.join(layout::deploy_etc(&x))).unwrap();
+        let e = check_bootable(&host, &x, &s).unwrap_err().to_string();
+        assert!(
+            e.contains(&format!("state/deploy/{}/etc is missing", x.hex())),
+            "{e}"
+        );
+    }
 }

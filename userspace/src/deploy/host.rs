@@ -14,6 +14,7 @@ use bootc_initramfs_setup::cmdline::{CmdlineError, ComposefsKarg, DeploymentId};
 use bootc_initramfs_setup::layout;
 use rustix::fs::CWD;
 
+use crate::boot::entries::{self, EntrySet};
 use crate::boot::{esp_in_root, ESP_MOUNT};
 use crate::sys::durable;
 
@@ -176,14 +177,27 @@ impl Host {
         }
     }
 
-    /// The staged entry set, when an update is staged (the marker exists). A
-    /// `loader/entries.staged` without the marker is stale (an update staged before a
-    /// reboot that never finalized, or a crash mid-swap) and counts for nothing.
-    pub(crate) fn staged_set(&self) -> Result<Option<crate::boot::entries::EntrySet>> {
-        if self.staged().is_none() {
-            return Ok(None);
+    /// What the staged marker means, judged against the entry sets on the boot
+    /// partition (see [`classify`]).
+    pub(crate) fn staged_state(&self) -> Result<Staged> {
+        let marker = self.staged();
+        if marker.is_none() {
+            return Ok(Staged::None);
         }
-        crate::boot::entries::read_staged(&self.boot)
+        let current = entries::read_current(&self.boot)?;
+        let staged_set = entries::read_staged(&self.boot)?;
+        Ok(classify(marker, &current, staged_set))
+    }
+
+    /// The staged entry set, when an update really waits for finalize
+    /// ([`Staged::Pending`]). A `loader/entries.staged` without the marker is stale (an
+    /// update staged before a reboot that never finalized, or a crash mid-swap), and
+    /// after an interrupted finalize it holds the old set: both count for nothing.
+    pub(crate) fn staged_set(&self) -> Result<Option<EntrySet>> {
+        Ok(match self.staged_state()? {
+            Staged::Pending { set, .. } => Some(set),
+            _ => None,
+        })
     }
 
     /// Whether this is the running system (so units may be started and reboots asked).
@@ -193,7 +207,160 @@ impl Host {
     }
 }
 
+/// What the staged marker (`/run/composefs/staged-deployment`) means. The marker alone
+/// is not the truth: finalize may have been stopped after it exchanged the entry sets,
+/// and a rollback or a crash may have left a marker without its set. The entries decide.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Staged {
+    /// No marker: nothing is staged (a `loader/entries.staged` is stale).
+    None,
+    /// An update waits for finalize: `loader/entries.staged` boots `id` first and `id` is
+    /// not yet the default.
+    Pending {
+        /// The staged deployment.
+        id: DeploymentId,
+        /// The complete next entry set.
+        set: EntrySet,
+    },
+    /// `id` is already the default of `loader/entries`: finalize exchanged the sets and
+    /// was stopped before it cleaned up (the old set under the staged name, the marker).
+    /// `id` boots next; finalize only has to complete.
+    Finalized(DeploymentId),
+    /// The marker names `id`, but no staged set boots it and it is not the default:
+    /// nothing is staged.
+    Stale(DeploymentId),
+}
+
+impl Staged {
+    /// The deployment waiting for finalize, if one really is.
+    pub(crate) fn pending(&self) -> Option<&DeploymentId> {
+        match self {
+            Staged::Pending { id, .. } => Some(id),
+            _ => None,
+        }
+    }
+}
+
+/// Judges the marker against the current set and the staged set (see [`Staged`]).
+pub(crate) fn classify(
+    marker: Option<DeploymentId>,
+    current: &EntrySet,
+    staged_set: Option<EntrySet>,
+) -> Staged {
+    let Some(id) = marker else {
+        return Staged::None;
+    };
+    if current.default_deployment() == Some(&id) {
+        return Staged::Finalized(id);
+    }
+    match staged_set {
+        Some(set) if set.default_deployment() == Some(&id) => Staged::Pending { id, set },
+        _ => Staged::Stale(id),
+    }
+}
+
 /// `dir/name` → (`dir`, `name`) for a layout path.
 fn split(path: &str) -> (&str, &str) {
     path.rsplit_once('/').unwrap_or((".", path))
+}
+
+/// Entry sets for the unit tests of the day-2 logic (no root, no disk).
+#[cfg(test)]
+pub(crate) mod test_sets {
+    use super::*;
+    use crate::boot::bls::BlsEntry;
+    use crate::boot::entries::Entry;
+
+    /// A sha256 deployment id made of one repeated hex digit.
+    pub(crate) fn id(c: char) -> DeploymentId {
+        DeploymentId::parse(&c.to_string().repeat(64)).unwrap()
+    }
+
+    /// Our entry for `id`.
+    pub(crate) fn ours(id: &DeploymentId) -> Entry {
+        let dir = layout::boot_dir_name(id);
+        Entry::new(BlsEntry {
+            file_stem: dir.clone(),
+            title: "T".into(),
+            version: "1".into(),
+            sort_key: None,
+            linux: format!("/{dir}/vmlinuz"),
+            initrd: vec![format!("/{dir}/initramfs.img")],
+            options: format!("rw composefs=?sha256:{}", id.hex()),
+        })
+    }
+
+    /// A foreign entry (no `linux` of ours).
+    pub(crate) fn foreign(stem: &str) -> BlsEntry {
+        BlsEntry {
+            file_stem: stem.into(),
+            title: "Memtest".into(),
+            version: String::new(),
+            sort_key: Some("zz".into()),
+            linux: "/memtest.efi".into(),
+            initrd: vec![],
+            options: String::new(),
+        }
+    }
+
+    /// A set of our entries for `ids`, in that order, plus one foreign entry.
+    pub(crate) fn set(ids: &[&DeploymentId]) -> EntrySet {
+        EntrySet {
+            ours: ids.iter().map(|i| ours(i)).collect(),
+            foreign: vec![foreign("memtest")],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_sets::*;
+    use super::*;
+
+    /// The truth table of the marker against the entries.
+    #[test]
+    fn the_entries_decide_what_the_marker_means() {
+        let (b, x, o) = (id('b'), id('c'), id('d'));
+        let current = set(&[&b, &o]);
+        let pending = set(&[&x, &b, &o]);
+        // No marker: nothing staged, whatever entries.staged holds.
+        assert_eq!(
+            classify(None, &current, Some(pending.clone())),
+            Staged::None
+        );
+        // Marker X, the staged set boots X first: pending.
+        assert_eq!(
+            classify(Some(x.clone()), &current, Some(pending.clone())),
+            Staged::Pending {
+                id: x.clone(),
+                set: pending.clone()
+            }
+        );
+        // Marker X and X is the default: finalized, whether or not the old set is still
+        // under the staged name.
+        let after = set(&[&x, &b, &o]);
+        for left in [None, Some(current.clone())] {
+            assert_eq!(
+                classify(Some(x.clone()), &after, left),
+                Staged::Finalized(x.clone())
+            );
+        }
+        // Marker X, no staged set, X not the default: stale.
+        assert_eq!(
+            classify(Some(x.clone()), &current, None),
+            Staged::Stale(x.clone())
+        );
+        // Marker X, a staged set that boots something else first: stale.
+        assert_eq!(
+            classify(Some(x.clone()), &current, Some(set(&[&o, &b]))),
+            Staged::Stale(x.clone())
+        );
+        // Marker X, X only a non-default entry of the current set: stale, not finalized.
+        assert_eq!(
+            classify(Some(o.clone()), &current, None),
+            Staged::Stale(o.clone())
+        );
+        assert_eq!(Staged::Finalized(x.clone()).pending(), None);
+        assert_eq!(Staged::Stale(x.clone()).pending(), None);
+    }
 }

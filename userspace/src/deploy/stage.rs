@@ -118,6 +118,9 @@ fn stage_typed<H: FsVerityHashValue>(host: &Host, opts: &StageOpts) -> Result<St
     let kernel = bls::find_kernel(boot_entries).with_context(|| format!("deploying {imgref}"))?;
     let digest = bls::boot_digest(&repo, &kernel)?;
     let os = bls::os_info(&repo, &fs)?;
+    // The same kargs.d checks as install, before anything is written. The arguments
+    // themselves are not carried yet: the booted entry's options are.
+    bls::image_kargs(&repo, &fs).with_context(|| format!("refusing {imgref}"))?;
     let origin = Origin::for_image(&imgref, &digest, &pulled.manifest_digest);
     state::write_deployment(&host.sysroot, &repo, &fs, &id, &origin, false)?;
 
@@ -240,4 +243,42 @@ fn precheck_merge<H: FsVerityHashValue>(
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::deploy::host::test_sets::*;
+
+    fn ids(s: &EntrySet) -> Vec<DeploymentId> {
+        s.deployments()
+    }
+
+    #[test]
+    fn new_entry_set_puts_new_then_booted_then_the_rest_and_keeps_foreign() {
+        let (a, b, c, n) = (id('a'), id('b'), id('c'), id('e'));
+        // Booted b is not the default (a rollback is queued): still right after the new.
+        let current = set(&[&a, &b, &c]);
+        let out = new_entry_set(&current, &b, ours(&n), 2);
+        assert_eq!(ids(&out), vec![n.clone(), b.clone(), a.clone()]);
+        assert_eq!(
+            out.foreign, current.foreign,
+            "foreign entries carried as they are"
+        );
+        // retain counts previous entries; 0 still keeps the booted one.
+        assert_eq!(
+            ids(&new_entry_set(&current, &b, ours(&n), 0)),
+            vec![n.clone(), b.clone()]
+        );
+        assert_eq!(
+            ids(&new_entry_set(&current, &b, ours(&n), 10)),
+            vec![n.clone(), b.clone(), a.clone(), c.clone()]
+        );
+        // The booted deployment without an entry: the others follow in order.
+        let out = new_entry_set(&set(&[&a, &c]), &b, ours(&n), 2);
+        assert_eq!(ids(&out), vec![n.clone(), a.clone(), c.clone()]);
+        // An empty set (first update after a manual cleanup): only the new entry.
+        let empty = EntrySet::default();
+        assert_eq!(ids(&new_entry_set(&empty, &b, ours(&n), 2)), vec![n]);
+    }
 }

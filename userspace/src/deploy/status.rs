@@ -16,8 +16,8 @@ use anyhow::Result;
 use bootc_initramfs_setup::cmdline::DeploymentId;
 use serde::Serialize;
 
-use crate::boot::entries::{self, Entry};
-use crate::deploy::host::Host;
+use crate::boot::entries::{self, Entry, EntrySet};
+use crate::deploy::host::{Host, Staged};
 use crate::deploy::state::Origin;
 use crate::imgref::ImageReference;
 
@@ -155,26 +155,13 @@ fn oci_arch() -> String {
     .to_string()
 }
 
-fn boot_entry(
-    host: &Host,
-    id: &DeploymentId,
-    entry: Option<&Entry>,
-    details: &BTreeMap<String, (Option<String>, Option<String>)>,
-) -> BootEntry {
-    let origin = match Origin::load(&host.sysroot, id) {
-        Ok(o) => Some(o),
-        Err(e) => {
-            tracing::warn!("deployment {}: {e:#}", id.short());
-            None
-        }
-    };
-    let parsed = origin
-        .as_ref()
-        .and_then(|o| ImageReference::parse(&o.image_reference).ok());
-    let image = match (&origin, &parsed) {
+fn boot_entry(input: &StatusInput, id: &DeploymentId, entry: Option<&Entry>) -> BootEntry {
+    let origin = input.origins.get(id).and_then(Option::as_ref);
+    let parsed = origin.and_then(|o| ImageReference::parse(&o.image_reference).ok());
+    let image = match (origin, &parsed) {
         (Some(o), Some(r)) => {
             let digest = o.manifest_digest.clone().unwrap_or_default();
-            let (version, timestamp) = details.get(&digest).cloned().unwrap_or((None, None));
+            let (version, timestamp) = input.details.get(&digest).cloned().unwrap_or((None, None));
             Some(ImageStatus {
                 image: image_ref(r),
                 version,
@@ -194,15 +181,15 @@ fn boot_entry(
             verity: id.hex().to_string(),
             boot_type: "Bls",
             bootloader: "systemd",
-            missing_verity_allowed: entry.map(|e| e.insecure).unwrap_or(host.booted_insecure),
-            boot_digest: origin.and_then(|o| o.boot_digest),
+            missing_verity_allowed: entry.map(|e| e.insecure).unwrap_or(input.booted_insecure),
+            boot_digest: origin.and_then(|o| o.boot_digest.clone()),
         },
         ostree: None,
     }
 }
 
 /// Version and creation time of images, by manifest digest.
-type ImageDetails = BTreeMap<String, (Option<String>, Option<String>)>;
+pub(crate) type ImageDetails = BTreeMap<String, (Option<String>, Option<String>)>;
 
 /// Version and creation time of every image the repository holds, by manifest digest.
 fn image_details(host: &Host) -> ImageDetails {
@@ -230,52 +217,97 @@ fn image_details(host: &Host) -> ImageDetails {
     })
 }
 
-/// Builds the status object.
+/// Everything status is made of, read from the host by [`host_status`]; [`assemble`]
+/// turns it into the object without touching the disk.
+#[derive(Debug, Clone)]
+pub(crate) struct StatusInput {
+    /// The booted deployment.
+    pub(crate) booted: DeploymentId,
+    /// Whether it was booted with `composefs=?`.
+    pub(crate) booted_insecure: bool,
+    /// `loader/entries`.
+    pub(crate) current: EntrySet,
+    /// What the staged marker means against the entries.
+    pub(crate) staged: Staged,
+    /// The origins of the deployments shown (None: unreadable).
+    pub(crate) origins: BTreeMap<DeploymentId, Option<Origin>>,
+    /// Version and creation time of images, by manifest digest.
+    pub(crate) details: ImageDetails,
+    /// The recorded finalize failure.
+    pub(crate) finalize_failure: Option<String>,
+}
+
+/// Reads the host and builds the status object.
 pub(crate) fn host_status(host: &Host) -> Result<BootcHost> {
     let current = entries::read_current(&host.boot).unwrap_or_else(|e| {
         tracing::warn!("reading boot entries: {e:#}");
         Default::default()
     });
-    let staged_set = host.staged_set().unwrap_or_else(|e| {
+    let staged = host.staged_state().unwrap_or_else(|e| {
         tracing::warn!("reading staged boot entries: {e:#}");
-        None
+        Staged::None
     });
-    let details = image_details(host);
-    let booted_id = host.booted.clone();
-    let booted = Some(boot_entry(
-        host,
-        &booted_id,
-        current.get(&booted_id),
-        &details,
-    ));
+    let mut ids = current.deployments();
+    ids.push(host.booted.clone());
+    ids.extend(staged.pending().cloned());
+    let origins = ids
+        .into_iter()
+        .map(|id| {
+            let o = match Origin::load(&host.sysroot, &id) {
+                Ok(o) => Some(o),
+                Err(e) => {
+                    tracing::warn!("deployment {}: {e:#}", id.short());
+                    None
+                }
+            };
+            (id, o)
+        })
+        .collect();
+    Ok(assemble(&StatusInput {
+        booted: host.booted.clone(),
+        booted_insecure: host.booted_insecure,
+        current,
+        staged,
+        origins,
+        details: image_details(host),
+        finalize_failure: host.finalize_failure(),
+    }))
+}
 
-    let staged_id = host.staged();
-    let staged = staged_id.as_ref().filter(|id| **id != booted_id).map(|id| {
-        let e = staged_set
-            .as_ref()
-            .and_then(|s| s.get(id))
-            .or_else(|| current.get(id));
-        boot_entry(host, id, e, &details)
+/// Builds the status object from what was read. Staged is only an update that really
+/// waits for finalize ([`Staged::Pending`]): a marker whose deployment is already the
+/// default (an interrupted finalize) shows the same as a completed finalize, and a stale
+/// marker shows nothing staged.
+pub(crate) fn assemble(input: &StatusInput) -> BootcHost {
+    let current = &input.current;
+    let booted_id = &input.booted;
+    let booted = Some(boot_entry(input, booted_id, current.get(booted_id)));
+
+    let staged_id = input.staged.pending().filter(|id| *id != booted_id);
+    let staged = staged_id.map(|id| {
+        let e = match &input.staged {
+            Staged::Pending { set, .. } => set.get(id),
+            _ => None,
+        };
+        boot_entry(input, id, e.or_else(|| current.get(id)))
     });
 
     // The rollback is the first entry that is neither booted nor staged.
     let order = current.deployments();
     let rollback_id = order
         .iter()
-        .find(|d| **d != booted_id && Some(*d) != staged_id.as_ref())
+        .find(|d| *d != booted_id && Some(*d) != staged_id)
         .cloned();
     let rollback_queued = rollback_id.is_some()
         && current.default_deployment() == rollback_id.as_ref()
         && staged.is_none();
     let rollback = rollback_id
         .as_ref()
-        .map(|id| boot_entry(host, id, current.get(id), &details));
+        .map(|id| boot_entry(input, id, current.get(id)));
     let other_deployments = order
         .iter()
-        .filter(|d| {
-            **d != booted_id && Some(*d) != rollback_id.as_ref() && Some(*d) != staged_id.as_ref()
-        })
-        .map(|id| boot_entry(host, id, current.get(id), &details))
+        .filter(|d| *d != booted_id && Some(*d) != rollback_id.as_ref() && Some(*d) != staged_id)
+        .map(|id| boot_entry(input, id, current.get(id)))
         .collect();
 
     // The image followed: the staged one if any, else the booted one.
@@ -284,7 +316,7 @@ pub(crate) fn host_status(host: &Host) -> Result<BootcHost> {
         .or(booted.as_ref())
         .and_then(|e| e.image.as_ref())
         .map(|i| i.image.clone());
-    Ok(BootcHost {
+    BootcHost {
         api_version: API_VERSION,
         kind: KIND,
         metadata: Metadata { name: "host" },
@@ -303,9 +335,9 @@ pub(crate) fn host_status(host: &Host) -> Result<BootcHost> {
             rollback_queued,
             other_deployments,
             host_type: Some("bootcHost"),
-            finalize_failure: host.finalize_failure(),
+            finalize_failure: input.finalize_failure.clone(),
         },
-    })
+    }
 }
 
 /// The human-readable form.
@@ -376,4 +408,110 @@ pub(crate) fn only_booted(mut h: BootcHost) -> BootcHost {
     h.status.rollback = None;
     h.status.other_deployments.clear();
     h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::deploy::host::test_sets::*;
+
+    fn input(booted: &DeploymentId, current: EntrySet, staged: Staged) -> StatusInput {
+        let mut origins = BTreeMap::new();
+        for (i, d) in current.deployments().iter().chain([booted]).enumerate() {
+            let r = ImageReference::parse(&format!("oci:/images:v{i}")).unwrap();
+            origins.insert(
+                d.clone(),
+                Some(Origin::for_image(
+                    &r,
+                    "00",
+                    &format!("sha256:{}", "0".repeat(64)),
+                )),
+            );
+        }
+        StatusInput {
+            booted: booted.clone(),
+            booted_insecure: true,
+            current,
+            staged,
+            origins,
+            details: BTreeMap::new(),
+            finalize_failure: None,
+        }
+    }
+
+    fn verity(e: &Option<BootEntry>) -> Option<String> {
+        e.as_ref().map(|e| e.composefs.verity.clone())
+    }
+
+    fn hex(id: &DeploymentId) -> Option<String> {
+        Some(id.hex().to_string())
+    }
+
+    #[test]
+    fn status_follows_the_entries_not_the_marker() {
+        let (b, x, o) = (id('b'), id('c'), id('d'));
+        // Nothing staged: booted b, rollback o.
+        let plain = assemble(&input(&b, set(&[&b, &o]), Staged::None));
+        assert_eq!(verity(&plain.status.staged), None);
+        assert_eq!(verity(&plain.status.booted), hex(&b));
+        assert_eq!(verity(&plain.status.rollback), hex(&o));
+        assert!(!plain.status.rollback_queued);
+        assert_eq!(plain.spec.boot_order, "default");
+
+        // A pending update: staged x, not in the boot order yet.
+        let pending = Staged::Pending {
+            id: x.clone(),
+            set: set(&[&x, &b, &o]),
+        };
+        let h = assemble(&input(&b, set(&[&b, &o]), pending));
+        assert_eq!(verity(&h.status.staged), hex(&x));
+        assert_eq!(verity(&h.status.rollback), hex(&o));
+        assert!(!h.status.rollback_queued);
+
+        // Finalize stopped after the exchange: x is the default and boots next. It is
+        // not staged, and status is exactly what a completed finalize shows.
+        let after = set(&[&x, &b, &o]);
+        let interrupted = assemble(&input(&b, after.clone(), Staged::Finalized(x.clone())));
+        let completed = assemble(&input(&b, after, Staged::None));
+        assert_eq!(verity(&interrupted.status.staged), None);
+        assert_eq!(
+            serde_json::to_value(&interrupted).unwrap(),
+            serde_json::to_value(&completed).unwrap()
+        );
+
+        // A stale marker (no staged set, x not the default): nothing staged.
+        let stale = assemble(&input(&b, set(&[&b, &o]), Staged::Stale(x.clone())));
+        assert_eq!(
+            serde_json::to_value(&stale).unwrap(),
+            serde_json::to_value(&plain).unwrap()
+        );
+
+        // A queued rollback: the default is o, booted b.
+        let q = assemble(&input(&b, set(&[&o, &b]), Staged::None));
+        assert!(q.status.rollback_queued);
+        assert_eq!(q.spec.boot_order, "rollback");
+        assert_eq!(verity(&q.status.rollback), hex(&o));
+    }
+
+    #[test]
+    fn unreadable_origins_and_other_deployments() {
+        let (a, b, c, d) = (id('a'), id('b'), id('c'), id('d'));
+        let mut i = input(&b, set(&[&b, &a, &c, &d]), Staged::None);
+        i.origins.insert(c.clone(), None);
+        i.finalize_failure = Some("why".into());
+        let h = assemble(&i);
+        assert_eq!(verity(&h.status.rollback), hex(&a));
+        let others: Vec<_> = h
+            .status
+            .other_deployments
+            .iter()
+            .map(|e| (e.composefs.verity.clone(), e.incompatible))
+            .collect();
+        assert_eq!(
+            others,
+            vec![(c.hex().to_string(), true), (d.hex().to_string(), false)]
+        );
+        assert_eq!(h.status.finalize_failure.as_deref(), Some("why"));
+        assert!(h.status.booted.unwrap().composefs.missing_verity_allowed);
+    }
 }

@@ -4,5 +4,6 @@
 
 pub(crate) mod cmd;
 pub mod durable;
+pub mod fault;
 pub(crate) mod loopdev;
 pub(crate) mod mount;

@@ -1,11 +1,11 @@
 //! `bootc composefs-finalize-staged`: at shutdown, merge /etc into the staged
-//! deployment, make it the default, then collect garbage.
+//! deployment, make it the default, then collect garbage (or complete an interrupted
+//! finalize).
 
 use anyhow::Result;
 
 use crate::cli::Cli;
 use crate::deploy::finalize::{self, Finalized};
-use crate::deploy::gc;
 
 use super::{host, locked};
 
@@ -15,14 +15,24 @@ pub(crate) fn finalize(cli: &Cli) -> Result<()> {
     let _lock = locked(&host)?;
     match finalize::finalize(&host)? {
         Finalized::NothingStaged => println!("No staged deployment."),
-        Finalized::Done(id) => {
-            println!(
-                "Finalized {}: it is the default for the next boot.",
-                id.short()
-            );
-            match gc::gc(&host, false) {
-                Ok(r) => println!("Removed: {r}"),
-                Err(e) => tracing::warn!("garbage collection after finalize failed: {e:#}"),
+        Finalized::StaleMarker(id) => println!(
+            "No staged deployment: the stale marker for {} was removed.",
+            id.short()
+        ),
+        Finalized::Done { id, resumed, gc } => {
+            if resumed {
+                println!(
+                    "Completed the interrupted finalize of {}: it is the default for the next boot.",
+                    id.short()
+                );
+            } else {
+                println!(
+                    "Finalized {}: it is the default for the next boot.",
+                    id.short()
+                );
+            }
+            if let Some(r) = gc {
+                println!("Removed: {r}");
             }
         }
     }

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod system;
+
 use std::collections::BTreeMap;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -84,8 +86,14 @@ pub const DISK_SIZE: u64 = 1536 << 20;
 
 /// Runs bootc; returns the output without asserting.
 pub fn bootc(args: &[&str]) -> Output {
+    bootc_with_env(args, &[])
+}
+
+/// [`bootc`] with extra environment variables (e.g. `BOOTC_FAULT_AT`).
+pub fn bootc_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     let out = Command::new(BOOTC)
         .args(args)
+        .envs(env.iter().copied())
         .output()
         .expect("running bootc");
     eprintln!(

@@ -1,0 +1,236 @@
+//! An installed system for the day-2 tests: a real ext4 root installed by
+//! `bootc install to-filesystem`, driven with `--sysroot --booted-deployment --run-dir`.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use bootc_test_fixtures::images;
+use bootc_test_fixtures::oci;
+
+use super::*;
+
+/// An installed v1 system with v2 and v3 available in an OCI layout.
+pub struct System {
+    pub t: tempfile::TempDir,
+    pub root: PathBuf,
+    pub layout: PathBuf,
+    pub v1: String,
+}
+
+impl Drop for System {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.root).status();
+    }
+}
+
+impl System {
+    pub fn install() -> System {
+        let t = tempdir("bootc-lifecycle-");
+        let layout = t.path().join("oci");
+        for v in 1..=3 {
+            oci::write_image(&layout, &format!("v{v}"), &images::bootable(v), &[]).unwrap();
+        }
+        let img = t.path().join("root.img");
+        disk_image(&img, 1 << 30);
+        run(Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-O", "verity"])
+            .arg(&img));
+        let root = t.path().join("root");
+        fs::create_dir(&root).unwrap();
+        run(Command::new("mount")
+            .args(["-o", "loop"])
+            .arg(&img)
+            .arg(&root));
+        fs::create_dir(root.join("boot")).unwrap();
+        fs::create_dir(t.path().join("run")).unwrap();
+        let src = format!("oci:{}:v1", layout.display());
+        let out = bootc_ok(&[
+            "install",
+            "to-filesystem",
+            "--source-imgref",
+            &src,
+            "--root-mount-spec",
+            "UUID=test",
+            root.to_str().unwrap(),
+        ]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        let id = text
+            .split("deployment sha256:")
+            .nth(1)
+            .expect("install prints the id");
+        let v1 = id.trim().to_string();
+        System {
+            t,
+            root,
+            layout,
+            v1,
+        }
+    }
+
+    pub fn imgref(&self, tag: &str) -> String {
+        format!("oci:{}:{tag}", self.layout.display())
+    }
+
+    /// `bootc --sysroot ROOT --booted-deployment ID --run-dir RUN ARGS`.
+    pub fn bootc(&self, booted: &str, args: &[&str]) -> std::process::Output {
+        self.bootc_env(booted, args, &[])
+    }
+
+    /// [`System::bootc`] with extra environment variables.
+    pub fn bootc_env(
+        &self,
+        booted: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> std::process::Output {
+        let mut all = vec![
+            "--sysroot",
+            self.root.to_str().unwrap(),
+            "--run-dir",
+            self.t.path().join("run").to_str().unwrap(),
+        ]
+        .into_iter()
+        .map(str::to_string)
+        .collect::<Vec<_>>();
+        all.push("--booted-deployment".into());
+        all.push(format!("sha256:{booted}"));
+        all.extend(args.iter().map(|s| s.to_string()));
+        let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+        bootc_with_env(&refs, env)
+    }
+
+    pub fn bootc_ok(&self, booted: &str, args: &[&str]) -> String {
+        let out = self.bootc(booted, args);
+        assert!(out.status.success(), "bootc {args:?} failed");
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    pub fn bootc_err(&self, booted: &str, args: &[&str]) -> String {
+        let out = self.bootc(booted, args);
+        assert!(!out.status.success(), "bootc {args:?} should have failed");
+        String::from_utf8(out.stderr).unwrap()
+    }
+
+    pub fn etc(&self, id: &str) -> PathBuf {
+        self.root.join("state/deploy").join(id).join("etc")
+    }
+
+    pub fn status(&self, booted: &str) -> serde_json::Value {
+        let s = self.bootc_ok(booted, &["status", "--format", "json"]);
+        let v: serde_json::Value = serde_json::from_str(&s).unwrap();
+        validate(&v);
+        v
+    }
+
+    /// Deployment ids in boot order (`loader/entries`), or of the staged set.
+    pub fn order(&self, staged: bool) -> Vec<String> {
+        let dir = self.root.join(if staged {
+            "boot/loader/entries.staged"
+        } else {
+            "boot/loader/entries"
+        });
+        let mut entries: Vec<(String, String)> = match fs::read_dir(&dir) {
+            Ok(rd) => rd
+                .map(|e| {
+                    let e = e.unwrap();
+                    let text = fs::read_to_string(e.path()).unwrap();
+                    let key = text
+                        .lines()
+                        .find_map(|l| l.strip_prefix("sort-key "))
+                        .unwrap_or("~")
+                        .to_string();
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    (key, name)
+                })
+                .collect(),
+            Err(_) => return vec![],
+        };
+        entries.sort();
+        entries
+            .into_iter()
+            .filter_map(|(_, n)| {
+                n.strip_prefix("bootc_composefs-")
+                    .and_then(|n| n.strip_suffix(".conf"))
+                    .map(str::to_string)
+            })
+            .collect()
+    }
+
+    pub fn marker(&self) -> Option<String> {
+        fs::read_to_string(self.t.path().join("run/composefs/staged-deployment"))
+            .ok()
+            .map(|s| s.trim().to_string())
+    }
+
+    /// Upgrade (as `booted`) to `tag` via switch, finalize, return the new id.
+    pub fn switch_and_finalize(&self, booted: &str, tag: &str, extra: &[&str]) -> String {
+        let r = self.imgref(tag);
+        let mut args = vec!["switch", r.as_str()];
+        args.extend_from_slice(extra);
+        self.bootc_ok(booted, &args);
+        let id = self.marker().expect("staged marker");
+        self.bootc_ok(booted, &["composefs-finalize-staged"]);
+        assert_eq!(self.order(false)[0], id);
+        id
+    }
+}
+
+pub fn validate(v: &serde_json::Value) {
+    let schema: serde_json::Value =
+        serde_json::from_str(include_str!("../../host-v1.schema.json")).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let errors: Vec<String> = validator
+        .iter_errors(v)
+        .map(|e| format!("{e} at {}", e.instance_path()))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "status JSON does not match the schema: {errors:?}\n{v:#}"
+    );
+}
+
+/// path → "type mode uid gid content-or-target" for a tree.
+pub fn snapshot(dir: &Path) -> BTreeMap<String, String> {
+    pub fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
+        let mut entries: Vec<_> = fs::read_dir(dir).unwrap().map(|e| e.unwrap()).collect();
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let p = e.path();
+            let m = fs::symlink_metadata(&p).unwrap();
+            let rel = p.strip_prefix(base).unwrap().to_string_lossy().into_owned();
+            let head = format!("{:o} {} {}", m.mode() & 0o7777, m.uid(), m.gid());
+            let v = if m.file_type().is_symlink() {
+                format!("l {}", fs::read_link(&p).unwrap().display())
+            } else if m.is_dir() {
+                walk(base, &p, out);
+                format!("d {head}")
+            } else {
+                format!(
+                    "f {head} {}",
+                    String::from_utf8_lossy(&fs::read(&p).unwrap())
+                )
+            };
+            out.insert(rel, v);
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+pub fn file_snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    if let Ok(rd) = fs::read_dir(dir) {
+        for e in rd {
+            let e = e.unwrap();
+            out.insert(
+                e.file_name().to_string_lossy().into_owned(),
+                fs::read(e.path()).unwrap(),
+            );
+        }
+    }
+    out
+}
