@@ -16,7 +16,7 @@ use crate::boot::{esp_in_root, BootloaderKind};
 use crate::deploy::state::{self, Origin};
 use crate::imgref::ImageReference;
 use crate::repo::{self, PullOpts};
-use crate::sys::cmd::{cap, which, MAX_QUOTED};
+use crate::sys::cmd::{cap, which};
 use crate::sys::durable;
 use crate::sys::loopdev::Loopback;
 use crate::sys::mount::{mount_source, Mount, MountPoint};
@@ -90,7 +90,7 @@ pub(crate) fn to_disk(
             bail!(
                 "{} is not empty (found {}); pass --wipe to erase it",
                 target.display(),
-                cap(&found.join(", "), MAX_QUOTED)
+                listing(&found)
             );
         }
         tracing::info!("wiping {}", target.display());
@@ -136,6 +136,19 @@ pub(crate) fn to_disk(
     Ok(installed)
 }
 
+/// Names for a message: all of them when few, else the count and the first ones, cut
+/// with "…" (a root full of files must not make a page-long error).
+fn listing(names: &[String]) -> String {
+    let mut sorted = names.to_vec();
+    sorted.sort();
+    let joined = sorted.join(", ");
+    if names.len() <= 3 {
+        cap(&joined, 160)
+    } else {
+        format!("{} entries: {}", names.len(), cap(&joined, 120))
+    }
+}
+
 /// `install to-filesystem`: `root` is the mounted root filesystem, with the ESP mounted
 /// on `root/boot`.
 pub(crate) fn to_filesystem(
@@ -177,7 +190,7 @@ pub(crate) fn to_filesystem(
             bail!(
                 "{} is not empty (found {}); pass --wipe to remove its contents",
                 root.display(),
-                cap(&leftovers.join(", "), MAX_QUOTED)
+                listing(&leftovers)
             );
         }
         let fd = durable::open_dir(CWD, &root)?;
