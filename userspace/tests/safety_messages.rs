@@ -105,7 +105,14 @@ fn error_line(stderr: &str) -> String {
     let line = lines[0];
     assert!(line.starts_with("error: "), "{line}");
     assert!(line.chars().count() < 300, "{} chars: {line}", line.len());
-    for dump in ["{", "PhantomData", "LeafId", "Leaf(", "Directory {", "Stat {"] {
+    for dump in [
+        "{",
+        "PhantomData",
+        "LeafId",
+        "Leaf(",
+        "Directory {",
+        "Stat {",
+    ] {
         assert!(!line.contains(dump), "{dump:?} in {line}");
     }
     line.to_string()
@@ -128,7 +135,6 @@ fn tree(dir: &Path) -> BTreeSet<String> {
     out
 }
 
-
 /// Installs `layers` into a fresh root and expects a refusal that names `path`, with
 /// nothing left in the root but the empty `boot/` it started with.
 fn refused(tag: &str, layers: &[Layer], extra: &[&str], expected: &[&str]) -> String {
@@ -140,7 +146,11 @@ fn refused(tag: &str, layers: &[Layer], extra: &[&str], expected: &[&str]) -> St
     for e in expected {
         assert!(line.contains(e), "{tag}: expected {e:?} in {line}");
     }
-    assert_eq!(tree(&s.root), before, "{tag}: the failed install left files");
+    assert_eq!(
+        tree(&s.root),
+        before,
+        "{tag}: the failed install left files"
+    );
     line
 }
 
@@ -171,7 +181,11 @@ fn kernel_version_with_a_line_break_is_refused_with_nothing_written() {
             tag,
             &[small_layer(kver, "NAME=x\n")],
             &[],
-            &["the image's kernel directory name", shown, "is not a valid kernel version"],
+            &[
+                "the image's kernel directory name",
+                shown,
+                "is not a valid kernel version",
+            ],
         );
         eprintln!("{tag}: {line}");
     }
@@ -233,13 +247,15 @@ fn hostile_os_release_is_sanitised_into_exactly_the_expected_lines() {
         .map(|e| e.unwrap().path())
         .collect();
     assert_eq!(entries.len(), 1);
-    let name = entries[0].file_stem().unwrap().to_str().unwrap().to_string();
+    let name = entries[0]
+        .file_stem()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
     let text = std::fs::read_to_string(&entries[0]).unwrap();
     let lines: Vec<&str> = text.lines().collect();
-    let keys: Vec<&str> = lines
-        .iter()
-        .map(|l| l.split(' ').next().unwrap())
-        .collect();
+    let keys: Vec<&str> = lines.iter().map(|l| l.split(' ').next().unwrap()).collect();
     assert_eq!(
         keys,
         ["title", "version", "sort-key", "linux", "initrd", "options"],
@@ -280,9 +296,17 @@ fn broken_image_trees_are_named_in_one_line() {
             vec![without("boot").file("boot", "x", 0o644)],
             &["the image's /boot is not a directory"],
         ),
-        ("nosysroot", vec![without("sysroot")], &["the image lacks /sysroot"]),
+        (
+            "nosysroot",
+            vec![without("sysroot")],
+            &["the image lacks /sysroot"],
+        ),
         ("nousr", vec![without("usr")], &["the image lacks /usr"]),
-        ("etcfile", vec![etc_file], &["the image's /etc is not a directory"]),
+        (
+            "etcfile",
+            vec![etc_file],
+            &["the image's /etc is not a directory"],
+        ),
         (
             // /etc replaced by a file, then a later layer adds /etc/passwd: composefs
             // reported this with a dump of its inode (`Leaf(LeafId(6), PhantomData<…>)`).

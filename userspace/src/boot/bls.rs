@@ -429,7 +429,10 @@ pub(crate) fn check_kver(kver: &str) -> Result<()> {
     let why = if kver.is_empty() || kver == "." || kver == ".." {
         Some("it is not a name".to_string())
     } else if kver.len() > MAX_KVER {
-        Some(format!("it is {} bytes long (at most {MAX_KVER})", kver.len()))
+        Some(format!(
+            "it is {} bytes long (at most {MAX_KVER})",
+            kver.len()
+        ))
     } else if kver.contains('/') {
         Some("it contains \"/\"".to_string())
     } else if let Some(why) = line_value_problem(kver) {
@@ -499,8 +502,7 @@ pub(crate) fn check_entry(e: &BlsEntry) -> Result<()> {
     if e.title.trim().is_empty() || e.linux.is_empty() {
         bail!("boot entry {}: empty title or linux path", show(&name));
     }
-    check_options_length(&e.options)
-        .with_context(|| format!("boot entry {}", show(&name)))
+    check_options_length(&e.options).with_context(|| format!("boot entry {}", show(&name)))
 }
 
 /// Turns composefs' errors about an image's file tree (`Directory entry "boot" does
@@ -553,7 +555,10 @@ pub(crate) fn explain_image_error(e: anyhow::Error) -> anyhow::Error {
             format!("the image's {p} is not a directory{what}{}", required(&p))
         }
         ImageError::IsADirectory(n) => {
-            format!("the image's {} is a directory where a file is expected", locate(n))
+            format!(
+                "the image's {} is a directory where a file is expected",
+                locate(n)
+            )
         }
         ImageError::IsNotRegular(n) => {
             format!("the image's {} is not a regular file", locate(n))
@@ -568,7 +573,9 @@ pub(crate) fn explain_image_error(e: anyhow::Error) -> anyhow::Error {
         ),
     };
     let outer = e.to_string();
-    let dump = ["{", "PhantomData", "LeafId"].iter().any(|m| outer.contains(m));
+    let dump = ["{", "PhantomData", "LeafId"]
+        .iter()
+        .any(|m| outer.contains(m));
     let bare = e.chain().next().is_some_and(|c| c.is::<ImageError>());
     if bare || dump {
         anyhow::anyhow!(sentence)
@@ -652,7 +659,11 @@ mod tests {
 
     #[test]
     fn kernel_versions() {
-        for ok in ["6.12.0-1.x86_64", "6.12.0-bootc-test", "5.14.0-362.el9.aarch64+64k"] {
+        for ok in [
+            "6.12.0-1.x86_64",
+            "6.12.0-bootc-test",
+            "5.14.0-362.el9.aarch64+64k",
+        ] {
             check_kver(ok).unwrap();
         }
         let long = "9".repeat(300);
@@ -663,7 +674,10 @@ mod tests {
         {
             let e = check_kver(bad).unwrap_err().to_string();
             assert!(e.contains("is not a valid kernel version"), "{bad:?}: {e}");
-            assert!(!e.contains('\n') && !e.contains('\r') && !e.contains('\0'), "{e:?}");
+            assert!(
+                !e.contains('\n') && !e.contains('\r') && !e.contains('\0'),
+                "{e:?}"
+            );
             assert!(e.chars().count() < 300, "{} chars: {e}", e.len());
             assert!(!e.contains('{'), "{e}");
         }
@@ -708,7 +722,10 @@ mod tests {
         check_entry(&e).unwrap();
         // White space in a path would end the value early.
         e.linux = "/a b/vmlinuz".into();
-        assert!(check_entry(&e).unwrap_err().to_string().contains("white space"));
+        assert!(check_entry(&e)
+            .unwrap_err()
+            .to_string()
+            .contains("white space"));
         // A command line the kernel would cut loses the composefs argument.
         let mut e = entry();
         e.options = format!("{} composefs=?sha256:ab", "x".repeat(MAX_CMDLINE));
@@ -744,7 +761,10 @@ mod tests {
             let e = options("UUID=u", &[bad.to_string()], &[], &k)
                 .unwrap_err()
                 .to_string();
-            assert!(e.contains("--karg") && e.contains("control character"), "{e}");
+            assert!(
+                e.contains("--karg") && e.contains("control character"),
+                "{e}"
+            );
             let e = options("UUID=u", &[], &[bad.to_string()], &k)
                 .unwrap_err()
                 .to_string();
@@ -752,7 +772,10 @@ mod tests {
         }
         let long = vec!["x".repeat(3000)];
         let e = options("UUID=u", &long, &[], &k).unwrap_err().to_string();
-        assert!(e.contains("kernel command line would be") && e.len() < 300, "{e}");
+        assert!(
+            e.contains("kernel command line would be") && e.len() < 300,
+            "{e}"
+        );
     }
 
     #[test]

@@ -195,4 +195,45 @@ mod tests {
         assert!(grub_cfg().contains("source ${prefix}/user.cfg"));
         assert!(embedded_cfg().contains("--file /grub2/grub.cfg"));
     }
+
+    #[test]
+    fn hostile_values_stay_inside_their_quotes() {
+        let e = BlsEntry {
+            file_stem: "bootc_composefs-ab".into(),
+            title: "a'b$c\\d\"e;{f}#".into(),
+            version: "1".into(),
+            sort_key: None,
+            linux: "/bootc_composefs-ab/vmlinuz".into(),
+            initrd: vec!["/bootc_composefs-ab/initramfs.img".into()],
+            options: "root=UUID=u init=$x a=\"b c\" e;f} 'q' composefs=?sha256:ab".into(),
+        };
+        assert_eq!(
+            user_cfg(std::slice::from_ref(&e)),
+            concat!(
+                "# Written by bootc: one entry per deployment.\n",
+                "menuentry 'a'\\''b$c\\d\"e;{f}#' --id 'bootc_composefs-ab' {\n",
+                "    linux '/bootc_composefs-ab/vmlinuz' 'root=UUID=u' 'init=$x' 'a=b c' 'e;f}' ''\\''q'\\''' 'composefs=?sha256:ab'\n",
+                "    initrd '/bootc_composefs-ab/initramfs.img'\n",
+                "}\n"
+            )
+        );
+        // A line break, CR or NUL never reaches the menu: refused before writing, and
+        // even unchecked each entry keeps its four lines.
+        let t = tempfile::tempdir().unwrap();
+        let boot = durable::open_dir(rustix::fs::CWD, t.path()).unwrap();
+        for bad in ["x\n}\nmenuentry evil {", "x\ry", "x\0y"] {
+            for field in 0..3 {
+                let mut e = e.clone();
+                match field {
+                    0 => e.title = bad.into(),
+                    1 => e.options = format!("quiet {bad}"),
+                    _ => e.linux = bad.into(),
+                }
+                let err = Grub.write_entries(&boot, &[e.clone()]).unwrap_err();
+                assert!(err.to_string().contains("control character"), "{err}");
+                assert_eq!(user_cfg(&[e]).lines().count(), 5);
+            }
+        }
+        assert!(!t.path().join(grub_dir()).exists(), "nothing written");
+    }
 }

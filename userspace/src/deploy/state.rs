@@ -129,7 +129,7 @@ impl Origin {
             if !l.contains('=') {
                 return Err(OriginError::Malformed {
                     path: path_s,
-                    detail: format!("line {}: expected key=value, found {l:?}", n + 1),
+                    detail: format!("line {}: expected key=value, found {}", n + 1, bls::show(l)),
                 });
             }
         }

@@ -47,11 +47,7 @@ pub(crate) fn run_with_stdin(cmd: &mut Command, stdin: Option<&str>) -> Result<S
         .with_context(|| format!("waiting for {desc}"))?;
     if !out.status.success() {
         let err = cap(&one_line(&String::from_utf8_lossy(&out.stderr)), MAX_QUOTED);
-        bail!(
-            "{} failed ({}): {err}",
-            cap(&desc, MAX_QUOTED),
-            out.status
-        );
+        bail!("{} failed ({}): {err}", cap(&desc, MAX_QUOTED), out.status);
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -82,10 +78,17 @@ mod tests {
     #[test]
     fn a_failing_tool_is_quoted_on_one_short_line() {
         let mut cmd = Command::new("sh");
-        cmd.args(["-c", "for i in $(seq 1 500); do echo line $i >&2; done; exit 3"]);
+        cmd.args([
+            "-c",
+            "for i in $(seq 1 500); do echo line $i >&2; done; exit 3",
+        ]);
         let e = run(&mut cmd).unwrap_err().to_string();
         assert!(!e.contains('\n'), "{e}");
-        assert!(e.chars().count() < 2 * MAX_QUOTED + 50, "{} chars: {e}", e.len());
+        assert!(
+            e.chars().count() < 2 * MAX_QUOTED + 50,
+            "{} chars: {e}",
+            e.len()
+        );
         assert!(e.contains("line 1 line 2") && e.ends_with('…'), "{e}");
         assert!(e.contains("exit status: 3"), "{e}");
     }
