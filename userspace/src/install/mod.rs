@@ -136,14 +136,12 @@ pub(crate) fn to_disk(
     Ok(installed)
 }
 
-/// Names for a message: all of them when few, else the count and the first ones, cut
-/// with "…" (a root full of files must not make a page-long error).
+/// Names for a message: all of them when they fit, else their count and the first
+/// ones, cut with "…" (a root full of files must not make a page-long error).
 fn listing(names: &[String]) -> String {
-    let mut sorted = names.to_vec();
-    sorted.sort();
-    let joined = sorted.join(", ");
-    if names.len() <= 3 {
-        cap(&joined, 160)
+    let joined = names.join(", ");
+    if joined.chars().count() <= 160 {
+        joined
     } else {
         format!("{} entries: {}", names.len(), cap(&joined, 120))
     }
@@ -179,12 +177,13 @@ pub(crate) fn to_filesystem(
         tracing::warn!("{} is not a mount point: boot files are written to the root filesystem's /boot (mount the ESP there to install to it)", esp.display());
     }
     // Refuse to mix with an existing installation unless asked to replace it.
-    let leftovers: Vec<String> = std::fs::read_dir(&root)
+    let mut leftovers: Vec<String> = std::fs::read_dir(&root)
         .with_context(|| format!("reading {}", root.display()))?
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .filter(|n| n != "lost+found" && n != esp_in_root())
         .collect();
+    leftovers.sort();
     if !leftovers.is_empty() {
         if !wipe {
             bail!(
