@@ -329,6 +329,24 @@ fn broken_image_trees_are_named_in_one_line() {
             &["/usr/lib/modules/6.12.0-msg-test/initramfs.img"],
         ),
     ];
+    // A kargs.d file that is not TOML: toml's message is a multi-line snippet.
+    let bad_kargs = small_layer(KVER, OS_RELEASE)
+        .dir("usr/lib/bootc", 0o755)
+        .dir("usr/lib/bootc/kargs.d", 0o755)
+        .file(
+            "usr/lib/bootc/kargs.d/10-broken.toml",
+            "# comment\nkargs = \"quiet\"\n",
+            0o644,
+        );
+    let mut cases = cases;
+    cases.push((
+        "kargs-not-toml",
+        vec![bad_kargs],
+        &[
+            "/usr/lib/bootc/kargs.d/10-broken.toml: not a kargs file at line 2",
+            "expected kargs = [",
+        ],
+    ));
     for (tag, layers, expected) in cases {
         let line = refused(tag, &layers, &[], expected);
         eprintln!("{tag}: {line}");

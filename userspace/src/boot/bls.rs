@@ -143,7 +143,7 @@ pub fn find_kernel<H: FsVerityHashValue>(entries: Vec<BootEntry<H>>) -> Result<K
         let kvers: Vec<_> = found.iter().map(|k| k.kver.as_str()).collect();
         bail!(
             "the image has more than one kernel ({}); expected exactly one under /usr/lib/modules",
-            kvers.join(", ")
+            crate::sys::cmd::cap(&kvers.join(", "), 200)
         );
     }
     match found.pop() {
@@ -244,8 +244,18 @@ pub(crate) fn image_kargs<H: FsVerityHashValue>(
         let path = format!("{KARGS_D}/{name}");
         let text = String::from_utf8(read(repo, f)?.into_vec())
             .with_context(|| format!("{path}: not UTF-8"))?;
-        let parsed: KargsFile =
-            toml::from_str(&text).with_context(|| format!("{path}: expected kargs = [\"…\"]"))?;
+        // toml's own message spans several lines (a snippet of the file): say where,
+        // and what, on one.
+        let parsed: KargsFile = toml::from_str(&text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|r| format!(" at line {}", text[..r.start].matches('\n').count() + 1))
+                .unwrap_or_default();
+            anyhow::anyhow!(
+                "{path}: not a kargs file{line} ({}): expected kargs = [\"…\"]",
+                crate::sys::cmd::cap(&bootc_initramfs_setup::one_line(e.message()), 120)
+            )
+        })?;
         if let Some(archs) = &parsed.match_architectures {
             if !archs.iter().any(|a| a == std::env::consts::ARCH) {
                 continue;
