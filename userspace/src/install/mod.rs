@@ -261,7 +261,9 @@ pub(crate) fn install_to_root(
             (&boot_fd, &boot_before, boot),
             (&root_fd, &root_before, root),
         ] {
-            for name in top_level(fd)?.difference(before) {
+            // The install's own error is the one to report, not one from cleaning up.
+            let now = top_level(fd).unwrap_or_default();
+            for name in now.difference(before) {
                 if let Err(e) = durable::remove_all(fd, name) {
                     tracing::warn!(
                         "could not remove {} after the failed install: {e:#}",
