@@ -805,7 +805,7 @@ fn install_to_disk_with_grub() {
     let user = std::fs::read_to_string(insp.esp.join("grub2/user.cfg")).unwrap();
     assert!(
         user.contains(&format!(
-            "menuentry 'Bootc Test OS v1' --id 'bootc_composefs-{hex}' {{\n    linux /bootc_composefs-{hex}/vmlinuz root=UUID={uuid} rw composefs=?sha256:{hex}\n    initrd /bootc_composefs-{hex}/initramfs.img\n}}\n"
+            "menuentry 'Bootc Test OS v1' --id 'bootc_composefs-{hex}' {{\n    linux '/bootc_composefs-{hex}/vmlinuz' 'root=UUID={uuid}' 'rw' 'composefs=?sha256:{hex}'\n    initrd '/bootc_composefs-{hex}/initramfs.img'\n}}\n"
         )),
         "{user}"
     );

@@ -50,17 +50,20 @@ impl BlsEntry {
         format!("{}.conf", self.file_stem)
     }
 
-    /// The entry text.
+    /// The entry text: one line per key. Values are expected to pass [`check_entry`];
+    /// as a last defence a control character still present is written as a space, so
+    /// no value can ever add a line.
     pub(crate) fn render(&self) -> String {
-        let mut s = format!("title {}\nversion {}\n", self.title, self.version);
+        let v = |s: &str| s.replace(|c: char| c.is_control(), " ");
+        let mut s = format!("title {}\nversion {}\n", v(&self.title), v(&self.version));
         if let Some(k) = &self.sort_key {
-            s.push_str(&format!("sort-key {k}\n"));
+            s.push_str(&format!("sort-key {}\n", v(k)));
         }
-        s.push_str(&format!("linux {}\n", self.linux));
+        s.push_str(&format!("linux {}\n", v(&self.linux)));
         for i in &self.initrd {
-            s.push_str(&format!("initrd {i}\n"));
+            s.push_str(&format!("initrd {}\n", v(i)));
         }
-        s.push_str(&format!("options {}\n", self.options));
+        s.push_str(&format!("options {}\n", v(&self.options)));
         s
     }
 
@@ -122,6 +125,7 @@ pub fn find_kernel<H: FsVerityHashValue>(entries: Vec<BootEntry<H>>) -> Result<K
         match e {
             BootEntry::UsrLibModulesVmLinuz(k) => {
                 let kver = k.kver.to_string();
+                check_kver(&kver)?;
                 let initrd = k.initramfs.with_context(|| {
                     format!("the image's kernel {kver} has no initramfs: expected /usr/lib/modules/{kver}/initramfs.img")
                 })?;
@@ -139,7 +143,7 @@ pub fn find_kernel<H: FsVerityHashValue>(entries: Vec<BootEntry<H>>) -> Result<K
         let kvers: Vec<_> = found.iter().map(|k| k.kver.as_str()).collect();
         bail!(
             "the image has more than one kernel ({}); expected exactly one under /usr/lib/modules",
-            kvers.join(", ")
+            crate::sys::cmd::cap(&kvers.join(", "), 200)
         );
     }
     match found.pop() {
@@ -195,9 +199,15 @@ pub(crate) fn os_info<H: FsVerityHashValue>(
         None => String::new(),
     };
     let info = OsReleaseInfo::parse(&text);
+    let title = info.get_pretty_name().map(|t| display_value(&t));
     Ok(OsInfo {
-        title: info.get_pretty_name().unwrap_or_else(|| "Linux".into()),
-        version: info.get_version(),
+        title: title
+            .filter(|t| !t.is_empty())
+            .unwrap_or_else(|| "Linux".into()),
+        version: info
+            .get_version()
+            .map(|v| display_value(&v))
+            .filter(|v| !v.is_empty()),
     })
 }
 
@@ -236,10 +246,16 @@ pub(crate) fn image_kargs<H: FsVerityHashValue>(
         let path = format!("{KARGS_D}/{name}");
         let text = String::from_utf8(read(repo, f)?.into_vec())
             .with_context(|| format!("{path}: not UTF-8"))?;
+        // toml's own message spans several lines (a snippet of the file): say where,
+        // and what, on one.
         let parsed: KargsFile = toml::from_str(&text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|r| format!(" at line {}", text[..r.start].matches('\n').count() + 1))
+                .unwrap_or_default();
             anyhow::anyhow!(
-                "{path}: expected kargs = [\"…\"]: {}",
-                bootc_initramfs_setup::one_line(&e.to_string())
+                "{path}: not a kargs file{line} ({}): expected kargs = [\"…\"]",
+                crate::sys::cmd::cap(&bootc_initramfs_setup::one_line(e.message()), 120)
             )
         })?;
         // Checked whatever the architecture: the image is wrong either way.
@@ -263,10 +279,16 @@ pub(crate) fn check_karg(k: &str, from: &str) -> Result<()> {
     use bootc_initramfs_setup::cmdline::{KARG, KARG_DIGEST};
     let name = k.split('=').next().unwrap_or_default();
     if name == KARG || name == KARG_DIGEST {
-        bail!("kernel argument {k:?} from {from}: bootc sets {KARG}= itself");
+        bail!(
+            "kernel argument {} from {from}: bootc sets {KARG}= itself",
+            show(k)
+        );
     }
     if k.trim().is_empty() {
         bail!("empty kernel argument from {from}");
+    }
+    if let Some(why) = line_value_problem(k) {
+        bail!("kernel argument {} from {from}: {why}", show(k));
     }
     Ok(())
 }
@@ -288,7 +310,9 @@ pub(crate) fn options(
         }
     }
     out.push(composefs.to_string());
-    Ok(out.join(" "))
+    let line = out.join(" ");
+    check_options_length(&line)?;
+    Ok(line)
 }
 
 /// Copies the kernel and initrd to `bootc_composefs-<id>/` on the boot partition
@@ -343,12 +367,251 @@ pub(crate) fn deployment_entry(
 
 /// Writes `entries` into `loader/entries/` of the boot partition, each atomically.
 pub(crate) fn write_entries(boot: impl AsFd, entries: &[BlsEntry]) -> Result<()> {
+    for e in entries {
+        check_entry(e)?;
+    }
     let dir = durable::ensure_dir_all(&boot, layout::LOADER_ENTRIES, 0o755)?;
     for e in entries {
         durable::write_file(&dir, &e.file_name(), e.render().as_bytes(), 0o644)
             .with_context(|| format!("writing {}/{}", layout::LOADER_ENTRIES, e.file_name()))?;
     }
     Ok(())
+}
+
+/// What the kernel keeps of its command line (`COMMAND_LINE_SIZE` on x86 and arm64,
+/// including the final NUL): a longer `options` line would be cut, and the composefs
+/// argument, which comes last, lost.
+pub(crate) const MAX_CMDLINE: usize = 2048;
+/// Display text (title, version) is cut to this many characters.
+const MAX_DISPLAY: usize = 128;
+/// A kernel version is a directory name: at most this many bytes.
+const MAX_KVER: usize = 255;
+/// Values quoted in messages are cut to this many characters.
+const MAX_SHOWN: usize = 80;
+
+/// The one rule for every value a boot loader writes on a line of an entry or menu
+/// (BLS keys, GRUB's `menuentry`, `linux` and `initrd`): why `value` cannot be written,
+/// if it cannot. A control character (line feed, carriage return, NUL, tab, escape, …)
+/// could start a new key or hide one, so none is allowed.
+pub(crate) fn line_value_problem(value: &str) -> Option<String> {
+    value
+        .chars()
+        .find(|c| c.is_control())
+        .map(|c| format!("it contains the control character {}", show(&c.to_string())))
+}
+
+/// `s` for a message: quoted, control characters, quotes and backslashes escaped (so
+/// the message stays on one line), cut at [`MAX_SHOWN`] characters with "…".
+pub(crate) fn show(s: &str) -> String {
+    let cut: String = s.chars().take(MAX_SHOWN).collect();
+    let more = if cut.len() < s.len() { "…" } else { "" };
+    format!("\"{}{more}\"", escape(&cut))
+}
+
+fn escape(s: &str) -> String {
+    let mut out = String::new();
+    for c in s.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Display text from the image (os-release's name and version) made safe to write:
+/// each run of control characters and whitespace becomes one space, the ends are
+/// trimmed, and it is cut at [`MAX_DISPLAY`] characters with "…". Sanitised rather
+/// than refused: it is only shown in the boot menu, and a cosmetic flaw in os-release
+/// should not make an image uninstallable.
+pub(crate) fn display_value(s: &str) -> String {
+    let words: Vec<&str> = s
+        .split(|c: char| c.is_control() || c.is_whitespace())
+        .filter(|w| !w.is_empty())
+        .collect();
+    let one = words.join(" ");
+    if one.chars().count() > MAX_DISPLAY {
+        let mut cut: String = one.chars().take(MAX_DISPLAY - 1).collect();
+        cut.push('…');
+        cut
+    } else {
+        one
+    }
+}
+
+/// Checks the name of the image's kernel directory (`/usr/lib/modules/<kver>`).
+/// Refused rather than sanitised: the name is a path component that must match the
+/// directory the kernel's modules are loaded from, and it becomes the entry's version;
+/// a changed name would boot with no modules, and a kernel build never produces one
+/// like this, so the image is wrong and its author must fix it.
+pub(crate) fn check_kver(kver: &str) -> Result<()> {
+    let why = if kver.is_empty() || kver == "." || kver == ".." {
+        Some("it is not a name".to_string())
+    } else if kver.len() > MAX_KVER {
+        Some(format!(
+            "it is {} bytes long (at most {MAX_KVER})",
+            kver.len()
+        ))
+    } else if kver.contains('/') {
+        Some("it contains \"/\"".to_string())
+    } else if let Some(why) = line_value_problem(kver) {
+        Some(why)
+    } else if kver.contains(char::is_whitespace) {
+        Some("it contains white space".to_string())
+    } else {
+        None
+    };
+    match why {
+        Some(why) => bail!(
+            "the image's kernel directory name {} is not a valid kernel version ({why}): expected /usr/lib/modules/<kver> with a name like 6.12.0-1.x86_64",
+            show(kver)
+        ),
+        None => Ok(()),
+    }
+}
+
+fn check_options_length(options: &str) -> Result<()> {
+    if options.len() >= MAX_CMDLINE {
+        bail!(
+            "the kernel command line would be {} bytes long; the kernel keeps only {} (too many or too long --karg or kargs.d arguments)",
+            options.len(),
+            MAX_CMDLINE - 1
+        );
+    }
+    Ok(())
+}
+
+/// Checks every value of `e` before a loader writes it (both loaders call this):
+/// [`line_value_problem`] for each, no white space in the paths, a non-empty title
+/// and `linux`, and an `options` line the kernel keeps whole. Refused, not repaired:
+/// by the time an entry is written its values were validated (kernel version,
+/// arguments) or sanitised (title, version) where they were read, so a bad value here
+/// is a bug that must not reach the boot menu.
+pub(crate) fn check_entry(e: &BlsEntry) -> Result<()> {
+    let name = e.file_name();
+    let mut fields: Vec<(&str, &str)> = vec![
+        ("file name", &e.file_stem),
+        ("title", &e.title),
+        ("version", &e.version),
+        ("linux", &e.linux),
+        ("options", &e.options),
+    ];
+    if let Some(k) = &e.sort_key {
+        fields.push(("sort-key", k));
+    }
+    for i in &e.initrd {
+        fields.push(("initrd", i));
+    }
+    for (field, value) in fields {
+        if let Some(why) = line_value_problem(value) {
+            bail!("boot entry {}: {field} {}: {why}", show(&name), show(value));
+        }
+        let path = matches!(field, "linux" | "initrd" | "file name" | "sort-key");
+        if path && value.contains(char::is_whitespace) {
+            bail!(
+                "boot entry {}: {field} {}: it contains white space",
+                show(&name),
+                show(value)
+            );
+        }
+    }
+    if e.file_stem.is_empty() || e.file_stem.contains('/') {
+        bail!("boot entry {}: not a file name", show(&name));
+    }
+    if e.title.trim().is_empty() || e.linux.is_empty() {
+        bail!("boot entry {}: empty title or linux path", show(&name));
+    }
+    check_options_length(&e.options).with_context(|| format!("boot entry {}", show(&name)))
+}
+
+/// Turns composefs' errors about an image's file tree (`Directory entry "boot" does
+/// not exist`, with a dump of the inode being unpacked in the context) into a
+/// sentence that names the path: "the image lacks /boot". The outermost context (what
+/// bootc was doing, e.g. "pulling oci:…") is kept; other errors pass unchanged.
+pub(crate) fn explain_image_error(e: anyhow::Error) -> anyhow::Error {
+    use composefs::generic_tree::ImageError;
+    let Some(ie) = e.chain().find_map(|c| c.downcast_ref::<ImageError>()) else {
+        return e;
+    };
+    // composefs-oci names the tar entry it was unpacking: the failing name is one of
+    // its components. Otherwise composefs was looking up a top-level directory
+    // (/usr, /boot, /sysroot, /etc for SELinux labels).
+    let entry = e.chain().find_map(|c| unpacked_entry(&c.to_string()));
+    let locate = |name: &OsStr| -> String {
+        let name = name.to_string_lossy();
+        if let Some(p) = &entry {
+            let mut acc = String::new();
+            for comp in p.split('/').filter(|c| !c.is_empty()) {
+                acc.push('/');
+                acc.push_str(comp);
+                if comp == name {
+                    return acc;
+                }
+            }
+        }
+        format!("/{name}")
+    };
+    let required = |p: &str| {
+        if ["/usr", "/boot", "/sysroot"].contains(&p) {
+            " (a bootable image has /usr, /boot and /sysroot directories)"
+        } else {
+            ""
+        }
+    };
+    let sentence = match ie {
+        ImageError::NotFound(n) => {
+            let p = locate(n);
+            format!("the image lacks {p}{}", required(&p))
+        }
+        ImageError::NotADirectory(n) => {
+            let p = locate(n);
+            let what = match &entry {
+                Some(en) if en.trim_end_matches('/') != p => {
+                    format!(" (a layer adds {} under it)", show(en))
+                }
+                _ => String::new(),
+            };
+            format!("the image's {p} is not a directory{what}{}", required(&p))
+        }
+        ImageError::IsADirectory(n) => {
+            format!(
+                "the image's {} is a directory where a file is expected",
+                locate(n)
+            )
+        }
+        ImageError::IsNotRegular(n) => {
+            format!("the image's {} is not a regular file", locate(n))
+        }
+        ImageError::InvalidFilename(n) => format!(
+            "the image has an invalid file name {}",
+            show(&n.to_string_lossy())
+        ),
+        other => format!(
+            "the image's file tree is inconsistent: {}",
+            crate::sys::cmd::cap(&other.to_string(), 200)
+        ),
+    };
+    let outer = e.to_string();
+    let dump = ["{", "PhantomData", "LeafId"]
+        .iter()
+        .any(|m| outer.contains(m));
+    let bare = e.chain().next().is_some_and(|c| c.is::<ImageError>());
+    if bare || dump {
+        anyhow::anyhow!(sentence)
+    } else {
+        anyhow::anyhow!("{outer}: {sentence}")
+    }
+}
+
+/// The path in composefs-oci's `Error unpacking container layer file "PATH" …`.
+fn unpacked_entry(msg: &str) -> Option<String> {
+    let rest = msg.split_once("container layer file \"")?.1;
+    Some(rest.split_once('"')?.0.to_string())
 }
 
 #[cfg(test)]
@@ -394,5 +657,177 @@ mod tests {
         assert!(e.contains("--karg") && e.contains("sets composefs="), "{e}");
         assert!(options("UUID=u", &[], &s(&["composefs.digest=x"]), &k).is_err());
         assert!(options("UUID=u", &s(&[" "]), &[], &k).is_err());
+    }
+
+    fn entry() -> BlsEntry {
+        BlsEntry {
+            file_stem: "bootc_composefs-ab".into(),
+            title: "Bootc Test OS v1".into(),
+            version: "1".into(),
+            sort_key: Some("bootc-000".into()),
+            linux: "/bootc_composefs-ab/vmlinuz".into(),
+            initrd: vec!["/bootc_composefs-ab/initramfs.img".into()],
+            options: "root=UUID=x rw composefs=?sha256:ab".into(),
+        }
+    }
+
+    /// Hostile values: each must be refused where it is a checked field.
+    const HOSTILE: &[&str] = &[
+        "a\noptions systemd.unit=rescue.target",
+        "a\rb",
+        "a\0b",
+        "a\tb",
+        "a\x1b[2Jb",
+        "a\u{85}b",
+    ];
+
+    #[test]
+    fn kernel_versions() {
+        for ok in [
+            "6.12.0-1.x86_64",
+            "6.12.0-bootc-test",
+            "5.14.0-362.el9.aarch64+64k",
+        ] {
+            check_kver(ok).unwrap();
+        }
+        let long = "9".repeat(300);
+        for bad in HOSTILE
+            .iter()
+            .copied()
+            .chain(["", ".", "..", "a/b", "6.1 x", long.as_str()])
+        {
+            let e = check_kver(bad).unwrap_err().to_string();
+            assert!(e.contains("is not a valid kernel version"), "{bad:?}: {e}");
+            assert!(
+                !e.contains('\n') && !e.contains('\r') && !e.contains('\0'),
+                "{e:?}"
+            );
+            assert!(e.chars().count() < 300, "{} chars: {e}", e.len());
+            assert!(!e.contains('{'), "{e}");
+        }
+        let e = check_kver("6.1\noptions systemd.unit=rescue.target")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("\"6.1\\noptions systemd.unit=rescue.target\"")
+                && e.contains("control character \"\\n\""),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn every_field_is_checked() {
+        check_entry(&entry()).unwrap();
+        type Set = fn(&mut BlsEntry, String);
+        let fields: &[(&str, Set)] = &[
+            ("title", |e, v| e.title = v),
+            ("version", |e, v| e.version = v),
+            ("sort-key", |e, v| e.sort_key = Some(v)),
+            ("linux", |e, v| e.linux = v),
+            ("initrd", |e, v| e.initrd = vec![v]),
+            ("options", |e, v| e.options = v),
+        ];
+        for (field, set) in fields {
+            for bad in HOSTILE {
+                let mut e = entry();
+                set(&mut e, bad.to_string());
+                let err = check_entry(&e).unwrap_err().to_string();
+                assert!(err.contains(field), "{field} {bad:?}: {err}");
+                assert!(err.contains("control character"), "{err}");
+                assert!(!err.contains('\n') && !err.contains('\0'), "{err:?}");
+                // Even unchecked, the text keeps exactly one line per key.
+                assert_eq!(e.render().lines().count(), 6, "{:?}", e.render());
+            }
+        }
+        // Quotes, `$` and `\` are fine in BLS values (no expansion there); GRUB quotes them.
+        let mut e = entry();
+        e.title = "It's \"$HOME\" \\ OS".into();
+        e.options = "root=UUID=x init=$x a=\"b c\" d=\\ composefs=?sha256:ab".into();
+        check_entry(&e).unwrap();
+        // White space in a path would end the value early.
+        e.linux = "/a b/vmlinuz".into();
+        assert!(check_entry(&e)
+            .unwrap_err()
+            .to_string()
+            .contains("white space"));
+        // A command line the kernel would cut loses the composefs argument.
+        let mut e = entry();
+        e.options = format!("{} composefs=?sha256:ab", "x".repeat(MAX_CMDLINE));
+        let err = format!("{:#}", check_entry(&e).unwrap_err());
+        assert!(err.contains("the kernel keeps only 2047"), "{err}");
+        assert!(err.chars().count() < 300, "{err}");
+    }
+
+    #[test]
+    fn display_text_is_sanitised() {
+        assert_eq!(display_value("Evil\rOS\x1b[2J\t 1\n"), "Evil OS [2J 1");
+        assert_eq!(display_value("  A  B "), "A B");
+        assert_eq!(display_value("\0\r\n"), "");
+        let long = display_value(&"x".repeat(1000));
+        assert_eq!(long.chars().count(), MAX_DISPLAY);
+        assert!(long.ends_with('…'));
+        assert_eq!(display_value("It's \"$x\" \\"), "It's \"$x\" \\");
+    }
+
+    #[test]
+    fn shown_values_stay_on_one_short_line() {
+        assert_eq!(show("a\nb\r\"\\\0\x1b"), "\"a\\nb\\r\\\"\\\\\\x00\\x1b\"");
+        let long = show(&"y".repeat(5000));
+        assert!(long.chars().count() < MAX_SHOWN + 5 && long.ends_with("…\""));
+    }
+
+    #[test]
+    fn hostile_kernel_arguments_are_refused() {
+        use bootc_initramfs_setup::cmdline::{ComposefsKarg, DeploymentId};
+        let id = DeploymentId::parse(&"ab".repeat(32)).unwrap();
+        let k = ComposefsKarg::new(id, true);
+        for bad in HOSTILE {
+            let e = options("UUID=u", &[bad.to_string()], &[], &k)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("--karg") && e.contains("control character"),
+                "{e}"
+            );
+            let e = options("UUID=u", &[], &[bad.to_string()], &k)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(KARGS_D), "{e}");
+        }
+        let long = vec!["x".repeat(3000)];
+        let e = options("UUID=u", &long, &[], &k).unwrap_err().to_string();
+        assert!(
+            e.contains("kernel command line would be") && e.len() < 300,
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn composefs_tree_errors_become_sentences() {
+        use composefs::generic_tree::ImageError;
+        let e = anyhow::Error::new(ImageError::NotFound(OsStr::new("boot").into()))
+            .context("pulling oci:/x:v1");
+        assert_eq!(
+            explain_image_error(e).to_string(),
+            "pulling oci:/x:v1: the image lacks /boot (a bootable image has /usr, /boot and /sysroot directories)"
+        );
+        let e = anyhow::Error::new(ImageError::NotADirectory(OsStr::new("etc").into()))
+            .context("Error unpacking container layer file \"/etc/passwd\" Leaf(LeafId(6), PhantomData<composefs::tree::RegularFile<X>>)")
+            .context("Processing tar entry")
+            .context("pulling oci:/x:v1");
+        assert_eq!(
+            format!("{:#}", explain_image_error(e)),
+            "pulling oci:/x:v1: the image's /etc is not a directory (a layer adds \"/etc/passwd\" under it)"
+        );
+        // A deeper component is located in the entry's path.
+        let e = anyhow::Error::new(ImageError::NotADirectory(OsStr::new("lib").into()))
+            .context("Error unpacking container layer file \"/usr/lib/x\" Directory { stat: Stat { st_mode: 0 } }");
+        assert_eq!(
+            format!("{:#}", explain_image_error(e)),
+            "the image's /usr/lib is not a directory (a layer adds \"/usr/lib/x\" under it)"
+        );
+        // Anything else passes unchanged.
+        let e = explain_image_error(anyhow::anyhow!("other").context("outer"));
+        assert_eq!(format!("{e:#}"), "outer: other");
     }
 }

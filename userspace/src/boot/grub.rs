@@ -13,7 +13,7 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 use bootc_initramfs_setup::layout;
 
-use super::bls::BlsEntry;
+use super::bls::{self, BlsEntry};
 use super::Bootloader;
 use crate::sys::cmd::{run, which};
 use crate::sys::durable;
@@ -74,24 +74,35 @@ pub(crate) fn grub_cfg() -> String {
     )
 }
 
-/// Quotes a string for GRUB's shell-like syntax.
+/// Quotes one word for GRUB's shell-like syntax: inside single quotes nothing is
+/// special (no `$` expansion, no `\` escapes, no `;`, `#`, `{`), and a `'` is written
+/// as `'\''`. Values are checked with [`bls::check_entry`] before; a control character
+/// that slipped through is still written as a space, so no word spans two lines.
 fn quote(s: &str) -> String {
+    let s = s.replace(|c: char| c.is_control(), " ");
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
-/// `grub2/user.cfg`: one menu entry per BLS entry, in order.
+/// `grub2/user.cfg`: one menu entry per BLS entry, in order. Every value is one
+/// quoted word: the title, the id, the kernel and initrd paths, and each kernel
+/// argument (split as the kernel splits its command line; GRUB's `linux` joins them
+/// again, quoting an argument that holds a space).
 pub(crate) fn user_cfg(entries: &[BlsEntry]) -> String {
     let mut s = String::from("# Written by bootc: one entry per deployment.\n");
     for e in entries {
+        let args: Vec<String> = bootc_initramfs_setup::cmdline::tokenize(&e.options)
+            .iter()
+            .map(|a| quote(a))
+            .collect();
         s.push_str(&format!(
             "menuentry {} --id {} {{\n    linux {} {}\n",
             quote(&e.title),
             quote(&e.file_stem),
-            e.linux,
-            e.options
+            quote(&e.linux),
+            args.join(" ")
         ));
         for i in &e.initrd {
-            s.push_str(&format!("    initrd {i}\n"));
+            s.push_str(&format!("    initrd {}\n", quote(i)));
         }
         s.push_str("}\n");
     }
@@ -149,6 +160,9 @@ impl Bootloader for Grub {
     }
 
     fn write_entries(&self, boot: &OwnedFd, entries: &[BlsEntry]) -> Result<()> {
+        for e in entries {
+            bls::check_entry(e)?;
+        }
         let dir = durable::ensure_dir_all(boot, grub_dir(), 0o755)?;
         let name = Path::new(layout::GRUB_USER_CFG)
             .file_name()
@@ -176,9 +190,50 @@ mod tests {
         };
         assert_eq!(
             user_cfg(&[e]),
-            "# Written by bootc: one entry per deployment.\nmenuentry 'It'\\''s OS v1' --id 'bootc_composefs-ab' {\n    linux /bootc_composefs-ab/vmlinuz root=UUID=u rw composefs=?sha256:ab\n    initrd /bootc_composefs-ab/initramfs.img\n}\n"
+            "# Written by bootc: one entry per deployment.\nmenuentry 'It'\\''s OS v1' --id 'bootc_composefs-ab' {\n    linux '/bootc_composefs-ab/vmlinuz' 'root=UUID=u' 'rw' 'composefs=?sha256:ab'\n    initrd '/bootc_composefs-ab/initramfs.img'\n}\n"
         );
         assert!(grub_cfg().contains("source ${prefix}/user.cfg"));
         assert!(embedded_cfg().contains("--file /grub2/grub.cfg"));
+    }
+
+    #[test]
+    fn hostile_values_stay_inside_their_quotes() {
+        let e = BlsEntry {
+            file_stem: "bootc_composefs-ab".into(),
+            title: "a'b$c\\d\"e;{f}#".into(),
+            version: "1".into(),
+            sort_key: None,
+            linux: "/bootc_composefs-ab/vmlinuz".into(),
+            initrd: vec!["/bootc_composefs-ab/initramfs.img".into()],
+            options: "root=UUID=u init=$x a=\"b c\" e;f} 'q' composefs=?sha256:ab".into(),
+        };
+        assert_eq!(
+            user_cfg(std::slice::from_ref(&e)),
+            concat!(
+                "# Written by bootc: one entry per deployment.\n",
+                "menuentry 'a'\\''b$c\\d\"e;{f}#' --id 'bootc_composefs-ab' {\n",
+                "    linux '/bootc_composefs-ab/vmlinuz' 'root=UUID=u' 'init=$x' 'a=b c' 'e;f}' ''\\''q'\\''' 'composefs=?sha256:ab'\n",
+                "    initrd '/bootc_composefs-ab/initramfs.img'\n",
+                "}\n"
+            )
+        );
+        // A line break, CR or NUL never reaches the menu: refused before writing, and
+        // even unchecked each entry keeps its four lines.
+        let t = tempfile::tempdir().unwrap();
+        let boot = durable::open_dir(rustix::fs::CWD, t.path()).unwrap();
+        for bad in ["x\n}\nmenuentry evil {", "x\ry", "x\0y"] {
+            for field in 0..3 {
+                let mut e = e.clone();
+                match field {
+                    0 => e.title = bad.into(),
+                    1 => e.options = format!("quiet {bad}"),
+                    _ => e.linux = bad.into(),
+                }
+                let err = Grub.write_entries(&boot, &[e.clone()]).unwrap_err();
+                assert!(err.to_string().contains("control character"), "{err}");
+                assert_eq!(user_cfg(&[e]).lines().count(), 5);
+            }
+        }
+        assert!(!t.path().join(grub_dir()).exists(), "nothing written");
     }
 }

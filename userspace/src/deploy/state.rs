@@ -129,7 +129,7 @@ impl Origin {
             if !l.contains('=') {
                 return Err(OriginError::Malformed {
                     path: path_s,
-                    detail: format!("line {}: expected key=value, found {l:?}", n + 1),
+                    detail: format!("line {}: expected key=value, found {}", n + 1, bls::show(l)),
                 });
             }
         }
@@ -285,7 +285,8 @@ pub fn write_deployment<H: FsVerityHashValue>(
 
 /// Copies the image's top-level directory `name` (e.g. `etc`) to `dest_name` in `dest`,
 /// with modes, owners, xattrs, mtimes, symlinks and hard links intact. A missing
-/// directory in the image gives an empty 0755 directory.
+/// directory in the image gives an empty 0755 directory; anything else in its place
+/// is an error naming it.
 pub(crate) fn copy_image_dir<H: FsVerityHashValue>(
     repo: &Repository<H>,
     fs: &FileSystem<H>,
@@ -296,13 +297,15 @@ pub(crate) fn copy_image_dir<H: FsVerityHashValue>(
     let empty;
     let dir = match fs.root.get_directory_opt(OsStr::new(name)) {
         Ok(Some(d)) => d,
-        _ => {
+        Ok(None) => {
             empty = Directory::new(Stat {
                 st_mode: 0o755,
                 ..Stat::uninitialized()
             });
             &empty
         }
+        // composefs' own error says `Directory entry "etc" is not a subdirectory`.
+        Err(_) => anyhow::bail!("the image's /{name} is not a directory"),
     };
     let mut w = TreeWriter {
         repo,

@@ -16,7 +16,7 @@ use crate::boot::{esp_in_root, BootloaderKind};
 use crate::deploy::state::{self, Origin};
 use crate::imgref::ImageReference;
 use crate::repo::{self, PullOpts};
-use crate::sys::cmd::which;
+use crate::sys::cmd::{cap, which};
 use crate::sys::durable;
 use crate::sys::loopdev::Loopback;
 use crate::sys::mount::{mount_source, Mount, MountPoint};
@@ -90,7 +90,7 @@ pub(crate) fn to_disk(
             bail!(
                 "{} is not empty (found {}); pass --wipe to erase it",
                 target.display(),
-                found.join(", ")
+                listing(&found)
             );
         }
         tracing::info!("wiping {}", target.display());
@@ -136,6 +136,17 @@ pub(crate) fn to_disk(
     Ok(installed)
 }
 
+/// Names for a message: all of them when they fit, else their count and the first
+/// ones, cut with "…" (a root full of files must not make a page-long error).
+fn listing(names: &[String]) -> String {
+    let joined = names.join(", ");
+    if joined.chars().count() <= 160 {
+        joined
+    } else {
+        format!("{} entries: {}", names.len(), cap(&joined, 120))
+    }
+}
+
 /// `install to-filesystem`: `root` is the mounted root filesystem, with the ESP mounted
 /// on `root/boot`.
 pub(crate) fn to_filesystem(
@@ -166,18 +177,19 @@ pub(crate) fn to_filesystem(
         tracing::warn!("{} is not a mount point: boot files are written to the root filesystem's /boot (mount the ESP there to install to it)", esp.display());
     }
     // Refuse to mix with an existing installation unless asked to replace it.
-    let leftovers: Vec<String> = std::fs::read_dir(&root)
+    let mut leftovers: Vec<String> = std::fs::read_dir(&root)
         .with_context(|| format!("reading {}", root.display()))?
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .filter(|n| n != "lost+found" && n != esp_in_root())
         .collect();
+    leftovers.sort();
     if !leftovers.is_empty() {
         if !wipe {
             bail!(
                 "{} is not empty (found {}); pass --wipe to remove its contents",
                 root.display(),
-                leftovers.join(", ")
+                listing(&leftovers)
             );
         }
         let fd = durable::open_dir(CWD, &root)?;
@@ -235,9 +247,50 @@ pub(crate) fn install_to_root(
             false
         }
     };
-    with_algorithm!(opts.algorithm, H => {
+    // A failed install leaves the root and the boot partition as it found them: what
+    // it created at their top level (the repository, state/, the loader, entries,
+    // kernels) is removed; what was there before is never touched.
+    let boot_fd = durable::open_dir(CWD, boot)?;
+    let root_before = top_level(&root_fd)?;
+    let boot_before = top_level(&boot_fd)?;
+    let result = with_algorithm!(opts.algorithm, H => {
         install_typed::<H>(opts, root, &root_fd, boot, root_spec, verity)
-    })
+    });
+    if result.is_err() {
+        for (fd, before, what) in [
+            (&boot_fd, &boot_before, boot),
+            (&root_fd, &root_before, root),
+        ] {
+            // The install's own error is the one to report, not one from cleaning up.
+            let now = top_level(fd).unwrap_or_default();
+            for name in now.difference(before) {
+                if let Err(e) = durable::remove_all(fd, name) {
+                    tracing::warn!(
+                        "could not remove {} after the failed install: {e:#}",
+                        what.join(name).display()
+                    );
+                }
+            }
+        }
+        let _ = durable::syncfs(&root_fd);
+        let _ = durable::syncfs(&boot_fd);
+    }
+    result
+}
+
+/// The names in a directory.
+fn top_level(dir: &OwnedFd) -> Result<std::collections::BTreeSet<String>> {
+    let mut out = std::collections::BTreeSet::new();
+    let mut d = rustix::fs::Dir::read_from(dir)
+        .with_context(|| format!("reading {}", durable::fd_path(dir)))?;
+    while let Some(e) = d.read() {
+        let e = e.with_context(|| format!("reading {}", durable::fd_path(dir)))?;
+        let n = e.file_name().to_string_lossy().into_owned();
+        if n != "." && n != ".." {
+            out.insert(n);
+        }
+    }
+    Ok(out)
 }
 
 fn install_typed<H: FsVerityHashValue>(
@@ -264,10 +317,13 @@ fn install_typed<H: FsVerityHashValue>(
             insecure_registry: opts.insecure_registry,
             progress: crate::progress::reporter(opts.quiet),
         },
-    )?;
+    )
+    .map_err(bls::explain_image_error)?;
     let id = pulled.id.clone();
     tracing::info!("deployment {}", id.short());
-    let (fs, boot_entries) = repo::boot_tree(&repo, &pulled)?;
+    let (fs, boot_entries) = repo::boot_tree(&repo, &pulled)
+        .map_err(bls::explain_image_error)
+        .with_context(|| format!("installing {source}"))?;
     let kernel = bls::find_kernel(boot_entries).with_context(|| format!("installing {source}"))?;
     let digest = bls::boot_digest(&repo, &kernel)?;
     let os = bls::os_info(&repo, &fs)?;
@@ -278,6 +334,18 @@ fn install_typed<H: FsVerityHashValue>(
         &image_kargs,
         &ComposefsKarg::new(id.clone(), !verity),
     )?;
+    // Every value of the entry is checked before anything is written for it.
+    let planned = bls::deployment_entry(
+        &id,
+        &bootc_initramfs_setup::layout::boot_dir_name(&id),
+        bls::OsInfo {
+            title: os.title.clone(),
+            version: os.version.clone(),
+        },
+        &kernel.kver,
+        options.clone(),
+    );
+    bls::check_entry(&planned).with_context(|| format!("installing {source}"))?;
 
     let origin = Origin::for_image(&target, &digest, &pulled.manifest_digest);
     state::write_deployment(root_fd, &repo, &fs, &id, &origin, true)?;

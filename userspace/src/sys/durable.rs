@@ -68,9 +68,19 @@ pub(crate) fn ensure_dir_all(
     Ok(cur)
 }
 
-/// fsyncs a directory (after creating, renaming or removing entries in it).
+/// Where an open file descriptor points, for messages only (never to operate on):
+/// `/proc/self/fd/N` read back, or "an open directory" when that cannot be read.
+pub(crate) fn fd_path(fd: impl AsFd) -> String {
+    use std::os::fd::AsRawFd;
+    std::fs::read_link(format!("/proc/self/fd/{}", fd.as_fd().as_raw_fd()))
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "an open directory".to_string())
+}
+
+/// fsyncs a directory (after creating, renaming or removing entries in it); an error
+/// names the directory.
 pub(crate) fn fsync_dir(dir: impl AsFd) -> Result<()> {
-    fsync(dir).context("syncing directory")
+    fsync(&dir).with_context(|| format!("syncing directory {}", fd_path(&dir)))
 }
 
 /// Atomically replaces `name` in `dir` with `contents` (mode `mode`), durably.
@@ -156,7 +166,7 @@ pub(crate) fn remove_all(dir: impl AsFd, name: &str) -> Result<()> {
 
 /// Syncs every file and directory of the filesystem holding `fd`.
 pub(crate) fn syncfs(fd: impl AsFd) -> Result<()> {
-    rustix::fs::syncfs(fd).context("syncing the filesystem")
+    rustix::fs::syncfs(&fd).with_context(|| format!("syncing the filesystem of {}", fd_path(&fd)))
 }
 
 #[cfg(test)]
@@ -171,6 +181,19 @@ mod tests {
         assert_eq!(p, format!(".bootc-tmp.merge.{}", std::process::id()));
         assert!(is_tmp_name(&p) && is_tmp_name(&tmp_name("x")));
         assert!(!is_tmp_name("bootc_composefs-ab") && !is_tmp_name(".hidden"));
+    }
+
+    #[test]
+    fn sync_errors_name_the_directory() {
+        let t = tempfile::tempdir().unwrap();
+        let d = open_dir(CWD, t.path()).unwrap();
+        assert_eq!(fd_path(&d), t.path().display().to_string());
+        fsync_dir(&d).unwrap();
+        // fsync fails on a socket (EINVAL): the message names what was synced.
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let e = format!("{:#}", fsync_dir(&a).unwrap_err());
+        assert!(e.starts_with("syncing directory socket:["), "{e}");
+        assert!(!e.contains('{') && !e.contains('\n'), "{e}");
     }
 
     #[test]
