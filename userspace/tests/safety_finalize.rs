@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::process::ExitStatusExt;
 use std::process::Command;
@@ -25,26 +24,6 @@ const STEPS: [&str; 5] = [
     "finalize.after-failure-cleared",
     "finalize.after-marker-cleared",
 ];
-
-/// Everything a refused verb must leave alone: `state/` (but the lock file, whose
-/// content is the last holder's pid), the whole boot partition, and the run directory
-/// (the staged marker).
-fn disk(s: &System) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    for (name, dir) in [
-        ("state", s.root.join("state")),
-        ("boot", s.root.join("boot")),
-        ("run", s.t.path().join("run")),
-    ] {
-        for (k, v) in snapshot(&dir) {
-            if name == "state" && k == "bootc.lock" {
-                continue;
-            }
-            out.insert(format!("{name}/{k}"), v);
-        }
-    }
-    out
-}
 
 /// `v<n>` with a `kargs.d` file holding `toml`, written to the system's layout as `tag`.
 fn kargs_image(s: &System, tag: &str, version: u32, toml: &str) {
@@ -110,7 +89,7 @@ fn item4_switch_and_upgrade_refuse_bad_kargs_d_like_install() {
     }
 
     // ... and so do switch and upgrade now, before anything is written.
-    let before = disk(&s);
+    let before = s.disk();
     for (tag, what) in [
         ("sets-composefs", "bootc sets composefs= itself"),
         ("sets-digest", "bootc sets composefs= itself"),
@@ -130,14 +109,14 @@ fn item4_switch_and_upgrade_refuse_bad_kargs_d_like_install() {
             errors[0].contains(what),
             "{tag}: the error is one line: {err}"
         );
-        assert_eq!(disk(&s), before, "{tag}: switch changed the disk");
+        assert_eq!(s.disk(), before, "{tag}: switch changed the disk");
         assert_eq!(s.marker(), None);
     }
     // Upgrade: the followed tag now carries the bad kargs.d.
     kargs_image(&s, "v1", 2, &sets_composefs);
     let err = s.bootc_err(&v1, &["upgrade"]);
     assert!(err.contains("bootc sets composefs= itself"), "{err}");
-    assert_eq!(disk(&s), before, "upgrade changed the disk");
+    assert_eq!(s.disk(), before, "upgrade changed the disk");
     assert!(!s.root.join("boot/loader/entries.staged").exists());
     assert_eq!(s.marker(), None);
 
@@ -165,7 +144,7 @@ fn item10_finalize_checks_every_file_the_new_default_needs() {
     let good = fs::read_to_string(&entry).unwrap();
 
     let refused = |what: &str| {
-        let before = disk(&s);
+        let before = s.disk();
         let err = s.bootc_err(&v1, &["composefs-finalize-staged"]);
         assert!(err.contains(what), "{err}");
         let stays = format!("{} stays the default", short(&v1));
@@ -173,7 +152,7 @@ fn item10_finalize_checks_every_file_the_new_default_needs() {
         assert!(record.contains(what) && record.contains(&stays), "{record}");
         // Nothing else changed: the old default stays, v2's /etc is not merged into,
         // the staged set and the marker wait for a fixed retry.
-        let mut after = disk(&s);
+        let mut after = s.disk();
         after.remove("state/finalize-failure");
         let mut before = before;
         before.remove("state/finalize-failure");
@@ -397,7 +376,7 @@ fn item11_a_stale_marker_is_not_a_staged_update() {
     fs::remove_dir_all(s.root.join("boot/loader/entries.staged")).unwrap();
     let st = s.status(&v1);
     assert!(st["status"]["staged"].is_null(), "{st}");
-    let before = disk(&s);
+    let before = s.disk();
     let out = s.bootc_ok(&v1, &["composefs-finalize-staged"]);
     assert!(
         out.contains(&format!("the stale marker for {} was removed", short(&v2))),
@@ -405,7 +384,7 @@ fn item11_a_stale_marker_is_not_a_staged_update() {
     );
     assert_eq!(s.marker(), None);
     assert_eq!(failure_record(&s), None, "no false failure recorded");
-    let mut after = disk(&s);
+    let mut after = s.disk();
     after.retain(|k, _| !k.starts_with("run/"));
     let mut before = before;
     before.retain(|k, _| !k.starts_with("run/"));

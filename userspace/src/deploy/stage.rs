@@ -86,7 +86,8 @@ fn stage_typed<H: FsVerityHashValue>(host: &Host, opts: &StageOpts) -> Result<St
             insecure_registry: opts.insecure_registry,
             progress: crate::progress::reporter(opts.quiet),
         },
-    )?;
+    )
+    .map_err(bls::explain_image_error)?;
     let id = pulled.id.clone();
     if id == host.booted {
         if opts.switch_to.is_some() {
@@ -114,7 +115,21 @@ fn stage_typed<H: FsVerityHashValue>(host: &Host, opts: &StageOpts) -> Result<St
         return Ok(StageOutcome::Downloaded(id));
     }
 
-    let (fs, boot_entries) = repo::boot_tree(&repo, &pulled)?;
+    // The pull heals what it finds damaged; whatever is still missing now would be
+    // missing at boot.
+    let manifest: composefs_oci::OciDigest = pulled
+        .manifest_digest
+        .as_str()
+        .try_into()
+        .with_context(|| format!("invalid manifest digest {}", pulled.manifest_digest))?;
+    let damage = crate::integrity::check_image(&repo, &manifest)
+        .with_context(|| format!("checking {imgref} in the repository"))?;
+    if !damage.is_intact() {
+        bail!("{imgref} is incomplete in the repository, nothing was staged: {damage}");
+    }
+    let (fs, boot_entries) = repo::boot_tree(&repo, &pulled)
+        .map_err(bls::explain_image_error)
+        .with_context(|| format!("deploying {imgref}"))?;
     let kernel = bls::find_kernel(boot_entries).with_context(|| format!("deploying {imgref}"))?;
     let digest = bls::boot_digest(&repo, &kernel)?;
     let os = bls::os_info(&repo, &fs)?;

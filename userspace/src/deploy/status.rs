@@ -137,6 +137,9 @@ pub(crate) struct Composefs {
     pub(crate) missing_verity_allowed: bool,
     /// sha256 of kernel + initrd (Type #1 entries).
     pub(crate) boot_digest: Option<String>,
+    /// What the repository lacks of this deployment's image (ours; not in upstream's
+    /// schema). None when intact or when it could not be checked.
+    pub(crate) damage: Option<String>,
 }
 
 fn image_ref(r: &ImageReference) -> ImageRef {
@@ -183,6 +186,7 @@ fn boot_entry(input: &StatusInput, id: &DeploymentId, entry: Option<&Entry>) -> 
             bootloader: "systemd",
             missing_verity_allowed: entry.map(|e| e.insecure).unwrap_or(input.booted_insecure),
             boot_digest: origin.and_then(|o| o.boot_digest.clone()),
+            damage: input.damage.get(id).cloned(),
         },
         ostree: None,
     }
@@ -217,6 +221,46 @@ fn image_details(host: &Host) -> ImageDetails {
     })
 }
 
+/// The deployments whose image the repository holds incompletely (an object or stream
+/// missing, or lacking fs-verity where the repository requires it). A deployment whose
+/// origin names no manifest, or a check that cannot run, is left out with a warning.
+fn image_damage(
+    host: &Host,
+    origins: &BTreeMap<DeploymentId, Option<Origin>>,
+) -> BTreeMap<DeploymentId, String> {
+    fn typed<H: composefs::fsverity::FsVerityHashValue>(
+        host: &Host,
+        origins: &BTreeMap<DeploymentId, Option<Origin>>,
+    ) -> Result<BTreeMap<DeploymentId, String>> {
+        let repo = crate::repo::open::<H>(&host.sysroot)?;
+        let mut out = BTreeMap::new();
+        for (id, origin) in origins {
+            let Some(digest) = origin.as_ref().and_then(|o| o.manifest_digest.as_deref()) else {
+                continue;
+            };
+            let Ok(digest) = composefs_oci::OciDigest::try_from(digest) else {
+                continue;
+            };
+            match crate::integrity::check_image(&repo, &digest) {
+                Ok(d) if d.is_intact() => {}
+                Ok(d) => {
+                    tracing::warn!("deployment {}: image damaged: {d}", id.short());
+                    out.insert(id.clone(), d.to_string());
+                }
+                Err(e) => tracing::warn!("deployment {}: checking its image: {e:#}", id.short()),
+            }
+        }
+        Ok(out)
+    }
+    let r = crate::repo::read_algorithm(&host.sysroot).and_then(
+        |alg| bootc_initramfs_setup::with_algorithm!(alg, H => typed::<H>(host, origins)),
+    );
+    r.unwrap_or_else(|e| {
+        tracing::warn!("checking the deployments' images: {e:#}");
+        BTreeMap::new()
+    })
+}
+
 /// Everything status is made of, read from the host by [`host_status`]; [`assemble`]
 /// turns it into the object without touching the disk.
 #[derive(Debug, Clone)]
@@ -235,6 +279,8 @@ pub(crate) struct StatusInput {
     pub(crate) details: ImageDetails,
     /// The recorded finalize failure.
     pub(crate) finalize_failure: Option<String>,
+    /// Deployments whose image is incomplete in the repository, and what is missing.
+    pub(crate) damage: BTreeMap<DeploymentId, String>,
 }
 
 /// Reads the host and builds the status object.
@@ -268,9 +314,10 @@ pub(crate) fn host_status(host: &Host) -> Result<BootcHost> {
         booted_insecure: host.booted_insecure,
         current,
         staged,
-        origins,
         details: image_details(host),
         finalize_failure: host.finalize_failure(),
+        damage: image_damage(host, &origins),
+        origins,
     }))
 }
 
@@ -368,6 +415,9 @@ pub(crate) fn render_human(h: &BootcHost, booted_only: bool) -> String {
             "     Deployment: {}{verity}\n",
             e.composefs.verity
         ));
+        if let Some(d) = &e.composefs.damage {
+            out.push_str(&format!("        Damaged: {d}\n"));
+        }
         out.push_str(&format!(
             "           Boot: {} via {}\n\n",
             e.composefs.boot_type, e.composefs.bootloader
@@ -436,6 +486,7 @@ mod tests {
             origins,
             details: BTreeMap::new(),
             finalize_failure: None,
+            damage: BTreeMap::new(),
         }
     }
 

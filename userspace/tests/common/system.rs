@@ -159,6 +159,26 @@ impl System {
             .collect()
     }
 
+    /// Everything a refused verb must leave alone: `state/` (but the lock file, whose
+    /// content is the last holder's pid), the whole boot partition, and the run
+    /// directory (the staged marker).
+    pub fn disk(&self) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        for (name, dir) in [
+            ("state", self.root.join("state")),
+            ("boot", self.root.join("boot")),
+            ("run", self.t.path().join("run")),
+        ] {
+            for (k, v) in snapshot(&dir) {
+                if name == "state" && k == "bootc.lock" {
+                    continue;
+                }
+                out.insert(format!("{name}/{k}"), v);
+            }
+        }
+        out
+    }
+
     pub fn marker(&self) -> Option<String> {
         fs::read_to_string(self.t.path().join("run/composefs/staged-deployment"))
             .ok()
