@@ -4,9 +4,15 @@
 //! the physical root before it reads anything it will act on, and holds it until it
 //! exits. The kernel drops the lock when the process dies, so a crash never leaves a
 //! stale lock; the holder's pid is written into the file only to name it in the error.
+//!
+//! Taking the lock needs no free space, so `bootc gc` can clean a full disk: the pid
+//! is written at a fixed width over the start of the file, which keeps its size (after
+//! the first run the block is already allocated), and a failure to write it (`ENOSPC`,
+//! `EDQUOT`, or anything else) only costs the pid in a concurrent run's message.
 
-use std::io::{Read, Seek, Write};
+use std::io::Read;
 use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use rustix::fs::{flock, openat, FlockOperation, Mode, OFlags};
@@ -71,10 +77,26 @@ pub(crate) fn lock(sysroot: impl AsFd, display_root: &Path) -> Result<WriterLock
         }
         Err(e) => return Err(io(e.into())),
     }
-    file.set_len(0).map_err(io)?;
-    file.rewind().map_err(io)?;
-    writeln!(file, "{}", std::process::id()).map_err(io)?;
+    write_pid(&file);
     Ok(WriterLock { _file: file })
+}
+
+/// Width of the pid field: `u32::MAX` has 10 digits, then a newline.
+const PID_WIDTH: usize = 11;
+
+/// Writes our pid over the start of the held lock file, space-padded to a fixed width,
+/// so the file never grows after its first write. Best effort.
+fn write_pid(file: &std::fs::File) {
+    let text = format!("{:<w$}\n", std::process::id(), w = PID_WIDTH - 1);
+    if let Err(e) = file.write_all_at(text.as_bytes(), 0) {
+        tracing::debug!("not recording the pid in the lock file: {e}");
+        return;
+    }
+    // A longer file (an older format) would keep a tail of digits; shortening never
+    // needs space.
+    if file.metadata().is_ok_and(|m| m.len() > PID_WIDTH as u64) {
+        let _ = file.set_len(PID_WIDTH as u64);
+    }
 }
 
 #[cfg(test)]

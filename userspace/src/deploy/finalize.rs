@@ -81,7 +81,9 @@ fn finalize_typed<H: FsVerityHashValue>(host: &Host, staged: &DeploymentId) -> R
     }
     let current = durable::open_dir(&host.sysroot, layout::deploy_etc(&host.booted))?;
     let new = durable::open_dir(&host.sysroot, layout::deploy_etc(staged))?;
-    etc_merge::apply(&plan, current.as_fd(), new.as_fd())?;
+    // Temporaries go to state/, never inside the /etc that will boot.
+    let scratch = durable::open_dir(&host.sysroot, layout::STATE)?;
+    etc_merge::apply(&plan, current.as_fd(), new.as_fd(), scratch.as_fd())?;
     for p in &plan.skipped {
         tracing::info!(
             "/etc/{}: not carried over (socket, FIFO or device node)",
