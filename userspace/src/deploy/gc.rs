@@ -450,3 +450,236 @@ fn list_names(root: impl AsFd, path: &str) -> Result<Vec<String>> {
     out.sort();
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::boot::bls::BlsEntry;
+    use crate::boot::entries::{self, Entry};
+
+    fn id(c: char) -> DeploymentId {
+        DeploymentId::parse(&c.to_string().repeat(64)).unwrap()
+    }
+
+    fn bdir(c: char) -> String {
+        format!("{}{}", layout::BOOT_PREFIX, c.to_string().repeat(64))
+    }
+
+    /// Our entry for deployment `d` booting from the boot directory of `k`.
+    fn entry(d: char, k: char) -> BlsEntry {
+        BlsEntry {
+            file_stem: bdir(d),
+            title: "T".into(),
+            version: "1".into(),
+            sort_key: None,
+            linux: format!("/{}/vmlinuz", bdir(k)),
+            initrd: vec![format!("/{}/initramfs.img", bdir(k))],
+            options: format!("rw composefs=sha256:{}", d.to_string().repeat(64)),
+        }
+    }
+
+    /// Writes `ours` (in order) and `raw` files into a real entry directory and reads
+    /// it back the way gc does.
+    fn read_set(ours: &[BlsEntry], raw: &[(&str, &[u8])]) -> EntrySet {
+        let t = tempfile::tempdir().unwrap();
+        let boot = durable::open_dir(rustix::fs::CWD, t.path()).unwrap();
+        let set = EntrySet {
+            ours: ours.iter().cloned().map(Entry::new).collect(),
+            foreign: vec![],
+        };
+        entries::replace(&boot, &set).unwrap();
+        for (n, b) in raw {
+            std::fs::write(t.path().join(layout::LOADER_ENTRIES).join(n), b).unwrap();
+        }
+        EntrySet::read_opt(&boot, layout::LOADER_ENTRIES)
+            .unwrap()
+            .unwrap()
+    }
+
+    /// a booted, b previous with its own kernel, c dead (kernel shared with a), d dead
+    /// with its own kernel; tags for all four; debris everywhere.
+    fn inputs(current: Option<EntrySet>) -> GcInputs {
+        GcInputs {
+            boot_display: "/mnt/boot".into(),
+            booted: Some(id('a')),
+            staged: None,
+            current,
+            staged_set: None,
+            deployments: vec![id('a'), id('b'), id('c'), id('d')],
+            deploy_names: ['a', 'b', 'c', 'd']
+                .iter()
+                .map(|c| c.to_string().repeat(64))
+                .chain([".bootc-tmp.eeee".to_string()])
+                .collect(),
+            state_names: vec![
+                "deploy".into(),
+                "os".into(),
+                "bootc.lock".into(),
+                ".bootc-tmp.pristine-etc.x1".into(),
+                ".bootc-tmp.merge.42".into(),
+                ".hidden-user-file".into(),
+            ],
+            boot_names: vec![
+                "loader".into(),
+                "EFI".into(),
+                bdir('a'),
+                bdir('b'),
+                bdir('d'),
+                format!("{}.efi", bdir('d')),
+                ".bootc-tmp.bootc_composefs-ffff".into(),
+            ],
+            loader_names: vec![
+                "entries".into(),
+                "loader.conf".into(),
+                ".bootc-tmp.entries.staged".into(),
+            ],
+            tags: ['a', 'b', 'c', 'd']
+                .iter()
+                .map(|c| format!("{DEPLOYMENT_TAG_PREFIX}{}", c.to_string().repeat(64)))
+                .chain(["someone-elses-tag".to_string()])
+                .collect(),
+        }
+    }
+
+    fn hexes(cs: &[char]) -> Vec<String> {
+        cs.iter().map(|c| c.to_string().repeat(64)).collect()
+    }
+
+    fn tags(cs: &[char]) -> Vec<String> {
+        hexes(cs)
+            .into_iter()
+            .map(|h| format!("{DEPLOYMENT_TAG_PREFIX}{h}"))
+            .collect()
+    }
+
+    #[test]
+    fn removes_exactly_the_dead_and_the_leftovers() {
+        let set = read_set(
+            &[entry('a', 'a'), entry('b', 'b')],
+            &[("memtest.conf", b"title m\nefi /memtest.efi\n")],
+        );
+        let p = plan(&inputs(Some(set))).unwrap();
+        assert_eq!(p.deployments, hexes(&['c', 'd']));
+        assert_eq!(p.boot_dirs, vec![bdir('d')]);
+        assert_eq!(p.tags, tags(&['c', 'd']));
+        assert!(p.warnings.is_empty() && p.kept.is_empty());
+        let mut debris: Vec<String> = p.debris.iter().map(|(pl, n)| pl.display(n)).collect();
+        debris.sort();
+        assert_eq!(
+            debris,
+            vec![
+                "boot:.bootc-tmp.bootc_composefs-ffff",
+                "boot:loader/.bootc-tmp.entries.staged",
+                "state/.bootc-tmp.merge.42",
+                "state/.bootc-tmp.pristine-etc.x1",
+                "state/deploy/.bootc-tmp.eeee",
+            ]
+        );
+    }
+
+    #[test]
+    fn staged_set_and_marker_keep_their_deployments() {
+        let mut i = inputs(Some(read_set(&[entry('a', 'a')], &[])));
+        i.staged = Some(id('c'));
+        i.staged_set = Some(read_set(&[entry('c', 'a'), entry('a', 'a')], &[]));
+        let p = plan(&i).unwrap();
+        assert_eq!(p.deployments, hexes(&['b', 'd']));
+        assert_eq!(p.boot_dirs, vec![bdir('b'), bdir('d')]);
+    }
+
+    /// Issue 8 item 5: an unparsable default entry keeps what it names.
+    #[test]
+    fn an_unparsable_entry_keeps_what_it_names() {
+        let b = entry('b', 'b');
+        // The digest in upper case for good measure, and a non-UTF-8 byte in the title.
+        let mut bad = b
+            .render()
+            .replace(&"b".repeat(64), &"B".repeat(64))
+            .into_bytes();
+        bad.insert("title ".len(), 0xff);
+        let name = format!("{}.conf", b.file_stem);
+        let set = read_set(&[entry('a', 'a')], &[(&name, &bad)]);
+        assert_eq!(set.unparsed_ours().count(), 1);
+        let p = plan(&inputs(Some(set))).unwrap();
+        assert_eq!(p.deployments, hexes(&['c', 'd']), "b is kept");
+        assert_eq!(p.boot_dirs, vec![bdir('d')]);
+        assert_eq!(p.tags, tags(&['c', 'd']));
+        assert_eq!(p.warnings.len(), 1);
+        assert!(
+            p.warnings[0].contains(&format!(
+                "loader/entries/{name} cannot be parsed (it is not UTF-8 text)"
+            )) && p.warnings[0].contains(&format!("deployment {}", "b".repeat(64)))
+                && p.warnings[0].contains(&format!("boot directory {}", bdir('b'))),
+            "{}",
+            p.warnings[0]
+        );
+        assert!(p
+            .kept
+            .contains_key(&format!("deployment {}", "b".repeat(64))));
+    }
+
+    #[test]
+    fn an_entry_without_linux_keeps_its_deployment() {
+        let name = format!("{}.conf", bdir('d'));
+        let text = format!("title x\noptions composefs=sha256:{}\n", "d".repeat(64));
+        let set = read_set(&[entry('a', 'a')], &[(&name, text.as_bytes())]);
+        let p = plan(&inputs(Some(set))).unwrap();
+        assert_eq!(p.deployments, hexes(&['b', 'c']));
+        // d's own boot directory is kept: the entry's name names it.
+        assert_eq!(p.boot_dirs, vec![bdir('b')]);
+        assert!(p.warnings[0].contains("no linux line"), "{}", p.warnings[0]);
+    }
+
+    #[test]
+    fn junk_named_like_ours_that_names_nothing_keeps_nothing_but_says_so() {
+        let set = read_set(
+            &[entry('a', 'a'), entry('b', 'b')],
+            &[("bootc_composefs-junk.conf", b"\x00\x01\x02")],
+        );
+        let p = plan(&inputs(Some(set))).unwrap();
+        assert_eq!(p.deployments, hexes(&['c', 'd']));
+        assert!(
+            p.warnings[0].contains("names no deployment"),
+            "{}",
+            p.warnings[0]
+        );
+    }
+
+    #[test]
+    fn an_unreadable_entry_keeps_everything() {
+        let mut set = read_set(&[entry('a', 'a')], &[]);
+        set.foreign.push(entries::RawEntry {
+            name: format!("{}.conf", bdir('b')).into(),
+            content: entries::RawContent::Unusable("cannot read it: I/O error".into()),
+            problem: Some("cannot read it: I/O error".into()),
+        });
+        let p = plan(&inputs(Some(set))).unwrap();
+        assert!(p.deployments.is_empty() && p.boot_dirs.is_empty() && p.tags.is_empty());
+        assert_eq!(p.debris.len(), 5, "leftovers are still ours to remove");
+        assert!(p.warnings[0].contains("keeping every deployment"));
+    }
+
+    /// Issue 8 item 6.
+    #[test]
+    fn no_entries_where_entries_are_expected_is_refused() {
+        let e = plan(&inputs(None)).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "no boot entries in /mnt/boot/loader/entries: is the ESP mounted at /mnt/boot? nothing removed"
+        );
+        let only_foreign = read_set(&[], &[("other.conf", b"title o\nlinux /x\n")]);
+        let e = plan(&inputs(Some(only_foreign))).unwrap_err();
+        assert_eq!(
+            e,
+            GcRefused::NoOurEntries {
+                boot: "/mnt/boot".into(),
+                deployments: 4
+            }
+        );
+        assert!(e.to_string().contains("nothing removed"));
+        // With no deployment at all, an empty directory is no contradiction.
+        let mut i = inputs(Some(EntrySet::default()));
+        i.deployments.clear();
+        assert!(plan(&i).is_ok());
+    }
+}
