@@ -53,14 +53,11 @@ pub(crate) fn finalize(host: &Host) -> Result<Finalized> {
                 staged.short(),
                 host.booted.short()
             );
-            tracing::error!("{reason}");
+            // Printed once, by the caller (stderr goes to the journal).
             if let Err(w) = host.set_finalize_failure(&reason) {
                 tracing::error!("recording the failure: {w:#}");
             }
-            Err(e.context(format!(
-                "the staged deployment {} was not finalized",
-                staged.short()
-            )))
+            Err(anyhow::anyhow!(reason))
         }
     }
 }

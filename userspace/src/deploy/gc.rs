@@ -61,14 +61,14 @@ impl std::fmt::Display for GcReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} deployments, {} boot directories, {} tags, {} leftovers, {} objects ({:.1} MiB), {} dangling links",
+            "{} deployments, {} boot directories, {} tags, {} objects ({:.1} MiB), {} dangling links, {} leftovers",
             self.deployments.len(),
             self.boot_dirs.len(),
             self.tags.len(),
-            self.debris.len(),
             self.objects,
             self.bytes as f64 / (1024.0 * 1024.0),
-            self.links
+            self.links,
+            self.debris.len(),
         )
     }
 }
