@@ -390,7 +390,8 @@ fn an_interrupted_merge_leaves_no_debris_in_what_boots() {
     let v2 = s.stage(&v1, "v2");
     let etc2 = s.root.join("state/deploy").join(&v2).join("etc");
 
-    // Kill at the second rename out of state/ (the merge's scratch directory).
+    // Kill at the merge's second rename into the new /etc (strace -P matches the
+    // directory fd the rename targets), wherever its temporary was written.
     let state = s.root.join("state");
     let mut args = vec![
         "-f".to_string(),
@@ -398,7 +399,7 @@ fn an_interrupted_merge_leaves_no_debris_in_what_boots() {
         "-o".into(),
         "/dev/null".into(),
         "-P".into(),
-        state.display().to_string(),
+        etc2.display().to_string(),
         "-e".into(),
         "trace=rename,renameat,renameat2".into(),
         "-e".into(),
