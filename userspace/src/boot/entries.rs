@@ -154,7 +154,7 @@ impl EntrySet {
 
     /// Reads `dir` (relative to the boot partition). A missing directory is an empty
     /// set. Nothing in it is lost: what cannot be parsed as one of ours is kept as a
-    /// [`RawEntry`] (with a warning when it is named like ours).
+    /// [`RawEntry`].
     pub(crate) fn read(boot: impl AsFd, dir: &str) -> Result<EntrySet> {
         Ok(Self::read_opt(boot, dir)?.unwrap_or_default())
     }
@@ -197,7 +197,8 @@ impl EntrySet {
                     problem: None,
                 }),
                 Err(problem) => {
-                    tracing::warn!(
+                    // Callers say what it means for them (gc: what it keeps).
+                    tracing::debug!(
                         "{dir}/{}: cannot be parsed ({problem}); kept as it is",
                         name.to_string_lossy()
                     );
@@ -277,7 +278,13 @@ fn parse_ours(name: &OsStr, content: &RawContent) -> std::result::Result<Option<
         RawContent::Unusable(why) => return Err(why.clone()),
     };
     let text = std::str::from_utf8(bytes).map_err(|_| "it is not UTF-8 text".to_string())?;
-    let bls = BlsEntry::parse(stem, text).map_err(|e| format!("{e:#}"))?;
+    let bls = BlsEntry::parse(stem, text).map_err(|e| {
+        let e = format!("{e:#}");
+        // Said next to the file name already.
+        e.strip_prefix(&format!("{stem}.conf: "))
+            .map(str::to_string)
+            .unwrap_or(e)
+    })?;
     if ComposefsKarg::from_cmdline(&bls.options).is_err() {
         return Err("its options have no valid composefs= argument".into());
     }

@@ -243,29 +243,34 @@ pub(crate) fn plan(i: &GcInputs) -> Result<GcPlan, GcRefused> {
             };
             let found = |needle: &str| contains(&bytes, needle.to_ascii_lowercase().as_bytes());
             let mut named: Vec<String> = vec![];
+            // (what, whether it was live anyway)
+            let mut kept: Vec<(String, bool)> = vec![];
             for d in &i.deployments {
                 if found(d.hex()) {
-                    live.insert(d.hex().to_string());
-                    named.push(format!("deployment {}", d.hex()));
+                    let was = !live.insert(d.hex().to_string());
+                    kept.push((format!("deployment {}", d.hex()), was));
                 }
             }
             for b in &boot_dirs {
                 if found(b) || b.strip_prefix(layout::BOOT_PREFIX).is_some_and(found) {
-                    boot_refs.insert((*b).clone());
-                    named.push(format!("boot directory {b}"));
+                    let was = !boot_refs.insert((*b).clone());
+                    kept.push((format!("boot directory {b}"), was));
                 }
             }
             for t in &i.tags {
                 if let Some(h) = tag_hex(t).filter(|h| found(h)) {
-                    live.insert(h);
-                    named.push(format!("tag {t}"));
+                    let was = !live.insert(h);
+                    kept.push((format!("tag {t}"), was));
                 }
+            }
+            for (what, was_live) in kept {
+                if !was_live {
+                    plan.kept.insert(what.clone(), format!("named by {file}"));
+                }
+                named.push(what);
             }
             named.sort();
             named.dedup();
-            for n in &named {
-                plan.kept.insert(n.clone(), format!("named by {file}"));
-            }
             plan.warnings.push(if named.is_empty() {
                 format!("{file} cannot be parsed ({why}); it names no deployment, boot directory or tag here, so nothing is kept for it")
             } else {
