@@ -346,6 +346,12 @@ fn rollback_and_finalize_carry_foreign_entries_byte_for_byte() {
             b"not an entry at all".to_vec(),
             0o640,
         ),
+        // Named like ours but not parsable: carried too, never renamed.
+        (
+            dir.join("bootc_composefs-hand-made.conf"),
+            b"title \xffhand made\nsort-key bootc-009\n".to_vec(),
+            0o644,
+        ),
     ];
     let check = |when: &str| {
         for (p, bytes, mode) in &foreign {
