@@ -4,9 +4,15 @@
 //! the physical root before it reads anything it will act on, and holds it until it
 //! exits. The kernel drops the lock when the process dies, so a crash never leaves a
 //! stale lock; the holder's pid is written into the file only to name it in the error.
+//!
+//! Taking the lock needs no free space, so `bootc gc` can clean a full disk: the pid
+//! is written at a fixed width over the start of the file, which keeps its size (after
+//! the first run the block is already allocated), and a failure to write it (`ENOSPC`,
+//! `EDQUOT`, or anything else) only costs the pid in a concurrent run's message.
 
-use std::io::{Read, Seek, Write};
+use std::io::Read;
 use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use rustix::fs::{flock, openat, FlockOperation, Mode, OFlags};
@@ -24,12 +30,14 @@ pub(crate) enum LockError {
         pid: Option<u32>,
     },
     /// The lock file could not be opened or locked.
-    #[error("cannot take the bootc lock {path}: {source}")]
+    // The cause is in the message and deliberately not a `source`, so `{:#}` prints
+    // it once.
+    #[error("cannot take the bootc lock {path}: {cause}")]
     Io {
         /// The lock file.
         path: String,
         /// What failed.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 }
 
@@ -42,9 +50,9 @@ pub(crate) struct WriterLock {
 /// Takes the writer lock under `sysroot` (a directory fd), without waiting.
 pub(crate) fn lock(sysroot: impl AsFd, display_root: &Path) -> Result<WriterLock, LockError> {
     let path = display_root.join(LOCK_FILE);
-    let io = |source: std::io::Error| LockError::Io {
+    let io = |cause: std::io::Error| LockError::Io {
         path: path.display().to_string(),
-        source,
+        cause,
     };
     if let Some(parent) = Path::new(LOCK_FILE).parent() {
         match rustix::fs::mkdirat(&sysroot, parent, Mode::from_raw_mode(0o755)) {
@@ -71,10 +79,26 @@ pub(crate) fn lock(sysroot: impl AsFd, display_root: &Path) -> Result<WriterLock
         }
         Err(e) => return Err(io(e.into())),
     }
-    file.set_len(0).map_err(io)?;
-    file.rewind().map_err(io)?;
-    writeln!(file, "{}", std::process::id()).map_err(io)?;
+    write_pid(&file);
     Ok(WriterLock { _file: file })
+}
+
+/// Width of the pid field: `u32::MAX` has 10 digits, then a newline.
+const PID_WIDTH: usize = 11;
+
+/// Writes our pid over the start of the held lock file, space-padded to a fixed width,
+/// so the file never grows after its first write. Best effort.
+fn write_pid(file: &std::fs::File) {
+    let text = format!("{:<w$}\n", std::process::id(), w = PID_WIDTH - 1);
+    if let Err(e) = file.write_all_at(text.as_bytes(), 0) {
+        tracing::debug!("not recording the pid in the lock file: {e}");
+        return;
+    }
+    // A longer file (an older format) would keep a tail of digits; shortening never
+    // needs space.
+    if file.metadata().is_ok_and(|m| m.len() > PID_WIDTH as u64) {
+        let _ = file.set_len(PID_WIDTH as u64);
+    }
 }
 
 #[cfg(test)]
@@ -97,6 +121,36 @@ mod tests {
         assert!(second_err_message(&root, d.path()).contains("another bootc is running (pid "));
         drop(held);
         lock(&root, d.path()).expect("free again after drop");
+    }
+
+    #[test]
+    fn an_io_error_is_said_once() {
+        let e = anyhow::Error::from(LockError::Io {
+            path: "/x/state/bootc.lock".into(),
+            cause: std::io::Error::from_raw_os_error(28),
+        });
+        let text = format!("{e:#}");
+        assert_eq!(text.matches("No space left on device").count(), 1, "{text}");
+        assert!(text.starts_with("cannot take the bootc lock /x/state/bootc.lock: "));
+    }
+
+    /// The pid is written at a fixed width over the start of the file, so the file
+    /// keeps its size from one run to the next.
+    #[test]
+    fn the_pid_keeps_the_file_size() {
+        let d = tempfile::tempdir().unwrap();
+        let root =
+            rustix::fs::open(d.path(), OFlags::PATH | OFlags::DIRECTORY, Mode::empty()).unwrap();
+        let file = d.path().join(LOCK_FILE);
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        // An older, longer content is cut to the fixed width.
+        std::fs::write(&file, "12345678901234567890\n").unwrap();
+        drop(lock(&root, d.path()).unwrap());
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert_eq!(text.len(), PID_WIDTH);
+        assert_eq!(text.trim(), std::process::id().to_string());
+        drop(lock(&root, d.path()).unwrap());
+        assert_eq!(std::fs::metadata(&file).unwrap().len(), PID_WIDTH as u64);
     }
 
     fn second_err_message(root: &OwnedFd, p: &Path) -> String {

@@ -3,19 +3,29 @@
 //! Our entries live in `loader/entries/` of the boot partition, one per deployment
 //! (`bootc_composefs-<hex>.conf`). Their order is the boot order: systemd-boot sorts
 //! by `sort-key` and boots the first entry, so we write `sort-key bootc-NNN` with the
-//! position (000 = the default). Entries that are not ours are carried along untouched.
+//! position (000 = the default).
+//!
+//! Every other file in the directory is carried along byte for byte, whatever it holds
+//! and whatever its name ([`RawEntry`]): foreign entries (any name not starting with
+//! `bootc_composefs-`: another OS, `memtest.conf` with an `efi` line, junk), and entries
+//! named like ours that cannot be parsed (not UTF-8, no `linux` line, no `composefs=`
+//! argument), which are also never renamed or reordered. Only leftovers with bootc's
+//! temporary names are dropped.
 //!
 //! A new set is never edited in place: it is written in full to
 //! `loader/entries.staged/` (under a temporary name, synced, renamed), and
 //! [`swap_staged`] exchanges it with `loader/entries/` in one `renameat2(RENAME_EXCHANGE)`.
 //! A power cut at any instant leaves either the old complete set or the new one.
 
+use std::ffi::{OsStr, OsString};
+use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use bootc_initramfs_setup::cmdline::{ComposefsKarg, DeploymentId};
 use bootc_initramfs_setup::layout;
-use rustix::fs::{openat, renameat_with, Mode, OFlags, RenameFlags};
+use rustix::fs::{openat, renameat_with, AtFlags, FileType, Mode, OFlags, RenameFlags};
 use rustix::io::Errno;
 
 use super::bls::BlsEntry;
@@ -48,13 +58,74 @@ impl Entry {
     }
 }
 
-/// An ordered entry set: boot order first, foreign entries last.
+/// What a carried file is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum RawContent {
+    /// A regular file: its bytes and permission bits.
+    File {
+        /// The content, byte for byte.
+        bytes: Vec<u8>,
+        /// Permission bits.
+        mode: u32,
+    },
+    /// A symbolic link and its target.
+    Symlink(OsString),
+    /// Something that cannot be carried over: a directory, a device, or a file that
+    /// could not be read (why, on one line). Writing a set holding one is refused.
+    Unusable(String),
+}
+
+/// A file of an entry directory carried over byte for byte: a foreign entry, or one
+/// named like ours that cannot be parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RawEntry {
+    /// The file name, any bytes.
+    pub(crate) name: OsString,
+    /// What it holds.
+    pub(crate) content: RawContent,
+    /// For a file named like ours: why it could not be parsed.
+    pub(crate) problem: Option<String>,
+}
+
+impl RawEntry {
+    /// Whether it is named like our entries (`bootc_composefs-…`).
+    pub(crate) fn named_like_ours(&self) -> bool {
+        is_ours_name(&self.name)
+    }
+
+    /// The name for messages (lossy).
+    pub(crate) fn display_name(&self) -> String {
+        self.name.to_string_lossy().into_owned()
+    }
+
+    /// Everything this file could name: its name and its bytes (a symlink: its target),
+    /// ASCII lower-cased so an upper-case hex digest is found too. `None` when the file
+    /// could not be read at all, so it could name anything.
+    pub(crate) fn searchable(&self) -> Option<Vec<u8>> {
+        let mut out = self.name.as_bytes().to_vec();
+        out.push(b'\n');
+        match &self.content {
+            RawContent::File { bytes, .. } => out.extend_from_slice(bytes),
+            RawContent::Symlink(t) => out.extend_from_slice(t.as_bytes()),
+            RawContent::Unusable(_) => return None,
+        }
+        out.make_ascii_lowercase();
+        Some(out)
+    }
+}
+
+fn is_ours_name(name: &OsStr) -> bool {
+    name.as_bytes().starts_with(layout::BOOT_PREFIX.as_bytes())
+}
+
+/// An ordered entry set: boot order first, carried files last.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct EntrySet {
     /// Our entries, the default first.
     pub(crate) ours: Vec<Entry>,
-    /// Entries we did not write, kept as they are.
-    pub(crate) foreign: Vec<BlsEntry>,
+    /// Files carried byte for byte, in name order: foreign entries, and ours that
+    /// cannot be parsed ([`RawEntry::named_like_ours`]).
+    pub(crate) foreign: Vec<RawEntry>,
 }
 
 impl EntrySet {
@@ -76,9 +147,20 @@ impl EntrySet {
         self.ours.first().and_then(|e| e.deployment.as_ref())
     }
 
+    /// Files named like ours that could not be parsed.
+    pub(crate) fn unparsed_ours(&self) -> impl Iterator<Item = &RawEntry> {
+        self.foreign.iter().filter(|r| r.named_like_ours())
+    }
+
     /// Reads `dir` (relative to the boot partition). A missing directory is an empty
-    /// set; an entry that cannot be parsed is skipped with a warning, never fatal.
+    /// set. Nothing in it is lost: what cannot be parsed as one of ours is kept as a
+    /// [`RawEntry`].
     pub(crate) fn read(boot: impl AsFd, dir: &str) -> Result<EntrySet> {
+        Ok(Self::read_opt(boot, dir)?.unwrap_or_default())
+    }
+
+    /// Like [`EntrySet::read`], `None` when `dir` does not exist.
+    pub(crate) fn read_opt(boot: impl AsFd, dir: &str) -> Result<Option<EntrySet>> {
         let fd = match openat(
             &boot,
             dir,
@@ -86,71 +168,183 @@ impl EntrySet {
             Mode::empty(),
         ) {
             Ok(fd) => fd,
-            Err(Errno::NOENT) => return Ok(EntrySet::default()),
+            Err(Errno::NOENT) => return Ok(None),
             Err(e) => return Err(e).with_context(|| format!("opening {dir}")),
         };
         let mut set = EntrySet::default();
-        let mut rd = rustix::fs::Dir::read_from(&fd).with_context(|| format!("reading {dir}"))?;
-        let mut parsed = vec![];
-        while let Some(ent) = rd.read() {
-            let ent = ent?;
-            let name = ent.file_name().to_string_lossy().into_owned();
-            let Some(stem) = name.strip_suffix(".conf") else {
-                continue;
-            };
-            let text = match read_text(&fd, &name) {
-                Ok(t) => t,
-                Err(e) => {
-                    tracing::warn!("skipping {dir}/{name}: {e:#}");
+        let mut names = vec![];
+        {
+            let mut rd =
+                rustix::fs::Dir::read_from(&fd).with_context(|| format!("reading {dir}"))?;
+            while let Some(ent) = rd.read() {
+                let ent = ent.with_context(|| format!("reading {dir}"))?;
+                let name = OsStr::from_bytes(ent.file_name().to_bytes()).to_os_string();
+                if name == "." || name == ".." || durable::is_tmp_name(&name.to_string_lossy()) {
                     continue;
                 }
-            };
-            match BlsEntry::parse(stem, &text) {
-                Ok(b) => parsed.push(b),
-                Err(e) => tracing::warn!("skipping {dir}/{name}: {e:#}"),
+                names.push(name);
+            }
+        }
+        names.sort();
+        let mut parsed = vec![];
+        for name in names {
+            let content = read_raw(&fd, &name);
+            match parse_ours(&name, &content) {
+                Ok(Some(e)) => parsed.push(e),
+                Ok(None) => set.foreign.push(RawEntry {
+                    name,
+                    content,
+                    problem: None,
+                }),
+                Err(problem) => {
+                    // Callers say what it means for them (gc: what it keeps).
+                    tracing::debug!(
+                        "{dir}/{}: cannot be parsed ({problem}); kept as it is",
+                        name.to_string_lossy()
+                    );
+                    set.foreign.push(RawEntry {
+                        name,
+                        content,
+                        problem: Some(problem),
+                    });
+                }
             }
         }
         // Boot order: sort-key, then file name (what systemd-boot does for equal keys
         // is version-based; ours always have distinct keys).
-        parsed.sort_by(|a, b| {
+        parsed.sort_by(|a: &BlsEntry, b: &BlsEntry| {
             (a.sort_key.as_deref().unwrap_or("~"), &a.file_stem)
                 .cmp(&(b.sort_key.as_deref().unwrap_or("~"), &b.file_stem))
         });
-        for b in parsed {
-            if b.file_stem.starts_with(layout::BOOT_PREFIX) {
-                set.ours.push(Entry::new(b));
-            } else {
-                set.foreign.push(b);
-            }
-        }
-        Ok(set)
+        set.ours = parsed.into_iter().map(Entry::new).collect();
+        Ok(Some(set))
     }
 
-    /// The entries to write: ours with sort keys from their position, then the rest.
-    pub(crate) fn render(&self) -> Vec<BlsEntry> {
-        let mut out: Vec<BlsEntry> = self
+    /// The files to write: ours with sort keys from their position, then the carried
+    /// ones unchanged. Fails on a file that cannot be carried over or a name twice.
+    pub(crate) fn render(&self) -> Result<Vec<(OsString, RawContent)>> {
+        let mut out: Vec<(OsString, RawContent)> = self
             .ours
             .iter()
             .enumerate()
             .map(|(i, e)| {
                 let mut b = e.bls.clone();
                 b.sort_key = Some(sort_key(i));
-                b
+                (
+                    OsString::from(b.file_name()),
+                    RawContent::File {
+                        bytes: b.render().into_bytes(),
+                        mode: 0o644,
+                    },
+                )
             })
             .collect();
-        out.extend(self.foreign.iter().cloned());
-        out
+        for r in &self.foreign {
+            if let RawContent::Unusable(why) = &r.content {
+                bail!(
+                    "{}/{} cannot be carried over ({why}); move it away to continue",
+                    layout::LOADER_ENTRIES,
+                    r.display_name()
+                );
+            }
+            out.push((r.name.clone(), r.content.clone()));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (n, _) in &out {
+            if !seen.insert(n.clone()) {
+                bail!(
+                    "{}/{} would be written twice (an unparsable file has the name of a new entry); move it away to continue",
+                    layout::LOADER_ENTRIES,
+                    n.to_string_lossy()
+                );
+            }
+        }
+        Ok(out)
     }
 }
 
-fn read_text(dir: &OwnedFd, name: &str) -> Result<String> {
-    let fd = openat(
-        dir,
-        name,
-        OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
-        Mode::empty(),
-    )?;
-    Ok(std::io::read_to_string(std::fs::File::from(fd))?)
+/// Our entry, `Ok(None)` for a foreign file, `Err(why)` for one named like ours that is
+/// not a usable entry of ours.
+fn parse_ours(name: &OsStr, content: &RawContent) -> std::result::Result<Option<BlsEntry>, String> {
+    if !is_ours_name(name) {
+        return Ok(None);
+    }
+    let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".conf")) else {
+        return Err("its name is not bootc_composefs-<id>.conf".into());
+    };
+    let bytes = match content {
+        RawContent::File { bytes, .. } => bytes,
+        RawContent::Symlink(_) => return Err("it is a symbolic link".into()),
+        RawContent::Unusable(why) => return Err(why.clone()),
+    };
+    let text = std::str::from_utf8(bytes).map_err(|_| "it is not UTF-8 text".to_string())?;
+    let bls = BlsEntry::parse(stem, text).map_err(|e| {
+        let e = format!("{e:#}");
+        // Said next to the file name already.
+        e.strip_prefix(&format!("{stem}.conf: "))
+            .map(str::to_string)
+            .unwrap_or(e)
+    })?;
+    if ComposefsKarg::from_cmdline(&bls.options).is_err() {
+        return Err("its options have no valid composefs= argument".into());
+    }
+    Ok(Some(bls))
+}
+
+fn read_raw(dir: &OwnedFd, name: &OsStr) -> RawContent {
+    let st = match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) => st,
+        Err(e) => return RawContent::Unusable(format!("cannot inspect it: {e}")),
+    };
+    match FileType::from_raw_mode(st.st_mode) {
+        FileType::Symlink => match rustix::fs::readlinkat(dir, name, vec![]) {
+            Ok(t) => RawContent::Symlink(OsStr::from_bytes(t.as_bytes()).to_os_string()),
+            Err(e) => RawContent::Unusable(format!("cannot read the link: {e}")),
+        },
+        FileType::RegularFile => {
+            let read = || -> std::io::Result<Vec<u8>> {
+                let fd = openat(
+                    dir,
+                    name,
+                    OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+                    Mode::empty(),
+                )?;
+                let mut v = vec![];
+                std::io::Read::read_to_end(&mut std::fs::File::from(fd), &mut v)?;
+                Ok(v)
+            };
+            match read() {
+                Ok(bytes) => RawContent::File {
+                    bytes,
+                    mode: st.st_mode & 0o7777,
+                },
+                Err(e) => RawContent::Unusable(format!("cannot read it: {e}")),
+            }
+        }
+        FileType::Directory => RawContent::Unusable("it is a directory".into()),
+        _ => RawContent::Unusable("it is not a regular file".into()),
+    }
+}
+
+/// Creates `name` in the fresh directory `dir` (durable once `dir` is synced).
+fn write_raw(dir: &OwnedFd, name: &OsStr, content: &RawContent) -> Result<()> {
+    match content {
+        RawContent::File { bytes, mode } => {
+            let fd = openat(
+                dir,
+                name,
+                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC,
+                Mode::from_raw_mode(*mode),
+            )?;
+            let mut f = std::fs::File::from(fd);
+            f.write_all(bytes)?;
+            rustix::fs::fchmod(&f, Mode::from_raw_mode(*mode))?;
+            f.sync_all()?;
+        }
+        RawContent::Symlink(target) => rustix::fs::symlinkat(target.as_os_str(), dir, name)?,
+        RawContent::Unusable(why) => bail!("cannot be carried over: {why}"),
+    }
+    Ok(())
 }
 
 /// The set that boots now (`loader/entries`).
@@ -173,14 +367,16 @@ pub(crate) fn read_staged(boot: impl AsFd) -> Result<Option<EntrySet>> {
 
 /// Writes `set` as the complete `loader/entries.staged/`, replacing any earlier one.
 pub(crate) fn write_staged(boot: impl AsFd, set: &EntrySet) -> Result<()> {
+    // Everything is checked before anything is written.
+    let files = set.render()?;
     let loader = durable::ensure_dir_all(&boot, loader_dir(), 0o755)?;
     let staged = name_of(layout::LOADER_ENTRIES_STAGED);
     let tmp = durable::tmp_name(staged);
     durable::remove_all(&loader, &tmp)?;
     let dir = durable::ensure_dir(&loader, tmp.as_str(), 0o755)?;
-    for e in set.render() {
-        durable::write_file(&dir, &e.file_name(), e.render().as_bytes(), 0o644)
-            .with_context(|| format!("writing loader/{tmp}/{}", e.file_name()))?;
+    for (name, content) in &files {
+        write_raw(&dir, name, content)
+            .with_context(|| format!("writing loader/{tmp}/{}", name.to_string_lossy()))?;
     }
     durable::fsync_dir(&dir)?;
     durable::remove_all(&loader, staged)?;
@@ -276,9 +472,13 @@ mod tests {
         let mut set = EntrySet::default();
         set.ours.push(Entry::new(entry(&b, None)));
         set.ours.push(Entry::new(entry(&a, None)));
-        set.foreign.push(BlsEntry {
-            file_stem: "other-os".into(),
-            ..entry(&a, Some("zzz"))
+        set.foreign.push(RawEntry {
+            name: "other-os.conf".into(),
+            content: RawContent::File {
+                bytes: entry(&a, Some("zzz")).render().into_bytes(),
+                mode: 0o644,
+            },
+            problem: None,
         });
         replace(&boot, &set).unwrap();
         let back = read_current(&boot).unwrap();
@@ -321,5 +521,107 @@ mod tests {
         // A junk file does not break reading.
         std::fs::write(d.path().join("loader/entries/junk.conf"), "title x\n").unwrap();
         assert_eq!(read_current(&boot).unwrap().ours.len(), 2);
+    }
+
+    fn mode_of(p: &std::path::Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777
+    }
+
+    /// Every file that is not a parsable entry of ours survives a rewrite of the set
+    /// byte for byte, under its name, with its mode; our unparsable ones too.
+    #[test]
+    fn foreign_and_unparsable_files_are_carried_byte_for_byte() {
+        use std::os::unix::ffi::OsStrExt;
+        let d = tempfile::tempdir().unwrap();
+        let boot = durable::open_dir(rustix::fs::CWD, d.path()).unwrap();
+        let (a, b) = ("a".repeat(64), "b".repeat(64));
+        let mut set = EntrySet::default();
+        set.ours.push(Entry::new(entry(&a, None)));
+        set.ours.push(Entry::new(entry(&b, None)));
+        replace(&boot, &set).unwrap();
+        let dir = d.path().join(layout::LOADER_ENTRIES);
+        let odd_name = std::ffi::OsStr::from_bytes(b"junk-\xff.conf");
+        let files: Vec<(std::ffi::OsString, Vec<u8>, u32)> = vec![
+            (
+                "memtest.conf".into(),
+                b"title Memtest86+\nefi /memtest.efi\n".to_vec(),
+                0o644,
+            ),
+            (
+                "windows.conf".into(),
+                b"title Windows\r\nefi /EFI/Microsoft/Boot/bootmgfw.efi\r\n".to_vec(),
+                0o600,
+            ),
+            (odd_name.into(), b"\x00\x01 not an entry".to_vec(), 0o644),
+            ("README".into(), b"notes".to_vec(), 0o444),
+            (
+                format!("{}{}.conf", layout::BOOT_PREFIX, "c".repeat(64)).into(),
+                format!("title caf\u{e9}\nsort-key bootc-000\nlinux /{p}c/vmlinuz\noptions composefs=sha256:{c}\n",
+                    p = layout::BOOT_PREFIX, c = "c".repeat(64))
+                .into_bytes()
+                .into_iter()
+                .map(|x| if x == 0xa9 { 0xff } else { x })
+                .collect(),
+                0o644,
+            ),
+            (
+                format!("{}{}.conf", layout::BOOT_PREFIX, "d".repeat(64)).into(),
+                format!("title no linux\noptions composefs=sha256:{}\n", "d".repeat(64)).into_bytes(),
+                0o644,
+            ),
+        ];
+        for (n, bytes, mode) in &files {
+            let p = dir.join(n);
+            std::fs::write(&p, bytes).unwrap();
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(*mode)).unwrap();
+        }
+        std::os::unix::fs::symlink("memtest.conf", dir.join("alias.conf")).unwrap();
+
+        let back = read_current(&boot).unwrap();
+        assert_eq!(back.ours.len(), 2);
+        assert_eq!(back.unparsed_ours().count(), 2);
+        assert_eq!(back.foreign.len(), files.len() + 1);
+        // A rollback-style rewrite: swap our two, write the whole set.
+        let mut re = back.clone();
+        re.ours.swap(0, 1);
+        replace(&boot, &re).map_err(|e| format!("{e:#}")).unwrap();
+        for (n, bytes, mode) in &files {
+            let p = dir.join(n);
+            assert_eq!(&std::fs::read(&p).unwrap(), bytes, "{n:?} byte for byte");
+            assert_eq!(mode_of(&p), *mode, "{n:?} keeps its mode");
+        }
+        assert_eq!(
+            std::fs::read_link(dir.join("alias.conf")).unwrap(),
+            std::path::Path::new("memtest.conf")
+        );
+        assert_eq!(read_current(&boot).unwrap().deployments()[0].hex(), b);
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), files.len() + 3);
+    }
+
+    #[test]
+    fn a_set_that_cannot_be_carried_is_not_written() {
+        let d = tempfile::tempdir().unwrap();
+        let boot = durable::open_dir(rustix::fs::CWD, d.path()).unwrap();
+        let a = "a".repeat(64);
+        let mut set = EntrySet::default();
+        set.ours.push(Entry::new(entry(&a, None)));
+        replace(&boot, &set).unwrap();
+        let dir = d.path().join(layout::LOADER_ENTRIES);
+        std::fs::create_dir(dir.join("subdir")).unwrap();
+        let before = std::fs::read(dir.join(format!("{}{a}.conf", layout::BOOT_PREFIX))).unwrap();
+        let back = read_current(&boot).unwrap();
+        let err = replace(&boot, &back).unwrap_err().to_string();
+        assert!(
+            err.contains("subdir cannot be carried over (it is a directory)"),
+            "{err}"
+        );
+        assert!(dir.join("subdir").is_dir());
+        assert_eq!(
+            std::fs::read(dir.join(format!("{}{a}.conf", layout::BOOT_PREFIX))).unwrap(),
+            before
+        );
+        assert!(!d.path().join(layout::LOADER_ENTRIES_STAGED).exists());
     }
 }

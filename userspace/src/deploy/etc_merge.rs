@@ -291,7 +291,16 @@ impl Walker<'_> {
 }
 
 /// Carries out a conflict-free plan on `new`, reading local versions from `current`.
-pub(crate) fn apply(plan: &MergePlan, current: BorrowedFd<'_>, new: BorrowedFd<'_>) -> Result<()> {
+///
+/// Files are written under a temporary name in `scratch` (a directory on the same
+/// filesystem as `new`, outside it: `state/`) and renamed into place, so an
+/// interrupted merge never leaves a temporary file inside the tree that will boot.
+pub(crate) fn apply(
+    plan: &MergePlan,
+    current: BorrowedFd<'_>,
+    new: BorrowedFd<'_>,
+    scratch: BorrowedFd<'_>,
+) -> Result<()> {
     if !plan.conflicts.is_empty() {
         bail!(
             "refusing to merge /etc with conflicts: {}",
@@ -303,7 +312,7 @@ pub(crate) fn apply(plan: &MergePlan, current: BorrowedFd<'_>, new: BorrowedFd<'
             Action::Remove(path) => remove_all(new, path).with_context(|| {
                 format!("removing /etc/{} from the new deployment", path.display())
             })?,
-            Action::Copy(path) => copy_entry(current, new, path)
+            Action::Copy(path) => copy_entry(current, new, scratch, path)
                 .with_context(|| format!("carrying /etc/{} over", path.display()))?,
         }
     }
@@ -550,7 +559,12 @@ fn set_meta(fd: &OwnedFd, m: &Meta) -> Result<()> {
     Ok(())
 }
 
-fn copy_entry(current: BorrowedFd<'_>, new: BorrowedFd<'_>, path: &Path) -> Result<()> {
+fn copy_entry(
+    current: BorrowedFd<'_>,
+    new: BorrowedFd<'_>,
+    scratch: BorrowedFd<'_>,
+    path: &Path,
+) -> Result<()> {
     ensure_parents(current, new, path)?;
     let (parent, name) = parent_and_name(path);
     let cdir = open_rel_dir(current, parent)?;
@@ -567,14 +581,15 @@ fn copy_entry(current: BorrowedFd<'_>, new: BorrowedFd<'_>, path: &Path) -> Resu
     if nm.as_ref().is_some_and(|m| m.kind == Kind::Dir) {
         remove_all(new, path)?;
     }
-    // Write under a temporary name, then rename over the destination.
+    // Write under a temporary name in the scratch directory, then rename over the
+    // destination (atomic: both are on one filesystem).
     let tmp = OsString::from(crate::sys::durable::tmp_name_pid("merge"));
-    let _ = unlinkat(ndir.as_fd(), &tmp, AtFlags::empty());
+    let _ = unlinkat(scratch, &tmp, AtFlags::empty());
     match &cm.kind {
         Kind::Symlink(target) => {
-            symlinkat(target, ndir.as_fd(), &tmp)?;
+            symlinkat(target, scratch, &tmp)?;
             rustix::fs::chownat(
-                ndir.as_fd(),
+                scratch,
                 &tmp,
                 Some(Uid::from_raw(cm.uid)),
                 Some(Gid::from_raw(cm.gid)),
@@ -590,7 +605,7 @@ fn copy_entry(current: BorrowedFd<'_>, new: BorrowedFd<'_>, path: &Path) -> Resu
             )?
             .into();
             let dst: std::fs::File = openat(
-                ndir.as_fd(),
+                scratch,
                 &tmp,
                 OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC,
                 Mode::from_raw_mode(0o600),
@@ -603,7 +618,10 @@ fn copy_entry(current: BorrowedFd<'_>, new: BorrowedFd<'_>, path: &Path) -> Resu
         }
         Kind::Dir | Kind::Special => unreachable!("handled above"),
     }
-    renameat(ndir.as_fd(), &tmp, ndir.as_fd(), name)?;
+    if let Err(e) = renameat(scratch, &tmp, ndir.as_fd(), name) {
+        let _ = unlinkat(scratch, &tmp, AtFlags::empty());
+        return Err(e.into());
+    }
     Ok(())
 }
 
@@ -648,6 +666,8 @@ mod tests {
         p: PathBuf,
         c: PathBuf,
         n: PathBuf,
+        /// The scratch directory (`state/` in a real deployment).
+        s: PathBuf,
     }
 
     fn fd(p: &Path) -> OwnedFd {
@@ -673,7 +693,15 @@ mod tests {
                 fs::create_dir(d).unwrap();
                 setup(d, v);
             }
-            Trees { _tmp: tmp, p, c, n }
+            let s = tmp.path().join("s");
+            fs::create_dir(&s).unwrap();
+            Trees {
+                _tmp: tmp,
+                p,
+                c,
+                n,
+                s,
+            }
         }
         fn plan(&self) -> MergePlan {
             plan(
@@ -685,7 +713,18 @@ mod tests {
         }
         fn merge(&self) -> MergePlan {
             let pl = self.plan();
-            apply(&pl, fd(&self.c).as_fd(), fd(&self.n).as_fd()).unwrap();
+            apply(
+                &pl,
+                fd(&self.c).as_fd(),
+                fd(&self.n).as_fd(),
+                fd(&self.s).as_fd(),
+            )
+            .unwrap();
+            assert_eq!(
+                fs::read_dir(&self.s).unwrap().count(),
+                0,
+                "no temporary is left in the scratch directory"
+            );
             pl
         }
     }
@@ -833,7 +872,7 @@ mod tests {
             "{}",
             pl.conflict_summary()
         );
-        let err = apply(&pl, fd(&t.c).as_fd(), fd(&t.n).as_fd()).unwrap_err();
+        let err = apply(&pl, fd(&t.c).as_fd(), fd(&t.n).as_fd(), fd(&t.s).as_fd()).unwrap_err();
         assert!(err.to_string().contains("conflicts"));
         assert_eq!(read(&t.n.join("clash/x")), before, "nothing changed");
     }

@@ -89,14 +89,11 @@ pub(crate) fn finalize(host: &Host) -> Result<Finalized> {
         Ok(gc) => Ok(Finalized::Done { id, resumed, gc }),
         Err(e) => {
             let reason = failure_reason(host, &id, &e);
-            tracing::error!("{reason}");
+            // Printed once, by the caller (stderr goes to the journal).
             if let Err(w) = host.set_finalize_failure(&reason) {
                 tracing::error!("recording the failure: {w:#}");
             }
-            Err(e.context(format!(
-                "the staged deployment {} was not finalized",
-                id.short()
-            )))
+            Err(anyhow::anyhow!(reason))
         }
     }
 }
@@ -136,7 +133,9 @@ fn apply<H: FsVerityHashValue>(host: &Host, staged: &DeploymentId, set: &EntrySe
     }
     let current = durable::open_dir(&host.sysroot, layout::deploy_etc(&host.booted))?;
     let new = durable::open_dir(&host.sysroot, layout::deploy_etc(staged))?;
-    etc_merge::apply(&plan, current.as_fd(), new.as_fd())?;
+    // Temporaries go to state/, never inside the /etc that will boot.
+    let scratch = durable::open_dir(&host.sysroot, layout::STATE)?;
+    etc_merge::apply(&plan, current.as_fd(), new.as_fd(), scratch.as_fd())?;
     for p in &plan.skipped {
         tracing::info!(
             "/etc/{}: not carried over (socket, FIFO or device node)",

@@ -132,36 +132,43 @@ pub(crate) fn rename_into_place(dir: impl AsFd, tmp: &str, name: &str) -> Result
 
 /// Removes `name` in `dir` recursively if it exists (for leftovers of an interrupted run).
 pub(crate) fn remove_all(dir: impl AsFd, name: &str) -> Result<()> {
-    let dir = dir.as_fd();
+    remove_all_os(dir.as_fd(), std::ffi::OsStr::new(name))
+}
+
+/// [`remove_all`] for any name: entries inside are removed whatever bytes name them.
+fn remove_all_os(dir: std::os::fd::BorrowedFd<'_>, name: &std::ffi::OsStr) -> Result<()> {
+    let shown = name.to_string_lossy();
     match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
         Err(Errno::NOENT) => return Ok(()),
-        Err(e) => return Err(e).with_context(|| format!("inspecting {name}")),
+        Err(e) => return Err(e).with_context(|| format!("inspecting {shown}")),
         Ok(st)
             if rustix::fs::FileType::from_raw_mode(st.st_mode)
                 != rustix::fs::FileType::Directory =>
         {
             return unlinkat(dir, name, AtFlags::empty())
-                .with_context(|| format!("removing {name}"));
+                .with_context(|| format!("removing {shown}"));
         }
         Ok(_) => {}
     }
     let sub = open_dir(dir, name)?;
-    let entries: Vec<String> = {
-        let mut d = rustix::fs::Dir::read_from(&sub).with_context(|| format!("reading {name}"))?;
+    let entries: Vec<std::ffi::OsString> = {
+        let mut d = rustix::fs::Dir::read_from(&sub).with_context(|| format!("reading {shown}"))?;
         let mut v = vec![];
         while let Some(e) = d.read() {
             let e = e?;
-            let n = e.file_name().to_string_lossy().into_owned();
-            if n != "." && n != ".." {
-                v.push(n);
+            let n = e.file_name().to_bytes();
+            if n != b"." && n != b".." {
+                v.push(
+                    <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(n).to_os_string(),
+                );
             }
         }
         v
     };
     for e in entries {
-        remove_all(&sub, &e).with_context(|| format!("in {name}"))?;
+        remove_all_os(sub.as_fd(), &e).with_context(|| format!("in {shown}"))?;
     }
-    unlinkat(dir, name, AtFlags::REMOVEDIR).with_context(|| format!("removing {name}"))
+    unlinkat(dir, name, AtFlags::REMOVEDIR).with_context(|| format!("removing {shown}"))
 }
 
 /// Syncs every file and directory of the filesystem holding `fd`.

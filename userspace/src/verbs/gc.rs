@@ -20,5 +20,11 @@ pub(crate) fn gc(cli: &Cli, a: &GcArgs) -> Result<()> {
     for b in &r.boot_dirs {
         println!("  boot directory {b}");
     }
+    for t in &r.debris {
+        println!("  leftover {t}");
+    }
+    for k in &r.kept {
+        println!("Kept {k}");
+    }
     Ok(())
 }
