@@ -290,16 +290,15 @@ pub(crate) mod test_sets {
         })
     }
 
-    /// A foreign entry (no `linux` of ours).
-    pub(crate) fn foreign(stem: &str) -> BlsEntry {
-        BlsEntry {
-            file_stem: stem.into(),
-            title: "Memtest".into(),
-            version: String::new(),
-            sort_key: Some("zz".into()),
-            linux: "/memtest.efi".into(),
-            initrd: vec![],
-            options: String::new(),
+    /// A foreign entry (another OS's file, carried byte for byte).
+    pub(crate) fn foreign(stem: &str) -> crate::boot::entries::RawEntry {
+        crate::boot::entries::RawEntry {
+            name: format!("{stem}.conf").into(),
+            content: crate::boot::entries::RawContent::File {
+                bytes: b"title Memtest\nefi /memtest.efi\n".to_vec(),
+                mode: 0o644,
+            },
+            problem: None,
         }
     }
 
