@@ -32,8 +32,11 @@ pub mod limits {
     /// OVMF + systemd-boot + kernel + initrd to the harness shell (measured: ≤ 45 s on a
     /// first boot).
     pub const BOOT: u64 = 240;
-    /// `systemctl poweroff` until QEMU exits (measured: ≤ 10 s).
-    pub const POWEROFF: u64 = 90;
+    /// `systemctl poweroff` until QEMU exits (measured: ≤ 10 s). Longer than systemd's
+    /// DefaultTimeoutStopSec (90 s), after which systemd kills a unit whose stop hangs and
+    /// powers off anyway: with 90 s here, a guest slowed down by a loaded host failed while
+    /// systemd-networkd's stop was still pending (its start had not finished either).
+    pub const POWEROFF: u64 = 180;
     /// The console showing our failure message (measured: ≤ 25 s).
     pub const FAIL_MESSAGE: u64 = 180;
     /// `bootc install to-disk` of the image inside the installer VM.
