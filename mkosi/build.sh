@@ -11,9 +11,10 @@
 #   build-stamp     hash of the inputs: a later run with the same inputs does nothing
 #   mkosi.log       mkosi's output
 #
-# Inputs: this directory, the static bootc-initramfs-setup (built here), the `bootc`
-# binary (built here with --release when the crate builds; set BOOTC_BIN to use another,
-# or BOOTC_BIN=none to leave it out), dracut/51bootc and systemd/*.service.
+# Inputs: this directory, the static bootc-initramfs-setup and the release `bootc` (both
+# built here by initramfs-setup/build-static.sh --with-bootc unless BOOTC_SETUP_BIN and
+# BOOTC_BIN name them; BOOTC_BIN=none leaves bootc out of the image), dracut/51bootc and
+# systemd/*.service.
 # Packages are cached in ${BOOTC_CACHE:-/var/cache/bootc-dev}/mkosi-packages when that
 # directory can be created; nothing requires it.
 # Needs: mkosi (24, bookworm-backports), python3, cargo, and apt access to the Debian mirror.
@@ -32,22 +33,23 @@ command -v mkosi >/dev/null || die "mkosi is not installed (apt-get install -t b
 t0=$(date +%s)
 mkdir -p "$out"
 
-# 1. Our binaries.
-log "building the static bootc-initramfs-setup"
-(cd "$ws" && OPENSSL_STATIC=1 RUSTFLAGS="-C target-feature=+crt-static" \
-    cargo build -q --profile initramfs -p bootc-initramfs-setup --target x86_64-unknown-linux-gnu)
-setup_bin=$ws/target/x86_64-unknown-linux-gnu/initramfs/bootc-initramfs-setup
+# 1. Our binaries: given (BOOTC_SETUP_BIN and BOOTC_BIN, e.g. by tests-vm/ci.sh), or built
+# by initramfs-setup/build-static.sh, the one definition of how they are built.
+setup_bin=${BOOTC_SETUP_BIN:-}
 bootc_bin=${BOOTC_BIN:-}
-if [[ -z $bootc_bin ]]; then
-    log "building bootc (--release)"
-    if (cd "$ws" && cargo build -q --release -p bootc); then
-        bootc_bin=$ws/target/release/bootc
-    else
-        [[ ${CI:-} == true ]] && die "bootc does not build"
-        log "warning: bootc does not build; the image will not contain /usr/bin/bootc"
-        bootc_bin=none
-    fi
+if [[ -z $setup_bin ]]; then
+    build_args=()
+    [[ -z $bootc_bin ]] && build_args=(--with-bootc)
+    log "building our binaries (initramfs-setup/build-static.sh ${build_args[*]})"
+    "$ws/initramfs-setup/build-static.sh" "${build_args[@]}" >&2 \
+        || die "initramfs-setup/build-static.sh failed (BOOTC_BIN=none leaves bootc out)"
+    setup_bin=$ws/target/x86_64-unknown-linux-gnu/initramfs/bootc-initramfs-setup
+    bootc_bin=${bootc_bin:-$ws/target/release/bootc}
+elif [[ -z $bootc_bin ]]; then
+    die "BOOTC_SETUP_BIN is set but BOOTC_BIN is not: give both (or neither)"
 fi
+[[ -x $setup_bin ]] || die "no executable $setup_bin"
+[[ $bootc_bin == none || -x $bootc_bin ]] || die "no executable $bootc_bin"
 
 # 2. Stage them as an extra tree.
 stage=$out/stage

@@ -1,5 +1,6 @@
-//! Host-side work on disk images: `bootc install to-disk --via-loopback`, and looking
-//! into (or changing) a partition of an installed disk through a loop mount.
+//! Host-side work on disk images: `bootc install to-disk --via-loopback`, reading the
+//! GPT, and editing the BLS entries on the ESP with mtools at the partition's offset (no
+//! mount: the host kernel may lack vfat).
 
 use std::fs;
 use std::path::Path;

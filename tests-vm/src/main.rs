@@ -10,8 +10,12 @@
 //! Both build the test image first (`mkosi/build.sh`, a no-op when nothing changed)
 //! unless `--no-build` is given. Must run as root (loop devices, mounts).
 //!
+//! A scenario that returns pending is a SKIP (with its reason) locally and a failure
+//! under `CI=true` (`verdict`).
+//!
 //! Environment: BOOTC_BIN (host bootc, default target/release/bootc), BOOTC_VM_OUT
-//! (images, default target/vm-images), BOOTC_VM_TIMEOUT_SCALE (multiplies timeouts).
+//! (images, default target/vm-images), BOOTC_VM_TIMEOUT_SCALE (multiplies timeouts),
+//! CI; mkosi/build.sh also reads BOOTC_SETUP_BIN.
 
 mod disk;
 mod qemu;
@@ -54,12 +58,9 @@ fn ctx() -> Result<Ctx> {
 
 fn build_images(ctx: &Ctx) -> Result<()> {
     let t = Instant::now();
-    let mut cmd = Command::new(workspace().join("mkosi/build.sh"));
-    if std::env::var_os("BOOTC_BIN").is_none() {
-        // build.sh builds target/release/bootc, which the host install uses too.
-        cmd.env_remove("BOOTC_BIN");
-    }
-    let st = cmd
+    // Without BOOTC_BIN, build.sh builds target/release/bootc (ctx.bootc's default), which
+    // the host installs use too.
+    let st = Command::new(workspace().join("mkosi/build.sh"))
         .stdout(std::process::Stdio::null())
         .status()
         .context("running mkosi/build.sh")?;
@@ -142,7 +143,7 @@ fn cmd_scenarios(ctx: &Ctx, names: &[String]) -> Result<bool> {
             .filter(|a| names.iter().any(|n| n == a))
             .collect()
     };
-    let mut results: Vec<(String, Result<Outcome>, f64)> = vec![];
+    let mut results: Vec<(String, Verdict, f64)> = vec![];
     // boot-secure leaves its disk for tamper (one installer VM run for both).
     let mut secure_disk: Option<(PathBuf, PathBuf)> = None;
     let secure_dir = ctx.work.join("secure");
@@ -180,13 +181,14 @@ fn cmd_scenarios(ctx: &Ctx, names: &[String]) -> Result<bool> {
             _ => unreachable!(),
         };
         let secs = t.elapsed().as_secs_f64();
-        match &r {
-            Ok(Outcome::Passed) => println!("=== {name}: PASSED ({secs:.0} s)"),
-            Ok(Outcome::Pending(why)) => println!("=== {name}: PENDING: {why} ({secs:.0} s)"),
-            Err(e) => {
+        let v = verdict(&r, in_ci());
+        match &v {
+            Verdict::Passed => println!("=== {name}: PASSED ({secs:.0} s)"),
+            Verdict::Skipped(why) => println!("=== {name}: SKIP: {why} ({secs:.0} s)"),
+            Verdict::Failed(why) => {
                 let kept = scenarios::keep_artifacts(ctx, name, &dir)?;
                 println!(
-                    "=== {name}: FAILED ({secs:.0} s): {e:#}\n    console logs: {}",
+                    "=== {name}: FAILED ({secs:.0} s): {why}\n    console logs: {}",
                     kept.display()
                 );
             }
@@ -196,33 +198,52 @@ fn cmd_scenarios(ctx: &Ctx, names: &[String]) -> Result<bool> {
         if !keep {
             scenarios::cleanup(&dir);
         }
-        results.push((name.to_string(), r, secs));
+        results.push((name.to_string(), v, secs));
     }
-    let passed = results
-        .iter()
-        .filter(|r| matches!(r.1, Ok(Outcome::Passed)))
-        .count();
-    let failed = results.iter().filter(|r| r.1.is_err()).count();
-    let pending: Vec<&str> = results
-        .iter()
-        .filter(|r| matches!(r.1, Ok(Outcome::Pending(_))))
-        .map(|r| r.0.as_str())
-        .collect();
+    let count = |f: fn(&Verdict) -> bool| results.iter().filter(|r| f(&r.1)).count();
+    let passed = count(|v| matches!(v, Verdict::Passed));
+    let skipped = count(|v| matches!(v, Verdict::Skipped(_)));
+    let failed = count(|v| matches!(v, Verdict::Failed(_)));
     println!("--- VM scenarios");
-    for (n, r, s) in &results {
-        let what = match r {
-            Ok(Outcome::Passed) => "passed".to_string(),
-            Ok(Outcome::Pending(w)) => format!("pending: {w}"),
-            Err(_) => "FAILED".to_string(),
+    for (n, v, s) in &results {
+        let what = match v {
+            Verdict::Passed => "passed".to_string(),
+            Verdict::Skipped(w) => format!("SKIP: {w}"),
+            Verdict::Failed(w) => format!("FAILED: {w}"),
         };
         println!("  {n:<12} {s:>5.0} s  {what}");
     }
-    // Pending scenarios are counted as skipped (each printed its reason above).
-    println!(
-        "vm: {passed} passed, {failed} failed, {} skipped",
-        pending.len()
-    );
+    println!("vm: {passed} passed, {failed} failed, {skipped} skipped");
     Ok(failed == 0)
+}
+
+/// True under the project's CI (`CI=true`), where nothing may be skipped: the same rule
+/// as test-fixtures' `skip::in_ci` for the host tests.
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+/// How one scenario ended, for the report and the exit status.
+#[derive(Debug, PartialEq)]
+enum Verdict {
+    Passed,
+    /// Pending outside CI: printed as SKIP with its reason, does not fail the run.
+    Skipped(String),
+    Failed(String),
+}
+
+/// The one rule for a scenario that returned pending (it could not make all of its
+/// assertions, e.g. the image's `bootc` lacks a verb): a SKIP with its reason locally,
+/// a failure under CI, so that CI cannot pass with work skipped.
+fn verdict(r: &Result<Outcome>, ci: bool) -> Verdict {
+    match r {
+        Ok(Outcome::Passed) => Verdict::Passed,
+        Ok(Outcome::Pending(why)) if ci => {
+            Verdict::Failed(format!("pending, which fails under CI=true: {why}"))
+        }
+        Ok(Outcome::Pending(why)) => Verdict::Skipped(why.clone()),
+        Err(e) => Verdict::Failed(format!("{e:#}")),
+    }
 }
 
 fn main() {
@@ -270,5 +291,28 @@ fn main() {
             eprintln!("bootc-vm: {e:#}");
             std::process::exit(1);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pending_skips_locally_and_fails_under_ci() {
+        let pending = || Ok(Outcome::Pending("no `bootc status`".into()));
+        assert_eq!(
+            verdict(&pending(), false),
+            Verdict::Skipped("no `bootc status`".into())
+        );
+        match verdict(&pending(), true) {
+            Verdict::Failed(why) => assert!(why.contains("no `bootc status`"), "{why}"),
+            v => panic!("pending under CI gave {v:?}"),
+        }
+        assert_eq!(verdict(&Ok(Outcome::Passed), true), Verdict::Passed);
+        assert_eq!(
+            verdict(&Err(anyhow::anyhow!("boom")), false),
+            Verdict::Failed("boom".into())
+        );
     }
 }
