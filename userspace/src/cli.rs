@@ -1,5 +1,5 @@
-//! The command line: the clap definitions, and [`run`], which hands each verb to its
-//! driver in `verbs`. No logic.
+//! The command line: the clap definitions only (no logic); `verbs::run` hands each parsed
+//! verb to its driver, so this module imports nothing above it.
 
 use std::path::PathBuf;
 
@@ -11,7 +11,6 @@ use clap::{Args, Parser, Subcommand};
 use crate::boot::BootloaderKind;
 use crate::imgref::ImageReference;
 use crate::install::disk::Filesystem;
-use crate::verbs;
 
 /// Deploy and transactionally in-place with bootable container images.
 ///
@@ -300,18 +299,4 @@ pub(crate) struct ToFilesystemArgs {
 
     #[command(flatten)]
     pub(crate) config: InstallConfigOpts,
-}
-
-/// Dispatches to the verb.
-pub fn run(cli: Cli) -> Result<()> {
-    match &cli.command {
-        Command::Install(InstallCommand::ToDisk(a)) => verbs::install::to_disk(&cli, a),
-        Command::Install(InstallCommand::ToFilesystem(a)) => verbs::install::to_filesystem(&cli, a),
-        Command::Upgrade(a) => verbs::upgrade::upgrade(&cli, a),
-        Command::Switch(a) => verbs::switch::switch(&cli, a),
-        Command::Rollback(a) => verbs::rollback::rollback(&cli, a),
-        Command::Status(a) => verbs::status::status(&cli, a),
-        Command::Gc(a) => verbs::gc::gc(&cli, a),
-        Command::ComposefsFinalizeStaged => verbs::finalize::finalize(&cli),
-    }
 }

@@ -17,3 +17,8 @@ pub(crate) mod progress;
 pub mod repo;
 pub mod sys;
 pub(crate) mod verbs;
+
+/// Runs the verb `cli` names (what the binary does after parsing its arguments).
+pub fn run(cli: cli::Cli) -> anyhow::Result<()> {
+    verbs::run(cli)
+}

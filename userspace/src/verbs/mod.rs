@@ -27,6 +27,21 @@ pub(crate) const FINALIZE_UNIT: &str = "bootc-composefs-finalize-staged.service"
 /// overrides it.
 pub(crate) const OSTREE_BOOTC: &str = "/usr/libexec/bootc-ostree";
 
+/// Runs the verb the command line names.
+pub(crate) fn run(cli: Cli) -> Result<()> {
+    use crate::cli::{Command, InstallCommand};
+    match &cli.command {
+        Command::Install(InstallCommand::ToDisk(a)) => install::to_disk(&cli, a),
+        Command::Install(InstallCommand::ToFilesystem(a)) => install::to_filesystem(&cli, a),
+        Command::Upgrade(a) => upgrade::upgrade(&cli, a),
+        Command::Switch(a) => switch::switch(&cli, a),
+        Command::Rollback(a) => rollback::rollback(&cli, a),
+        Command::Status(a) => status::status(&cli, a),
+        Command::Gc(a) => gc::gc(&cli, a),
+        Command::ComposefsFinalizeStaged => finalize::finalize(&cli),
+    }
+}
+
 /// Opens the host the command line names (handing over to the OSTree backend on a
 /// system not booted from composefs, when one is installed).
 pub(crate) fn host(cli: &Cli) -> Result<Host> {
