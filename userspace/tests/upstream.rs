@@ -7,6 +7,8 @@
 mod common;
 
 use std::fs;
+use std::path::Path;
+use std::process::Command;
 
 use bootc_test_fixtures::images;
 use bootc_test_fixtures::oci::{self, Layer};
@@ -71,4 +73,120 @@ fn kargs_d_unknown_key_is_refused_naming_file_and_key() {
     want(&s.bootc_err(&v1, &["upgrade"]));
     assert_eq!(s.disk(), before, "upgrade changed the disk");
     assert_eq!(s.marker(), None);
+}
+
+/// `v<version>` plus one layer holding `mib` MiB of incompressible bytes (`seed`).
+fn big_layers(version: u32, mib: usize, seed: u64) -> Vec<Layer> {
+    let mut layers = images::bootable(version);
+    layers.push(Layer::new().dir("usr/share", 0o755).file(
+        &format!("usr/share/big-{seed}"),
+        images::pseudo_random(mib << 20, seed),
+        0o644,
+    ));
+    layers
+}
+
+/// Free bytes of the filesystem holding `dir` (for an unprivileged writer, as bootc
+/// counts them).
+fn free_bytes(dir: &Path) -> u64 {
+    let out = stdout(Command::new("stat").args(["-f", "-c", "%a %S"]).arg(dir));
+    let v: Vec<u64> = out.split_whitespace().map(|x| x.parse().unwrap()).collect();
+    v[0] * v[1]
+}
+
+/// Leaves about `mib` MiB free on the filesystem holding `dir` with one allocated file.
+fn leave_free(dir: &Path, mib: u64) -> std::path::PathBuf {
+    let fill = dir.join("filler");
+    let len = free_bytes(dir) - (mib << 20);
+    run(Command::new("fallocate")
+        .args(["-l", &len.to_string()])
+        .arg(&fill));
+    fill
+}
+
+/// `Insufficient free space: need N MiB, have M MiB` → (N, M).
+fn space_error(err: &str) -> (u64, u64) {
+    let line = err
+        .lines()
+        .find(|l| l.contains("Insufficient free space"))
+        .unwrap_or_else(|| panic!("no free-space refusal: {err}"));
+    let rest = line.split("Insufficient free space: need ").nth(1).unwrap();
+    let (need, rest) = rest.split_once(" MiB, have ").expect(line);
+    let have = rest.strip_suffix(" MiB").expect(line);
+    (need.parse().unwrap(), have.parse().unwrap())
+}
+
+/// upstream: before pulling, bootc compares the bytes of the layers it must fetch with
+/// the free space of the physical root and refuses early with "Insufficient free
+/// space: need N MiB, have M MiB", writing nothing; layers already stored count zero.
+/// Checked at install (a small real ext4) and at switch and upgrade.
+#[test]
+fn pull_refuses_early_without_free_space() {
+    if !can_run(&[]) {
+        return;
+    }
+    let _g = serial();
+    let s = System::install();
+    let v1 = s.v1.clone();
+    oci::write_image(&s.layout, "big", &big_layers(2, 48, 7), &[]).unwrap();
+
+    // Install onto a 32 MiB ext4: refused before the pull, the root left as it was.
+    let img = s.t.path().join("small.img");
+    disk_image(&img, 32 << 20);
+    run(Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-m", "0"])
+        .arg(&img));
+    let small = s.t.path().join("small");
+    fs::create_dir(&small).unwrap();
+    run(Command::new("mount")
+        .args(["-o", "loop"])
+        .arg(&img)
+        .arg(&small));
+    fs::create_dir(small.join("boot")).unwrap();
+    let before = snapshot(&small);
+    let src = s.imgref("big");
+    let out = bootc(&[
+        "install",
+        "to-filesystem",
+        "--source-imgref",
+        &src,
+        "--root-mount-spec",
+        "UUID=test",
+        small.to_str().unwrap(),
+    ]);
+    let after = snapshot(&small);
+    run(Command::new("umount").arg(&small));
+    assert!(!out.status.success(), "install must refuse");
+    let (need, have) = space_error(&String::from_utf8_lossy(&out.stderr));
+    assert!(need >= 48 && have < 32, "need {need}, have {have}");
+    assert_eq!(after, before, "install left something behind");
+
+    // Switch with 16 MiB free: refused, nothing written (not even to the repository).
+    let fill = leave_free(&s.root, 16);
+    let before = (s.disk(), snapshot(&s.root.join("composefs")));
+    let err = s.bootc_err(&v1, &["switch", &src]);
+    let (need, have) = space_error(&err);
+    assert!(
+        need >= 48 && (15..=16).contains(&have),
+        "need {need}, have {have}"
+    );
+    assert_eq!(
+        (s.disk(), snapshot(&s.root.join("composefs"))),
+        before,
+        "switch wrote something"
+    );
+    // Upgrade too, once the followed tag points at the big image.
+    oci::write_image(&s.layout, "v1", &big_layers(2, 48, 7), &[]).unwrap();
+    space_error(&s.bootc_err(&v1, &["upgrade"]));
+    assert_eq!(s.disk(), before.0, "upgrade wrote something");
+
+    // With room it pulls; then an image sharing the big layer needs only its new one.
+    fs::remove_file(&fill).unwrap();
+    s.bootc_ok(&v1, &["switch", &src]);
+    let mut layers = big_layers(2, 48, 7);
+    layers.push(Layer::new().file("usr/share/small", "x", 0o644));
+    oci::write_image(&s.layout, "big-plus", &layers, &[]).unwrap();
+    let fill = leave_free(&s.root, 16);
+    s.bootc_ok(&v1, &["switch", &s.imgref("big-plus")]);
+    fs::remove_file(&fill).unwrap();
 }
