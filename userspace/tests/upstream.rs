@@ -190,3 +190,75 @@ fn pull_refuses_early_without_free_space() {
     s.bootc_ok(&v1, &["switch", &s.imgref("big-plus")]);
     fs::remove_file(&fill).unwrap();
 }
+
+/// upstream: `bootc switch` to the image already deployed (the same reference, the
+/// booted digest) prints "Image specification is unchanged." and exits 0, writing
+/// nothing; a different reference to the same digest stays refused.
+#[test]
+fn switch_to_the_booted_image_is_unchanged() {
+    if !can_run(&[]) {
+        return;
+    }
+    let _g = serial();
+    let s = System::install();
+    let v1 = s.v1.clone();
+    let before = s.disk();
+    let out = s.bootc_ok(&v1, &["switch", &s.imgref("v1")]);
+    assert_eq!(out.trim(), "Image specification is unchanged.");
+    assert_eq!(s.disk(), before, "an unchanged switch wrote something");
+    assert_eq!(s.marker(), None);
+
+    // Another tag naming the same image: not the followed reference, still refused.
+    oci::write_image(&s.layout, "v1-again", &images::bootable(1), &[]).unwrap();
+    let err = s.bootc_err(&v1, &["switch", &s.imgref("v1-again")]);
+    assert!(err.contains("is the booted deployment"), "{err}");
+    assert_eq!(s.disk(), before);
+    assert_eq!(s.marker(), None);
+}
+
+/// The image reference a deployment's origin follows.
+fn origin_ref(s: &System, id: &str) -> String {
+    let text = fs::read_to_string(s.root.join(format!("state/deploy/{id}/{id}.origin"))).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("container-image-reference="))
+        .unwrap()
+        .to_string()
+}
+
+/// upstream: `bootc upgrade --tag TAG` upgrades to another tag of the same image
+/// reference (the origin's reference with the tag replaced), and the origin follows
+/// the new tag from then on; `--check --tag` asks about that tag.
+#[test]
+fn upgrade_tag_follows_another_tag_of_the_same_image() {
+    if !can_run(&[]) {
+        return;
+    }
+    let _g = serial();
+    let s = System::install();
+    let v1 = s.v1.clone();
+    let before = s.disk();
+    let err = s.bootc_err(&v1, &["upgrade", "--tag", "a/b"]);
+    assert!(err.contains("\"a/b\" is not an image tag"), "{err}");
+    assert_eq!(s.disk(), before);
+
+    let out = s.bootc_ok(&v1, &["upgrade", "--check", "--tag", "v2"]);
+    assert!(out.starts_with("Update available:"), "{out}");
+    assert!(out.contains(&s.imgref("v2")), "{out}");
+
+    s.bootc_ok(&v1, &["upgrade", "--tag", "v2"]);
+    let v2 = s.marker().expect("staged");
+    assert_eq!(
+        origin_ref(&s, &v2),
+        format!("ostree-unverified-image:{}", s.imgref("v2"))
+    );
+    s.bootc_ok(&v1, &["composefs-finalize-staged"]);
+    assert_eq!(s.order(false)[0], v2);
+
+    // Booted v2, a plain upgrade follows v2 (now pointing at v3's content), not v1.
+    oci::write_image(&s.layout, "v2", &images::bootable(3), &[]).unwrap();
+    s.bootc_ok(&v2, &["upgrade"]);
+    let v3 = s.marker().expect("staged");
+    assert_ne!(v3, v2);
+    assert_ne!(v3, v1);
+    assert_eq!(origin_ref(&s, &v3), origin_ref(&s, &v2));
+}
