@@ -262,3 +262,55 @@ fn upgrade_tag_follows_another_tag_of_the_same_image() {
     assert_ne!(v3, v1);
     assert_eq!(origin_ref(&s, &v3), origin_ref(&s, &v2));
 }
+
+/// upstream: status skips a boot entry named like bootc's whose deployment has no state
+/// on disk, with a warning, instead of showing it as the rollback with `image: null`.
+#[test]
+fn status_skips_an_entry_without_deployment_state() {
+    if !can_run(&[]) {
+        return;
+    }
+    let _g = serial();
+    let s = System::install();
+    let v1 = s.v1.clone();
+    let entries = s.root.join("boot/loader/entries");
+    let ghost = "ab".repeat(32);
+    let text = fs::read_to_string(entries.join(format!("bootc_composefs-{v1}.conf"))).unwrap();
+    let text = text
+        .replace(&v1, &ghost)
+        .replace("sort-key bootc-000", "sort-key bootc-001");
+    fs::write(entries.join(format!("bootc_composefs-{ghost}.conf")), text).unwrap();
+
+    let out = s.bootc(&v1, &["status", "--format", "json"]);
+    assert!(out.status.success());
+    let st: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    validate(&st);
+    assert_eq!(st["status"]["rollback"], serde_json::Value::Null, "{st}");
+    assert_eq!(
+        st["status"]["otherDeployments"],
+        serde_json::json!([]),
+        "{st}"
+    );
+    assert_eq!(st["status"]["booted"]["composefs"]["verity"], v1.as_str());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("bootc_composefs-{ghost}.conf"))
+            && err.contains("has no state on disk"),
+        "{err}"
+    );
+
+    // A deployment with state but an unreadable origin is still shown (incompatible).
+    let v2 = s.switch_and_finalize(&v1, "v2", &[]);
+    fs::write(
+        s.root.join(format!("state/deploy/{v1}/{v1}.origin")),
+        "[origin\n",
+    )
+    .unwrap();
+    let st = s.status(&v2);
+    assert_eq!(
+        st["status"]["rollback"]["composefs"]["verity"],
+        v1.as_str(),
+        "{st}"
+    );
+    assert_eq!(st["status"]["rollback"]["incompatible"], true, "{st}");
+}
