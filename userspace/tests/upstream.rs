@@ -314,3 +314,55 @@ fn status_skips_an_entry_without_deployment_state() {
     );
     assert_eq!(st["status"]["rollback"]["incompatible"], true, "{st}");
 }
+
+/// The `bootc_composefs-*` directories on the ESP.
+fn boot_dirs(s: &System) -> Vec<String> {
+    let mut out: Vec<String> = fs::read_dir(s.root.join("boot"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("bootc_composefs-"))
+        .collect();
+    out.sort();
+    out
+}
+
+/// upstream: one copy of each kernel on the ESP: deployments with the same kernel and
+/// initrd share one boot directory, found by content whatever deployment it is named
+/// after, also once that deployment has been collected; and gc keeps a directory a
+/// live entry boots from, whatever its name.
+#[test]
+fn one_copy_of_each_kernel_after_its_first_deployment_is_collected() {
+    if !can_run(&[]) {
+        return;
+    }
+    let _g = serial();
+    let s = System::install();
+    let v1 = s.v1.clone();
+    let shared = vec![format!("bootc_composefs-{v1}")];
+    let v2 = s.switch_and_finalize(&v1, "v2", &[]);
+    // Keeping one previous entry drops v1: finalize's gc collects its deployment but
+    // keeps its boot directory, which v2 and v3 boot from.
+    let v3 = s.switch_and_finalize(&v2, "v3", &["--retain", "1"]);
+    assert!(
+        !s.root.join("state/deploy").join(&v1).exists(),
+        "v1 collected"
+    );
+    assert_eq!(boot_dirs(&s), shared);
+
+    // A fourth image with the same kernel shares that directory instead of a 2nd copy.
+    oci::write_image(&s.layout, "v4", &images::bootable(4), &[]).unwrap();
+    s.bootc_ok(&v3, &["switch", &s.imgref("v4")]);
+    let v4 = s.marker().expect("staged");
+    assert_eq!(boot_dirs(&s), shared, "a second copy of the kernel");
+    let entry = fs::read_to_string(s.root.join(format!(
+        "boot/loader/entries.staged/bootc_composefs-{v4}.conf"
+    )))
+    .unwrap();
+    assert!(
+        entry.contains(&format!("linux /bootc_composefs-{v1}/vmlinuz")),
+        "{entry}"
+    );
+    s.bootc_ok(&v3, &["composefs-finalize-staged"]);
+    s.bootc_ok(&v4, &["gc"]);
+    assert_eq!(boot_dirs(&s), shared, "gc removed the shared directory");
+}
