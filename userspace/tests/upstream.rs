@@ -366,3 +366,30 @@ fn one_copy_of_each_kernel_after_its_first_deployment_is_collected() {
     s.bootc_ok(&v4, &["gc"]);
     assert_eq!(boot_dirs(&s), shared, "gc removed the shared directory");
 }
+
+/// upstream: `bootc upgrade --tag TAG` on a system following a registry image replaces
+/// the tag of that registry reference (the port of `127.0.0.1:PORT` is not a tag).
+#[test]
+fn upgrade_tag_on_a_registry_reference() {
+    if !can_run(&["docker-registry", "skopeo"]) {
+        return;
+    }
+    let _g = serial();
+    let s = System::install();
+    let v1 = s.v1.clone();
+    let reg = Registry::start();
+    let v2_name = reg.push(&s.layout, "v2", "os:v2");
+    let v3_name = reg.push(&s.layout, "v3", "os:v3");
+    let tls = "--tls-verify-false";
+    s.bootc_ok(&v1, &["switch", &format!("docker://{v2_name}"), tls]);
+    let v2 = s.marker().expect("staged");
+    s.bootc_ok(&v1, &["composefs-finalize-staged"]);
+
+    s.bootc_ok(&v2, &["upgrade", "--tag", "v3", tls]);
+    let v3 = s.marker().expect("staged");
+    assert_ne!(v3, v2);
+    assert_eq!(
+        origin_ref(&s, &v3),
+        format!("ostree-unverified-image:registry:{v3_name}")
+    );
+}
