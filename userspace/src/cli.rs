@@ -113,6 +113,11 @@ pub(crate) struct UpgradeArgs {
     #[arg(long, conflicts_with = "apply")]
     pub(crate) download_only: bool,
 
+    /// Upgrade to another tag of the booted image (the same reference with its tag
+    /// replaced), and follow that tag from now on.
+    #[arg(long, value_name = "TAG")]
+    pub(crate) tag: Option<String>,
+
     #[command(flatten)]
     pub(crate) common: StageArgs,
 }

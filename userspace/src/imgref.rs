@@ -73,6 +73,9 @@ pub enum ImgRefError {
     /// `docker://` with nothing after it, `oci:` without a path, …
     #[error("image reference {0:?} has no image name or path after the transport")]
     EmptyName(String),
+    /// `upgrade --tag` with something that is not a tag.
+    #[error("{0:?} is not an image tag (up to 128 letters, digits, '_', '.' and '-', not starting with '.' or '-')")]
+    BadTag(String),
 }
 
 /// An image reference: transport and transport-specific name.
@@ -159,6 +162,36 @@ impl ImageReference {
             }),
             _ => None,
         }
+    }
+
+    /// The same image with its tag replaced by `tag` (a digest, `@sha256:…`, is dropped
+    /// too): `quay.io/os:v1` → `quay.io/os:TAG`, `oci:/dir:v1` → `oci:/dir:TAG`.
+    pub(crate) fn with_tag(&self, tag: &str) -> Result<Self, ImgRefError> {
+        let valid = !tag.is_empty()
+            && tag.len() <= 128
+            && tag.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+            && tag
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+        if !valid {
+            return Err(ImgRefError::BadTag(tag.to_string()));
+        }
+        let base = match self.layout_path_and_tag() {
+            Some((path, _)) => path,
+            None => {
+                let name = self.name.split('@').next().unwrap_or_default();
+                // A tag is a `:` in the last path component (`host:5000/os` has none).
+                let last = name.rfind('/').map_or(0, |i| i + 1);
+                match name[last..].rfind(':') {
+                    Some(i) => &name[..last + i],
+                    None => name,
+                }
+            }
+        };
+        Ok(ImageReference {
+            transport: self.transport,
+            name: format!("{base}:{tag}"),
+        })
     }
 
     /// Makes a relative `oci:`/`oci-archive:` path absolute (so the origin stays valid).
@@ -336,5 +369,43 @@ mod tests {
             ImageReference::parse("oci-archive::tag"),
             Err(ImgRefError::EmptyName(_))
         ));
+    }
+
+    #[test]
+    fn tags_are_replaced() {
+        let t = |r: &str, tag: &str| p(r).with_tag(tag).map(|r| r.to_skopeo());
+        assert_eq!(
+            t("docker://quay.io/org/os:v1", "v2").unwrap(),
+            "docker://quay.io/org/os:v2"
+        );
+        assert_eq!(
+            t("docker://quay.io/org/os", "v2").unwrap(),
+            "docker://quay.io/org/os:v2"
+        );
+        assert_eq!(
+            t("registry:127.0.0.1:5000/os:v1", "latest").unwrap(),
+            "docker://127.0.0.1:5000/os:latest"
+        );
+        assert_eq!(
+            t("docker://127.0.0.1:5000/os", "v2").unwrap(),
+            "docker://127.0.0.1:5000/os:v2"
+        );
+        assert_eq!(
+            t(&format!("docker://q.io/os@sha256:{}", "a".repeat(64)), "v2").unwrap(),
+            "docker://q.io/os:v2"
+        );
+        assert_eq!(t("oci:/srv/layout:v1", "v3").unwrap(), "oci:/srv/layout:v3");
+        assert_eq!(t("oci:/srv/layout", "v3").unwrap(), "oci:/srv/layout:v3");
+        assert_eq!(
+            t("oci-archive:/a.tar:v1", "x_1.2-3").unwrap(),
+            "oci-archive:/a.tar:x_1.2-3"
+        );
+        for bad in ["", "-x", ".x", "a/b", "a:b", "a b", &"x".repeat(129)] {
+            assert_eq!(
+                t("docker://q.io/os:v1", bad),
+                Err(ImgRefError::BadTag(bad.to_string())),
+                "{bad}"
+            );
+        }
     }
 }

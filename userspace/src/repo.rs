@@ -100,18 +100,30 @@ pub fn pull<H: FsVerityHashValue>(
     let source = imgref.to_skopeo();
     // An image that is already in the repository with its boot image is not pulled
     // again: re-importing would rewrite its metadata streams for nothing.
-    let known = match imgref.layout_path_and_tag() {
-        Some((dir, tag)) if imgref.transport == Transport::OciDir => layout_manifest(dir, tag),
+    // The manifest digest and, when it can be told without fetching a layer, the
+    // layers (compressed size, diff id) for the free-space check.
+    let (known, layers) = match imgref.layout_path_and_tag() {
+        Some((dir, tag)) if imgref.transport == Transport::OciDir => {
+            let digest = layout_manifest(dir, tag);
+            let layers = match &digest {
+                Some(d) => {
+                    Some(layout_layers(dir, d).with_context(|| format!("pulling {source}"))?)
+                }
+                None => None,
+            };
+            (digest, layers)
+        }
         // Archives are read in-process by the pull; without skopeo, skip the check.
         _ if imgref.transport == Transport::OciArchive
             && crate::sys::cmd::which("skopeo").is_none() =>
         {
-            None
+            (None, None)
         }
-        _ => Some(
-            interruptible(resolve_manifest(source.clone(), proxy_config()))
-                .with_context(|| format!("pulling {source}"))?,
-        ),
+        _ => {
+            let (digest, layers) = interruptible(resolve_manifest(source.clone(), proxy_config()))
+                .with_context(|| format!("pulling {source}"))?;
+            (Some(digest), Some(layers))
+        }
     };
     if let Some(digest) = known {
         // Only an intact image counts as present: a damaged one is pulled again, which
@@ -134,6 +146,9 @@ pub fn pull<H: FsVerityHashValue>(
         }
     }
 
+    if let Some(layers) = layers {
+        check_free_space(repo, &layers).with_context(|| format!("pulling {source}"))?;
+    }
     tracing::info!("pulling {source}");
     let proxy = proxy_config();
     let (task_repo, task_imgref, progress) =
@@ -264,16 +279,137 @@ pub(crate) async fn fetch_metadata(
     })
 }
 
-/// The manifest digest `source` currently points to.
+/// The manifest digest `source` currently points to, and its layers.
 async fn resolve_manifest(
     source: String,
     config: ImageProxyConfig,
-) -> Result<composefs_oci::OciDigest> {
-    let digest = fetch_metadata(&source, config, false).await?.digest;
-    digest
+) -> Result<(composefs_oci::OciDigest, Vec<Layer>)> {
+    let meta = fetch_metadata(&source, config, true).await?;
+    let digest = meta
+        .digest
         .as_str()
         .try_into()
-        .with_context(|| format!("invalid manifest digest {digest}"))
+        .with_context(|| format!("invalid manifest digest {}", meta.digest))?;
+    let layers = meta.layers()?;
+    Ok((digest, layers))
+}
+
+/// One layer of an image: its compressed size (what the manifest says a pull fetches)
+/// and its diff id (how the repository names its content).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Layer {
+    /// Compressed bytes.
+    pub(crate) size: u64,
+    /// `sha256:…` of the uncompressed tar.
+    pub(crate) diff_id: String,
+}
+
+impl RemoteMetadata {
+    /// The layers, bottom first (needs the config).
+    pub(crate) fn layers(&self) -> Result<Vec<Layer>> {
+        layers_of(
+            &self.layer_sizes,
+            self.config.as_deref().unwrap_or_default(),
+        )
+    }
+}
+
+/// Pairs the manifest's layer sizes with the config's `rootfs.diff_ids`.
+fn layers_of(sizes: &[u64], config: &[u8]) -> Result<Vec<Layer>> {
+    let config: serde_json::Value =
+        serde_json::from_slice(config).context("parsing the image config")?;
+    let diff_ids: Vec<String> = config["rootfs"]["diff_ids"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    anyhow::ensure!(
+        sizes.len() == diff_ids.len(),
+        "the manifest has {} layers but the config {}",
+        sizes.len(),
+        diff_ids.len()
+    );
+    Ok(sizes
+        .iter()
+        .zip(diff_ids)
+        .map(|(&size, diff_id)| Layer { size, diff_id })
+        .collect())
+}
+
+/// The layers of manifest `digest` in the OCI layout `dir`, read in-process.
+fn layout_layers(dir: &str, digest: &composefs_oci::OciDigest) -> Result<Vec<Layer>> {
+    let blob = |d: &str| -> Result<Vec<u8>> {
+        let (alg, hex) = d
+            .split_once(':')
+            .with_context(|| format!("invalid digest {d:?}"))?;
+        let path = std::path::Path::new(dir).join("blobs").join(alg).join(hex);
+        std::fs::read(&path).with_context(|| format!("reading {}", path.display()))
+    };
+    let manifest: serde_json::Value = serde_json::from_slice(&blob(digest.as_ref())?)
+        .with_context(|| format!("parsing the manifest {digest}"))?;
+    let sizes: Vec<u64> = manifest["layers"]
+        .as_array()
+        .context("the manifest has no layers")?
+        .iter()
+        .map(|l| l["size"].as_u64().context("a layer without a size"))
+        .collect::<Result<_>>()?;
+    let config = manifest["config"]["digest"]
+        .as_str()
+        .context("the manifest names no config")?;
+    layers_of(&sizes, &blob(config)?)
+}
+
+/// Whether the repository already holds the content of the layer `diff_id`.
+pub(crate) fn has_layer<H: FsVerityHashValue>(repo: &Repository<H>, diff_id: &str) -> Result<bool> {
+    let digest: composefs_oci::OciDigest = diff_id
+        .try_into()
+        .with_context(|| format!("invalid diff id {diff_id}"))?;
+    Ok(repo
+        .has_stream(&composefs_oci::layer_content_id(&digest))?
+        .is_some())
+}
+
+/// Not enough room on the physical root for what a pull would store.
+#[derive(Debug, thiserror::Error)]
+#[error("Insufficient free space: need {need} MiB, have {have} MiB")]
+pub(crate) struct InsufficientSpace {
+    /// MiB the new layers need (rounded up).
+    pub(crate) need: u64,
+    /// MiB free (rounded down).
+    pub(crate) have: u64,
+}
+
+/// Refuses a pull whose new layers (those the repository does not hold yet; their
+/// compressed sizes, as upstream bootc counts) exceed the free space of the filesystem
+/// holding the repository, before anything is fetched or written.
+pub(crate) fn check_free_space<H: FsVerityHashValue>(
+    repo: &Repository<H>,
+    layers: &[Layer],
+) -> Result<()> {
+    let mut need = 0u64;
+    for l in layers {
+        if !has_layer(repo, &l.diff_id)? {
+            need = need.saturating_add(l.size);
+        }
+    }
+    let objects = repo
+        .objects_dir()
+        .context("opening the repository's objects")?;
+    let st =
+        rustix::fs::fstatvfs(objects).context("reading the free space of the physical root")?;
+    let free = st.f_bavail.saturating_mul(st.f_frsize);
+    if need > free {
+        const MIB: u64 = 1 << 20;
+        return Err(InsufficientSpace {
+            need: need.div_ceil(MIB),
+            have: free / MIB,
+        }
+        .into());
+    }
+    Ok(())
 }
 
 /// The image's boot-transformed tree (exactly what the deployment's EROFS holds) and

@@ -211,8 +211,10 @@ pub(crate) fn os_info<H: FsVerityHashValue>(
     })
 }
 
+/// A `kargs.d` file. Unknown keys are refused, as upstream bootc does: a typo such as
+/// `match-architecture` would otherwise silently apply the arguments everywhere.
 #[derive(serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
 struct KargsFile {
     kargs: Vec<String>,
     #[serde(default)]
@@ -246,18 +248,7 @@ pub(crate) fn image_kargs<H: FsVerityHashValue>(
         let path = format!("{KARGS_D}/{name}");
         let text = String::from_utf8(read(repo, f)?.into_vec())
             .with_context(|| format!("{path}: not UTF-8"))?;
-        // toml's own message spans several lines (a snippet of the file): say where,
-        // and what, on one.
-        let parsed: KargsFile = toml::from_str(&text).map_err(|e| {
-            let line = e
-                .span()
-                .map(|r| format!(" at line {}", text[..r.start].matches('\n').count() + 1))
-                .unwrap_or_default();
-            anyhow::anyhow!(
-                "{path}: not a kargs file{line} ({}): expected kargs = [\"…\"]",
-                crate::sys::cmd::cap(&bootc_initramfs_setup::one_line(e.message()), 120)
-            )
-        })?;
+        let parsed = parse_kargs_file(&path, &text)?;
         // Checked whatever the architecture: the image is wrong either way.
         for k in &parsed.kargs {
             check_karg(k, &path)?;
@@ -270,6 +261,30 @@ pub(crate) fn image_kargs<H: FsVerityHashValue>(
         out.extend(parsed.kargs);
     }
     Ok(out)
+}
+
+/// Parses one `kargs.d` file (`path` names it in errors). toml's own message spans
+/// several lines (a snippet of the file): say where, and what, on one.
+fn parse_kargs_file(path: &str, text: &str) -> Result<KargsFile> {
+    toml::from_str(text).map_err(|e| {
+        let line = e
+            .span()
+            .map(|r| format!(" at line {}", text[..r.start].matches('\n').count() + 1))
+            .unwrap_or_default();
+        let msg = crate::sys::cmd::cap(&bootc_initramfs_setup::one_line(e.message()), 120);
+        // serde says "unknown field `k`, expected …": name the key plainly.
+        match msg
+            .strip_prefix("unknown field ")
+            .and_then(|m| m.split(',').next())
+        {
+            Some(key) => anyhow::anyhow!(
+                "{path}: unknown key {key}{line}: expected kargs = [\"…\"] and optionally match-architectures = [\"…\"]"
+            ),
+            None => anyhow::anyhow!(
+                "{path}: not a kargs file{line} ({msg}): expected kargs = [\"…\"]"
+            ),
+        }
+    })
 }
 
 /// One kernel argument from `from` (`--karg` or a `kargs.d` file): refused when it sets
@@ -829,5 +844,34 @@ mod tests {
         // Anything else passes unchanged.
         let e = explain_image_error(anyhow::anyhow!("other").context("outer"));
         assert_eq!(format!("{e:#}"), "outer: other");
+    }
+
+    #[test]
+    fn kargs_files_refuse_unknown_keys() {
+        let p = "/usr/lib/bootc/kargs.d/10-x.toml";
+        let ok = parse_kargs_file(
+            p,
+            "kargs = [\"quiet\"]\nmatch-architectures = [\"x86_64\"]\n",
+        )
+        .unwrap();
+        assert_eq!(ok.kargs, vec!["quiet"]);
+        let e = parse_kargs_file(
+            p,
+            "kargs = [\"quiet\"]\nmatch-architecture = [\"x86_64\"]\n",
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(e.starts_with(p), "{e}");
+        assert!(
+            e.contains("unknown key `match-architecture` at line 2"),
+            "{e}"
+        );
+        assert!(!e.contains('\n'), "{e}");
+        let e = parse_kargs_file(p, "kargs = [\"quiet\"\n")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("not a kargs file"), "{e}");
     }
 }

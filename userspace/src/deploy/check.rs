@@ -8,7 +8,6 @@ use std::fmt;
 
 use anyhow::{Context, Result};
 use bootc_initramfs_setup::with_algorithm;
-use composefs::fsverity::FsVerityHashValue;
 
 use crate::deploy::host::Host;
 use crate::deploy::state::Origin;
@@ -69,27 +68,16 @@ pub(crate) fn check(
             true,
         ))
         .with_context(|| format!("checking {source}"))?;
-    let config: serde_json::Value =
-        serde_json::from_slice(meta.config.as_deref().unwrap_or_default())
-            .context("parsing the image config")?;
-    let diff_ids: Vec<String> = config["rootfs"]["diff_ids"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
-    let (digest, layers) = (meta.digest, meta.layer_sizes);
-    anyhow::ensure!(
-        layers.len() == diff_ids.len(),
-        "{source}: the manifest has {} layers but the config {}",
-        layers.len(),
-        diff_ids.len()
-    );
-
+    let layers = meta
+        .layers()
+        .with_context(|| format!("checking {source}"))?;
+    let digest = meta.digest;
     let stored: Vec<bool> = with_algorithm!(repo::read_algorithm(&host.sysroot)?, H => {
-        stored_layers::<H>(host, &diff_ids)?
+        let repo = repo::open::<H>(&host.sysroot)?;
+        layers
+            .iter()
+            .map(|l| repo::has_layer(&repo, &l.diff_id))
+            .collect::<Result<_>>()?
     });
     let mut c = Check {
         imgref: source,
@@ -100,7 +88,7 @@ pub(crate) fn check(
         new_layers: 0,
         layers: layers.len(),
     };
-    for (size, have) in layers.iter().zip(stored) {
+    for (size, have) in layers.iter().map(|l| l.size).zip(stored) {
         if have {
             c.stored_bytes += size;
         } else {
@@ -109,20 +97,4 @@ pub(crate) fn check(
         }
     }
     Ok(c)
-}
-
-fn stored_layers<H: FsVerityHashValue>(host: &Host, diff_ids: &[String]) -> Result<Vec<bool>> {
-    let repo = repo::open::<H>(&host.sysroot)?;
-    diff_ids
-        .iter()
-        .map(|d| {
-            let digest: composefs_oci::OciDigest = d
-                .as_str()
-                .try_into()
-                .with_context(|| format!("invalid diff id {d}"))?;
-            Ok(repo
-                .has_stream(&composefs_oci::layer_content_id(&digest))?
-                .is_some())
-        })
-        .collect()
 }

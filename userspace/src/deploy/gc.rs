@@ -687,4 +687,14 @@ mod tests {
         i.deployments.clear();
         assert!(plan(&i).is_ok());
     }
+
+    /// A boot directory named after a dead deployment that a live entry boots from
+    /// (kernels are shared by content, whatever the directory's name) is kept.
+    #[test]
+    fn keeps_a_boot_directory_a_live_entry_uses_whatever_its_name() {
+        let set = read_set(&[entry('a', 'd'), entry('b', 'b')], &[]);
+        let p = plan(&inputs(Some(set))).unwrap();
+        assert_eq!(p.deployments, hexes(&['c', 'd']));
+        assert!(p.boot_dirs.is_empty(), "{:?}", p.boot_dirs);
+    }
 }

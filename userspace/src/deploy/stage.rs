@@ -29,6 +29,8 @@ use crate::sys::durable;
 pub(crate) struct StageOpts {
     /// `switch`: the new image to follow. `upgrade`: None (the booted origin's image).
     pub(crate) switch_to: Option<ImageReference>,
+    /// `upgrade --tag`: follow this tag of the booted origin's image from now on.
+    pub(crate) tag: Option<String>,
     /// Skip TLS verification for registries.
     pub(crate) insecure_registry: bool,
     /// No progress output.
@@ -44,6 +46,8 @@ pub(crate) struct StageOpts {
 pub(crate) enum StageOutcome {
     /// The image is the one already booted (upgrade only).
     NoUpdate(DeploymentId),
+    /// `switch` to the reference the booted deployment follows, at the booted digest.
+    Unchanged(DeploymentId),
     /// Fetched, not staged (`--download-only`).
     Downloaded(DeploymentId),
     /// Staged; it becomes the default at the next shutdown.
@@ -66,16 +70,23 @@ pub(crate) fn booted_imgref(host: &Host) -> Result<ImageReference> {
     })
 }
 
+/// The image `upgrade`/`switch` pulls: the switch target, or the booted origin's image
+/// (with its tag replaced for `upgrade --tag`).
+pub(crate) fn target(host: &Host, opts: &StageOpts) -> Result<ImageReference> {
+    match (&opts.switch_to, &opts.tag) {
+        (Some(r), _) => r.absolutize().context("resolving the image path"),
+        (None, Some(tag)) => Ok(booted_imgref(host)?.with_tag(tag)?),
+        (None, None) => booted_imgref(host),
+    }
+}
+
 /// Pulls and stages. See the module documentation.
 pub(crate) fn stage(host: &Host, opts: &StageOpts) -> Result<StageOutcome> {
     with_algorithm!(repo::read_algorithm(&host.sysroot)?, H => stage_typed::<H>(host, opts))
 }
 
 fn stage_typed<H: FsVerityHashValue>(host: &Host, opts: &StageOpts) -> Result<StageOutcome> {
-    let imgref = match &opts.switch_to {
-        Some(r) => r.absolutize().context("resolving the image path")?,
-        None => booted_imgref(host)?,
-    };
+    let imgref = target(host, opts)?;
     let repo = repo::open::<H>(&host.sysroot)?;
     let current = entries::read_current(&host.boot)?;
 
@@ -91,6 +102,10 @@ fn stage_typed<H: FsVerityHashValue>(host: &Host, opts: &StageOpts) -> Result<St
     let id = pulled.id.clone();
     if id == host.booted {
         if opts.switch_to.is_some() {
+            // Upstream: the same spec is no change, and scripts rely on exit 0.
+            if booted_imgref(host).ok().as_ref() == Some(&imgref) {
+                return Ok(StageOutcome::Unchanged(id));
+            }
             bail!(
                 "{imgref} ({}) is the booted deployment {}: nothing to switch to",
                 pulled.manifest_digest,

@@ -169,10 +169,11 @@ impl Origin {
     }
 }
 
-/// Puts the kernel and initrd of deployment `id` on the boot partition: the boot
-/// directory of another deployment with the same boot digest (`digest`) is shared when
-/// its kernel is there; otherwise they are copied to `bootc_composefs-<id>/`. Returns
-/// the directory name the entry must use.
+/// Puts the kernel and initrd of deployment `id` on the boot partition, one copy of
+/// each kernel: a boot directory that already holds the same kernel and initrd (boot
+/// digest `digest`) is shared whatever its name, found first by the digests the origins
+/// record and otherwise by hashing the directories' files; else they are copied to
+/// `bootc_composefs-<id>/`. Returns the directory name the entry must use.
 pub fn install_kernel<H: FsVerityHashValue>(
     repo: &Repository<H>,
     sysroot: &OwnedFd,
@@ -181,27 +182,88 @@ pub fn install_kernel<H: FsVerityHashValue>(
     kernel: &Kernel<H>,
     digest: &str,
 ) -> Result<String> {
+    let has_kernel = |dir: &str| {
+        rustix::fs::statat(
+            boot,
+            format!("{dir}/{}", bls::VMLINUZ).as_str(),
+            AtFlags::empty(),
+        )
+        .is_ok()
+    };
+    // Directories whose content is known from their deployment's origin.
+    let mut known: HashMap<String, Option<String>> = HashMap::new();
     for other in list_deployments(sysroot)? {
         if &other == id {
             continue;
         }
-        let Ok(origin) = Origin::load(sysroot, &other) else {
-            continue;
-        };
         let dir = layout::boot_dir_name(&other);
-        if origin.boot_digest.as_deref() == Some(digest)
-            && rustix::fs::statat(
-                boot,
-                format!("{dir}/{}", bls::VMLINUZ).as_str(),
-                AtFlags::empty(),
-            )
-            .is_ok()
-        {
+        let recorded = Origin::load(sysroot, &other)
+            .ok()
+            .and_then(|o| o.boot_digest);
+        if recorded.as_deref() == Some(digest) && has_kernel(&dir) {
             tracing::info!("reusing the kernel and initrd in {dir} (same digest)");
             return Ok(dir);
         }
+        known.insert(dir, recorded);
+    }
+    // The others (their deployment collected, or its origin silent): by content.
+    let own = layout::boot_dir_name(id);
+    for dir in boot_dirs(boot)? {
+        if dir == own || known.get(&dir).is_some_and(Option::is_some) {
+            continue;
+        }
+        match dir_boot_digest(boot, &dir) {
+            Ok(Some(d)) if d == digest => {
+                tracing::info!("reusing the kernel and initrd in {dir} (same content)");
+                return Ok(dir);
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!("reading {dir} on the boot partition: {e:#}"),
+        }
     }
     bls::copy_kernel(repo, boot, id, kernel)
+}
+
+/// The `bootc_composefs-*` directories on the boot partition (not bootc's temporary
+/// names, not UKIs).
+fn boot_dirs(boot: &OwnedFd) -> Result<Vec<String>> {
+    let mut out = vec![];
+    let mut d = rustix::fs::Dir::read_from(boot)
+        .with_context(|| format!("reading {}", durable::fd_path(boot)))?;
+    while let Some(e) = d.read() {
+        let e = e.with_context(|| format!("reading {}", durable::fd_path(boot)))?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with(layout::BOOT_PREFIX)
+            && !name.ends_with(".efi")
+            && matches!(e.file_type(), FileType::Directory | FileType::Unknown)
+        {
+            out.push(name);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The boot digest of what `dir` holds (sha256 over its kernel then its initrd, as
+/// [`bls::boot_digest`]); None when it lacks either.
+fn dir_boot_digest(boot: &OwnedFd, dir: &str) -> Result<Option<String>> {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for name in [bls::VMLINUZ, bls::INITRD] {
+        let fd = match openat(
+            boot,
+            format!("{dir}/{name}").as_str(),
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(fd) => fd,
+            Err(rustix::io::Errno::NOENT | rustix::io::Errno::NOTDIR) => return Ok(None),
+            Err(e) => return Err(e).with_context(|| format!("opening {dir}/{name}")),
+        };
+        let mut f = File::from(fd);
+        std::io::copy(&mut f, &mut h).with_context(|| format!("reading {dir}/{name}"))?;
+    }
+    Ok(Some(hex::encode(h.finalize())))
 }
 
 /// The deployments present under `state/deploy` (hex names that parse as ids).

@@ -289,6 +289,7 @@ pub(crate) fn host_status(host: &Host) -> Result<BootcHost> {
         tracing::warn!("reading boot entries: {e:#}");
         Default::default()
     });
+    let current = without_stateless(host, current);
     let staged = host.staged_state().unwrap_or_else(|e| {
         tracing::warn!("reading staged boot entries: {e:#}");
         Staged::None
@@ -319,6 +320,35 @@ pub(crate) fn host_status(host: &Host) -> Result<BootcHost> {
         damage: image_damage(host, &origins),
         origins,
     }))
+}
+
+/// `current` without the entries (other than the booted deployment's) whose deployment
+/// has no state on disk: such an entry is not a deployment bootc made or kept (left by
+/// hand, or by another tool), so it is not shown as the rollback with no image, as
+/// upstream bootc skips it; a warning names it.
+fn without_stateless(host: &Host, mut current: EntrySet) -> EntrySet {
+    current.ours.retain(|e| {
+        let Some(id) = &e.deployment else {
+            return true;
+        };
+        if id == &host.booted {
+            return true;
+        }
+        let dir = bootc_initramfs_setup::layout::deploy_dir(id);
+        match rustix::fs::statat(&host.sysroot, &dir, rustix::fs::AtFlags::SYMLINK_NOFOLLOW) {
+            Err(rustix::io::Errno::NOENT) => {
+                tracing::warn!(
+                    "boot entry loader/entries/{} names deployment {}, which has no state on disk ({} is missing): not shown",
+                    e.bls.file_name().escape_debug(),
+                    id.short(),
+                    dir.display()
+                );
+                false
+            }
+            _ => true,
+        }
+    });
+    current
 }
 
 /// Builds the status object from what was read. Staged is only an update that really

@@ -14,14 +14,16 @@ use super::{host, locked, reboot, start_finalize_unit};
 /// `bootc upgrade`.
 pub(crate) fn upgrade(cli: &Cli, a: &UpgradeArgs) -> Result<()> {
     let host = host(cli)?;
+    let mut opts = stage_opts(cli, &a.common, None, a.download_only);
+    opts.tag = a.tag.clone();
     if a.check {
-        let imgref = stage::booted_imgref(&host)?;
+        let imgref = stage::target(&host, &opts)?;
         let c = check::check(&host, &imgref, a.common.tls_verify_false)?;
         println!("{c}");
         return Ok(());
     }
     let _lock = locked(&host)?;
-    let outcome = stage::stage(&host, &stage_opts(cli, &a.common, None, a.download_only))?;
+    let outcome = stage::stage(&host, &opts)?;
     report(&host, outcome, a.apply)
 }
 
@@ -34,6 +36,7 @@ pub(crate) fn stage_opts(
 ) -> StageOpts {
     StageOpts {
         switch_to,
+        tag: None,
         insecure_registry: a.tls_verify_false,
         quiet: cli.quiet,
         retain: a.retain,
@@ -45,6 +48,7 @@ pub(crate) fn stage_opts(
 pub(crate) fn report(host: &Host, outcome: StageOutcome, apply: bool) -> Result<()> {
     match outcome {
         StageOutcome::NoUpdate(id) => println!("No update available (booted: {}).", id.short()),
+        StageOutcome::Unchanged(_) => println!("Image specification is unchanged."),
         StageOutcome::Downloaded(id) => println!("Downloaded {}; not staged.", id.short()),
         StageOutcome::Staged(id) => {
             println!(
