@@ -121,13 +121,14 @@ pub(crate) struct UpgradeArgs {
 /// `bootc switch`.
 #[derive(Debug, Args)]
 pub(crate) struct SwitchArgs {
-    /// The image to switch to, e.g. docker://quay.io/example/os:latest or
-    /// oci:/path/to/layout:tag.
+    /// Target image to use for the next boot, e.g. quay.io/example/os:latest (a
+    /// registry image, as with --transport registry), oci:/path/to/layout:tag,
+    /// oci-archive:/path/to/image.tar or containers-storage:name.
     #[arg(value_name = "IMGREF")]
     pub(crate) target: String,
 
-    /// The transport, when IMGREF does not name one (registry, oci, oci-archive,
-    /// containers-storage).
+    /// The transport; e.g. registry, oci, oci-archive, containers-storage. Defaults to
+    /// `registry` (or the transport IMGREF starts with).
     #[arg(long, value_name = "TRANSPORT")]
     pub(crate) transport: Option<String>,
 
@@ -222,9 +223,20 @@ pub(crate) struct InstallConfigOpts {
     #[arg(long, value_name = "IMGREF", help_heading = "Source options")]
     pub(crate) source_imgref: ImageReference,
 
-    /// Specify the image to fetch for subsequent updates (default: the source image).
+    /// Specify the image to fetch for subsequent updates (default: the source image),
+    /// a registry image unless --target-transport or a transport prefix says otherwise.
     #[arg(long, value_name = "IMGREF", help_heading = "Source options")]
-    pub(crate) target_imgref: Option<ImageReference>,
+    pub(crate) target_imgref: Option<String>,
+
+    /// The transport of --target-imgref; e.g. registry, oci, oci-archive,
+    /// containers-storage. Defaults to `registry`.
+    #[arg(
+        long,
+        value_name = "TRANSPORT",
+        requires = "target_imgref",
+        help_heading = "Source options"
+    )]
+    pub(crate) target_transport: Option<String>,
 
     /// Disable TLS verification when pulling from a registry (e.g. on 127.0.0.1).
     #[arg(long = "insecure-registry", help_heading = "Source options")]

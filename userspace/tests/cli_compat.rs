@@ -1,0 +1,137 @@
+//! Host tests of issue 15, "compatibility of what exists": upstream bootc's spellings
+//! work unchanged (a bare IMGREF is a registry image, `--tls-verify=false`,
+//! `switch --retain`, `upgrade --download-only` / `--from-downloaded`, `status`'s
+//! human default and `--format-version`, `install --composefs-backend
+//! --allow-missing-verity`), the old spellings still work as hidden aliases, and bad
+//! values are refused with one clear line and nothing changed on disk. Each runs against
+//! a real ext4 root installed by `bootc install to-filesystem`.
+
+mod common;
+
+use std::fs;
+
+use common::system::*;
+use common::*;
+
+/// The origin file of deployment `id`.
+fn origin(s: &System, id: &str) -> String {
+    fs::read_to_string(
+        s.root
+            .join("state/deploy")
+            .join(id)
+            .join(format!("{id}.origin")),
+    )
+    .unwrap()
+}
+
+#[test]
+fn switch_transport_names_the_transport_of_a_bare_name() {
+    if !can_run(&[]) {
+        return;
+    }
+    let _g = serial();
+    let s = System::install();
+    let v1 = s.v1.clone();
+    // Upstream's spelling: the transport apart, IMGREF a name for it.
+    let path = format!("{}:v2", s.layout.display());
+    let out = s.bootc_ok(&v1, &["switch", "--transport", "oci", &path]);
+    assert!(out.contains("Staged deployment"), "{out}");
+    let v2 = s.marker().unwrap();
+    assert!(
+        origin(&s, &v2).contains(&format!(
+            "container-image-reference=ostree-unverified-image:oci:{path}\n"
+        )),
+        "{}",
+        origin(&s, &v2)
+    );
+
+    // An unknown transport and a misspelt prefix: one line, nothing changed.
+    let before = s.disk();
+    let err = s.bootc_err(&v1, &["switch", "--transport", "docker-daemon", "x"]);
+    assert!(
+        err.contains("unknown transport \"docker-daemon\" (valid: registry, oci, oci-archive, containers-storage)"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    let err = s.bootc_err(&v1, &["switch", &format!("oci-archve:{path}")]);
+    assert!(err.contains("unknown transport \"oci-archve:\""), "{err}");
+    assert_eq!(s.disk(), before);
+}
+
+#[test]
+fn install_target_imgref_without_transport_is_a_registry_image() {
+    if !can_run(&[]) {
+        return;
+    }
+    let _g = serial();
+    let t = tempdir("bootc-compat-target-");
+    let layout = t.path().join("oci");
+    bootc_test_fixtures::oci::write_image(
+        &layout,
+        "v1",
+        &bootc_test_fixtures::images::bootable(1),
+        &[],
+    )
+    .unwrap();
+    let cases: [(&[&str], &str); 3] = [
+        (
+            &["--target-imgref", "quay.io/example/os:v2"],
+            "ostree-unverified-image:registry:quay.io/example/os:v2",
+        ),
+        (
+            &["--target-imgref", "/srv/os:v2", "--target-transport", "oci"],
+            "ostree-unverified-image:oci:/srv/os:v2",
+        ),
+        // The transport prefix is still read.
+        (
+            &["--target-imgref", "containers-storage:localhost/os"],
+            "ostree-unverified-image:containers-storage:localhost/os",
+        ),
+    ];
+    for (i, (args, want)) in cases.iter().enumerate() {
+        let root = t.path().join(format!("root{i}"));
+        fs::create_dir_all(root.join("boot")).unwrap();
+        let src = format!("oci:{}:v1", layout.display());
+        let mut all = vec![
+            "install",
+            "to-filesystem",
+            "--source-imgref",
+            &src,
+            "--root-mount-spec",
+            "UUID=test",
+        ];
+        all.extend_from_slice(args);
+        all.push(root.to_str().unwrap());
+        let out = bootc_ok(&all);
+        let text = String::from_utf8_lossy(&out.stdout);
+        let id = text
+            .split("deployment sha256:")
+            .nth(1)
+            .expect("install prints the id")
+            .trim()
+            .to_string();
+        let o = fs::read_to_string(
+            root.join("state/deploy")
+                .join(&id)
+                .join(format!("{id}.origin")),
+        )
+        .unwrap();
+        assert!(
+            o.contains(&format!("container-image-reference={want}\n")),
+            "{args:?}: {o}"
+        );
+    }
+    // --target-transport without --target-imgref is refused by the parser.
+    let out = bootc(&[
+        "install",
+        "to-filesystem",
+        "--source-imgref",
+        "oci:/nonexistent",
+        "--target-transport",
+        "oci",
+        "/nonexistent",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--target-imgref"), "{err}");
+}
