@@ -140,12 +140,38 @@ pub(crate) struct SwitchArgs {
     pub(crate) common: StageArgs,
 }
 
+/// How a registry is read: one option, spelled as podman and skopeo do.
+#[derive(Debug, Args)]
+pub(crate) struct TlsArgs {
+    /// Require HTTPS and verify certificates when pulling from a registry;
+    /// --tls-verify=false disables it (e.g. a registry on 127.0.0.1).
+    #[arg(
+        long,
+        value_name = "BOOL",
+        default_value_t = true,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set
+    )]
+    pub(crate) tls_verify: bool,
+
+    /// Same as --tls-verify=false (the older spellings, kept for scripts).
+    #[arg(long, alias = "insecure-registry", hide = true)]
+    pub(crate) tls_verify_false: bool,
+}
+
+impl TlsArgs {
+    /// TLS verification is off.
+    pub(crate) fn insecure(&self) -> bool {
+        !self.tls_verify || self.tls_verify_false
+    }
+}
+
 /// Options of every verb that stages a deployment.
 #[derive(Debug, Args)]
 pub(crate) struct StageArgs {
-    /// Disable TLS verification when pulling from a registry (e.g. on 127.0.0.1).
-    #[arg(long, alias = "insecure-registry")]
-    pub(crate) tls_verify_false: bool,
+    #[command(flatten)]
+    pub(crate) tls: TlsArgs,
 
     /// How many previous deployments keep a boot entry.
     #[arg(long, value_name = "N", default_value_t = 2)]
@@ -238,13 +264,8 @@ pub(crate) struct InstallConfigOpts {
     )]
     pub(crate) target_transport: Option<String>,
 
-    /// Disable TLS verification when pulling from a registry (e.g. on 127.0.0.1).
-    #[arg(long = "insecure-registry", help_heading = "Source options")]
-    pub(crate) insecure_registry: bool,
-
-    /// Verify TLS when pulling from a registry (--tls-verify=false disables it).
-    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set, help_heading = "Source options")]
-    pub(crate) tls_verify: bool,
+    #[command(flatten, next_help_heading = "Source options")]
+    pub(crate) tls: TlsArgs,
 
     /// Add a kernel argument. This option can be provided multiple times.
     ///

@@ -135,3 +135,65 @@ fn install_target_imgref_without_transport_is_a_registry_image() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--target-imgref"), "{err}");
 }
+
+#[test]
+fn tls_verify_false_reads_a_plain_http_registry_on_every_verb() {
+    if !can_run(&["skopeo", "docker-registry"]) {
+        return;
+    }
+    let _g = serial();
+    let s = System::install();
+    let v1 = s.v1.clone();
+    let reg = Registry::start();
+    let name = reg.push(&s.layout, "v2", "os:v2");
+
+    // Without it the registry (plain HTTP) is refused by the TLS check; nothing changed.
+    let before = s.disk();
+    let err = s.bootc_err(&v1, &["switch", &name]);
+    assert!(
+        err.contains("http") || err.contains("HTTP") || err.contains("tls"),
+        "{err}"
+    );
+    assert_eq!(s.disk(), before);
+
+    // switch: a bare name (registry, as upstream) with --tls-verify=false.
+    let out = s.bootc_ok(&v1, &["switch", &name, "--tls-verify=false", "--quiet"]);
+    assert!(out.contains("Staged deployment"), "{out}");
+    let v2 = s.marker().unwrap();
+    assert!(
+        origin(&s, &v2).contains(&format!(
+            "container-image-reference=ostree-unverified-image:registry:{name}\n"
+        )),
+        "{}",
+        origin(&s, &v2)
+    );
+    s.bootc_ok(&v1, &["composefs-finalize-staged"]);
+
+    // upgrade --check and upgrade on v2, which follows the registry: v3 is published
+    // under the followed tag. Every spelling reads it: the upstream one, `--tls-verify
+    // false`, and the older hidden aliases.
+    reg.push(&s.layout, "v3", "os:v2");
+    for flag in [
+        &["--tls-verify=false"][..],
+        &["--tls-verify", "false"],
+        &["--tls-verify-false"],
+        &["--insecure-registry"],
+    ] {
+        let mut args = vec!["upgrade", "--check"];
+        args.extend_from_slice(flag);
+        let out = s.bootc_ok(&v2, &args);
+        assert!(out.contains("Update available"), "{flag:?}: {out}");
+    }
+    let err = s.bootc_err(&v2, &["upgrade", "--check"]);
+    assert!(
+        err.contains("http") || err.contains("HTTP") || err.contains("tls"),
+        "{err}"
+    );
+    let out = s.bootc_ok(&v2, &["upgrade", "--tls-verify=false", "--quiet"]);
+    assert!(out.contains("Staged deployment"), "{out}");
+
+    // A value other than true/false is refused by the parser, naming the option.
+    let err = s.bootc_err(&v2, &["upgrade", "--tls-verify=no"]);
+    assert!(err.contains("--tls-verify"), "{err}");
+    assert!(err.contains("invalid value 'no'"), "{err}");
+}

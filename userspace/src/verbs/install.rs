@@ -20,7 +20,7 @@ fn install_opts(c: &InstallConfigOpts, quiet: bool) -> Result<InstallOpts> {
         kargs: c.karg.clone(),
         algorithm: c.composefs_algorithm,
         require_verity: c.require_verity,
-        insecure_registry: c.insecure_registry || !c.tls_verify,
+        insecure_registry: c.tls.insecure(),
         quiet,
     })
 }

@@ -16,7 +16,7 @@ pub(crate) fn upgrade(cli: &Cli, a: &UpgradeArgs) -> Result<()> {
     let host = host(cli)?;
     if a.check {
         let imgref = stage::booted_imgref(&host)?;
-        let c = check::check(&host, &imgref, a.common.tls_verify_false)?;
+        let c = check::check(&host, &imgref, a.common.tls.insecure())?;
         println!("{c}");
         return Ok(());
     }
@@ -34,7 +34,7 @@ pub(crate) fn stage_opts(
 ) -> StageOpts {
     StageOpts {
         switch_to,
-        insecure_registry: a.tls_verify_false,
+        insecure_registry: a.tls.insecure(),
         quiet: cli.quiet,
         retain: a.retain,
         download_only,
