@@ -136,6 +136,11 @@ pub(crate) struct SwitchArgs {
     #[arg(long)]
     pub(crate) apply: bool,
 
+    /// Retain reference to currently booted image: its image stays in the repository
+    /// after its deployment leaves the boot entries.
+    #[arg(long)]
+    pub(crate) retain: bool,
+
     #[command(flatten)]
     pub(crate) common: StageArgs,
 }
@@ -173,9 +178,22 @@ pub(crate) struct StageArgs {
     #[command(flatten)]
     pub(crate) tls: TlsArgs,
 
-    /// How many previous deployments keep a boot entry.
-    #[arg(long, value_name = "N", default_value_t = 2)]
-    pub(crate) retain: usize,
+    /// How many previous deployments keep a boot entry after the new one (at least 1:
+    /// the booted deployment stays as the rollback).
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = parse_keep_previous)]
+    pub(crate) keep_previous: usize,
+}
+
+fn parse_keep_previous(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err(
+            "must be at least 1: the booted deployment always keeps its entry \
+                       (it is the rollback)"
+                .into(),
+        ),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("{s:?} is not a number of entries")),
+    }
 }
 
 /// `bootc rollback`.

@@ -197,3 +197,42 @@ fn tls_verify_false_reads_a_plain_http_registry_on_every_verb() {
     assert!(err.contains("--tls-verify"), "{err}");
     assert!(err.contains("invalid value 'no'"), "{err}");
 }
+
+#[test]
+fn switch_retain_keeps_the_booted_image_and_keep_previous_counts_entries() {
+    if !can_run(&[]) {
+        return;
+    }
+    let _g = serial();
+    let s = System::install();
+    let v1 = s.v1.clone();
+    let refs = s.root.join("composefs/streams/refs/oci");
+
+    // `--keep-previous 0` would drop the rollback: refused in one line, nothing changed.
+    let before = s.disk();
+    let err = s.bootc_err(&v1, &["switch", &s.imgref("v2"), "--keep-previous", "0"]);
+    assert!(
+        err.contains("invalid value '0' for '--keep-previous <N>': must be at least 1"),
+        "{err}"
+    );
+    let err = s.bootc_err(&v1, &["upgrade", "--keep-previous", "x"]);
+    assert!(err.contains("\"x\" is not a number of entries"), "{err}");
+    assert_eq!(s.disk(), before);
+
+    // upstream's --retain is a yes/no flag (no value): v1's image gets its own tag.
+    let v2 = s.switch_and_finalize(&v1, "v2", &["--retain"]);
+    let retained = refs.join(format!("bootc-retained-{v1}"));
+    assert!(retained.exists(), "{}", retained.display());
+    // v3 keeping one previous entry: v1 leaves the entries and gc removes its
+    // deployment, but not its retained image.
+    let v3 = s.switch_and_finalize(&v2, "v3", &["--keep-previous", "1"]);
+    assert_eq!(s.order(false), vec![v3.clone(), v2.clone()]);
+    assert!(!s.root.join("state/deploy").join(&v1).exists());
+    assert!(!refs.join(format!("bootc-deployment-{v1}")).exists());
+    assert!(
+        fs::metadata(&retained).is_ok(),
+        "the retained tag still resolves to v1's manifest"
+    );
+    // Without --retain nothing is tagged for v2.
+    assert!(!refs.join(format!("bootc-retained-{v2}")).exists());
+}

@@ -238,7 +238,7 @@ fn gc_keeps_exactly_what_live_deployments_need() {
     let v2 = s.switch_and_finalize(&v1, "v2", &[]);
     // The second upgrade keeps one previous deployment: v1 falls out and finalize's GC
     // removes it.
-    let v3 = s.switch_and_finalize(&v2, "v3", &["--retain", "1"]);
+    let v3 = s.switch_and_finalize(&v2, "v3", &["--keep-previous", "1"]);
     assert_eq!(s.order(false), vec![v3.clone(), v2.clone()]);
     let deployments: BTreeSet<String> = fs::read_dir(s.root.join("state/deploy"))
         .unwrap()

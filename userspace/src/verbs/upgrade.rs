@@ -36,7 +36,7 @@ pub(crate) fn stage_opts(
         switch_to,
         insecure_registry: a.tls.insecure(),
         quiet: cli.quiet,
-        retain: a.retain,
+        retain: a.keep_previous,
         download_only,
     }
 }
