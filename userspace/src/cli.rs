@@ -86,8 +86,9 @@ pub(crate) enum Command {
 
     /// Display status.
     ///
-    /// Shows the booted, staged and rollback deployments. `--format json` (or yaml)
-    /// prints a `BootcHost` object (org.containers.bootc/v1) for programs.
+    /// Shows the booted, staged and rollback deployments: image, digest, version,
+    /// timestamp. `--format json` (or yaml) prints a `BootcHost` object
+    /// (org.containers.bootc/v1) for programs.
     Status(StatusArgs),
 
     /// Remove deployments, boot files and repository content no deployment needs.
@@ -219,13 +220,18 @@ pub(crate) enum OutputFormat {
 /// `bootc status`.
 #[derive(Debug, Args)]
 pub(crate) struct StatusArgs {
-    /// The output format [default: human on a terminal, yaml otherwise].
+    /// The output format [default: human].
     #[arg(long, value_enum)]
     pub(crate) format: Option<OutputFormat>,
 
     /// Same as --format=json.
-    #[arg(long, conflicts_with = "format")]
+    #[arg(long, conflicts_with = "format", hide = true)]
     pub(crate) json: bool,
+
+    /// The desired format version. There is currently one supported version, which is
+    /// exposed as both `0` and `1`.
+    #[arg(long, value_name = "N", value_parser = parse_format_version)]
+    pub(crate) format_version: Option<u32>,
 
     /// Only display status for the booted deployment.
     #[arg(long)]
@@ -238,6 +244,15 @@ pub(crate) struct GcArgs {
     /// Only print what would be removed.
     #[arg(long)]
     pub(crate) dry_run: bool,
+}
+
+fn parse_format_version(s: &str) -> Result<u32, String> {
+    match s.parse::<u32>() {
+        Ok(v @ (0 | 1)) => Ok(v),
+        _ => Err(format!(
+            "unsupported format version {s:?} (supported: 0 and 1, which are the same)"
+        )),
+    }
 }
 
 fn parse_id(s: &str) -> Result<DeploymentId, String> {

@@ -236,3 +236,80 @@ fn switch_retain_keeps_the_booted_image_and_keep_previous_counts_entries() {
     // Without --retain nothing is tagged for v2.
     assert!(!refs.join(format!("bootc-retained-{v2}")).exists());
 }
+
+#[test]
+fn status_prints_the_human_summary_by_default_and_takes_format_version() {
+    if !can_run(&[]) {
+        return;
+    }
+    let _g = serial();
+    let s = System::install();
+    let v1 = s.v1.clone();
+    let v2 = s.switch_and_finalize(&v1, "v2", &[]);
+    s.bootc_ok(&v2, &["switch", &s.imgref("v3")]);
+    let v3 = s.marker().unwrap();
+    let st = s.status(&v2);
+
+    // stdout is a pipe here: still the human summary, not YAML.
+    let human = s.bootc_ok(&v2, &["status"]);
+    assert!(!human.contains("apiVersion"), "{human}");
+    let blocks: Vec<&str> = human.split("\n\n").collect();
+    assert_eq!(blocks.len(), 3, "staged, booted, rollback: {human}");
+    for (block, title, id, slot) in [
+        (blocks[0], "  Staged image: oci:", &v3, "staged"),
+        (blocks[1], "● Booted image: oci:", &v2, "booted"),
+        (blocks[2], "  Rollback image: oci:", &v1, "rollback"),
+    ] {
+        assert!(block.starts_with(title), "{block}");
+        let image = &st["status"][slot]["image"];
+        let digest = image["imageDigest"].as_str().unwrap();
+        let arch = image["architecture"].as_str().unwrap();
+        // Rows end under the title's colon, as upstream's.
+        let width = title[..title.find(':').unwrap()].chars().count();
+        let row = |name: &str, value: &str| format!("\n{name:>width$}: {value}\n", width = width);
+        assert!(
+            block.contains(&row("Digest", &format!("{digest} ({arch})"))),
+            "{block}"
+        );
+        assert!(block.contains(&row("Verity", id)), "{block}");
+        let version = image["version"].as_str();
+        let ts = image["timestamp"].as_str();
+        match (version, ts) {
+            (Some(v), Some(t)) => {
+                assert!(
+                    block.contains(&format!("Version: {v} ({}", &t[..19])),
+                    "{block}"
+                )
+            }
+            (Some(v), None) => assert!(block.contains(&format!("Version: {v}\n"))),
+            (None, Some(_)) => assert!(block.contains("Timestamp: "), "{block}"),
+            (None, None) => {}
+        }
+        assert!(block.contains("FsVerity: not enforced"), "{block}");
+    }
+    // --booted: one block.
+    let booted = s.bootc_ok(&v2, &["status", "--booted"]);
+    assert!(booted.starts_with("● Booted image: oci:"), "{booted}");
+    assert!(!booted.contains("\n\n"), "{booted}");
+
+    // --format-version 0 and 1 are the same (the only) version; others are refused.
+    let json = s.bootc_ok(&v2, &["status", "--format", "json"]);
+    for v in ["0", "1"] {
+        assert_eq!(
+            s.bootc_ok(&v2, &["status", "--format", "json", "--format-version", v]),
+            json
+        );
+    }
+    assert_eq!(s.bootc_ok(&v2, &["status", "--format-version=1"]), human);
+    let err = s.bootc_err(&v2, &["status", "--format-version", "2"]);
+    assert!(
+        err.contains("unsupported format version \"2\" (supported: 0 and 1"),
+        "{err}"
+    );
+    // --format yaml|json unchanged.
+    let yaml = s.bootc_ok(&v2, &["status", "--format", "yaml"]);
+    assert!(
+        yaml.starts_with("apiVersion: org.containers.bootc/v1"),
+        "{yaml}"
+    );
+}

@@ -387,69 +387,102 @@ pub(crate) fn assemble(input: &StatusInput) -> BootcHost {
     }
 }
 
-/// The human-readable form.
+/// The human-readable form, laid out as upstream's: one block per deployment (staged,
+/// booted, rollback, then the others), a title line `PREFIX: IMAGE` and rows whose
+/// names end under the title's colon.
 pub(crate) fn render_human(h: &BootcHost, booted_only: bool) -> String {
-    let mut out = String::new();
-    let mut block = |label: &str, e: &BootEntry, mark: &str| {
-        let image = e
-            .image
-            .as_ref()
-            .map(|i| format!("{}:{}", i.image.transport, i.image.image))
-            .unwrap_or_else(|| "(origin unreadable)".into());
-        out.push_str(&format!("{mark} {label}: {image}\n"));
-        if let Some(i) = &e.image {
-            if let Some(v) = &i.version {
-                out.push_str(&format!("        Version: {v}\n"));
-            }
-            out.push_str(&format!("         Digest: {}\n", i.image_digest));
-            if let Some(t) = &i.timestamp {
-                out.push_str(&format!("        Created: {t}\n"));
-            }
-        }
-        let verity = if e.composefs.missing_verity_allowed {
-            " (fs-verity not enforced)"
-        } else {
-            ""
-        };
-        out.push_str(&format!(
-            "     Deployment: {}{verity}\n",
-            e.composefs.verity
-        ));
-        if let Some(d) = &e.composefs.damage {
-            out.push_str(&format!("        Damaged: {d}\n"));
-        }
-        out.push_str(&format!(
-            "           Boot: {} via {}\n\n",
-            e.composefs.boot_type, e.composefs.bootloader
-        ));
+    let Some(booted) = &h.status.booted else {
+        return "System is not deployed via bootc.\n".into();
     };
-    if booted_only {
-        if let Some(b) = &h.status.booted {
-            block("Booted image", b, "●");
+    let mut blocks = Vec::new();
+    if !booted_only {
+        if let Some(s) = &h.status.staged {
+            blocks.push(human_block("  Staged image", s, &[]));
         }
-        return out;
     }
-    if let Some(s) = &h.status.staged {
-        block("Staged image", s, " ");
+    blocks.push(human_block("● Booted image", booted, &[]));
+    if !booted_only {
+        if let Some(r) = &h.status.rollback {
+            let queued: &[(&str, String)] = if h.status.rollback_queued {
+                &[("Queued", "the default for the next boot".to_string())]
+            } else {
+                &[]
+            };
+            blocks.push(human_block("  Rollback image", r, queued));
+        }
+        for o in &h.status.other_deployments {
+            blocks.push(human_block("   Other image", o, &[]));
+        }
     }
-    if let Some(b) = &h.status.booted {
-        block("Booted image", b, "●");
-    }
-    if let Some(r) = &h.status.rollback {
-        let label = if h.status.rollback_queued {
-            "Rollback image (queued for next boot)"
-        } else {
-            "Rollback image"
-        };
-        block(label, r, " ");
-    }
-    for o in &h.status.other_deployments {
-        block("Other deployment", o, " ");
-    }
-    if let Some(f) = &h.status.finalize_failure {
-        out.push_str(&format!("Last staged update was not applied: {f}\n"));
+    let mut out = blocks.join("\n");
+    if !booted_only {
+        if let Some(f) = &h.status.finalize_failure {
+            out.push_str(&format!("\nLast staged update was not applied: {f}\n"));
+        }
     }
     out
+}
+
+/// One deployment's block; `extra` rows come last.
+fn human_block(prefix: &str, e: &BootEntry, extra: &[(&str, String)]) -> String {
+    let width = prefix.chars().count();
+    let mut out = String::new();
+    let mut row = |name: &str, value: &str| {
+        out.push_str(&format!("{name:>width$}: {value}\n"));
+    };
+    match &e.image {
+        Some(i) => {
+            // Registry is the default transport: upstream shows only the name.
+            let r = &i.image;
+            if r.transport == "registry" {
+                row(prefix, &r.image);
+            } else {
+                row(prefix, &format!("{}:{}", r.transport, r.image));
+            }
+            row(
+                "Digest",
+                &format!("{} ({})", i.image_digest, i.architecture),
+            );
+        }
+        None => row(prefix, "(origin unreadable)"),
+    }
+    row("Verity", &e.composefs.verity);
+    if let Some(i) = &e.image {
+        let ts = i.timestamp.as_deref().map(human_timestamp);
+        match (&i.version, ts) {
+            (Some(v), Some(t)) => row("Version", &format!("{v} ({t})")),
+            (Some(v), None) => row("Version", v),
+            (None, Some(t)) => row("Timestamp", &t),
+            (None, None) => {}
+        }
+    }
+    row(
+        "FsVerity",
+        if e.composefs.missing_verity_allowed {
+            "not enforced (composefs=?)"
+        } else {
+            "enforced"
+        },
+    );
+    if let Some(d) = &e.composefs.damage {
+        row("Damaged", d);
+    }
+    row(
+        "Boot",
+        &format!("{} via {}", e.composefs.boot_type, e.composefs.bootloader),
+    );
+    for (name, value) in extra {
+        row(name, value);
+    }
+    out
+}
+
+/// An RFC 3339 time without its fraction of a second, as upstream shows it.
+fn human_timestamp(t: &str) -> String {
+    match (t.find('.'), t.strip_suffix('Z')) {
+        (Some(dot), Some(_)) if t[..dot].contains('T') => format!("{}Z", &t[..dot]),
+        _ => t.to_string(),
+    }
 }
 
 /// `--booted`: only the booted entry in the object.
