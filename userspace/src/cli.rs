@@ -318,6 +318,16 @@ pub(crate) struct InstallConfigOpts {
     /// is a warning and the system boots with composefs=?).
     #[arg(long)]
     pub(crate) require_verity: bool,
+
+    /// Use the composefs backend. It is the only backend of this bootc: accepted so that
+    /// upstream's install scripts run unchanged.
+    #[arg(long)]
+    pub(crate) composefs_backend: bool,
+
+    /// Make fs-verity validation optional in case the filesystem doesn't support it.
+    /// This is the default here (a warning, and the system boots with composefs=?).
+    #[arg(long, conflicts_with = "require_verity")]
+    pub(crate) allow_missing_verity: bool,
 }
 
 fn parse_algorithm(s: &str) -> Result<Algorithm, String> {

@@ -313,3 +313,75 @@ fn status_prints_the_human_summary_by_default_and_takes_format_version() {
         "{yaml}"
     );
 }
+
+#[test]
+fn install_accepts_upstreams_composefs_backend_and_allow_missing_verity() {
+    if !can_run(&[]) {
+        return;
+    }
+    let _g = serial();
+    let t = tempdir("bootc-compat-install-");
+    let layout = t.path().join("oci");
+    bootc_test_fixtures::oci::write_image(
+        &layout,
+        "v1",
+        &bootc_test_fixtures::images::bootable(1),
+        &[],
+    )
+    .unwrap();
+    let src = format!("oci:{}:v1", layout.display());
+    let root = t.path().join("root");
+    fs::create_dir_all(root.join("boot")).unwrap();
+    let base = [
+        "install",
+        "to-filesystem",
+        "--source-imgref",
+        &src,
+        "--root-mount-spec",
+        "UUID=test",
+    ];
+
+    // Together with --require-verity it contradicts itself: refused before anything.
+    let mut args = base.to_vec();
+    args.extend([
+        "--allow-missing-verity",
+        "--require-verity",
+        root.to_str().unwrap(),
+    ]);
+    let out = bootc(&args);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("'--allow-missing-verity' cannot be used with '--require-verity'"),
+        "{err}"
+    );
+    assert_eq!(
+        fs::read_dir(&root).unwrap().count(),
+        1,
+        "only boot/ is there"
+    );
+
+    // An upstream composefs install line: the default path (no fs-verity on this host:
+    // a warning and composefs=?).
+    let mut args = base.to_vec();
+    args.extend([
+        "--composefs-backend",
+        "--allow-missing-verity",
+        root.to_str().unwrap(),
+    ]);
+    let out = bootc_ok(&args);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let id = text
+        .split("deployment sha256:")
+        .nth(1)
+        .expect("install prints the id")
+        .trim()
+        .to_string();
+    let entry =
+        fs::read_to_string(root.join(format!("boot/loader/entries/bootc_composefs-{id}.conf")))
+            .unwrap();
+    assert!(
+        entry.contains(&format!("composefs=?sha256:{id}")),
+        "{entry}"
+    );
+}
