@@ -111,9 +111,16 @@ pub(crate) struct UpgradeArgs {
     #[arg(long)]
     pub(crate) apply: bool,
 
-    /// Download the update into the repository without staging it.
+    /// Download and stage the update without applying it: it is not applied at
+    /// shutdown until `upgrade --from-downloaded`, and a reboot before that discards it.
     #[arg(long, conflicts_with = "apply")]
     pub(crate) download_only: bool,
+
+    /// Apply a staged deployment that was previously downloaded with --download-only,
+    /// without fetching anything: it is applied at the next shutdown or reboot (with
+    /// --apply, now).
+    #[arg(long, conflicts_with_all = ["check", "download_only"])]
+    pub(crate) from_downloaded: bool,
 
     #[command(flatten)]
     pub(crate) common: StageArgs,

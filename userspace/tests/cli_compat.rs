@@ -385,3 +385,68 @@ fn install_accepts_upstreams_composefs_backend_and_allow_missing_verity() {
         "{entry}"
     );
 }
+
+#[test]
+fn download_only_stages_locked_until_from_downloaded() {
+    if !can_run(&[]) {
+        return;
+    }
+    let _g = serial();
+    let s = System::install();
+    let v1 = s.v1.clone();
+    let marker = s.t.path().join("run/composefs/staged-deployment");
+
+    // Nothing staged: --from-downloaded has nothing to apply.
+    let before = s.disk();
+    let err = s.bootc_err(&v1, &["upgrade", "--from-downloaded"]);
+    assert!(
+        err.contains("no update is staged: run `bootc upgrade --download-only` first"),
+        "{err}"
+    );
+    for bad in [
+        &["upgrade", "--download-only", "--apply"][..],
+        &["upgrade", "--from-downloaded", "--check"],
+        &["upgrade", "--from-downloaded", "--download-only"],
+    ] {
+        let err = s.bootc_err(&v1, bad);
+        assert!(err.contains("cannot be used with"), "{bad:?}: {err}");
+    }
+    assert_eq!(s.disk(), before);
+
+    // An update under the followed tag, staged download-only.
+    bootc_test_fixtures::oci::write_image(
+        &s.layout,
+        "v1",
+        &bootc_test_fixtures::images::bootable(2),
+        &[],
+    )
+    .unwrap();
+    let out = s.bootc_ok(&v1, &["upgrade", "--download-only"]);
+    assert!(out.contains("(download-only)"), "{out}");
+    let text = fs::read_to_string(&marker).unwrap();
+    let v2 = text.lines().next().unwrap().to_string();
+    assert_eq!(text, format!("{v2}\ndownload-only\n"));
+    let st = s.status(&v1);
+    assert_eq!(st["status"]["staged"]["composefs"]["verity"], v2.as_str());
+    assert_eq!(st["status"]["staged"]["downloadOnly"], true, "{st}");
+    assert_eq!(st["status"]["booted"]["downloadOnly"], false, "{st}");
+    let human = s.bootc_ok(&v1, &["status"]);
+    assert!(human.contains("Download-only: yes"), "{human}");
+
+    // Shutdown: finalize leaves it staged and the old default in place.
+    let order = s.order(false);
+    let out = s.bootc_ok(&v1, &["composefs-finalize-staged"]);
+    assert!(out.contains("is download-only: not applied"), "{out}");
+    assert_eq!(s.order(false), order);
+    assert_eq!(s.order(false)[0], v1);
+    assert_eq!(s.order(true)[0], v2);
+    assert!(s.status(&v1)["status"]["finalizeFailure"].is_null());
+
+    // --from-downloaded unlocks it without fetching; the next finalize applies it.
+    let out = s.bootc_ok(&v1, &["upgrade", "--from-downloaded"]);
+    assert!(out.contains("no longer download-only"), "{out}");
+    assert_eq!(fs::read_to_string(&marker).unwrap(), format!("{v2}\n"));
+    assert_eq!(s.status(&v1)["status"]["staged"]["downloadOnly"], false);
+    s.bootc_ok(&v1, &["composefs-finalize-staged"]);
+    assert_eq!(s.order(false), vec![v2.clone(), v1.clone()]);
+}

@@ -35,7 +35,7 @@ pub(crate) struct StageOpts {
     pub(crate) quiet: bool,
     /// How many previous deployments keep an entry (besides the new one).
     pub(crate) retain: usize,
-    /// Only fetch the image into the repository; stage nothing.
+    /// Stage it locked: finalize leaves it until `upgrade --from-downloaded`.
     pub(crate) download_only: bool,
 }
 
@@ -44,7 +44,8 @@ pub(crate) struct StageOpts {
 pub(crate) enum StageOutcome {
     /// The image is the one already booted (upgrade only).
     NoUpdate(DeploymentId),
-    /// Fetched, not staged (`--download-only`).
+    /// Staged, but not applied at shutdown until `upgrade --from-downloaded`
+    /// (`--download-only`).
     Downloaded(DeploymentId),
     /// Staged; it becomes the default at the next shutdown.
     Staged(DeploymentId),
@@ -111,10 +112,6 @@ fn stage_typed<H: FsVerityHashValue>(host: &Host, opts: &StageOpts) -> Result<St
             id.short()
         );
     }
-    if opts.download_only {
-        return Ok(StageOutcome::Downloaded(id));
-    }
-
     // The pull heals what it finds damaged; whatever is still missing now would be
     // missing at boot.
     let manifest: composefs_oci::OciDigest = pulled
@@ -168,9 +165,13 @@ fn stage_typed<H: FsVerityHashValue>(host: &Host, opts: &StageOpts) -> Result<St
     entries::write_staged(&host.boot, &staged)?;
     durable::syncfs(host.boot.as_fd())?;
     durable::syncfs(host.sysroot.as_fd())?;
-    host.set_staged(&id)?;
+    host.set_staged_as(&id, opts.download_only)?;
     host.clear_finalize_failure()?;
-    Ok(StageOutcome::Staged(id))
+    Ok(if opts.download_only {
+        StageOutcome::Downloaded(id)
+    } else {
+        StageOutcome::Staged(id)
+    })
 }
 
 /// The set after an update: the new entry first, then the booted deployment, then the

@@ -101,6 +101,9 @@ pub(crate) struct BootEntry {
     pub(crate) incompatible: bool,
     /// Exempt from garbage collection.
     pub(crate) pinned: bool,
+    /// Staged by `upgrade --download-only`: not applied at shutdown until
+    /// `upgrade --from-downloaded`.
+    pub(crate) download_only: bool,
     /// The composefs state.
     pub(crate) composefs: Composefs,
     /// Upstream's OSTree block: always None here.
@@ -180,6 +183,7 @@ fn boot_entry(input: &StatusInput, id: &DeploymentId, entry: Option<&Entry>) -> 
         image,
         cached_update: None,
         pinned: false,
+        download_only: false,
         composefs: Composefs {
             verity: id.hex().to_string(),
             boot_type: "Bls",
@@ -281,6 +285,8 @@ pub(crate) struct StatusInput {
     pub(crate) finalize_failure: Option<String>,
     /// Deployments whose image is incomplete in the repository, and what is missing.
     pub(crate) damage: BTreeMap<DeploymentId, String>,
+    /// The staged deployment is locked by `upgrade --download-only`.
+    pub(crate) download_only: bool,
 }
 
 /// Reads the host and builds the status object.
@@ -317,6 +323,7 @@ pub(crate) fn host_status(host: &Host) -> Result<BootcHost> {
         details: image_details(host),
         finalize_failure: host.finalize_failure(),
         damage: image_damage(host, &origins),
+        download_only: host.staged_download_only(),
         origins,
     }))
 }
@@ -336,7 +343,9 @@ pub(crate) fn assemble(input: &StatusInput) -> BootcHost {
             Staged::Pending { set, .. } => set.get(id),
             _ => None,
         };
-        boot_entry(input, id, e.or_else(|| current.get(id)))
+        let mut b = boot_entry(input, id, e.or_else(|| current.get(id)));
+        b.download_only = input.download_only;
+        b
     });
 
     // The rollback is the first entry that is neither booted nor staged.
@@ -467,6 +476,12 @@ fn human_block(prefix: &str, e: &BootEntry, extra: &[(&str, String)]) -> String 
     if let Some(d) = &e.composefs.damage {
         row("Damaged", d);
     }
+    if e.download_only {
+        row(
+            "Download-only",
+            "yes (bootc upgrade --from-downloaded applies it)",
+        );
+    }
     row(
         "Boot",
         &format!("{} via {}", e.composefs.boot_type, e.composefs.bootloader),
@@ -520,6 +535,7 @@ mod tests {
             details: BTreeMap::new(),
             finalize_failure: None,
             damage: BTreeMap::new(),
+            download_only: false,
         }
     }
 
