@@ -85,8 +85,9 @@ pub(crate) enum Command {
 
     /// Display status.
     ///
-    /// Shows the booted, staged and rollback deployments. `--format json` (or yaml)
-    /// prints a `BootcHost` object (org.containers.bootc/v1) for programs.
+    /// Shows the booted, staged and rollback deployments: image, digest, version,
+    /// timestamp. `--format json` (or yaml) prints a `BootcHost` object
+    /// (org.containers.bootc/v1) for programs.
     Status(StatusArgs),
 
     /// Remove deployments, boot files and repository content no deployment needs.
@@ -109,7 +110,8 @@ pub(crate) struct UpgradeArgs {
     #[arg(long)]
     pub(crate) apply: bool,
 
-    /// Download the update into the repository without staging it.
+    /// Download and stage the update without applying it: it is not applied at
+    /// shutdown until `upgrade --from-downloaded`, and a reboot before that discards it.
     #[arg(long, conflicts_with = "apply")]
     pub(crate) download_only: bool,
 
@@ -117,6 +119,11 @@ pub(crate) struct UpgradeArgs {
     /// replaced), and follow that tag from now on.
     #[arg(long, value_name = "TAG")]
     pub(crate) tag: Option<String>,
+    /// Apply a staged deployment that was previously downloaded with --download-only,
+    /// without fetching anything: it is applied at the next shutdown or reboot (with
+    /// --apply, now).
+    #[arg(long, conflicts_with_all = ["check", "download_only"])]
+    pub(crate) from_downloaded: bool,
 
     #[command(flatten)]
     pub(crate) common: StageArgs,
@@ -125,13 +132,14 @@ pub(crate) struct UpgradeArgs {
 /// `bootc switch`.
 #[derive(Debug, Args)]
 pub(crate) struct SwitchArgs {
-    /// The image to switch to, e.g. docker://quay.io/example/os:latest or
-    /// oci:/path/to/layout:tag.
+    /// Target image to use for the next boot, e.g. quay.io/example/os:latest (a
+    /// registry image, as with --transport registry), oci:/path/to/layout:tag,
+    /// oci-archive:/path/to/image.tar or containers-storage:name.
     #[arg(value_name = "IMGREF")]
     pub(crate) target: String,
 
-    /// The transport, when IMGREF does not name one (registry, oci, oci-archive,
-    /// containers-storage).
+    /// The transport; e.g. registry, oci, oci-archive, containers-storage. Defaults to
+    /// `registry` (or the transport IMGREF starts with).
     #[arg(long, value_name = "TRANSPORT")]
     pub(crate) transport: Option<String>,
 
@@ -139,20 +147,64 @@ pub(crate) struct SwitchArgs {
     #[arg(long)]
     pub(crate) apply: bool,
 
+    /// Retain reference to currently booted image: its image stays in the repository
+    /// after its deployment leaves the boot entries.
+    #[arg(long)]
+    pub(crate) retain: bool,
+
     #[command(flatten)]
     pub(crate) common: StageArgs,
+}
+
+/// How a registry is read: one option, spelled as podman and skopeo do.
+#[derive(Debug, Args)]
+pub(crate) struct TlsArgs {
+    /// Require HTTPS and verify certificates when pulling from a registry;
+    /// --tls-verify=false disables it (e.g. a registry on 127.0.0.1).
+    #[arg(
+        long,
+        value_name = "BOOL",
+        default_value_t = true,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set
+    )]
+    pub(crate) tls_verify: bool,
+
+    /// Same as --tls-verify=false (the older spellings, kept for scripts).
+    #[arg(long, alias = "insecure-registry", hide = true)]
+    pub(crate) tls_verify_false: bool,
+}
+
+impl TlsArgs {
+    /// TLS verification is off.
+    pub(crate) fn insecure(&self) -> bool {
+        !self.tls_verify || self.tls_verify_false
+    }
 }
 
 /// Options of every verb that stages a deployment.
 #[derive(Debug, Args)]
 pub(crate) struct StageArgs {
-    /// Disable TLS verification when pulling from a registry (e.g. on 127.0.0.1).
-    #[arg(long, alias = "insecure-registry")]
-    pub(crate) tls_verify_false: bool,
+    #[command(flatten)]
+    pub(crate) tls: TlsArgs,
 
-    /// How many previous deployments keep a boot entry.
-    #[arg(long, value_name = "N", default_value_t = 2)]
-    pub(crate) retain: usize,
+    /// How many previous deployments keep a boot entry after the new one (at least 1:
+    /// the booted deployment stays as the rollback).
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = parse_keep_previous)]
+    pub(crate) keep_previous: usize,
+}
+
+fn parse_keep_previous(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err(
+            "must be at least 1: the booted deployment always keeps its entry \
+                       (it is the rollback)"
+                .into(),
+        ),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("{s:?} is not a number of entries")),
+    }
 }
 
 /// `bootc rollback`.
@@ -178,13 +230,18 @@ pub(crate) enum OutputFormat {
 /// `bootc status`.
 #[derive(Debug, Args)]
 pub(crate) struct StatusArgs {
-    /// The output format [default: human on a terminal, yaml otherwise].
+    /// The output format [default: human].
     #[arg(long, value_enum)]
     pub(crate) format: Option<OutputFormat>,
 
     /// Same as --format=json.
-    #[arg(long, conflicts_with = "format")]
+    #[arg(long, conflicts_with = "format", hide = true)]
     pub(crate) json: bool,
+
+    /// The desired format version. There is currently one supported version, which is
+    /// exposed as both `0` and `1`.
+    #[arg(long, value_name = "N", value_parser = parse_format_version)]
+    pub(crate) format_version: Option<u32>,
 
     /// Only display status for the booted deployment.
     #[arg(long)]
@@ -197,6 +254,15 @@ pub(crate) struct GcArgs {
     /// Only print what would be removed.
     #[arg(long)]
     pub(crate) dry_run: bool,
+}
+
+fn parse_format_version(s: &str) -> Result<u32, String> {
+    match s.parse::<u32>() {
+        Ok(v @ (0 | 1)) => Ok(v),
+        _ => Err(format!(
+            "unsupported format version {s:?} (supported: 0 and 1, which are the same)"
+        )),
+    }
 }
 
 fn parse_id(s: &str) -> Result<DeploymentId, String> {
@@ -226,17 +292,23 @@ pub(crate) struct InstallConfigOpts {
     #[arg(long, value_name = "IMGREF", help_heading = "Source options")]
     pub(crate) source_imgref: ImageReference,
 
-    /// Specify the image to fetch for subsequent updates (default: the source image).
+    /// Specify the image to fetch for subsequent updates (default: the source image),
+    /// a registry image unless --target-transport or a transport prefix says otherwise.
     #[arg(long, value_name = "IMGREF", help_heading = "Source options")]
-    pub(crate) target_imgref: Option<ImageReference>,
+    pub(crate) target_imgref: Option<String>,
 
-    /// Disable TLS verification when pulling from a registry (e.g. on 127.0.0.1).
-    #[arg(long = "insecure-registry", help_heading = "Source options")]
-    pub(crate) insecure_registry: bool,
+    /// The transport of --target-imgref; e.g. registry, oci, oci-archive,
+    /// containers-storage. Defaults to `registry`.
+    #[arg(
+        long,
+        value_name = "TRANSPORT",
+        requires = "target_imgref",
+        help_heading = "Source options"
+    )]
+    pub(crate) target_transport: Option<String>,
 
-    /// Verify TLS when pulling from a registry (--tls-verify=false disables it).
-    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set, help_heading = "Source options")]
-    pub(crate) tls_verify: bool,
+    #[command(flatten, next_help_heading = "Source options")]
+    pub(crate) tls: TlsArgs,
 
     /// Add a kernel argument. This option can be provided multiple times.
     ///
@@ -256,6 +328,16 @@ pub(crate) struct InstallConfigOpts {
     /// is a warning and the system boots with composefs=?).
     #[arg(long)]
     pub(crate) require_verity: bool,
+
+    /// Use the composefs backend. It is the only backend of this bootc: accepted so that
+    /// upstream's install scripts run unchanged.
+    #[arg(long)]
+    pub(crate) composefs_backend: bool,
+
+    /// Make fs-verity validation optional in case the filesystem doesn't support it.
+    /// This is the default here (a warning, and the system boots with composefs=?).
+    #[arg(long, conflicts_with = "require_verity")]
+    pub(crate) allow_missing_verity: bool,
 }
 
 fn parse_algorithm(s: &str) -> Result<Algorithm, String> {

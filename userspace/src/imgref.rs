@@ -36,6 +36,20 @@ impl Transport {
         }
     }
 
+    /// The transport named by `--transport`/`--target-transport` (upstream's names:
+    /// `registry`, `oci`, `oci-archive`, `containers-storage`; `docker` too).
+    pub(crate) fn from_cli_name(name: &str) -> Result<Self, ImgRefError> {
+        Ok(match name.trim_end_matches(':') {
+            "registry" | "docker" => Transport::Registry,
+            "oci" => Transport::OciDir,
+            "oci-archive" => Transport::OciArchive,
+            "containers-storage" => Transport::ContainersStorage,
+            other => {
+                return Err(ImgRefError::UnknownTransportName(other.to_string()));
+            }
+        })
+    }
+
     /// The prefix skopeo (and composefs-oci) understands.
     fn skopeo_prefix(self) -> &'static str {
         match self {
@@ -56,6 +70,9 @@ impl fmt::Display for Transport {
 /// Why an image reference was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ImgRefError {
+    /// `--transport` names a transport we do not know.
+    #[error("unknown transport {0:?} (valid: registry, oci, oci-archive, containers-storage)")]
+    UnknownTransportName(String),
     /// Nothing given.
     #[error("empty image reference")]
     Empty,
@@ -127,6 +144,41 @@ impl ImageReference {
             }
         };
         Self::with(transport, rest, input)
+    }
+
+    /// Parses IMGREF as `bootc switch` and `install --target-imgref` take it: as
+    /// upstream, a name without a transport is a registry image (`quay.io/x/os:v2`,
+    /// `localhost:5000/os`, `os:latest`); `TRANSPORT:NAME` with a transport we know is
+    /// still accepted. With `transport` (`--transport`), IMGREF is a name for that
+    /// transport (a repeated prefix of the same transport is accepted).
+    pub(crate) fn parse_with_default(
+        input: &str,
+        transport: Option<&str>,
+    ) -> Result<Self, ImgRefError> {
+        let input = input.trim();
+        if input.is_empty() {
+            return Err(ImgRefError::Empty);
+        }
+        if let Some(t) = transport {
+            let t = Transport::from_cli_name(t)?;
+            return match Self::parse(input) {
+                Ok(r) if r.transport == t => Ok(r),
+                _ => Self::with(t, input, input),
+            };
+        }
+        match Self::parse(input) {
+            Err(ImgRefError::MissingTransport(_)) => Self::with(Transport::Registry, input, input),
+            // `os:latest`: a short registry name with a tag (a tag holds no `/`), not a
+            // transport; `oci-archve:/x` stays a misspelt transport.
+            Err(ImgRefError::UnknownTransport { .. })
+                if input
+                    .split_once(':')
+                    .is_some_and(|(_, tag)| !tag.is_empty() && !tag.contains('/')) =>
+            {
+                Self::with(Transport::Registry, input, input)
+            }
+            r => r,
+        }
     }
 
     fn with(transport: Transport, name: &str, input: &str) -> Result<Self, ImgRefError> {
@@ -322,6 +374,60 @@ mod tests {
         assert!(r.name.starts_with('/'));
         assert!(r.name.ends_with("/layout:v1"));
         assert_eq!(p("docker://x/y").absolutize().unwrap(), p("docker://x/y"));
+    }
+
+    #[test]
+    fn without_a_transport_is_a_registry_image_as_upstream() {
+        let d = |s: &str, t: Option<&str>| {
+            ImageReference::parse_with_default(s, t).unwrap_or_else(|e| panic!("{s}: {e}"))
+        };
+        for (input, name) in [
+            ("quay.io/x/os:v2", "quay.io/x/os:v2"),
+            ("localhost:5000/os", "localhost:5000/os"),
+            ("127.0.0.1:5000/os:v1", "127.0.0.1:5000/os:v1"),
+            ("os:latest", "os:latest"),
+            ("image", "image"),
+            ("docker://quay.io/x:1", "quay.io/x:1"),
+            ("registry:quay.io/x:1", "quay.io/x:1"),
+        ] {
+            let r = d(input, None);
+            assert_eq!(r.transport, Transport::Registry, "{input}");
+            assert_eq!(r.name, name, "{input}");
+        }
+        // Known transports are still read from IMGREF.
+        assert_eq!(d("oci:/srv/os:v2", None), p("oci:/srv/os:v2"));
+        assert_eq!(
+            d("containers-storage:localhost/os", None),
+            p("containers-storage:localhost/os")
+        );
+        // --transport names the transport of a bare name.
+        assert_eq!(
+            d("quay.io/x:1", Some("registry")),
+            p("docker://quay.io/x:1")
+        );
+        assert_eq!(d("/srv/os:v2", Some("oci")), p("oci:/srv/os:v2"));
+        assert_eq!(d("oci:/srv/os:v2", Some("oci")), p("oci:/srv/os:v2"));
+        assert_eq!(d("/a.tar", Some("oci-archive")), p("oci-archive:/a.tar"));
+        assert_eq!(d("docker://q.io/x", Some("registry")), p("docker://q.io/x"));
+        // Misspelt transports and unknown --transport values are refused.
+        let e = ImageReference::parse_with_default("oci-archve:/x.tar", None).unwrap_err();
+        assert!(
+            e.to_string().contains("unknown transport \"oci-archve:\""),
+            "{e}"
+        );
+        let e = ImageReference::parse_with_default("x", Some("docker-daemon")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "unknown transport \"docker-daemon\" (valid: registry, oci, oci-archive, containers-storage)"
+        );
+        assert_eq!(
+            ImageReference::parse_with_default(" ", None),
+            Err(ImgRefError::Empty)
+        );
+        assert!(matches!(
+            ImageReference::parse_with_default("docker://", None),
+            Err(ImgRefError::EmptyName(_))
+        ));
     }
 
     #[test]

@@ -51,6 +51,9 @@ pub(crate) enum Finalized {
     NothingStaged,
     /// The marker named a deployment that is neither staged nor the default; removed.
     StaleMarker(DeploymentId),
+    /// The staged deployment was staged by `upgrade --download-only`: left staged and
+    /// not applied until `upgrade --from-downloaded`.
+    DownloadOnly(DeploymentId),
     /// The staged deployment is now the default.
     Done {
         /// The new default.
@@ -76,6 +79,13 @@ pub(crate) fn finalize(host: &Host) -> Result<Finalized> {
             return Ok(Finalized::StaleMarker(id));
         }
         Staged::Finalized(id) => (id, None),
+        Staged::Pending { id, .. } if host.staged_download_only() => {
+            tracing::info!(
+                "the staged deployment {} is download-only: not applied (bootc upgrade --from-downloaded applies it)",
+                id.short()
+            );
+            return Ok(Finalized::DownloadOnly(id));
+        }
         Staged::Pending { id, set } => (id, Some(set)),
     };
     let resumed = pending.is_none();

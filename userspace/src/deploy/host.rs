@@ -114,14 +114,30 @@ impl Host {
         self.run_dir.join(rel)
     }
 
-    /// The deployment the marker names, if any (a damaged marker reads as none).
+    /// The deployment the marker names, if any (a damaged marker reads as none). Its
+    /// first line is the hex; a second line `download-only` locks it (see
+    /// [`Host::staged_download_only`]).
     pub(crate) fn staged(&self) -> Option<DeploymentId> {
         let text = std::fs::read_to_string(self.staged_marker()).ok()?;
-        DeploymentId::parse(text.trim()).ok()
+        DeploymentId::parse(text.lines().next()?.trim()).ok()
+    }
+
+    /// Whether the staged deployment was staged by `upgrade --download-only`: finalize
+    /// leaves it alone until `upgrade --from-downloaded`. The marker is on tmpfs, so a
+    /// reboot forgets it and the update with it.
+    pub(crate) fn staged_download_only(&self) -> bool {
+        std::fs::read_to_string(self.staged_marker())
+            .is_ok_and(|t| t.lines().nth(1).map(str::trim) == Some(DOWNLOAD_ONLY))
     }
 
     /// Records the staged deployment.
     pub(crate) fn set_staged(&self, id: &DeploymentId) -> Result<()> {
+        self.set_staged_as(id, false)
+    }
+
+    /// Records the staged deployment, locked with `download_only`. One atomic write:
+    /// the lock never exists without its deployment.
+    pub(crate) fn set_staged_as(&self, id: &DeploymentId, download_only: bool) -> Result<()> {
         let path = self.staged_marker();
         let dir = path.parent().context("marker has a parent")?;
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -130,7 +146,12 @@ impl Host {
             .file_name()
             .and_then(|n| n.to_str())
             .context("marker name")?;
-        durable::write_file(&dirfd, name, format!("{}\n", id.hex()).as_bytes(), 0o644)
+        let mut text = format!("{}\n", id.hex());
+        if download_only {
+            text.push_str(DOWNLOAD_ONLY);
+            text.push('\n');
+        }
+        durable::write_file(&dirfd, name, text.as_bytes(), 0o644)
             .with_context(|| format!("writing {}", path.display()))
     }
 
@@ -206,6 +227,9 @@ impl Host {
             && Path::new("/run/systemd/system").exists()
     }
 }
+
+/// The staged marker's second line for a deployment staged by `upgrade --download-only`.
+const DOWNLOAD_ONLY: &str = "download-only";
 
 /// What the staged marker (`/run/composefs/staged-deployment`) means. The marker alone
 /// is not the truth: finalize may have been stopped after it exchanged the entry sets,

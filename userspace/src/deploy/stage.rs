@@ -37,7 +37,7 @@ pub(crate) struct StageOpts {
     pub(crate) quiet: bool,
     /// How many previous deployments keep an entry (besides the new one).
     pub(crate) retain: usize,
-    /// Only fetch the image into the repository; stage nothing.
+    /// Stage it locked: finalize leaves it until `upgrade --from-downloaded`.
     pub(crate) download_only: bool,
 }
 
@@ -48,7 +48,8 @@ pub(crate) enum StageOutcome {
     NoUpdate(DeploymentId),
     /// `switch` to the reference the booted deployment follows, at the booted digest.
     Unchanged(DeploymentId),
-    /// Fetched, not staged (`--download-only`).
+    /// Staged, but not applied at shutdown until `upgrade --from-downloaded`
+    /// (`--download-only`).
     Downloaded(DeploymentId),
     /// Staged; it becomes the default at the next shutdown.
     Staged(DeploymentId),
@@ -126,10 +127,6 @@ fn stage_typed<H: FsVerityHashValue>(host: &Host, opts: &StageOpts) -> Result<St
             id.short()
         );
     }
-    if opts.download_only {
-        return Ok(StageOutcome::Downloaded(id));
-    }
-
     // The pull heals what it finds damaged; whatever is still missing now would be
     // missing at boot.
     let manifest: composefs_oci::OciDigest = pulled
@@ -183,9 +180,13 @@ fn stage_typed<H: FsVerityHashValue>(host: &Host, opts: &StageOpts) -> Result<St
     entries::write_staged(&host.boot, &staged)?;
     durable::syncfs(host.boot.as_fd())?;
     durable::syncfs(host.sysroot.as_fd())?;
-    host.set_staged(&id)?;
+    host.set_staged_as(&id, opts.download_only)?;
     host.clear_finalize_failure()?;
-    Ok(StageOutcome::Staged(id))
+    Ok(if opts.download_only {
+        StageOutcome::Downloaded(id)
+    } else {
+        StageOutcome::Staged(id)
+    })
 }
 
 /// The set after an update: the new entry first, then the booted deployment, then the

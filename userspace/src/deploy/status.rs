@@ -101,6 +101,9 @@ pub(crate) struct BootEntry {
     pub(crate) incompatible: bool,
     /// Exempt from garbage collection.
     pub(crate) pinned: bool,
+    /// Staged by `upgrade --download-only`: not applied at shutdown until
+    /// `upgrade --from-downloaded`.
+    pub(crate) download_only: bool,
     /// The composefs state.
     pub(crate) composefs: Composefs,
     /// Upstream's OSTree block: always None here.
@@ -180,6 +183,7 @@ fn boot_entry(input: &StatusInput, id: &DeploymentId, entry: Option<&Entry>) -> 
         image,
         cached_update: None,
         pinned: false,
+        download_only: false,
         composefs: Composefs {
             verity: id.hex().to_string(),
             boot_type: "Bls",
@@ -281,6 +285,8 @@ pub(crate) struct StatusInput {
     pub(crate) finalize_failure: Option<String>,
     /// Deployments whose image is incomplete in the repository, and what is missing.
     pub(crate) damage: BTreeMap<DeploymentId, String>,
+    /// The staged deployment is locked by `upgrade --download-only`.
+    pub(crate) download_only: bool,
 }
 
 /// Reads the host and builds the status object.
@@ -318,6 +324,7 @@ pub(crate) fn host_status(host: &Host) -> Result<BootcHost> {
         details: image_details(host),
         finalize_failure: host.finalize_failure(),
         damage: image_damage(host, &origins),
+        download_only: host.staged_download_only(),
         origins,
     }))
 }
@@ -366,7 +373,9 @@ pub(crate) fn assemble(input: &StatusInput) -> BootcHost {
             Staged::Pending { set, .. } => set.get(id),
             _ => None,
         };
-        boot_entry(input, id, e.or_else(|| current.get(id)))
+        let mut b = boot_entry(input, id, e.or_else(|| current.get(id)));
+        b.download_only = input.download_only;
+        b
     });
 
     // The rollback is the first entry that is neither booted nor staged.
@@ -417,69 +426,108 @@ pub(crate) fn assemble(input: &StatusInput) -> BootcHost {
     }
 }
 
-/// The human-readable form.
+/// The human-readable form, laid out as upstream's: one block per deployment (staged,
+/// booted, rollback, then the others), a title line `PREFIX: IMAGE` and rows whose
+/// names end under the title's colon.
 pub(crate) fn render_human(h: &BootcHost, booted_only: bool) -> String {
-    let mut out = String::new();
-    let mut block = |label: &str, e: &BootEntry, mark: &str| {
-        let image = e
-            .image
-            .as_ref()
-            .map(|i| format!("{}:{}", i.image.transport, i.image.image))
-            .unwrap_or_else(|| "(origin unreadable)".into());
-        out.push_str(&format!("{mark} {label}: {image}\n"));
-        if let Some(i) = &e.image {
-            if let Some(v) = &i.version {
-                out.push_str(&format!("        Version: {v}\n"));
-            }
-            out.push_str(&format!("         Digest: {}\n", i.image_digest));
-            if let Some(t) = &i.timestamp {
-                out.push_str(&format!("        Created: {t}\n"));
-            }
-        }
-        let verity = if e.composefs.missing_verity_allowed {
-            " (fs-verity not enforced)"
-        } else {
-            ""
-        };
-        out.push_str(&format!(
-            "     Deployment: {}{verity}\n",
-            e.composefs.verity
-        ));
-        if let Some(d) = &e.composefs.damage {
-            out.push_str(&format!("        Damaged: {d}\n"));
-        }
-        out.push_str(&format!(
-            "           Boot: {} via {}\n\n",
-            e.composefs.boot_type, e.composefs.bootloader
-        ));
+    let Some(booted) = &h.status.booted else {
+        return "System is not deployed via bootc.\n".into();
     };
-    if booted_only {
-        if let Some(b) = &h.status.booted {
-            block("Booted image", b, "●");
+    let mut blocks = Vec::new();
+    if !booted_only {
+        if let Some(s) = &h.status.staged {
+            blocks.push(human_block("  Staged image", s, &[]));
         }
-        return out;
     }
-    if let Some(s) = &h.status.staged {
-        block("Staged image", s, " ");
+    blocks.push(human_block("● Booted image", booted, &[]));
+    if !booted_only {
+        if let Some(r) = &h.status.rollback {
+            let queued: &[(&str, String)] = if h.status.rollback_queued {
+                &[("Queued", "the default for the next boot".to_string())]
+            } else {
+                &[]
+            };
+            blocks.push(human_block("  Rollback image", r, queued));
+        }
+        for o in &h.status.other_deployments {
+            blocks.push(human_block("   Other image", o, &[]));
+        }
     }
-    if let Some(b) = &h.status.booted {
-        block("Booted image", b, "●");
-    }
-    if let Some(r) = &h.status.rollback {
-        let label = if h.status.rollback_queued {
-            "Rollback image (queued for next boot)"
-        } else {
-            "Rollback image"
-        };
-        block(label, r, " ");
-    }
-    for o in &h.status.other_deployments {
-        block("Other deployment", o, " ");
-    }
-    if let Some(f) = &h.status.finalize_failure {
-        out.push_str(&format!("Last staged update was not applied: {f}\n"));
+    let mut out = blocks.join("\n");
+    if !booted_only {
+        if let Some(f) = &h.status.finalize_failure {
+            out.push_str(&format!("\nLast staged update was not applied: {f}\n"));
+        }
     }
     out
+}
+
+/// One deployment's block; `extra` rows come last.
+fn human_block(prefix: &str, e: &BootEntry, extra: &[(&str, String)]) -> String {
+    let width = prefix.chars().count();
+    let mut out = String::new();
+    let mut row = |name: &str, value: &str| {
+        out.push_str(&format!("{name:>width$}: {value}\n"));
+    };
+    match &e.image {
+        Some(i) => {
+            // Registry is the default transport: upstream shows only the name.
+            let r = &i.image;
+            if r.transport == "registry" {
+                row(prefix, &r.image);
+            } else {
+                row(prefix, &format!("{}:{}", r.transport, r.image));
+            }
+            row(
+                "Digest",
+                &format!("{} ({})", i.image_digest, i.architecture),
+            );
+        }
+        None => row(prefix, "(origin unreadable)"),
+    }
+    row("Verity", &e.composefs.verity);
+    if let Some(i) = &e.image {
+        let ts = i.timestamp.as_deref().map(human_timestamp);
+        match (&i.version, ts) {
+            (Some(v), Some(t)) => row("Version", &format!("{v} ({t})")),
+            (Some(v), None) => row("Version", v),
+            (None, Some(t)) => row("Timestamp", &t),
+            (None, None) => {}
+        }
+    }
+    row(
+        "FsVerity",
+        if e.composefs.missing_verity_allowed {
+            "not enforced (composefs=?)"
+        } else {
+            "enforced"
+        },
+    );
+    if let Some(d) = &e.composefs.damage {
+        row("Damaged", d);
+    }
+    if e.download_only {
+        row(
+            "Download-only",
+            "yes (bootc upgrade --from-downloaded applies it)",
+        );
+    }
+    row(
+        "Boot",
+        &format!("{} via {}", e.composefs.boot_type, e.composefs.bootloader),
+    );
+    for (name, value) in extra {
+        row(name, value);
+    }
+    out
+}
+
+/// An RFC 3339 time without its fraction of a second, as upstream shows it.
+fn human_timestamp(t: &str) -> String {
+    match (t.find('.'), t.strip_suffix('Z')) {
+        (Some(dot), Some(_)) if t[..dot].contains('T') => format!("{}Z", &t[..dot]),
+        _ => t.to_string(),
+    }
 }
 
 /// `--booted`: only the booted entry in the object.
@@ -517,6 +565,7 @@ mod tests {
             details: BTreeMap::new(),
             finalize_failure: None,
             damage: BTreeMap::new(),
+            download_only: false,
         }
     }
 

@@ -19,6 +19,10 @@ pub(crate) fn finalize(cli: &Cli) -> Result<()> {
             "No staged deployment: the stale marker for {} was removed.",
             id.short()
         ),
+        Finalized::DownloadOnly(id) => println!(
+            "The staged deployment {} is download-only: not applied (bootc upgrade --from-downloaded applies it).",
+            id.short()
+        ),
         Finalized::Done { id, resumed, gc } => {
             if resumed {
                 println!(

@@ -1,6 +1,5 @@
-//! `bootc status`: the host as a `BootcHost` object, for people or programs.
-
-use std::io::IsTerminal;
+//! `bootc status`: the host as a summary for people, or a `BootcHost` object for
+//! programs.
 
 use anyhow::Result;
 
@@ -19,8 +18,8 @@ pub(crate) fn status(cli: &Cli, a: &StatusArgs) -> Result<()> {
     let format = match (a.json, a.format) {
         (true, _) => OutputFormat::Json,
         (_, Some(f)) => f,
-        _ if std::io::stdout().is_terminal() => OutputFormat::Human,
-        _ => OutputFormat::Yaml,
+        // As upstream: the human summary whether or not stdout is a terminal.
+        _ => OutputFormat::Human,
     };
     match format {
         OutputFormat::Human => print!("{}", st::render_human(&h, a.booted)),

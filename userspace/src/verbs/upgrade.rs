@@ -1,7 +1,7 @@
 //! `bootc upgrade` (and `upgrade --check`): stage the newest image the booted
 //! deployment follows.
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 
 use crate::cli::{Cli, StageArgs, UpgradeArgs};
 use crate::deploy::check;
@@ -18,13 +18,40 @@ pub(crate) fn upgrade(cli: &Cli, a: &UpgradeArgs) -> Result<()> {
     opts.tag = a.tag.clone();
     if a.check {
         let imgref = stage::target(&host, &opts)?;
-        let c = check::check(&host, &imgref, a.common.tls_verify_false)?;
+        let c = check::check(&host, &imgref, a.common.tls.insecure())?;
         println!("{c}");
         return Ok(());
     }
     let _lock = locked(&host)?;
+    if a.from_downloaded {
+        return from_downloaded(&host, a.apply);
+    }
     let outcome = stage::stage(&host, &opts)?;
     report(&host, outcome, a.apply)
+}
+
+/// `upgrade --from-downloaded`: unlocks the deployment `--download-only` staged.
+fn from_downloaded(host: &Host, apply: bool) -> Result<()> {
+    let Some(id) = host.staged_state()?.pending().cloned() else {
+        bail!("no update is staged: run `bootc upgrade --download-only` first");
+    };
+    if host.staged_download_only() {
+        host.set_staged(&id)?;
+        println!(
+            "Staged deployment {} is no longer download-only; it becomes the default at the next reboot.",
+            id.short()
+        );
+    } else {
+        println!(
+            "Staged deployment {} is not download-only; it becomes the default at the next reboot.",
+            id.short()
+        );
+    }
+    start_finalize_unit(host)?;
+    if apply {
+        reboot(host)?;
+    }
+    Ok(())
 }
 
 /// The staging options of `upgrade` and `switch`.
@@ -37,9 +64,9 @@ pub(crate) fn stage_opts(
     StageOpts {
         switch_to,
         tag: None,
-        insecure_registry: a.tls_verify_false,
+        insecure_registry: a.tls.insecure(),
         quiet: cli.quiet,
-        retain: a.retain,
+        retain: a.keep_previous,
         download_only,
     }
 }
@@ -49,7 +76,10 @@ pub(crate) fn report(host: &Host, outcome: StageOutcome, apply: bool) -> Result<
     match outcome {
         StageOutcome::NoUpdate(id) => println!("No update available (booted: {}).", id.short()),
         StageOutcome::Unchanged(_) => println!("Image specification is unchanged."),
-        StageOutcome::Downloaded(id) => println!("Downloaded {}; not staged.", id.short()),
+        StageOutcome::Downloaded(id) => println!(
+            "Staged deployment {} (download-only): it is not applied until `bootc upgrade --from-downloaded`.",
+            id.short()
+        ),
         StageOutcome::Staged(id) => {
             println!(
                 "Staged deployment {}; it becomes the default at the next reboot.",
