@@ -342,7 +342,7 @@ fn one_copy_of_each_kernel_after_its_first_deployment_is_collected() {
     let v2 = s.switch_and_finalize(&v1, "v2", &[]);
     // Keeping one previous entry drops v1: finalize's gc collects its deployment but
     // keeps its boot directory, which v2 and v3 boot from.
-    let v3 = s.switch_and_finalize(&v2, "v3", &["--retain", "1"]);
+    let v3 = s.switch_and_finalize(&v2, "v3", &["--keep-previous", "1"]);
     assert!(
         !s.root.join("state/deploy").join(&v1).exists(),
         "v1 collected"
