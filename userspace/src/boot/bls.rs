@@ -25,9 +25,10 @@ pub(crate) const VMLINUZ: &str = "vmlinuz";
 /// See [`VMLINUZ`].
 pub(crate) const INITRD: &str = "initramfs.img";
 
-/// One Type #1 entry.
+/// One Type #1 entry. (`pub` for the fuzz targets only.)
+#[doc(hidden)]
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct BlsEntry {
+pub struct BlsEntry {
     /// File stem: the entry is `loader/entries/<file_stem>.conf`.
     pub(crate) file_stem: String,
     /// `title`.
@@ -53,7 +54,8 @@ impl BlsEntry {
     /// The entry text: one line per key. Values are expected to pass [`check_entry`];
     /// as a last defence a control character still present is written as a space, so
     /// no value can ever add a line.
-    pub(crate) fn render(&self) -> String {
+    #[doc(hidden)]
+    pub fn render(&self) -> String {
         let v = |s: &str| s.replace(|c: char| c.is_control(), " ");
         let mut s = format!("title {}\nversion {}\n", v(&self.title), v(&self.version));
         if let Some(k) = &self.sort_key {
@@ -68,7 +70,8 @@ impl BlsEntry {
     }
 
     /// Parses entry text (unknown keys are ignored; `linux` is required).
-    pub(crate) fn parse(file_stem: &str, text: &str) -> Result<BlsEntry> {
+    #[doc(hidden)]
+    pub fn parse(file_stem: &str, text: &str) -> Result<BlsEntry> {
         let mut e = BlsEntry {
             file_stem: file_stem.to_string(),
             title: String::new(),
@@ -244,41 +247,51 @@ pub(crate) fn image_kargs<H: FsVerityHashValue>(
     let mut out = vec![];
     for (name, f) in files {
         let path = format!("{KARGS_D}/{name}");
-        let text = String::from_utf8(read(repo, f)?.into_vec())
-            .with_context(|| format!("{path}: not UTF-8"))?;
-        // toml's own message spans several lines (a snippet of the file): say where,
-        // and what, on one.
-        let parsed: KargsFile = toml::from_str(&text).map_err(|e| {
-            let line = e
-                .span()
-                .map(|r| format!(" at line {}", text[..r.start].matches('\n').count() + 1))
-                .unwrap_or_default();
-            anyhow::anyhow!(
-                "{path}: not a kargs file{line} ({}): expected kargs = [\"…\"]",
-                crate::sys::cmd::cap(&bootc_initramfs_setup::one_line(e.message()), 120)
-            )
-        })?;
-        // Checked whatever the architecture: the image is wrong either way.
-        for k in &parsed.kargs {
-            check_karg(k, &path)?;
-        }
-        if let Some(archs) = &parsed.match_architectures {
-            if !archs.iter().any(|a| a == std::env::consts::ARCH) {
-                continue;
-            }
-        }
-        out.extend(parsed.kargs);
+        out.extend(kargs_file(&path, &read(repo, f)?)?);
     }
     Ok(out)
+}
+
+/// The kernel arguments of one `kargs.d` file at `path` (named in errors) holding
+/// `bytes`, for this architecture: `kargs = [...]` TOML, each argument checked by
+/// [`check_karg`] whatever the architecture. Pure, so it can be fuzzed.
+#[doc(hidden)]
+pub fn kargs_file(path: &str, bytes: &[u8]) -> Result<Vec<String>> {
+    let text = std::str::from_utf8(bytes).with_context(|| format!("{path}: not UTF-8"))?;
+    // toml's own message spans several lines (a snippet of the file): say where,
+    // and what, on one.
+    let parsed: KargsFile = toml::from_str(text).map_err(|e| {
+        let line = e
+            .span()
+            .map(|r| format!(" at line {}", text[..r.start].matches('\n').count() + 1))
+            .unwrap_or_default();
+        anyhow::anyhow!(
+            "{path}: not a kargs file{line} ({}): expected kargs = [\"…\"]",
+            crate::sys::cmd::cap(&bootc_initramfs_setup::one_line(e.message()), 120)
+        )
+    })?;
+    // Checked whatever the architecture: the image is wrong either way.
+    for k in &parsed.kargs {
+        check_karg(k, path)?;
+    }
+    if let Some(archs) = &parsed.match_architectures {
+        if !archs.iter().any(|a| a == std::env::consts::ARCH) {
+            return Ok(vec![]);
+        }
+    }
+    Ok(parsed.kargs)
 }
 
 /// One kernel argument from `from` (`--karg` or a `kargs.d` file): refused when it sets
 /// the composefs argument (bootc writes that itself; the booter refuses two that
 /// disagree) or is empty.
 pub(crate) fn check_karg(k: &str, from: &str) -> Result<()> {
-    use bootc_initramfs_setup::cmdline::{KARG, KARG_DIGEST};
-    let name = k.split('=').next().unwrap_or_default();
-    if name == KARG || name == KARG_DIGEST {
+    use bootc_initramfs_setup::cmdline::{tokenize, KARG, KARG_DIGEST};
+    // Every argument it becomes on the command line: `"quiet composefs=…"` is two.
+    let names = tokenize(k)
+        .into_iter()
+        .map(|t| t.split('=').next().unwrap_or_default().to_string());
+    if names.into_iter().any(|n| n == KARG || n == KARG_DIGEST) {
         bail!(
             "kernel argument {} from {from}: bootc sets {KARG}= itself",
             show(k)
@@ -492,7 +505,8 @@ fn check_options_length(options: &str) -> Result<()> {
 /// by the time an entry is written its values were validated (kernel version,
 /// arguments) or sanitised (title, version) where they were read, so a bad value here
 /// is a bug that must not reach the boot menu.
-pub(crate) fn check_entry(e: &BlsEntry) -> Result<()> {
+#[doc(hidden)]
+pub fn check_entry(e: &BlsEntry) -> Result<()> {
     let name = e.file_name();
     let mut fields: Vec<(&str, &str)> = vec![
         ("file name", &e.file_stem),
@@ -657,6 +671,17 @@ mod tests {
         assert!(e.contains("--karg") && e.contains("sets composefs="), "{e}");
         assert!(options("UUID=u", &[], &s(&["composefs.digest=x"]), &k).is_err());
         assert!(options("UUID=u", &s(&[" "]), &[], &k).is_err());
+        // One argument that the command line splits in two, or unquotes, still cannot
+        // set it (the kargs_d fuzz target asserts this).
+        for smuggled in [
+            "quiet composefs=?abc",
+            "\"composefs=?abc\"",
+            "a\u{a0}composefs.digest=x",
+        ] {
+            let e = options("UUID=u", &[], &s(&[smuggled]), &k).unwrap_err();
+            assert!(e.to_string().contains("sets composefs="), "{smuggled}: {e}");
+        }
+        assert!(options("UUID=u", &s(&["foo=\"composefs=x\""]), &[], &k).is_ok());
     }
 
     fn entry() -> BlsEntry {
