@@ -5,7 +5,9 @@ use bootc_initramfs_setup::config::SetupConfig;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(s) = std::str::from_utf8(data) else { return };
+    let Ok(s) = std::str::from_utf8(data) else {
+        return;
+    };
     if let Err(e) = SetupConfig::parse(s, "fuzz.toml") {
         assert!(!e.to_string().contains('\n'));
     }

@@ -183,7 +183,7 @@ impl ImageReference {
 
     fn with(transport: Transport, name: &str, input: &str) -> Result<Self, ImgRefError> {
         let name = match transport {
-            Transport::Registry => name.strip_prefix("//").unwrap_or(name),
+            Transport::Registry => name.trim_start_matches('/'),
             _ => name,
         };
         if name.is_empty() || name.starts_with(':') {
@@ -343,6 +343,10 @@ mod tests {
                 Transport::Registry,
                 "q.io/x",
             ),
+            // Extra slashes go whatever the spelling, so the reference reads back
+            // from `docker://q.io/x` unchanged (found by the imgref fuzz target).
+            ("registry:////q.io/x", Transport::Registry, "q.io/x"),
+            ("docker:///q.io/x", Transport::Registry, "q.io/x"),
         ];
         for (input, t, name) in cases {
             let r = p(input);

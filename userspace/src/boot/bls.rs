@@ -25,9 +25,10 @@ pub(crate) const VMLINUZ: &str = "vmlinuz";
 /// See [`VMLINUZ`].
 pub(crate) const INITRD: &str = "initramfs.img";
 
-/// One Type #1 entry.
+/// One Type #1 entry. (`pub` for the fuzz targets only.)
+#[doc(hidden)]
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct BlsEntry {
+pub struct BlsEntry {
     /// File stem: the entry is `loader/entries/<file_stem>.conf`.
     pub(crate) file_stem: String,
     /// `title`.
@@ -53,7 +54,8 @@ impl BlsEntry {
     /// The entry text: one line per key. Values are expected to pass [`check_entry`];
     /// as a last defence a control character still present is written as a space, so
     /// no value can ever add a line.
-    pub(crate) fn render(&self) -> String {
+    #[doc(hidden)]
+    pub fn render(&self) -> String {
         let v = |s: &str| s.replace(|c: char| c.is_control(), " ");
         let mut s = format!("title {}\nversion {}\n", v(&self.title), v(&self.version));
         if let Some(k) = &self.sort_key {
@@ -68,7 +70,8 @@ impl BlsEntry {
     }
 
     /// Parses entry text (unknown keys are ignored; `linux` is required).
-    pub(crate) fn parse(file_stem: &str, text: &str) -> Result<BlsEntry> {
+    #[doc(hidden)]
+    pub fn parse(file_stem: &str, text: &str) -> Result<BlsEntry> {
         let mut e = BlsEntry {
             file_stem: file_stem.to_string(),
             title: String::new(),
@@ -91,7 +94,7 @@ impl BlsEntry {
                 "sort-key" => e.sort_key = Some(v),
                 "linux" => e.linux = v,
                 "initrd" => e.initrd.push(v),
-                "options" => {
+                "options" if !v.is_empty() => {
                     if !e.options.is_empty() {
                         e.options.push(' ');
                     }
@@ -246,21 +249,29 @@ pub(crate) fn image_kargs<H: FsVerityHashValue>(
     let mut out = vec![];
     for (name, f) in files {
         let path = format!("{KARGS_D}/{name}");
-        let text = String::from_utf8(read(repo, f)?.into_vec())
-            .with_context(|| format!("{path}: not UTF-8"))?;
-        let parsed = parse_kargs_file(&path, &text)?;
-        // Checked whatever the architecture: the image is wrong either way.
-        for k in &parsed.kargs {
-            check_karg(k, &path)?;
-        }
-        if let Some(archs) = &parsed.match_architectures {
-            if !archs.iter().any(|a| a == std::env::consts::ARCH) {
-                continue;
-            }
-        }
-        out.extend(parsed.kargs);
+        out.extend(kargs_file(&path, &read(repo, f)?)?);
     }
     Ok(out)
+}
+
+/// The kernel arguments of one `kargs.d` file at `path` (named in errors) holding
+/// `bytes`, for this architecture: `kargs = [...]` TOML with no other key than
+/// `match-architectures`, each argument checked by [`check_karg`] whatever the
+/// architecture. Pure, so it can be fuzzed.
+#[doc(hidden)]
+pub fn kargs_file(path: &str, bytes: &[u8]) -> Result<Vec<String>> {
+    let text = std::str::from_utf8(bytes).with_context(|| format!("{path}: not UTF-8"))?;
+    let parsed = parse_kargs_file(path, text)?;
+    // Checked whatever the architecture: the image is wrong either way.
+    for k in &parsed.kargs {
+        check_karg(k, path)?;
+    }
+    if let Some(archs) = &parsed.match_architectures {
+        if !archs.iter().any(|a| a == std::env::consts::ARCH) {
+            return Ok(vec![]);
+        }
+    }
+    Ok(parsed.kargs)
 }
 
 /// Parses one `kargs.d` file (`path` names it in errors). toml's own message spans
@@ -291,9 +302,12 @@ fn parse_kargs_file(path: &str, text: &str) -> Result<KargsFile> {
 /// the composefs argument (bootc writes that itself; the booter refuses two that
 /// disagree) or is empty.
 pub(crate) fn check_karg(k: &str, from: &str) -> Result<()> {
-    use bootc_initramfs_setup::cmdline::{KARG, KARG_DIGEST};
-    let name = k.split('=').next().unwrap_or_default();
-    if name == KARG || name == KARG_DIGEST {
+    use bootc_initramfs_setup::cmdline::{tokenize, KARG, KARG_DIGEST};
+    // Every argument it becomes on the command line: `"quiet composefs=…"` is two.
+    let names = tokenize(k)
+        .into_iter()
+        .map(|t| t.split('=').next().unwrap_or_default().to_string());
+    if names.into_iter().any(|n| n == KARG || n == KARG_DIGEST) {
         bail!(
             "kernel argument {} from {from}: bootc sets {KARG}= itself",
             show(k)
@@ -301,6 +315,13 @@ pub(crate) fn check_karg(k: &str, from: &str) -> Result<()> {
     }
     if k.trim().is_empty() {
         bail!("empty kernel argument from {from}");
+    }
+    // An open quote would join the arguments after it (the composefs one last) into it.
+    if k.matches('"').count() % 2 == 1 {
+        bail!(
+            "kernel argument {} from {from}: it has an unbalanced double quote",
+            show(k)
+        );
     }
     if let Some(why) = line_value_problem(k) {
         bail!("kernel argument {} from {from}: {why}", show(k));
@@ -507,7 +528,8 @@ fn check_options_length(options: &str) -> Result<()> {
 /// by the time an entry is written its values were validated (kernel version,
 /// arguments) or sanitised (title, version) where they were read, so a bad value here
 /// is a bug that must not reach the boot menu.
-pub(crate) fn check_entry(e: &BlsEntry) -> Result<()> {
+#[doc(hidden)]
+pub fn check_entry(e: &BlsEntry) -> Result<()> {
     let name = e.file_name();
     let mut fields: Vec<(&str, &str)> = vec![
         ("file name", &e.file_stem),
@@ -651,6 +673,11 @@ mod tests {
         );
         assert_eq!(BlsEntry::parse("bootc_composefs-ab", &text).unwrap(), e);
         assert!(BlsEntry::parse("x", "title t\n").is_err());
+        // An empty options line adds nothing, so the entry renders and reads back the
+        // same (found by the bls_entry fuzz target).
+        let e = BlsEntry::parse("x", "linux /k\noptions a\noptions\n").unwrap();
+        assert_eq!(e.options, "a");
+        assert_eq!(BlsEntry::parse("x", &e.render()).unwrap(), e);
     }
 
     #[test]
@@ -672,6 +699,21 @@ mod tests {
         assert!(e.contains("--karg") && e.contains("sets composefs="), "{e}");
         assert!(options("UUID=u", &[], &s(&["composefs.digest=x"]), &k).is_err());
         assert!(options("UUID=u", &s(&[" "]), &[], &k).is_err());
+        // One argument that the command line splits in two, or unquotes, still cannot
+        // set it (the kargs_d fuzz target asserts this).
+        for smuggled in [
+            "quiet composefs=?abc",
+            "\"composefs=?abc\"",
+            "a\u{a0}composefs.digest=x",
+        ] {
+            let e = options("UUID=u", &[], &s(&[smuggled]), &k).unwrap_err();
+            assert!(e.to_string().contains("sets composefs="), "{smuggled}: {e}");
+        }
+        assert!(options("UUID=u", &s(&["foo=\"composefs=x\""]), &[], &k).is_ok());
+        // A quote opened in one argument and closed in the next would make what is
+        // between them one argument, and what follows a new one.
+        let e = options("UUID=u", &[], &s(&["x=\"", "\" composefs=?abc"]), &k).unwrap_err();
+        assert!(e.to_string().contains("unbalanced double quote"), "{e}");
     }
 
     fn entry() -> BlsEntry {

@@ -263,6 +263,22 @@ impl EntrySet {
     }
 }
 
+/// [`parse_ours`] of a regular file named `name` holding `bytes`: what reading an entry
+/// directory makes of it. `pub` for the fuzz targets only.
+#[doc(hidden)]
+pub fn parse_entry_file(
+    name: &OsStr,
+    bytes: &[u8],
+) -> std::result::Result<Option<BlsEntry>, String> {
+    parse_ours(
+        name,
+        &RawContent::File {
+            bytes: bytes.to_vec(),
+            mode: 0o644,
+        },
+    )
+}
+
 /// Our entry, `Ok(None)` for a foreign file, `Err(why)` for one named like ours that is
 /// not a usable entry of ours.
 fn parse_ours(name: &OsStr, content: &RawContent) -> std::result::Result<Option<BlsEntry>, String> {

@@ -10,7 +10,8 @@ use std::path::Path;
 use anyhow::Result;
 
 pub mod bls;
-pub(crate) mod entries;
+#[doc(hidden)]
+pub mod entries; // `pub` for the fuzz targets only (`parse_entry_file`).
 pub(crate) mod grub;
 pub(crate) mod systemd_boot;
 

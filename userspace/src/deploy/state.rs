@@ -93,7 +93,8 @@ impl Origin {
     }
 
     /// The INI text.
-    pub(crate) fn render(&self) -> String {
+    #[doc(hidden)]
+    pub fn render(&self) -> String {
         let mut s = format!(
             "[{ORIGIN}]\n{ORIGIN_IMAGE_REFERENCE}={}\n\n[{BOOT}]\n{BOOT_TYPE}={}\n",
             self.image_reference, self.boot_type
