@@ -12,98 +12,31 @@ use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
-use bootc_test_fixtures::images;
-use bootc_test_fixtures::oci;
+use common::system::System;
 use common::*;
 use sha2::{Digest, Sha256};
 
-/// An installed v1 system on a loop-mounted ext4 image, with v2 and v3 in an OCI layout.
-struct System {
-    t: tempfile::TempDir,
-    root: PathBuf,
-    layout: PathBuf,
-    v1: String,
-}
-
-impl Drop for System {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.root).status();
-    }
-}
-
-impl System {
-    /// Installs v1 on an ext4 image of `size` bytes (no blocks reserved for root,
-    /// no delayed allocation: a write that finds no free block fails at once, as it
-    /// would on any filesystem once writeback caught up).
-    fn install(size: u64) -> System {
-        let t = tempdir("bootc-safety-gc-");
-        let layout = t.path().join("oci");
-        for v in 1..=3 {
-            oci::write_image(&layout, &format!("v{v}"), &images::bootable(v), &[]).unwrap();
-        }
-        let img = t.path().join("root.img");
-        disk_image(&img, size);
-        run(Command::new("mkfs.ext4")
-            .args(["-q", "-F", "-m", "0", "-O", "verity"])
-            .arg(&img));
-        let root = t.path().join("root");
-        fs::create_dir(&root).unwrap();
-        run(Command::new("mount")
-            .args(["-o", "loop,nodelalloc"])
-            .arg(&img)
-            .arg(&root));
-        fs::create_dir(root.join("boot")).unwrap();
-        fs::create_dir(t.path().join("run")).unwrap();
-        let src = format!("oci:{}:v1", layout.display());
-        let out = bootc_ok(&[
-            "install",
-            "to-filesystem",
-            "--source-imgref",
-            &src,
-            "--root-mount-spec",
-            "UUID=test",
-            root.to_str().unwrap(),
-        ]);
-        let text = String::from_utf8_lossy(&out.stdout);
-        let v1 = text
-            .split("deployment sha256:")
-            .nth(1)
-            .expect("install prints the id")
-            .trim()
-            .to_string();
-        System {
-            t,
-            root,
-            layout,
-            v1,
-        }
-    }
-
-    fn imgref(&self, tag: &str) -> String {
-        format!("oci:{}:{tag}", self.layout.display())
-    }
-
-    fn args(&self, booted: &str, args: &[&str]) -> Vec<String> {
-        let mut all: Vec<String> = vec![
-            "--sysroot".into(),
-            self.root.display().to_string(),
-            "--run-dir".into(),
-            self.t.path().join("run").display().to_string(),
-            "--booted-deployment".into(),
-            format!("sha256:{booted}"),
-        ];
-        all.extend(args.iter().map(|s| s.to_string()));
-        all
-    }
-
-    fn bootc(&self, booted: &str, args: &[&str]) -> Output {
-        let all = self.args(booted, args);
-        bootc(&all.iter().map(String::as_str).collect::<Vec<_>>())
-    }
-
+/// What these tests ask of the shared [`System`] besides its own helpers.
+trait GcSystem {
     /// Runs bootc, asserts success, returns (stdout, stderr).
+    fn ok(&self, booted: &str, args: &[&str]) -> (String, String);
+    /// Runs bootc, asserts failure, returns stderr.
+    fn err(&self, booted: &str, args: &[&str]) -> String;
+    /// Stages `tag` as `booted`; returns its id.
+    fn stage(&self, booted: &str, tag: &str) -> String;
+    /// `boot/loader/entries`.
+    fn entries(&self) -> PathBuf;
+    /// Our entry of deployment `id`.
+    fn entry(&self, id: &str) -> PathBuf;
+    /// The deployments with state, sorted.
+    fn deployments(&self) -> Vec<String>;
+    /// A listing with content hashes of state/, the boot partition and composefs/.
+    fn hashed(&self) -> BTreeMap<String, String>;
+}
+
+impl GcSystem for System {
     fn ok(&self, booted: &str, args: &[&str]) -> (String, String) {
         let out = self.bootc(booted, args);
         assert!(out.status.success(), "bootc {args:?} failed");
@@ -113,20 +46,12 @@ impl System {
         )
     }
 
-    /// Runs bootc, asserts failure, returns stderr.
     fn err(&self, booted: &str, args: &[&str]) -> String {
         let out = self.bootc(booted, args);
         assert!(!out.status.success(), "bootc {args:?} should have failed");
         String::from_utf8_lossy(&out.stderr).into_owned()
     }
 
-    fn marker(&self) -> Option<String> {
-        fs::read_to_string(self.t.path().join("run/composefs/staged-deployment"))
-            .ok()
-            .map(|s| s.trim().to_string())
-    }
-
-    /// Stages `tag` as `booted`; returns its id.
     fn stage(&self, booted: &str, tag: &str) -> String {
         self.ok(booted, &["switch", &self.imgref(tag)]);
         self.marker().expect("staged marker")
@@ -149,8 +74,7 @@ impl System {
         v
     }
 
-    /// A listing with content hashes of state/, the boot partition and composefs/.
-    fn disk(&self) -> BTreeMap<String, String> {
+    fn hashed(&self) -> BTreeMap<String, String> {
         let mut out = BTreeMap::new();
         for top in ["state", "boot", "composefs"] {
             listing(&self.root, &self.root.join(top), &mut out);
@@ -210,7 +134,7 @@ fn gc_keeps_what_an_unparsable_entry_names() {
         return;
     }
     let _g = serial();
-    let s = System::install(1 << 30);
+    let s = System::install();
     let v1 = s.v1.clone();
     // v2 becomes the default while v1 still runs: v2 is protected only by its entry.
     let v2 = s.stage(&v1, "v2");
@@ -234,9 +158,9 @@ fn gc_keeps_what_an_unparsable_entry_names() {
         ("junk", junk),
     ] {
         fs::write(s.entry(&v2), &bytes).unwrap();
-        let before = s.disk();
+        let before = s.hashed();
         let (out, err) = s.ok(&v1, &["gc"]);
-        assert_eq!(s.disk(), before, "{what}: gc changed nothing");
+        assert_eq!(s.hashed(), before, "{what}: gc changed nothing");
         assert!(s.deployments().contains(&v2), "{what}: v2 kept");
         let file = format!("loader/entries/bootc_composefs-{v2}.conf cannot be parsed");
         assert!(
@@ -266,7 +190,7 @@ fn gc_refuses_without_boot_entries() {
         return;
     }
     let _g = serial();
-    let s = System::install(1 << 30);
+    let s = System::install();
     let v1 = s.v1.clone();
     let v2 = s.stage(&v1, "v2");
     s.ok(&v1, &["composefs-finalize-staged"]);
@@ -274,7 +198,7 @@ fn gc_refuses_without_boot_entries() {
     // An empty directory where the ESP should be mounted.
     let unmounted = s.t.path().join("esp-not-mounted");
     fs::create_dir(&unmounted).unwrap();
-    let before = s.disk();
+    let before = s.hashed();
     let err = s.err(&v1, &["--boot-dir", unmounted.to_str().unwrap(), "gc"]);
     assert!(
         err.contains(&format!(
@@ -284,7 +208,7 @@ fn gc_refuses_without_boot_entries() {
         "{err}"
     );
     assert_eq!(err.lines().count(), 1, "one line: {err}");
-    assert_eq!(s.disk(), before, "nothing changed");
+    assert_eq!(s.hashed(), before, "nothing changed");
     assert_eq!(fs::read_dir(&unmounted).unwrap().count(), 0);
 
     // Also an entries directory with none of ours (another OS's ESP) while deployments
@@ -301,13 +225,13 @@ fn gc_refuses_without_boot_entries() {
             && err.contains("nothing removed"),
         "{err}"
     );
-    assert_eq!(s.disk(), before, "nothing changed");
+    assert_eq!(s.hashed(), before, "nothing changed");
     // Also with the ESP's loader/entries gone.
     fs::rename(s.entries(), s.root.join("boot/loader/entries.away")).unwrap();
-    let before = s.disk();
+    let before = s.hashed();
     let err = s.err(&v1, &["gc"]);
     assert!(err.contains("no boot entries in"), "{err}");
-    assert_eq!(s.disk(), before, "nothing changed");
+    assert_eq!(s.hashed(), before, "nothing changed");
     fs::rename(s.root.join("boot/loader/entries.away"), s.entries()).unwrap();
     assert_eq!(s.deployments(), {
         let mut v = vec![v1.clone(), v2.clone()];
@@ -325,7 +249,7 @@ fn rollback_and_finalize_carry_foreign_entries_byte_for_byte() {
         return;
     }
     let _g = serial();
-    let s = System::install(1 << 30);
+    let s = System::install();
     let v1 = s.v1.clone();
     let dir = s.entries();
     let odd = std::ffi::OsStr::from_bytes(b"junk-\xff\xfe.conf");
@@ -391,7 +315,7 @@ fn an_interrupted_merge_leaves_no_debris_in_what_boots() {
         return;
     }
     let _g = serial();
-    let s = System::install(1 << 30);
+    let s = System::install();
     let v1 = s.v1.clone();
     // Local changes, so the merge copies several files.
     let etc1 = s.root.join("state/deploy").join(&v1).join("etc");
@@ -492,7 +416,7 @@ fn gc_cleans_a_full_disk() {
     }
     let _g = serial();
     // A few MiB more than the install needs.
-    let s = System::install(64 << 20);
+    let s = System::install_on(64 << 20, &["-m", "0"], "loop,nodelalloc");
     let v1 = s.v1.clone();
     // Garbage: a staged update discarded by rollback leaves its deployment behind.
     let v2 = s.stage(&v1, "v2");
@@ -528,7 +452,7 @@ fn gc_cleans_a_full_disk() {
     live.sort();
     assert_eq!(s.deployments(), live);
     assert!(
-        !s.disk().keys().any(|k| k.contains(&v2)),
+        !s.hashed().keys().any(|k| k.contains(&v2)),
         "no state, tag or image of the dead deployment is left"
     );
     assert!(

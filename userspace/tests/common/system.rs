@@ -27,21 +27,29 @@ impl Drop for System {
 }
 
 impl System {
+    /// Installs v1 on a 1 GiB ext4 image.
     pub fn install() -> System {
+        Self::install_on(1 << 30, &[], "loop")
+    }
+
+    /// Installs v1 on an ext4 image of `size` bytes made with `mkfs.ext4 -O verity
+    /// MKFS_EXTRA…` and mounted with `-o MOUNT_OPTS`.
+    pub fn install_on(size: u64, mkfs_extra: &[&str], mount_opts: &str) -> System {
         let t = tempdir("bootc-lifecycle-");
         let layout = t.path().join("oci");
         for v in 1..=3 {
             oci::write_image(&layout, &format!("v{v}"), &images::bootable(v), &[]).unwrap();
         }
         let img = t.path().join("root.img");
-        disk_image(&img, 1 << 30);
+        disk_image(&img, size);
         run(Command::new("mkfs.ext4")
             .args(["-q", "-F", "-O", "verity"])
+            .args(mkfs_extra)
             .arg(&img));
         let root = t.path().join("root");
         fs::create_dir(&root).unwrap();
         run(Command::new("mount")
-            .args(["-o", "loop"])
+            .args(["-o", mount_opts])
             .arg(&img)
             .arg(&root));
         fs::create_dir(root.join("boot")).unwrap();
@@ -86,20 +94,23 @@ impl System {
         args: &[&str],
         env: &[(&str, &str)],
     ) -> std::process::Output {
-        let mut all = vec![
-            "--sysroot",
-            self.root.to_str().unwrap(),
-            "--run-dir",
-            self.t.path().join("run").to_str().unwrap(),
-        ]
-        .into_iter()
-        .map(str::to_string)
-        .collect::<Vec<_>>();
-        all.push("--booted-deployment".into());
-        all.push(format!("sha256:{booted}"));
-        all.extend(args.iter().map(|s| s.to_string()));
+        let all = self.args(booted, args);
         let refs: Vec<&str> = all.iter().map(String::as_str).collect();
         bootc_with_env(&refs, env)
+    }
+
+    /// `--sysroot ROOT --run-dir RUN --booted-deployment sha256:BOOTED ARGS…`.
+    pub fn args(&self, booted: &str, args: &[&str]) -> Vec<String> {
+        let mut all: Vec<String> = vec![
+            "--sysroot".into(),
+            self.root.display().to_string(),
+            "--run-dir".into(),
+            self.t.path().join("run").display().to_string(),
+            "--booted-deployment".into(),
+            format!("sha256:{booted}"),
+        ];
+        all.extend(args.iter().map(|s| s.to_string()));
+        all
     }
 
     pub fn bootc_ok(&self, booted: &str, args: &[&str]) -> String {
