@@ -92,17 +92,8 @@ fn install_target_imgref_without_transport_is_a_registry_image() {
         let root = t.path().join(format!("root{i}"));
         fs::create_dir_all(root.join("boot")).unwrap();
         let src = format!("oci:{}:v1", layout.display());
-        let mut all = vec![
-            "install",
-            "to-filesystem",
-            "--source-imgref",
-            &src,
-            "--root-mount-spec",
-            "UUID=test",
-        ];
-        all.extend_from_slice(args);
-        all.push(root.to_str().unwrap());
-        let out = bootc_ok(&all);
+        let out = install_to_filesystem(&src, &root, args);
+        assert!(out.status.success(), "install with {args:?} failed");
         let text = String::from_utf8_lossy(&out.stdout);
         let id = text
             .split("deployment sha256:")

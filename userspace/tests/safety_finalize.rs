@@ -11,8 +11,6 @@ use std::fs;
 use std::os::unix::process::ExitStatusExt;
 use std::process::Command;
 
-use bootc_test_fixtures::images;
-use bootc_test_fixtures::oci::{self, Layer};
 use common::system::*;
 use common::*;
 
@@ -24,18 +22,6 @@ const STEPS: [&str; 5] = [
     "finalize.after-failure-cleared",
     "finalize.after-marker-cleared",
 ];
-
-/// `v<n>` with a `kargs.d` file holding `toml`, written to the system's layout as `tag`.
-fn kargs_image(s: &System, tag: &str, version: u32, toml: &str) {
-    let mut layers = images::bootable(version);
-    layers.push(
-        Layer::new()
-            .dir("usr/lib/bootc", 0o755)
-            .dir("usr/lib/bootc/kargs.d", 0o755)
-            .file("usr/lib/bootc/kargs.d/50-bad.toml", toml, 0o644),
-    );
-    oci::write_image(&s.layout, tag, &layers, &[]).unwrap();
-}
 
 /// `DeploymentId::short`: `sha256:`, 12 hex digits, `…`.
 fn short(hex: &str) -> String {
@@ -55,15 +41,15 @@ fn item4_switch_and_upgrade_refuse_bad_kargs_d_like_install() {
     let s = System::install();
     let v1 = s.v1.clone();
     let sets_composefs = format!("kargs = [\"quiet\", \"composefs=sha256:{}\"]\n", v1);
-    kargs_image(&s, "sets-composefs", 2, &sets_composefs);
-    kargs_image(
-        &s,
+    s.kargs_image("50-bad.toml", "sets-composefs", 2, &sets_composefs);
+    s.kargs_image(
+        "50-bad.toml",
         "sets-digest",
         2,
         "kargs = [\"composefs.digest=v1-sha256-12:00\"]\n",
     );
-    kargs_image(&s, "not-toml", 3, "kargs = [\"quiet\"\n");
-    kargs_image(&s, "wrong-shape", 3, "args = \"quiet\"\n");
+    s.kargs_image("50-bad.toml", "not-toml", 3, "kargs = [\"quiet\"\n");
+    s.kargs_image("50-bad.toml", "wrong-shape", 3, "args = \"quiet\"\n");
 
     // Install refuses them (the check that already held) ...
     for (tag, what) in [
@@ -73,15 +59,7 @@ fn item4_switch_and_upgrade_refuse_bad_kargs_d_like_install() {
         let other = s.t.path().join(format!("other-root-{tag}"));
         fs::create_dir_all(other.join("boot")).unwrap();
         let src = s.imgref(tag);
-        let out = bootc(&[
-            "install",
-            "to-filesystem",
-            "--source-imgref",
-            &src,
-            "--root-mount-spec",
-            "UUID=test",
-            other.to_str().unwrap(),
-        ]);
+        let out = install_to_filesystem(&src, &other, &[]);
         assert!(!out.status.success(), "install of {tag} must be refused");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(what), "{err}");
@@ -113,7 +91,7 @@ fn item4_switch_and_upgrade_refuse_bad_kargs_d_like_install() {
         assert_eq!(s.marker(), None);
     }
     // Upgrade: the followed tag now carries the bad kargs.d.
-    kargs_image(&s, "v1", 2, &sets_composefs);
+    s.kargs_image("50-bad.toml", "v1", 2, &sets_composefs);
     let err = s.bootc_err(&v1, &["upgrade"]);
     assert!(err.contains("bootc sets composefs= itself"), "{err}");
     assert_eq!(s.disk(), before, "upgrade changed the disk");
@@ -121,7 +99,7 @@ fn item4_switch_and_upgrade_refuse_bad_kargs_d_like_install() {
     assert_eq!(s.marker(), None);
 
     // A good kargs.d still stages.
-    kargs_image(&s, "good", 2, "kargs = [\"quiet\"]\n");
+    s.kargs_image("50-bad.toml", "good", 2, "kargs = [\"quiet\"]\n");
     let r = s.imgref("good");
     s.bootc_ok(&v1, &["switch", &r]);
     assert!(s.marker().is_some());

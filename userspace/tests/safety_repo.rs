@@ -140,15 +140,7 @@ fn item8_an_image_the_initramfs_cannot_boot_is_refused_at_install_and_switch() {
         // Install refuses the same image, by the same rule, leaving the target empty.
         let target = s.t.path().join(format!("target-{tag}"));
         fs::create_dir_all(target.join("boot")).unwrap();
-        let out = bootc(&[
-            "install",
-            "to-filesystem",
-            "--root-mount-spec",
-            "UUID=test",
-            "--source-imgref",
-            &s.imgref(tag),
-            target.to_str().unwrap(),
-        ]);
+        let out = install_to_filesystem(&s.imgref(tag), &target, &[]);
         assert!(!out.status.success(), "{tag}: install succeeded");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(

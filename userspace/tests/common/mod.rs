@@ -106,6 +106,24 @@ pub fn bootc_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     out
 }
 
+/// `bootc install to-filesystem --source-imgref SRC --root-mount-spec UUID=test EXTRA…
+/// ROOT`: the install every day-2 test starts from (ROOT is a mounted filesystem or a
+/// plain directory with `boot/` in it).
+pub fn install_to_filesystem(src: &str, root: &Path, extra: &[&str]) -> Output {
+    let root = root.to_str().unwrap();
+    let mut all = vec![
+        "install",
+        "to-filesystem",
+        "--source-imgref",
+        src,
+        "--root-mount-spec",
+        "UUID=test",
+    ];
+    all.extend_from_slice(extra);
+    all.push(root);
+    bootc(&all)
+}
+
 pub fn bootc_ok(args: &[&str]) -> Output {
     let out = bootc(args);
     assert!(out.status.success(), "bootc {args:?} failed");

@@ -55,15 +55,8 @@ impl System {
         fs::create_dir(root.join("boot")).unwrap();
         fs::create_dir(t.path().join("run")).unwrap();
         let src = format!("oci:{}:v1", layout.display());
-        let out = bootc_ok(&[
-            "install",
-            "to-filesystem",
-            "--source-imgref",
-            &src,
-            "--root-mount-spec",
-            "UUID=test",
-            root.to_str().unwrap(),
-        ]);
+        let out = install_to_filesystem(&src, &root, &[]);
+        assert!(out.status.success(), "install of {src} failed");
         let text = String::from_utf8_lossy(&out.stdout);
         let id = text
             .split("deployment sha256:")
@@ -76,6 +69,19 @@ impl System {
             layout,
             v1,
         }
+    }
+
+    /// Writes `v<version>` plus `/usr/lib/bootc/kargs.d/<file>` holding `toml` to the
+    /// system's layout as `tag`.
+    pub fn kargs_image(&self, file: &str, tag: &str, version: u32, toml: &str) {
+        let mut layers = images::bootable(version);
+        layers.push(
+            oci::Layer::new()
+                .dir("usr/lib/bootc", 0o755)
+                .dir("usr/lib/bootc/kargs.d", 0o755)
+                .file(&format!("usr/lib/bootc/kargs.d/{file}"), toml, 0o644),
+        );
+        oci::write_image(&self.layout, tag, &layers, &[]).unwrap();
     }
 
     pub fn imgref(&self, tag: &str) -> String {
