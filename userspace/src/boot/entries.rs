@@ -304,6 +304,12 @@ fn parse_ours(name: &OsStr, content: &RawContent) -> std::result::Result<Option<
     if ComposefsKarg::from_cmdline(&bls.options).is_err() {
         return Err("its options have no valid composefs= argument".into());
     }
+    // A whole-set write renders our entries anew: only an entry that renders back to
+    // itself may be rewritten (control characters, for one, are written as spaces and
+    // would change what it boots). Anything else is carried byte for byte.
+    if BlsEntry::parse(stem, &bls.render()).ok().as_ref() != Some(&bls) {
+        return Err("it holds characters bootc cannot write back (control characters)".into());
+    }
     Ok(Some(bls))
 }
 
@@ -478,6 +484,24 @@ mod tests {
             initrd: vec![],
             options: format!("rw composefs=?sha256:{hex}"),
         }
+    }
+
+    #[test]
+    fn an_entry_that_does_not_render_back_to_itself_is_carried_not_rewritten() {
+        let hex = "ab".repeat(32);
+        let name = format!("{}{hex}.conf", layout::BOOT_PREFIX);
+        let good =
+            format!("title T\nversion 1\nlinux /x/vmlinuz\noptions rw composefs=sha256:{hex}\n");
+        assert!(parse_entry_file(OsStr::new(&name), good.as_bytes())
+            .unwrap()
+            .is_some());
+        // Found by the bls_entry fuzz target: a NUL in the options is rendered as a
+        // space, which would turn "composefs=\0…" into a second composefs= argument.
+        let bad = format!(
+            "title T\nversion 1\nlinux /x/vmlinuz\noptions rw x=\u{0}composefs= composefs=sha256:{hex}\n"
+        );
+        let why = parse_entry_file(OsStr::new(&name), bad.as_bytes()).unwrap_err();
+        assert!(why.contains("cannot write back"), "{why}");
     }
 
     #[test]
