@@ -356,6 +356,39 @@ pub fn tokenize(cmdline: &str) -> Vec<String> {
     out
 }
 
+/// Joins arguments into a command line that [`tokenize`] splits back into the same
+/// arguments: an argument holding whitespace (or empty) is quoted the way the kernel
+/// reads it, `name="value with spaces"` (or `"word with spaces"` when it has no `=`).
+/// An argument that itself holds a `"` cannot be represented; callers refuse those
+/// before (bootc's karg checks do).
+pub fn join<S: AsRef<str>>(args: &[S]) -> String {
+    let mut out = String::new();
+    for a in args {
+        let a = a.as_ref();
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        if !a.is_empty() && !a.chars().any(char::is_whitespace) {
+            out.push_str(a);
+            continue;
+        }
+        match a.split_once('=') {
+            Some((name, value)) if !name.is_empty() && !name.chars().any(char::is_whitespace) => {
+                out.push_str(name);
+                out.push_str("=\"");
+                out.push_str(value);
+                out.push('"');
+            }
+            _ => {
+                out.push('"');
+                out.push_str(a);
+                out.push('"');
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -496,6 +529,15 @@ mod tests {
         );
         let line = format!(r#"foo="x y" "composefs={H256}""#);
         assert!(ComposefsKarg::from_cmdline(&line).is_ok());
+    }
+
+    #[test]
+    fn join_quotes_what_tokenize_splits_back() {
+        let args = ["a", "b c", "d=e f", "", "g=", "=x y", "quiet"];
+        let line = join(&args);
+        assert_eq!(line, r#"a "b c" d="e f" "" g= "=x y" quiet"#);
+        assert_eq!(tokenize(&line), args);
+        assert_eq!(join::<&str>(&[]), "");
     }
 
     #[test]

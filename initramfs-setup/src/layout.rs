@@ -50,6 +50,8 @@ pub const LOADER_ENTRIES: &str = "loader/entries";
 pub const LOADER_ENTRIES_STAGED: &str = "loader/entries.staged";
 /// GRUB menu entries, relative to the boot partition.
 pub const GRUB_USER_CFG: &str = "grub2/user.cfg";
+/// The staged GRUB menu, exchanged with [`GRUB_USER_CFG`] at finalize.
+pub const GRUB_USER_CFG_STAGED: &str = "grub2/user.cfg.staged";
 /// Prefix of the per-deployment boot directory and of our entry file names.
 pub const BOOT_PREFIX: &str = "bootc_composefs-";
 /// Marker of the staged deployment; on tmpfs so it is gone after a reboot.

@@ -119,6 +119,11 @@ pub(crate) struct UpgradeArgs {
     /// replaced), and follow that tag from now on.
     #[arg(long, value_name = "TAG")]
     pub(crate) tag: Option<String>,
+    /// Stage the image even if its deployment already failed to boot (ran out of boot
+    /// tries); without it, upgrade says so and stages nothing.
+    #[arg(long, conflicts_with_all = ["check", "from_downloaded"])]
+    pub(crate) force: bool,
+
     /// Apply a staged deployment that was previously downloaded with --download-only,
     /// without fetching anything: it is applied at the next shutdown or reboot (with
     /// --apply, now).
@@ -193,6 +198,13 @@ pub(crate) struct StageArgs {
     /// the booted deployment stays as the rollback).
     #[arg(long, value_name = "N", default_value_t = 2, value_parser = parse_keep_previous)]
     pub(crate) keep_previous: usize,
+
+    /// Boot counting: the new deployment gets N tries to reach boot-complete.target;
+    /// after that the boot loader falls back to the previous deployment by itself. 0
+    /// turns it off. Default: the setting the booted deployment was staged or installed
+    /// with, else 3. systemd-boot only.
+    #[arg(long, value_name = "N")]
+    pub(crate) boot_tries: Option<u32>,
 }
 
 fn parse_keep_previous(s: &str) -> Result<usize, String> {
@@ -319,6 +331,12 @@ pub(crate) struct InstallConfigOpts {
     /// The bootloader to use.
     #[arg(long, value_enum, default_value = "systemd")]
     pub(crate) bootloader: BootloaderKind,
+
+    /// Boot counting for later updates: each new deployment gets N tries to reach
+    /// boot-complete.target before the boot loader falls back (0: off; default 3).
+    /// Recorded in the origin; `upgrade/switch --boot-tries` override it.
+    #[arg(long, value_name = "N")]
+    pub(crate) boot_tries: Option<u32>,
 
     /// The fs-verity hash algorithm of the composefs repository.
     #[arg(long, value_name = "ALG", default_value = "sha256", value_parser = parse_algorithm)]

@@ -689,6 +689,8 @@ fn kernel_and_initrd_are_shared_between_deployments() {
             image_reference: r.to_origin(),
             boot_type: "bls".into(),
             boot_digest: Some(digest.clone()),
+            bootloader: None,
+            boot_tries: None,
             manifest_digest: Some(pulled.manifest_digest.clone()),
         };
         state::write_deployment(&fd, &repo, &fs, &pulled.id, &origin, i == 0).unwrap();
@@ -805,7 +807,7 @@ fn install_to_disk_with_grub() {
     let user = std::fs::read_to_string(insp.esp.join("grub2/user.cfg")).unwrap();
     assert!(
         user.contains(&format!(
-            "menuentry 'Bootc Test OS v1' --id 'bootc_composefs-{hex}' {{\n    linux '/bootc_composefs-{hex}/vmlinuz' 'root=UUID={uuid}' 'rw' 'composefs=?sha256:{hex}'\n    initrd '/bootc_composefs-{hex}/initramfs.img'\n}}\n"
+            "menuentry 'Bootc Test OS v1' --id 'bootc_composefs-{hex}' {{\n    # version '1'\n    linux '/bootc_composefs-{hex}/vmlinuz' 'root=UUID={uuid}' 'rw' 'composefs=?sha256:{hex}'\n    initrd '/bootc_composefs-{hex}/initramfs.img'\n}}\n"
         )),
         "{user}"
     );

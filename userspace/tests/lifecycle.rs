@@ -70,10 +70,7 @@ fn upgrade_finalize_merge_rollback_status() {
         .join(&v2)
         .join(format!("{v2}.origin"))
         .exists());
-    let staged_entry = fs::read_to_string(s.root.join(format!(
-        "boot/loader/entries.staged/bootc_composefs-{v2}.conf"
-    )))
-    .unwrap();
+    let staged_entry = fs::read_to_string(s.entry_path(&v2, true)).unwrap();
     assert!(
         staged_entry.contains(&format!("composefs=?sha256:{v2}")),
         "{staged_entry}"
@@ -247,11 +244,7 @@ fn gc_keeps_exactly_what_live_deployments_need() {
     assert_eq!(deployments, [v2.clone(), v3.clone()].into_iter().collect());
     // The shared kernel directory is kept (v2 and v3 boot from v1's copy), nothing else.
     for id in [&v2, &v3] {
-        let e = fs::read_to_string(
-            s.root
-                .join(format!("boot/loader/entries/bootc_composefs-{id}.conf")),
-        )
-        .unwrap();
+        let e = fs::read_to_string(s.entry_path(id, false)).unwrap();
         let dir = e
             .lines()
             .find_map(|l| l.strip_prefix("linux /"))

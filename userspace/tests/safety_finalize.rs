@@ -116,9 +116,7 @@ fn item10_finalize_checks_every_file_the_new_default_needs() {
     let r = s.imgref("v2");
     s.bootc_ok(&v1, &["switch", &r]);
     let v2 = s.marker().unwrap();
-    let entry = s.root.join(format!(
-        "boot/loader/entries.staged/bootc_composefs-{v2}.conf"
-    ));
+    let entry = s.entry_path(&v2, true);
     let good = fs::read_to_string(&entry).unwrap();
 
     let refused = |what: &str| {
@@ -306,9 +304,7 @@ fn item11_an_error_after_the_exchange_names_the_real_default() {
     let (s, v2) = killed_at(STEPS[0]);
     let v1 = s.v1.clone();
     // The old set cannot be removed (an I/O error after the exchange).
-    let old = s.root.join(format!(
-        "boot/loader/entries.staged/bootc_composefs-{v1}.conf"
-    ));
+    let old = s.entry_path(&v1, true);
     run(Command::new("chattr").arg("+i").arg(&old));
     let out = s.bootc(&v1, &["composefs-finalize-staged"]);
     run(Command::new("chattr").arg("-i").arg(&old));

@@ -62,7 +62,7 @@ impl GcSystem for System {
     }
 
     fn entry(&self, id: &str) -> PathBuf {
-        self.entries().join(format!("bootc_composefs-{id}.conf"))
+        self.entry_path(id, false)
     }
 
     fn deployments(&self) -> Vec<String> {
@@ -162,15 +162,19 @@ fn gc_keeps_what_an_unparsable_entry_names() {
         let (out, err) = s.ok(&v1, &["gc"]);
         assert_eq!(s.hashed(), before, "{what}: gc changed nothing");
         assert!(s.deployments().contains(&v2), "{what}: v2 kept");
-        let file = format!("loader/entries/bootc_composefs-{v2}.conf cannot be parsed");
+        let name = s
+            .entry(&v2)
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        let file = format!("loader/entries: {name} cannot be parsed");
         assert!(
             err.contains(&file) && err.contains(&format!("deployment {v2}")),
             "{what}: gc names the file and what it keeps: {err}"
         );
         assert_eq!(
-            err.lines()
-                .filter(|l| l.contains(&format!("bootc_composefs-{v2}.conf")))
-                .count(),
+            err.lines().filter(|l| l.contains(&name)).count(),
             1,
             "{what}: said once: {err}"
         );

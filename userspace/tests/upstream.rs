@@ -266,7 +266,7 @@ fn status_skips_an_entry_without_deployment_state() {
     assert_eq!(st["status"]["booted"]["composefs"]["verity"], v1.as_str());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains(&format!("bootc_composefs-{ghost}.conf"))
+        err.contains(&format!("bootc_composefs-{ghost} in loader/entries"))
             && err.contains("has no state on disk"),
         "{err}"
     );
@@ -326,10 +326,7 @@ fn one_copy_of_each_kernel_after_its_first_deployment_is_collected() {
     s.bootc_ok(&v3, &["switch", &s.imgref("v4")]);
     let v4 = s.marker().expect("staged");
     assert_eq!(boot_dirs(&s), shared, "a second copy of the kernel");
-    let entry = fs::read_to_string(s.root.join(format!(
-        "boot/loader/entries.staged/bootc_composefs-{v4}.conf"
-    )))
-    .unwrap();
+    let entry = fs::read_to_string(s.entry_path(&v4, true)).unwrap();
     assert!(
         entry.contains(&format!("linux /bootc_composefs-{v1}/vmlinuz")),
         "{entry}"

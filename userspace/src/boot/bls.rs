@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::io::Write;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 
 use anyhow::{bail, Context, Result};
 use bootc_initramfs_setup::cmdline::DeploymentId;
@@ -351,6 +351,64 @@ pub(crate) fn options(
     Ok(line)
 }
 
+/// The `options` line of a deployment staged by `upgrade`/`switch`: the booted entry's
+/// arguments (`booted_options`), minus those the booted image's `kargs.d` added
+/// (`old_image`), plus those the new image's `kargs.d` adds (`new_image`), then
+/// `composefs` last. So the user's `--karg`s and later edits survive, and an argument
+/// the new image no longer ships goes away.
+///
+/// - Every string is split into arguments as the kernel splits them
+///   ([`tokenize`](bootc_initramfs_setup::cmdline::tokenize)): `foo="a b"` is the one
+///   argument `foo=a b`, a `kargs.d` entry `"x y"` is two. Arguments compare equal
+///   when these split forms are equal.
+/// - The booted `composefs=` and `composefs.digest=` arguments are dropped.
+/// - Subtraction is a multiset difference: each `old_image` argument removes the first
+///   equal booted argument still there; one with no match (the user removed it since)
+///   removes nothing.
+/// - Each `new_image` argument that equals a remaining booted argument not yet matched
+///   by an earlier one is already there and is not added again: an argument the user
+///   has and the new image also adds appears once, where the user had it. The others
+///   are appended in `new_image` order after the remaining booted arguments.
+/// - The result is joined with [`join`](bootc_initramfs_setup::cmdline::join), which
+///   quotes an argument holding white space as `name="value"`, so quoting survives.
+///
+/// Each `new_image` string must pass [`check_karg`] and the line must fit
+/// [`MAX_CMDLINE`]; otherwise an error. `old_image` is only compared, never written.
+pub(crate) fn carried_options(
+    booted_options: &str,
+    old_image: &[String],
+    new_image: &[String],
+    composefs: &bootc_initramfs_setup::cmdline::ComposefsKarg,
+) -> Result<String> {
+    use bootc_initramfs_setup::cmdline::{join, tokenize, KARG, KARG_DIGEST};
+    for k in new_image {
+        check_karg(k, KARGS_D)?;
+    }
+    let (cfs, cfs_digest) = (format!("{KARG}="), format!("{KARG_DIGEST}="));
+    let mut kept: Vec<String> = tokenize(booted_options)
+        .into_iter()
+        .filter(|t| !t.starts_with(&cfs) && !t.starts_with(&cfs_digest))
+        .collect();
+    for arg in old_image.iter().flat_map(|k| tokenize(k)) {
+        if let Some(i) = kept.iter().position(|t| *t == arg) {
+            kept.remove(i);
+        }
+    }
+    let mut matched = vec![false; kept.len()];
+    let mut added = vec![];
+    for arg in new_image.iter().flat_map(|k| tokenize(k)) {
+        match (0..kept.len()).find(|&i| !matched[i] && kept[i] == arg) {
+            Some(i) => matched[i] = true,
+            None => added.push(arg),
+        }
+    }
+    kept.extend(added);
+    kept.push(composefs.to_string());
+    let line = join(&kept);
+    check_options_length(&line)?;
+    Ok(line)
+}
+
 /// Copies the kernel and initrd to `bootc_composefs-<id>/` on the boot partition
 /// (written under a temporary name, synced, renamed); returns the directory name.
 pub(crate) fn copy_kernel<H: FsVerityHashValue>(
@@ -399,19 +457,6 @@ pub(crate) fn deployment_entry(
         initrd: vec![format!("/{dir}/{INITRD}")],
         options,
     }
-}
-
-/// Writes `entries` into `loader/entries/` of the boot partition, each atomically.
-pub(crate) fn write_entries(boot: impl AsFd, entries: &[BlsEntry]) -> Result<()> {
-    for e in entries {
-        check_entry(e)?;
-    }
-    let dir = durable::ensure_dir_all(&boot, layout::LOADER_ENTRIES, 0o755)?;
-    for e in entries {
-        durable::write_file(&dir, &e.file_name(), e.render().as_bytes(), 0o644)
-            .with_context(|| format!("writing {}/{}", layout::LOADER_ENTRIES, e.file_name()))?;
-    }
-    Ok(())
 }
 
 /// What the kernel keeps of its command line (`COMMAND_LINE_SIZE` on x86 and arm64,
@@ -714,6 +759,207 @@ mod tests {
         // between them one argument, and what follows a new one.
         let e = options("UUID=u", &[], &s(&["x=\"", "\" composefs=?abc"]), &k).unwrap_err();
         assert!(e.to_string().contains("unbalanced double quote"), "{e}");
+    }
+
+    #[test]
+    fn carried_options_follow_the_image_and_keep_the_user() {
+        use bootc_initramfs_setup::cmdline::{ComposefsKarg, DeploymentId};
+        let k = ComposefsKarg::new(DeploymentId::parse(&"ab".repeat(32)).unwrap(), true);
+        let old_k = format!("composefs=?sha256:{}", "cd".repeat(32));
+        let old_digest = format!("composefs.digest=v1-sha256-12:{}", "cd".repeat(32));
+        /// What the case shows, the booted options, the old image's kargs.d, the new
+        /// image's kargs.d, the expected line before the composefs argument.
+        type Case<'a> = (&'a str, String, &'a [&'a str], &'a [&'a str], &'a str);
+        let cases: &[Case] = &[
+            (
+                "the issue's example",
+                format!("root=UUID=u rw c=\"x y\" a b {old_k}"),
+                &["a", "b"],
+                &["a", "d"],
+                "root=UUID=u rw c=\"x y\" a d",
+            ),
+            (
+                "empty lists",
+                format!("root=UUID=u rw quiet {old_k}"),
+                &[],
+                &[],
+                "root=UUID=u rw quiet",
+            ),
+            ("nothing booted", String::new(), &[], &[], ""),
+            (
+                "only new",
+                format!("root=UUID=u rw {old_k}"),
+                &[],
+                &["a", "b"],
+                "root=UUID=u rw a b",
+            ),
+            (
+                "the image drops everything",
+                format!("root=UUID=u rw a b {old_k}"),
+                &["a", "b"],
+                &[],
+                "root=UUID=u rw",
+            ),
+            (
+                "an old argument the user deleted since removes nothing",
+                format!("root=UUID=u rw b {old_k}"),
+                &["a", "b"],
+                &["e"],
+                "root=UUID=u rw e",
+            ),
+            (
+                "same image kargs: the line is unchanged",
+                format!("root=UUID=u rw c a b {old_k}"),
+                &["a", "b"],
+                &["a", "b"],
+                "root=UUID=u rw c a b",
+            ),
+            (
+                "a changed value replaces the old one",
+                format!("root=UUID=u rw console=tty0 a=1 {old_k}"),
+                &["a=1"],
+                &["a=2"],
+                "root=UUID=u rw console=tty0 a=2",
+            ),
+            (
+                "composefs tokens anywhere are dropped, the new one goes last",
+                format!("{old_digest} root=UUID=u {old_k} rw"),
+                &[],
+                &["q"],
+                "root=UUID=u rw q",
+            ),
+            (
+                "multiset: one old argument removes one occurrence, the first",
+                format!("root=UUID=u rw a x a y a {old_k}"),
+                &["a"],
+                &[],
+                "root=UUID=u rw x a y a",
+            ),
+            (
+                "multiset: as many as the old image had",
+                format!("root=UUID=u rw a a a {old_k}"),
+                &["a", "a"],
+                &[],
+                "root=UUID=u rw a",
+            ),
+            (
+                "duplicates in the new image are all added",
+                format!("root=UUID=u rw a a {old_k}"),
+                &["a", "a"],
+                &["a", "a"],
+                "root=UUID=u rw a a",
+            ),
+            (
+                "one the user has and the new image adds appears once, where the user had it",
+                format!("root=UUID=u rw quiet x {old_k}"),
+                &[],
+                &["x", "quiet", "y"],
+                "root=UUID=u rw quiet x y",
+            ),
+            (
+                "the user's copy is matched once: a second one is added",
+                format!("root=UUID=u rw quiet {old_k}"),
+                &[],
+                &["quiet", "quiet"],
+                "root=UUID=u rw quiet quiet",
+            ),
+            (
+                "odd tokens compare whole: +3, --, =, x= and x differ, no prefix match",
+                format!("root=UUID=u rw +3 -- = x= x console=ttyS0,115200n8 Quiet {old_k}"),
+                &["x", "console=ttyS0", "quiet", "=="],
+                &["+3", "a==b"],
+                "root=UUID=u rw +3 -- = x= console=ttyS0,115200n8 Quiet a==b",
+            ),
+            (
+                "a quoted booted value is one argument, matched by the same kargs.d string",
+                format!("root=UUID=u rw foo=\"a b\" bar=\"c d\" {old_k}"),
+                &["foo=\"a b\""],
+                &[],
+                "root=UUID=u rw bar=\"c d\"",
+            ),
+            (
+                "a kargs.d string of two words is two arguments",
+                format!("root=UUID=u rw x y z {old_k}"),
+                &["x y"],
+                &["p q"],
+                "root=UUID=u rw z p q",
+            ),
+            (
+                "new quoted values stay one argument; quotes without white space go",
+                format!("root=UUID=u rw {old_k}"),
+                &[],
+                &["opt=\"1 2\"", "k=\"v\"", "\"w s\""],
+                "root=UUID=u rw opt=\"1 2\" k=v \"w s\"",
+            ),
+            (
+                "an empty quoted argument survives",
+                format!("root=UUID=u rw \"\" {old_k}"),
+                &[],
+                &[],
+                "root=UUID=u rw \"\"",
+            ),
+            (
+                "old kargs.d is only compared, never checked",
+                format!("root=UUID=u rw {old_k}"),
+                &["composefs=x", "a\nb"],
+                &[],
+                "root=UUID=u rw",
+            ),
+        ];
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        for (what, booted, old, new, want) in cases {
+            let want = if want.is_empty() {
+                k.to_string()
+            } else {
+                format!("{want} {k}")
+            };
+            let got = carried_options(booted, &s(old), &s(new), &k)
+                .unwrap_or_else(|e| panic!("{what}: {e:#}"));
+            assert_eq!(got, want, "{what}");
+            // What is written reads back as the same arguments.
+            assert_eq!(
+                bootc_initramfs_setup::cmdline::join(&bootc_initramfs_setup::cmdline::tokenize(
+                    &got
+                )),
+                got,
+                "{what}"
+            );
+        }
+    }
+
+    #[test]
+    fn carried_options_check_the_new_image_like_install() {
+        use bootc_initramfs_setup::cmdline::{ComposefsKarg, DeploymentId};
+        let k = ComposefsKarg::new(DeploymentId::parse(&"ab".repeat(32)).unwrap(), false);
+        let booted = "root=UUID=u rw";
+        for (bad, why) in [
+            ("composefs=?abc", "sets composefs="),
+            ("quiet composefs.digest=x", "sets composefs="),
+            ("x=\"", "unbalanced double quote"),
+            (" ", "empty kernel argument"),
+            ("a\nb", "control character"),
+        ] {
+            let e = carried_options(booted, &[], &[bad.to_string()], &k)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(why) && e.contains(KARGS_D), "{bad:?}: {e}");
+        }
+        let long = vec!["x".repeat(3000)];
+        let e = carried_options(booted, &[], &long, &k)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("kernel command line would be"), "{e}");
+        // A booted line that is already too long is refused too, not cut.
+        let e = carried_options(&"y".repeat(3000), &[], &[], &k).unwrap_err();
+        assert!(
+            e.to_string().contains("kernel command line would be"),
+            "{e}"
+        );
+        // Secure stays secure: the composefs argument is the one given.
+        assert_eq!(
+            carried_options(booted, &[], &[], &k).unwrap(),
+            format!("root=UUID=u rw composefs=sha256:{}", "ab".repeat(32))
+        );
     }
 
     fn entry() -> BlsEntry {

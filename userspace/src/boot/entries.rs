@@ -1,21 +1,23 @@
-//! The ordered set of boot entries, and how it changes atomically.
+//! The ordered set of boot entries, whatever the loader, and systemd-boot's form of it:
+//! an entry directory.
 //!
-//! Our entries live in `loader/entries/` of the boot partition, one per deployment
-//! (`bootc_composefs-<hex>.conf`). Their order is the boot order: systemd-boot sorts
-//! by `sort-key` and boots the first entry, so we write `sort-key bootc-NNN` with the
-//! position (000 = the default).
+//! [`EntrySet`] is what every verb reads and writes through the
+//! [`Bootloader`](super::Bootloader) trait: our entries in boot order, and everything
+//! else carried byte for byte ([`RawEntry`]): foreign entries (another OS,
+//! `memtest.conf` with an `efi` line, junk), and entries named like ours that cannot be
+//! parsed (not UTF-8, no `linux` line, no `composefs=` argument, or anything that would
+//! not be written back exactly as it is), which are also never renamed or reordered.
 //!
-//! Every other file in the directory is carried along byte for byte, whatever it holds
-//! and whatever its name ([`RawEntry`]): foreign entries (any name not starting with
-//! `bootc_composefs-`: another OS, `memtest.conf` with an `efi` line, junk), and entries
-//! named like ours that cannot be parsed (not UTF-8, no `linux` line, no `composefs=`
-//! argument), which are also never renamed or reordered. Only leftovers with bootc's
-//! temporary names are dropped.
-//!
-//! A new set is never edited in place: it is written in full to
-//! `loader/entries.staged/` (under a temporary name, synced, renamed), and
-//! [`swap_staged`] exchanges it with `loader/entries/` in one `renameat2(RENAME_EXCHANGE)`.
-//! A power cut at any instant leaves either the old complete set or the new one.
+//! The entry-directory form (systemd-boot, [`super::systemd_boot`]): our entries live in
+//! `loader/entries/`, one per deployment (`bootc_composefs-<hex>.conf`). Their order is
+//! the boot order: systemd-boot sorts by `sort-key` and boots the first entry, so we
+//! write `sort-key bootc-NNN` with the position (000 = the default). Every other file in
+//! the directory is carried along, whatever its name; only leftovers with bootc's
+//! temporary names are dropped. A new set is never edited in place: it is written in
+//! full to `loader/entries.staged/` (under a temporary name, synced, renamed), and
+//! [`exchange_staged`] exchanges it with `loader/entries/` in one
+//! `renameat2(RENAME_EXCHANGE)`. A power cut at any instant leaves either the old
+//! complete set or the new one.
 
 use std::ffi::{OsStr, OsString};
 use std::io::Write;
@@ -43,10 +45,12 @@ pub(crate) struct Entry {
     pub(crate) deployment: Option<DeploymentId>,
     /// Whether its `composefs=` argument allows booting without fs-verity.
     pub(crate) insecure: bool,
+    /// Its boot counter (the `+LEFT[-DONE]` of the file name), when it has one.
+    pub(crate) counter: Option<BootCount>,
 }
 
 impl Entry {
-    /// Wraps a parsed BLS entry.
+    /// Wraps a parsed BLS entry (no boot counter).
     pub(crate) fn new(bls: BlsEntry) -> Entry {
         let karg = ComposefsKarg::from_cmdline(&bls.options).ok();
         let ours = bls.file_stem.starts_with(layout::BOOT_PREFIX);
@@ -54,7 +58,76 @@ impl Entry {
             deployment: karg.as_ref().filter(|_| ours).map(|k| k.id.clone()),
             insecure: karg.map(|k| k.insecure).unwrap_or(false),
             bls,
+            counter: None,
         }
+    }
+
+    /// The entry with a boot counter.
+    pub(crate) fn with_counter(mut self, counter: Option<BootCount>) -> Entry {
+        self.counter = counter;
+        self
+    }
+
+    /// It ran out of tries: the loader no longer boots it by default.
+    pub(crate) fn failed(&self) -> bool {
+        self.counter.is_some_and(|c| c.left == 0)
+    }
+
+    /// The file name in an entry directory: `<stem>[+LEFT[-DONE]].conf`.
+    pub(crate) fn file_name(&self) -> String {
+        match &self.counter {
+            Some(c) => format!("{}{c}.conf", self.bls.file_stem),
+            None => self.bls.file_name(),
+        }
+    }
+}
+
+/// A boot counter, as the UAPI Boot Loader Specification encodes it in an entry's file
+/// name: `+LEFT` (tries left) or `+LEFT-DONE` (and tries done). systemd-boot counts a
+/// try down at each boot of the entry; `systemd-bless-boot` removes the counter once the
+/// boot reached `boot-complete.target`. An entry with no tries left is sorted last and
+/// not booted by default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct BootCount {
+    /// Tries left.
+    pub(crate) left: u32,
+    /// Tries done, when counted.
+    pub(crate) done: Option<u32>,
+}
+
+impl std::fmt::Display for BootCount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "+{}", self.left)?;
+        if let Some(d) = self.done {
+            write!(f, "-{d}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Splits an entry file stem into its name and boot counter: `x+3` → (`x`, +3),
+/// `x+2-1` → (`x`, +2-1); anything else after the last `+` (or no `+`) is part of the
+/// name. Never panics; digits only, no sign, no overflow.
+pub(crate) fn split_counter(stem: &str) -> (&str, Option<BootCount>) {
+    let Some((name, suffix)) = stem.rsplit_once('+') else {
+        return (stem, None);
+    };
+    let num = |s: &str| -> Option<u32> {
+        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        s.parse().ok()
+    };
+    let counter = match suffix.split_once('-') {
+        Some((l, d)) => num(l).zip(num(d)).map(|(left, d)| BootCount {
+            left,
+            done: Some(d),
+        }),
+        None => num(suffix).map(|left| BootCount { left, done: None }),
+    };
+    match counter {
+        Some(c) => (name, Some(c)),
+        None => (stem, None),
     }
 }
 
@@ -186,10 +259,18 @@ impl EntrySet {
             }
         }
         names.sort();
-        let mut parsed = vec![];
+        let mut parsed: Vec<Entry> = vec![];
         for name in names {
             let content = read_raw(&fd, &name);
-            match parse_ours(&name, &content) {
+            let result = parse_ours(&name, &content).and_then(|e| match e {
+                // Two files for one entry (`x.conf` and `x+3.conf`): the loader would
+                // show both; only the first is taken as ours.
+                Some(e) if parsed.iter().any(|p| p.bls.file_stem == e.bls.file_stem) => {
+                    Err("a second file for the same entry".to_string())
+                }
+                other => Ok(other),
+            });
+            match result {
                 Ok(Some(e)) => parsed.push(e),
                 Ok(None) => set.foreign.push(RawEntry {
                     name,
@@ -210,13 +291,20 @@ impl EntrySet {
                 }
             }
         }
-        // Boot order: sort-key, then file name (what systemd-boot does for equal keys
-        // is version-based; ours always have distinct keys).
-        parsed.sort_by(|a: &BlsEntry, b: &BlsEntry| {
-            (a.sort_key.as_deref().unwrap_or("~"), &a.file_stem)
-                .cmp(&(b.sort_key.as_deref().unwrap_or("~"), &b.file_stem))
+        // Boot order as systemd-boot sees it: entries out of tries last, then by
+        // sort-key, then file name (what systemd-boot does for equal keys is
+        // version-based; ours always have distinct keys).
+        parsed.sort_by(|a: &Entry, b: &Entry| {
+            let key = |e: &Entry| {
+                (
+                    e.failed(),
+                    e.bls.sort_key.clone().unwrap_or_else(|| "~".into()),
+                    e.bls.file_stem.clone(),
+                )
+            };
+            key(a).cmp(&key(b))
         });
-        set.ours = parsed.into_iter().map(Entry::new).collect();
+        set.ours = parsed;
         Ok(Some(set))
     }
 
@@ -230,15 +318,16 @@ impl EntrySet {
             .map(|(i, e)| {
                 let mut b = e.bls.clone();
                 b.sort_key = Some(sort_key(i));
-                (
-                    OsString::from(b.file_name()),
+                super::bls::check_entry(&b)?;
+                Ok((
+                    OsString::from(e.file_name()),
                     RawContent::File {
                         bytes: b.render().into_bytes(),
                         mode: 0o644,
                     },
-                )
+                ))
             })
-            .collect();
+            .collect::<Result<_>>()?;
         for r in &self.foreign {
             if let RawContent::Unusable(why) = &r.content {
                 bail!(
@@ -277,17 +366,19 @@ pub fn parse_entry_file(
             mode: 0o644,
         },
     )
+    .map(|e| e.map(|e| e.bls))
 }
 
 /// Our entry, `Ok(None)` for a foreign file, `Err(why)` for one named like ours that is
 /// not a usable entry of ours.
-fn parse_ours(name: &OsStr, content: &RawContent) -> std::result::Result<Option<BlsEntry>, String> {
+fn parse_ours(name: &OsStr, content: &RawContent) -> std::result::Result<Option<Entry>, String> {
     if !is_ours_name(name) {
         return Ok(None);
     }
     let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".conf")) else {
-        return Err("its name is not bootc_composefs-<id>.conf".into());
+        return Err("its name is not bootc_composefs-<id>[+LEFT[-DONE]].conf".into());
     };
+    let (stem, counter) = split_counter(stem);
     let bytes = match content {
         RawContent::File { bytes, .. } => bytes,
         RawContent::Symlink(_) => return Err("it is a symbolic link".into()),
@@ -310,7 +401,11 @@ fn parse_ours(name: &OsStr, content: &RawContent) -> std::result::Result<Option<
     if BlsEntry::parse(stem, &bls.render()).ok().as_ref() != Some(&bls) {
         return Err("it holds characters bootc cannot write back (control characters)".into());
     }
-    Ok(Some(bls))
+    // Nor is one bootc would refuse to write (white space in a path, …).
+    if let Err(e) = super::bls::check_entry(&bls) {
+        return Err(format!("{e:#}"));
+    }
+    Ok(Some(Entry::new(bls).with_counter(counter)))
 }
 
 fn read_raw(dir: &OwnedFd, name: &OsStr) -> RawContent {
@@ -369,9 +464,9 @@ fn write_raw(dir: &OwnedFd, name: &OsStr, content: &RawContent) -> Result<()> {
     Ok(())
 }
 
-/// The set that boots now (`loader/entries`).
-pub(crate) fn read_current(boot: impl AsFd) -> Result<EntrySet> {
-    EntrySet::read(boot, layout::LOADER_ENTRIES)
+/// The set that boots now (`loader/entries`); `None` when the directory is missing.
+pub(crate) fn read_current(boot: impl AsFd) -> Result<Option<EntrySet>> {
+    EntrySet::read_opt(boot, layout::LOADER_ENTRIES)
 }
 
 /// The staged set (`loader/entries.staged`), if one is waiting for finalize.
@@ -420,20 +515,13 @@ pub(crate) fn discard_staged(boot: impl AsFd) -> Result<bool> {
     Ok(existed)
 }
 
-/// Makes the staged set the current one with one atomic exchange, then removes the old
-/// set (now under the staged name).
-pub(crate) fn swap_staged(boot: impl AsFd) -> Result<()> {
-    exchange_staged(&boot)?;
-    discard_staged(&boot)?;
-    Ok(())
-}
-
 /// Makes the staged set the current one with one atomic exchange; the old set is left
 /// under the staged name (for [`discard_staged`]).
 pub(crate) fn exchange_staged(boot: impl AsFd) -> Result<()> {
     let loader = durable::open_dir(&boot, loader_dir())?;
     let staged = name_of(layout::LOADER_ENTRIES_STAGED);
     let current = name_of(layout::LOADER_ENTRIES);
+    crate::sys::fault::durable_step("exchange loader/entries");
     match renameat_with(&loader, staged, &loader, current, RenameFlags::EXCHANGE) {
         Ok(()) => {}
         Err(Errno::NOENT) => {
@@ -447,10 +535,13 @@ pub(crate) fn exchange_staged(boot: impl AsFd) -> Result<()> {
     Ok(())
 }
 
-/// Replaces the current set with `set` (staged, then swapped).
+/// Replaces the current set with `set`: staged, exchanged, the old set removed.
+#[cfg(test)]
 pub(crate) fn replace(boot: impl AsFd, set: &EntrySet) -> Result<()> {
     write_staged(&boot, set)?;
-    swap_staged(&boot)
+    exchange_staged(&boot)?;
+    discard_staged(&boot)?;
+    Ok(())
 }
 
 fn name_of(path: &str) -> &str {
@@ -458,7 +549,7 @@ fn name_of(path: &str) -> &str {
 }
 
 /// `loader`: the directory holding both entry sets.
-fn loader_dir() -> &'static str {
+pub(crate) fn loader_dir() -> &'static str {
     layout::LOADER_ENTRIES
         .rsplit_once('/')
         .map(|(d, _)| d)
@@ -521,7 +612,7 @@ mod tests {
             problem: None,
         });
         replace(&boot, &set).unwrap();
-        let back = read_current(&boot).unwrap();
+        let back = read_current(&boot).unwrap().unwrap();
         assert_eq!(
             back.deployments()
                 .iter()
@@ -551,16 +642,20 @@ mod tests {
             a
         );
         assert_eq!(
-            read_current(&boot).unwrap().deployments()[0].hex(),
+            read_current(&boot).unwrap().unwrap().deployments()[0].hex(),
             b,
             "unchanged until the swap"
         );
-        swap_staged(&boot).unwrap();
-        assert_eq!(read_current(&boot).unwrap().deployments()[0].hex(), a);
+        exchange_staged(&boot).unwrap();
+        discard_staged(&boot).unwrap();
+        assert_eq!(
+            read_current(&boot).unwrap().unwrap().deployments()[0].hex(),
+            a
+        );
 
         // A junk file does not break reading.
         std::fs::write(d.path().join("loader/entries/junk.conf"), "title x\n").unwrap();
-        assert_eq!(read_current(&boot).unwrap().ours.len(), 2);
+        assert_eq!(read_current(&boot).unwrap().unwrap().ours.len(), 2);
     }
 
     fn mode_of(p: &std::path::Path) -> u32 {
@@ -619,7 +714,7 @@ mod tests {
         }
         std::os::unix::fs::symlink("memtest.conf", dir.join("alias.conf")).unwrap();
 
-        let back = read_current(&boot).unwrap();
+        let back = read_current(&boot).unwrap().unwrap();
         assert_eq!(back.ours.len(), 2);
         assert_eq!(back.unparsed_ours().count(), 2);
         assert_eq!(back.foreign.len(), files.len() + 1);
@@ -636,8 +731,82 @@ mod tests {
             std::fs::read_link(dir.join("alias.conf")).unwrap(),
             std::path::Path::new("memtest.conf")
         );
-        assert_eq!(read_current(&boot).unwrap().deployments()[0].hex(), b);
+        assert_eq!(
+            read_current(&boot).unwrap().unwrap().deployments()[0].hex(),
+            b
+        );
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), files.len() + 3);
+    }
+
+    /// The UAPI boot counter grammar: `+LEFT` and `+LEFT-DONE` are counters, anything
+    /// else after a `+` is part of the name.
+    #[test]
+    fn counter_grammar() {
+        let c = |left, done| Some(BootCount { left, done });
+        for (stem, name, counter) in [
+            ("x+3", "x", c(3, None)),
+            ("x+2-1", "x", c(2, Some(1))),
+            ("x+0-3", "x", c(0, Some(3))),
+            ("x+0", "x", c(0, None)),
+            ("a+b+1", "a+b", c(1, None)),
+            ("x", "x", None),
+            ("x+", "x+", None),
+            ("x+-1", "x+-1", None),
+            ("x+1-", "x+1-", None),
+            ("x+1-2-3", "x+1-2-3", None),
+            ("x+a", "x+a", None),
+            ("x+ 1", "x+ 1", None),
+            ("x+99999999999", "x+99999999999", None),
+            ("x+\u{0661}", "x+\u{0661}", None),
+        ] {
+            assert_eq!(split_counter(stem), (name, counter), "{stem}");
+        }
+        assert_eq!(c(2, Some(1)).unwrap().to_string(), "+2-1");
+        assert_eq!(c(3, None).unwrap().to_string(), "+3");
+    }
+
+    /// Counted entries are read as the deployment they boot, keep their counter
+    /// through a rewrite, and one out of tries sorts last (as systemd-boot boots).
+    #[test]
+    fn counted_entries_are_read_written_and_ordered_like_the_loader() {
+        let d = tempfile::tempdir().unwrap();
+        let boot = durable::open_dir(rustix::fs::CWD, d.path()).unwrap();
+        let (a, b, c) = ("a".repeat(64), "b".repeat(64), "c".repeat(64));
+        let count = |left, done| Some(BootCount { left, done });
+        let mut set = EntrySet::default();
+        set.ours
+            .push(Entry::new(entry(&a, None)).with_counter(count(0, Some(3))));
+        set.ours
+            .push(Entry::new(entry(&b, None)).with_counter(count(2, Some(1))));
+        set.ours.push(Entry::new(entry(&c, None)));
+        replace(&boot, &set).unwrap();
+        let dir = d.path().join(layout::LOADER_ENTRIES);
+        for n in [
+            format!("{}{a}+0-3.conf", layout::BOOT_PREFIX),
+            format!("{}{b}+2-1.conf", layout::BOOT_PREFIX),
+            format!("{}{c}.conf", layout::BOOT_PREFIX),
+        ] {
+            assert!(dir.join(&n).is_file(), "{n}");
+        }
+        let back = read_current(&boot).unwrap().unwrap();
+        let hexes: Vec<String> = back.deployments().iter().map(|i| i.hex().into()).collect();
+        assert_eq!(
+            hexes,
+            vec![b.clone(), c.clone(), a.clone()],
+            "out of tries: last"
+        );
+        assert!(back.ours[2].failed() && !back.ours[0].failed());
+        assert_eq!(back.ours[0].counter, count(2, Some(1)));
+        assert_eq!(back.ours[1].counter, None);
+        // A second file for the same entry is carried, not taken as ours twice.
+        std::fs::write(
+            dir.join(format!("{}{b}.conf", layout::BOOT_PREFIX)),
+            entry(&b, None).render(),
+        )
+        .unwrap();
+        let back = read_current(&boot).unwrap().unwrap();
+        assert_eq!(back.ours.len(), 3);
+        assert_eq!(back.unparsed_ours().count(), 1);
     }
 
     #[test]
@@ -651,7 +820,7 @@ mod tests {
         let dir = d.path().join(layout::LOADER_ENTRIES);
         std::fs::create_dir(dir.join("subdir")).unwrap();
         let before = std::fs::read(dir.join(format!("{}{a}.conf", layout::BOOT_PREFIX))).unwrap();
-        let back = read_current(&boot).unwrap();
+        let back = read_current(&boot).unwrap().unwrap();
         let err = replace(&boot, &back).unwrap_err().to_string();
         assert!(
             err.contains("subdir cannot be carried over (it is a directory)"),

@@ -1,12 +1,14 @@
-//! systemd-boot: `bootctl install` onto the ESP, BLS entries in `loader/entries`.
+//! systemd-boot: `bootctl install` onto the ESP, the menu as BLS entries in
+//! `loader/entries/` (the entry-directory form of [`super::entries`]).
 
-use std::os::fd::OwnedFd;
+use std::os::fd::BorrowedFd;
 use std::path::Path;
 use std::process::Command;
 
 use anyhow::{Context, Result};
+use bootc_initramfs_setup::layout;
 
-use super::bls::{self, BlsEntry};
+use super::entries::{self, EntrySet};
 use super::Bootloader;
 use crate::sys::cmd::run;
 use crate::sys::cmd::which;
@@ -64,7 +66,39 @@ impl Bootloader for SystemdBoot {
         Ok(())
     }
 
-    fn write_entries(&self, boot: &OwnedFd, entries: &[BlsEntry]) -> Result<()> {
-        bls::write_entries(boot, entries)
+    fn boot_counting(&self) -> bool {
+        true
+    }
+
+    fn menu_path(&self) -> &'static str {
+        layout::LOADER_ENTRIES
+    }
+
+    fn staged_menu_path(&self) -> &'static str {
+        layout::LOADER_ENTRIES_STAGED
+    }
+
+    fn menu_dir(&self) -> &'static str {
+        entries::loader_dir()
+    }
+
+    fn read_current(&self, boot: BorrowedFd<'_>) -> Result<Option<EntrySet>> {
+        entries::read_current(boot)
+    }
+
+    fn read_staged(&self, boot: BorrowedFd<'_>) -> Result<Option<EntrySet>> {
+        entries::read_staged(boot)
+    }
+
+    fn write_staged(&self, boot: BorrowedFd<'_>, set: &EntrySet) -> Result<()> {
+        entries::write_staged(boot, set)
+    }
+
+    fn exchange_staged(&self, boot: BorrowedFd<'_>) -> Result<()> {
+        entries::exchange_staged(boot)
+    }
+
+    fn discard_staged(&self, boot: BorrowedFd<'_>) -> Result<bool> {
+        entries::discard_staged(boot)
     }
 }

@@ -30,7 +30,7 @@ use super::etc_merge;
 use super::gc::{self, GcReport};
 use super::host::{Host, Staged};
 use super::stage::plan_merge;
-use crate::boot::entries::{self, EntrySet};
+use crate::boot::entries::EntrySet;
 use crate::repo;
 use crate::sys::{durable, fault};
 
@@ -110,7 +110,7 @@ pub(crate) fn finalize(host: &Host) -> Result<Finalized> {
 
 /// The failure text, naming what really is the default (read from the entries now).
 fn failure_reason(host: &Host, id: &DeploymentId, e: &anyhow::Error) -> String {
-    match entries::read_current(&host.boot) {
+    match host.current_set() {
         Ok(set) => match set.default_deployment() {
             Some(d) if d == id => format!(
                 "finalizing {} did not complete, but it is already the default for the next boot; run bootc composefs-finalize-staged again to finish: {e:#}",
@@ -122,8 +122,9 @@ fn failure_reason(host: &Host, id: &DeploymentId, e: &anyhow::Error) -> String {
                 d.short()
             ),
             None => format!(
-                "finalizing {} failed, and loader/entries boots no deployment of ours: {e:#}",
-                id.short()
+                "finalizing {} failed, and {} boots no deployment of ours: {e:#}",
+                id.short(),
+                host.menu().menu_path()
             ),
         },
         Err(r) => format!(
@@ -153,7 +154,13 @@ fn apply<H: FsVerityHashValue>(host: &Host, staged: &DeploymentId, set: &EntrySe
         );
     }
     durable::syncfs(host.sysroot.as_fd())?;
-    entries::exchange_staged(&host.boot)?;
+    // The boot loader and systemd-bless-boot rename counted entries of the current
+    // menu (a try counted, a boot blessed) after staging: the staged copies take those
+    // names, so the exchange loses no counter.
+    if let Some(fresh) = with_current_counters(set, &host.current_set()?, staged) {
+        host.menu().write_staged(host.boot.as_fd(), &fresh)?;
+    }
+    host.menu().exchange_staged(host.boot.as_fd())?;
     durable::syncfs(host.boot.as_fd())?;
     tracing::info!(
         "finalized {}: {} local /etc changes carried over",
@@ -164,10 +171,42 @@ fn apply<H: FsVerityHashValue>(host: &Host, staged: &DeploymentId, set: &EntrySe
     Ok(())
 }
 
+/// `staged` with the boot counters its entries have now in `current` (matched by entry
+/// name), or `None` when none changed. The entry of `new`, the deployment being
+/// finalized, keeps its own: it was written fresh (a deployment that failed before and
+/// is tried again gets new tries, not its old exhausted counter).
+pub(crate) fn with_current_counters(
+    staged: &EntrySet,
+    current: &EntrySet,
+    new: &DeploymentId,
+) -> Option<EntrySet> {
+    let mut out = staged.clone();
+    let mut changed = false;
+    for e in out
+        .ours
+        .iter_mut()
+        .filter(|e| e.deployment.as_ref() != Some(new))
+    {
+        if let Some(c) = current
+            .ours
+            .iter()
+            .find(|c| c.bls.file_stem == e.bls.file_stem)
+        {
+            if c.counter != e.counter {
+                e.counter = c.counter;
+                changed = true;
+            }
+        }
+    }
+    changed.then_some(out)
+}
+
 /// After the exchange: remove the old set, collect garbage, clear the failure record,
 /// and last the marker. Each step is idempotent.
 fn complete(host: &Host) -> Result<Option<GcReport>> {
-    entries::discard_staged(&host.boot).context("removing the previous entry set")?;
+    host.menu()
+        .discard_staged(host.boot.as_fd())
+        .context("removing the previous menu")?;
     fault::point(STEPS_AFTER_EXCHANGE[1]);
     let report = match gc::gc(host, false) {
         Ok(r) => Some(r),
@@ -188,9 +227,13 @@ fn complete(host: &Host) -> Result<Option<GcReport>> {
 /// boot partition (regular files), its state directory with `etc/`, and its EROFS image
 /// `composefs/images/<hex>`. Checked before anything is changed.
 pub(crate) fn check_bootable(host: &Host, id: &DeploymentId, set: &EntrySet) -> Result<()> {
-    let entry = set
-        .get(id)
-        .with_context(|| format!("loader/entries.staged has no entry for {}", id.short()))?;
+    let entry = set.get(id).with_context(|| {
+        format!(
+            "{} has no entry for {}",
+            host.menu().staged_menu_path(),
+            id.short()
+        )
+    })?;
     let name = entry.bls.file_name();
     for path in std::iter::once(&entry.bls.linux).chain(&entry.bls.initrd) {
         if let Some(problem) = not_regular(&host.boot, path.trim_start_matches('/')) {
@@ -220,13 +263,26 @@ pub(crate) fn check_bootable(host: &Host, id: &DeploymentId, set: &EntrySet) -> 
 /// What is wrong with `rel` (resolved inside `root`, symlinks followed there) as a
 /// regular file, or None.
 fn not_regular(root: impl AsFd, rel: impl AsRef<Path>) -> Option<String> {
-    let fd = match rustix::fs::openat2(
-        &root,
-        rel.as_ref(),
-        OFlags::PATH | OFlags::CLOEXEC,
-        Mode::empty(),
-        ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
-    ) {
+    let open = || {
+        rustix::fs::openat2(
+            &root,
+            rel.as_ref(),
+            OFlags::PATH | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+        )
+    };
+    // A rename or mount anywhere on the machine during a lookup through ".." (the image
+    // is a symlink to ../objects/…) makes openat2 fail with EAGAIN; the kernel's advice
+    // is to retry (shutdown, when finalize runs, unmounts a lot).
+    let mut opened = open();
+    for _ in 0..100 {
+        if !matches!(opened, Err(rustix::io::Errno::AGAIN)) {
+            break;
+        }
+        opened = open();
+    }
+    let fd = match opened {
         Ok(fd) => fd,
         Err(rustix::io::Errno::NOENT) => return Some("is missing".into()),
         Err(e) => return Some(format!("cannot be opened ({e})")),
@@ -262,8 +318,54 @@ mod tests {
             run_dir: t.path().join("run"),
             booted: id('b'),
             booted_insecure: true,
+            loader: crate::boot::BootloaderKind::Systemd,
         };
         (t, host)
+    }
+
+    /// A counter the loader or systemd-bless-boot changed after staging survives the
+    /// exchange: the staged copy takes the current name.
+    #[test]
+    fn staged_entries_take_the_counters_of_the_current_menu() {
+        use crate::boot::entries::BootCount;
+        let (a, b, n) = (id('a'), id('b'), id('e'));
+        let staged = set(&[&n, &a, &b]);
+        let mut current = set(&[&a, &b]);
+        assert_eq!(
+            with_current_counters(&staged, &current, &n),
+            None,
+            "nothing changed"
+        );
+        // b counted a try since staging.
+        current.ours[1].counter = Some(BootCount {
+            left: 1,
+            done: Some(2),
+        });
+        let fresh = with_current_counters(&staged, &current, &n).unwrap();
+        assert_eq!(fresh.ours[2].counter, current.ours[1].counter);
+        assert_eq!(fresh.ours[0].counter, None, "the new entry keeps its own");
+        assert_eq!(fresh.deployments(), staged.deployments());
+        // b was blessed after staging: the staged copy loses its counter too.
+        let mut staged2 = staged.clone();
+        staged2.ours[2].counter = Some(BootCount {
+            left: 2,
+            done: Some(1),
+        });
+        let fresh = with_current_counters(&staged2, &set(&[&a, &b]), &n).unwrap();
+        assert_eq!(fresh.ours[2].counter, None);
+        // The deployment being finalized keeps its fresh counter even when the current
+        // menu holds its old, exhausted one (upgrade --force after a failed boot).
+        let mut staged3 = set(&[&a, &b]);
+        staged3.ours[0].counter = Some(BootCount {
+            left: 3,
+            done: None,
+        });
+        let mut failed = set(&[&b, &a]);
+        failed.ours[1].counter = Some(BootCount {
+            left: 0,
+            done: Some(3),
+        });
+        assert_eq!(with_current_counters(&staged3, &failed, &a), None);
     }
 
     #[test]

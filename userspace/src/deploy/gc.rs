@@ -1,21 +1,22 @@
 //! `bootc gc`: remove what no deployment needs, and nothing that might boot.
 //!
-//! The live deployments are those with an entry in `loader/entries` or
-//! `loader/entries.staged`, plus the booted one and the staged one. Everything else
+//! The live deployments are those with an entry in the boot loader's current menu or
+//! its staged one (an update waiting for finalize), in any other menu found on the boot
+//! partition (the other loader's: never delete on a guess what might boot), plus the
+//! booted one and the staged one. Everything else
 //! goes: their state directories, the `bootc_composefs-*` boot directories no live
 //! entry boots from, their repository tags, and then (by the repository's own GC) every
 //! image, stream and object no remaining tag reaches. Tags that are not ours are GC
 //! roots too and are never touched. Leftovers of interrupted runs (names with
 //! `durable::TMP_PREFIX`) under `state/`, `state/deploy/`, the boot partition's root and
-//! `loader/` are removed too, and nothing else with such a name.
+//! the loaders' menu directories are removed too, and nothing else with such a name.
 //!
 //! What gc cannot prove unused, it keeps:
 //! - An entry named like ours that cannot be parsed keeps every deployment, boot
 //!   directory and tag whose digest appears in its name or bytes (case-insensitive);
 //!   one that cannot be read at all keeps everything. gc warns, naming the file and
 //!   what it keeps.
-//! - No `loader/entries` at all, or one without any entry of ours while deployments
-//!   exist, means the boot partition is not the one we think (ESP not mounted, wrong
+//! - No menu at all, or one without any entry of ours while deployments exist, means the boot partition is not the one we think (ESP not mounted, wrong
 //!   `--boot-dir`): gc refuses and removes nothing.
 //!
 //! The decision is [`plan`], a pure function of what was read ([`GcInputs`]).
@@ -30,6 +31,7 @@ use bootc_initramfs_setup::with_algorithm;
 use composefs::fsverity::FsVerityHashValue;
 
 use crate::boot::entries::EntrySet;
+use crate::boot::BootloaderKind;
 use crate::deploy::host::Host;
 use crate::deploy::state;
 use crate::repo::{self, DEPLOYMENT_TAG_PREFIX};
@@ -76,17 +78,21 @@ impl std::fmt::Display for GcReport {
 /// Why gc refused to remove anything.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum GcRefused {
-    /// `loader/entries` does not exist.
-    #[error("no boot entries in {boot}/{entries}: is the ESP mounted at {boot}? nothing removed", entries = layout::LOADER_ENTRIES)]
+    /// The boot loader's menu does not exist.
+    #[error("no boot entries in {boot}/{menu}: is the ESP mounted at {boot}? nothing removed")]
     NoEntriesDir {
         /// The boot partition, for the message.
         boot: String,
+        /// The menu's path on it.
+        menu: &'static str,
     },
-    /// `loader/entries` has no entry of ours while deployments exist.
-    #[error("{boot}/{entries} has no bootc entry but {deployments} deployments exist: is the ESP mounted at {boot}? nothing removed", entries = layout::LOADER_ENTRIES)]
+    /// The menu has no entry of ours while deployments exist.
+    #[error("{boot}/{menu} has no bootc entry but {deployments} deployments exist: is the ESP mounted at {boot}? nothing removed")]
     NoOurEntries {
         /// The boot partition, for the message.
         boot: String,
+        /// The menu's path on it.
+        menu: &'static str,
         /// How many deployments exist.
         deployments: usize,
     },
@@ -101,8 +107,8 @@ pub(crate) enum Place {
     StateDeploy,
     /// The boot partition's root.
     Boot,
-    /// `loader/` on the boot partition.
-    Loader,
+    /// A boot loader's menu directory on the boot partition.
+    Menu(&'static str),
 }
 
 impl Place {
@@ -112,7 +118,7 @@ impl Place {
             Place::State => layout::STATE,
             Place::StateDeploy => layout::STATE_DEPLOY,
             Place::Boot => ".",
-            Place::Loader => loader_dir(),
+            Place::Menu(dir) => dir,
         }
     }
 
@@ -120,16 +126,9 @@ impl Place {
         match self {
             Place::State | Place::StateDeploy => format!("{}/{name}", self.dir()),
             Place::Boot => format!("boot:{name}"),
-            Place::Loader => format!("boot:{}/{name}", self.dir()),
+            Place::Menu(dir) => format!("boot:{dir}/{name}"),
         }
     }
-}
-
-fn loader_dir() -> &'static str {
-    layout::LOADER_ENTRIES
-        .rsplit_once('/')
-        .map(|(d, _)| d)
-        .unwrap_or(".")
 }
 
 /// Everything gc decides from, as read from disk.
@@ -141,10 +140,14 @@ pub(crate) struct GcInputs {
     pub(crate) booted: Option<DeploymentId>,
     /// The staged deployment (the marker).
     pub(crate) staged: Option<DeploymentId>,
-    /// `loader/entries`; `None` when the directory does not exist.
+    /// The boot loader's menu path and staged menu path, for messages.
+    pub(crate) menu: (&'static str, &'static str),
+    /// The boot loader's current menu; `None` when it does not exist.
     pub(crate) current: Option<EntrySet>,
-    /// `loader/entries.staged` when an update is staged.
+    /// Its staged menu when an update is staged.
     pub(crate) staged_set: Option<EntrySet>,
+    /// Every other menu found on the boot partition (path, set): the other loader's.
+    pub(crate) other_menus: Vec<(&'static str, EntrySet)>,
     /// The deployments under `state/deploy`.
     pub(crate) deployments: Vec<DeploymentId>,
     /// Names in `state/deploy/` (for leftovers).
@@ -153,8 +156,8 @@ pub(crate) struct GcInputs {
     pub(crate) state_names: Vec<String>,
     /// Names in the boot partition's root.
     pub(crate) boot_names: Vec<String>,
-    /// Names in `loader/`.
-    pub(crate) loader_names: Vec<String>,
+    /// Names in each loader's menu directory.
+    pub(crate) menu_names: Vec<(&'static str, Vec<String>)>,
     /// The repository's tags.
     pub(crate) tags: Vec<String>,
 }
@@ -180,6 +183,7 @@ pub(crate) struct GcPlan {
 pub(crate) fn plan(i: &GcInputs) -> Result<GcPlan, GcRefused> {
     let current = i.current.as_ref().ok_or_else(|| GcRefused::NoEntriesDir {
         boot: i.boot_display.clone(),
+        menu: i.menu.0,
     })?;
     if current.ours.is_empty()
         && current.unparsed_ours().next().is_none()
@@ -187,15 +191,13 @@ pub(crate) fn plan(i: &GcInputs) -> Result<GcPlan, GcRefused> {
     {
         return Err(GcRefused::NoOurEntries {
             boot: i.boot_display.clone(),
+            menu: i.menu.0,
             deployments: i.deployments.len(),
         });
     }
-    let sets: Vec<(&str, &EntrySet)> = std::iter::once((layout::LOADER_ENTRIES, current))
-        .chain(
-            i.staged_set
-                .iter()
-                .map(|s| (layout::LOADER_ENTRIES_STAGED, s)),
-        )
+    let sets: Vec<(&str, &EntrySet)> = std::iter::once((i.menu.0, current))
+        .chain(i.staged_set.iter().map(|s| (i.menu.1, s)))
+        .chain(i.other_menus.iter().map(|(p, s)| (*p, s)))
         .collect();
 
     // Live digests (deployment ids, lower-case hex).
@@ -229,7 +231,7 @@ pub(crate) fn plan(i: &GcInputs) -> Result<GcPlan, GcRefused> {
     let mut keep_all = false;
     for (dir, s) in &sets {
         for raw in s.unparsed_ours() {
-            let file = format!("{dir}/{}", raw.display_name());
+            let file = format!("{dir}: {}", raw.display_name());
             let why = raw
                 .problem
                 .clone()
@@ -317,12 +319,13 @@ pub(crate) fn plan(i: &GcInputs) -> Result<GcPlan, GcRefused> {
 
 fn debris(i: &GcInputs) -> Vec<(Place, String)> {
     let mut out = vec![];
-    for (place, names) in [
+    let places = [
         (Place::State, &i.state_names),
         (Place::StateDeploy, &i.deploy_names),
         (Place::Boot, &i.boot_names),
-        (Place::Loader, &i.loader_names),
-    ] {
+    ];
+    let menus = i.menu_names.iter().map(|(d, n)| (Place::Menu(d), n));
+    for (place, names) in places.into_iter().chain(menus) {
         out.extend(
             names
                 .iter()
@@ -355,13 +358,26 @@ fn gc_typed<H: FsVerityHashValue>(host: &Host, dry_run: bool) -> Result<GcReport
         boot_display: boot_display(host),
         booted: Some(host.booted.clone()),
         staged: host.staged(),
-        current: EntrySet::read_opt(&host.boot, layout::LOADER_ENTRIES)?,
+        menu: (host.menu().menu_path(), host.menu().staged_menu_path()),
+        current: host
+            .menu()
+            .read_current(host.boot.as_fd())
+            .with_context(|| format!("reading {}", host.menu().menu_path()))?,
         staged_set: host.staged_set()?,
+        other_menus: other_menus(host)?,
         deployments: state::list_deployments(&host.sysroot)?,
         deploy_names: list_names(&host.sysroot, layout::STATE_DEPLOY)?,
         state_names: list_names(&host.sysroot, layout::STATE)?,
         boot_names: list_names(&host.boot, ".")?,
-        loader_names: list_names(&host.boot, loader_dir())?,
+        menu_names: BootloaderKind::ALL
+            .iter()
+            .map(|k| {
+                Ok((
+                    k.get().menu_dir(),
+                    list_names(&host.boot, k.get().menu_dir())?,
+                ))
+            })
+            .collect::<Result<_>>()?,
         tags: composefs_oci::oci_image::list_refs(&repo)?
             .into_iter()
             .map(|(t, _)| t)
@@ -408,7 +424,7 @@ fn gc_typed<H: FsVerityHashValue>(host: &Host, dry_run: bool) -> Result<GcReport
     for (place, name) in &plan.debris {
         let root = match place {
             Place::State | Place::StateDeploy => host.sysroot.as_fd(),
-            Place::Boot | Place::Loader => host.boot.as_fd(),
+            Place::Boot | Place::Menu(_) => host.boot.as_fd(),
         };
         let dir = durable::open_dir(root, place.dir())?;
         durable::remove_all(&dir, name)
@@ -426,6 +442,27 @@ fn gc_typed<H: FsVerityHashValue>(host: &Host, dry_run: bool) -> Result<GcReport
     durable::syncfs(&host.sysroot)?;
     durable::syncfs(&host.boot)?;
     Ok(report)
+}
+
+/// The menus of the other loaders (current and staged) found on the boot partition:
+/// what they boot is kept. One that cannot be read is an error (nothing is removed).
+fn other_menus(host: &Host) -> Result<Vec<(&'static str, EntrySet)>> {
+    let mut out = vec![];
+    for k in BootloaderKind::ALL
+        .into_iter()
+        .filter(|k| *k != host.loader)
+    {
+        let l = k.get();
+        for (path, set) in [
+            (l.menu_path(), l.read_current(host.boot.as_fd())),
+            (l.staged_menu_path(), l.read_staged(host.boot.as_fd())),
+        ] {
+            if let Some(set) = set.with_context(|| format!("reading {path}"))? {
+                out.push((path, set));
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// The names in `path` under `root`; none when it does not exist.
@@ -508,8 +545,10 @@ mod tests {
             boot_display: "/mnt/boot".into(),
             booted: Some(id('a')),
             staged: None,
+            menu: (layout::LOADER_ENTRIES, layout::LOADER_ENTRIES_STAGED),
             current,
             staged_set: None,
+            other_menus: vec![],
             deployments: vec![id('a'), id('b'), id('c'), id('d')],
             deploy_names: ['a', 'b', 'c', 'd']
                 .iter()
@@ -533,10 +572,19 @@ mod tests {
                 format!("{}.efi", bdir('d')),
                 ".bootc-tmp.bootc_composefs-ffff".into(),
             ],
-            loader_names: vec![
-                "entries".into(),
-                "loader.conf".into(),
-                ".bootc-tmp.entries.staged".into(),
+            menu_names: vec![
+                (
+                    "loader",
+                    vec![
+                        "entries".into(),
+                        "loader.conf".into(),
+                        ".bootc-tmp.entries.staged".into(),
+                    ],
+                ),
+                (
+                    "grub2",
+                    vec!["grub.cfg".into(), ".bootc-tmp.user.cfg.staged".into()],
+                ),
             ],
             tags: ['a', 'b', 'c', 'd']
                 .iter()
@@ -574,6 +622,7 @@ mod tests {
             debris,
             vec![
                 "boot:.bootc-tmp.bootc_composefs-ffff",
+                "boot:grub2/.bootc-tmp.user.cfg.staged",
                 "boot:loader/.bootc-tmp.entries.staged",
                 "state/.bootc-tmp.merge.42",
                 "state/.bootc-tmp.pristine-etc.x1",
@@ -612,7 +661,7 @@ mod tests {
         assert_eq!(p.warnings.len(), 1);
         assert!(
             p.warnings[0].contains(&format!(
-                "loader/entries/{name} cannot be parsed (it is not UTF-8 text)"
+                "loader/entries: {name} cannot be parsed (it is not UTF-8 text)"
             )) && p.warnings[0].contains(&format!("deployment {}", "b".repeat(64)))
                 && p.warnings[0].contains(&format!("boot directory {}", bdir('b'))),
             "{}",
@@ -660,7 +709,7 @@ mod tests {
         });
         let p = plan(&inputs(Some(set))).unwrap();
         assert!(p.deployments.is_empty() && p.boot_dirs.is_empty() && p.tags.is_empty());
-        assert_eq!(p.debris.len(), 5, "leftovers are still ours to remove");
+        assert_eq!(p.debris.len(), 6, "leftovers are still ours to remove");
         assert!(p.warnings[0].contains("keeping every deployment"));
     }
 
@@ -678,6 +727,7 @@ mod tests {
             e,
             GcRefused::NoOurEntries {
                 boot: "/mnt/boot".into(),
+                menu: layout::LOADER_ENTRIES,
                 deployments: 4
             }
         );

@@ -6,7 +6,7 @@
 //! `--sysroot DIR --booted-deployment ID` (and optionally `--boot-dir`, `--run-dir`) point every
 //! verb at a mounted disk image instead.
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -14,8 +14,8 @@ use bootc_initramfs_setup::cmdline::{CmdlineError, ComposefsKarg, DeploymentId};
 use bootc_initramfs_setup::layout;
 use rustix::fs::CWD;
 
-use crate::boot::entries::{self, EntrySet};
-use crate::boot::{esp_in_root, ESP_MOUNT};
+use crate::boot::entries::EntrySet;
+use crate::boot::{esp_in_root, Bootloader, BootloaderKind, ESP_MOUNT};
 use crate::sys::durable;
 
 /// How to find the host.
@@ -58,6 +58,10 @@ pub(crate) struct Host {
     pub(crate) booted: DeploymentId,
     /// Whether the booted deployment was booted with `composefs=?`.
     pub(crate) booted_insecure: bool,
+    /// The boot loader whose menu boots the deployments: the booted origin's
+    /// `[boot] bootloader`, or detected from the boot partition for installs that
+    /// predate the key ([`BootloaderKind::detect`]).
+    pub(crate) loader: BootloaderKind,
 }
 
 /// The booted deployment according to `/proc/cmdline`.
@@ -96,6 +100,7 @@ impl Host {
                 opts.sysroot.join(layout::deploy_dir(&booted)).display()
             );
         }
+        let loader = loader_of(&sysroot, &booted, &boot)?;
         Ok(Host {
             sysroot_path: opts.sysroot.clone(),
             sysroot,
@@ -103,7 +108,22 @@ impl Host {
             run_dir: opts.run_dir.clone(),
             booted,
             booted_insecure,
+            loader,
         })
+    }
+
+    /// The boot loader's implementation.
+    pub(crate) fn menu(&self) -> &'static dyn Bootloader {
+        self.loader.get()
+    }
+
+    /// The current menu (empty when there is none).
+    pub(crate) fn current_set(&self) -> Result<EntrySet> {
+        Ok(self
+            .menu()
+            .read_current(self.boot.as_fd())
+            .with_context(|| format!("reading {}", self.menu().menu_path()))?
+            .unwrap_or_default())
     }
 
     /// `RUN/composefs/staged-deployment`.
@@ -205,13 +225,16 @@ impl Host {
         if marker.is_none() {
             return Ok(Staged::None);
         }
-        let current = entries::read_current(&self.boot)?;
-        let staged_set = entries::read_staged(&self.boot)?;
+        let current = self.current_set()?;
+        let staged_set = self
+            .menu()
+            .read_staged(self.boot.as_fd())
+            .with_context(|| format!("reading {}", self.menu().staged_menu_path()))?;
         Ok(classify(marker, &current, staged_set))
     }
 
     /// The staged entry set, when an update really waits for finalize
-    /// ([`Staged::Pending`]). A `loader/entries.staged` without the marker is stale (an
+    /// ([`Staged::Pending`]). A staged menu without the marker is stale (an
     /// update staged before a reboot that never finalized, or a crash mid-swap), and
     /// after an interrupted finalize it holds the old set: both count for nothing.
     pub(crate) fn staged_set(&self) -> Result<Option<EntrySet>> {
@@ -236,9 +259,9 @@ const DOWNLOAD_ONLY: &str = "download-only";
 /// and a rollback or a crash may have left a marker without its set. The entries decide.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Staged {
-    /// No marker: nothing is staged (a `loader/entries.staged` is stale).
+    /// No marker: nothing is staged (a staged menu is stale).
     None,
-    /// An update waits for finalize: `loader/entries.staged` boots `id` first and `id` is
+    /// An update waits for finalize: the staged menu boots `id` first and `id` is
     /// not yet the default.
     Pending {
         /// The staged deployment.
@@ -246,7 +269,7 @@ pub(crate) enum Staged {
         /// The complete next entry set.
         set: EntrySet,
     },
-    /// `id` is already the default of `loader/entries`: finalize exchanged the sets and
+    /// `id` is already the default of the current menu: finalize exchanged the sets and
     /// was stopped before it cleaned up (the old set under the staged name, the marker).
     /// `id` boots next; finalize only has to complete.
     Finalized(DeploymentId),
@@ -280,6 +303,22 @@ pub(crate) fn classify(
     match staged_set {
         Some(set) if set.default_deployment() == Some(&id) => Staged::Pending { id, set },
         _ => Staged::Stale(id),
+    }
+}
+
+/// The loader recorded in the booted deployment's origin, else detected. An origin
+/// that cannot be read is said by the verbs that need it; here it means "detect".
+fn loader_of(sysroot: &OwnedFd, booted: &DeploymentId, boot: &OwnedFd) -> Result<BootloaderKind> {
+    let recorded = super::state::Origin::load(sysroot, booted)
+        .ok()
+        .and_then(|o| o.bootloader);
+    match recorded {
+        Some(name) => BootloaderKind::parse(&name).with_context(|| {
+            format!(
+                "the booted deployment's origin names an unknown boot loader {name:?} ([boot] bootloader)"
+            )
+        }),
+        None => Ok(BootloaderKind::detect(boot.as_fd())),
     }
 }
 

@@ -9,11 +9,13 @@
 //! marker's deployment is already the default (a finalize stopped after its exchange),
 //! or the marker is stale, this is a normal rollback and the marker is cleared.
 
+use std::os::fd::AsFd;
+
 use anyhow::{bail, Result};
 use bootc_initramfs_setup::cmdline::DeploymentId;
 
 use super::host::{Host, Staged};
-use crate::boot::entries::{self, EntrySet};
+use crate::boot::entries::EntrySet;
 
 /// What rollback did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +49,17 @@ pub(crate) fn plan(current: &EntrySet, staged: &Staged) -> Result<Plan> {
     }
     let mut set = current.clone();
     set.ours.swap(0, 1);
+    if let Some(c) = set.ours[0].counter.filter(|_| set.ours[0].failed()) {
+        bail!(
+            "the previous deployment {} failed to boot ({} tries): the boot loader would not boot it; `bootc switch` to its image to try it again",
+            set.ours[0]
+                .deployment
+                .as_ref()
+                .map(|d| d.short())
+                .unwrap_or_else(|| set.ours[0].bls.file_stem.clone()),
+            c.done.unwrap_or(0)
+        );
+    }
     let Some(default) = set.default_deployment().cloned() else {
         bail!(
             "the previous boot entry {} names no deployment (no valid composefs= argument): not rolling back to it",
@@ -59,11 +72,11 @@ pub(crate) fn plan(current: &EntrySet, staged: &Staged) -> Result<Plan> {
 /// See the module documentation.
 pub(crate) fn rollback(host: &Host) -> Result<RolledBack> {
     let staged = host.staged_state()?;
-    let current = entries::read_current(&host.boot)?;
+    let current = host.current_set()?;
     let plan = plan(&current, &staged)?;
     // A staged set that is not pending is stale (or the old set an interrupted finalize
     // left): removed, but it is no staged update.
-    entries::discard_staged(&host.boot)?;
+    host.menu().discard_staged(host.boot.as_fd())?;
     if staged != Staged::None {
         host.clear_staged()?;
     }
@@ -80,7 +93,7 @@ pub(crate) fn rollback(host: &Host) -> Result<RolledBack> {
             discarded: Some(id),
         }),
         Plan::Reorder(set, default) => {
-            entries::replace(&host.boot, &set)?;
+            host.menu().replace(host.boot.as_fd(), &set)?;
             Ok(RolledBack {
                 default,
                 discarded: None,

@@ -1,9 +1,9 @@
 //! `bootc upgrade` and `bootc switch`: pull, commit, check the /etc merge, write the new
 //! deployment's state and the staged entry set, and record the staged marker.
 //!
-//! Nothing the running system boots from is changed here: the new entry set is written
-//! to `loader/entries.staged/` and only swapped in by `composefs-finalize-staged` at
-//! shutdown, after the /etc merge succeeded.
+//! Nothing the running system boots from is changed here: the new menu is written as
+//! the boot loader's staged menu and only exchanged with the current one by
+//! `composefs-finalize-staged` at shutdown, after the /etc merge succeeded.
 
 use std::os::fd::AsFd;
 use std::sync::Arc;
@@ -19,7 +19,7 @@ use super::etc_merge;
 use super::host::Host;
 use super::state::{self, Origin};
 use crate::boot::bls;
-use crate::boot::entries::{self, Entry, EntrySet};
+use crate::boot::entries::{BootCount, Entry, EntrySet};
 use crate::imgref::ImageReference;
 use crate::repo::{self, PullOpts, Pulled};
 use crate::sys::durable;
@@ -39,7 +39,15 @@ pub(crate) struct StageOpts {
     pub(crate) retain: usize,
     /// Stage it locked: finalize leaves it until `upgrade --from-downloaded`.
     pub(crate) download_only: bool,
+    /// Boot counting for the new entry: tries before the loader falls back (0: off).
+    /// `None`: the booted origin's setting, else [`DEFAULT_BOOT_TRIES`].
+    pub(crate) boot_tries: Option<u32>,
+    /// `upgrade --force`: stage an image even though its deployment failed to boot.
+    pub(crate) force: bool,
 }
+
+/// Tries a new deployment gets before the loader falls back to the previous one.
+pub(crate) const DEFAULT_BOOT_TRIES: u32 = 3;
 
 /// What happened.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +61,14 @@ pub(crate) enum StageOutcome {
     Downloaded(DeploymentId),
     /// Staged; it becomes the default at the next shutdown.
     Staged(DeploymentId),
+    /// `upgrade` found an image whose deployment already failed to boot (it ran out of
+    /// boot tries): not staged again without `--force`.
+    FailedBefore {
+        /// The deployment.
+        id: DeploymentId,
+        /// How many boots were tried, when the counter says.
+        tries: Option<u32>,
+    },
 }
 
 /// The image the booted deployment follows.
@@ -89,7 +105,7 @@ pub(crate) fn stage(host: &Host, opts: &StageOpts) -> Result<StageOutcome> {
 fn stage_typed<H: FsVerityHashValue>(host: &Host, opts: &StageOpts) -> Result<StageOutcome> {
     let imgref = target(host, opts)?;
     let repo = repo::open::<H>(&host.sysroot)?;
-    let current = entries::read_current(&host.boot)?;
+    let current = host.current_set()?;
 
     let pulled = repo::pull(
         &repo,
@@ -115,7 +131,16 @@ fn stage_typed<H: FsVerityHashValue>(host: &Host, opts: &StageOpts) -> Result<St
         }
         return Ok(StageOutcome::NoUpdate(id));
     }
-    if let Some(pos) = current.deployments().iter().position(|d| d == &id) {
+    let failed = current.get(&id).filter(|e| e.failed());
+    if let Some(f) = failed {
+        // Deployed before and fell back from: the timer must not loop on it.
+        if opts.switch_to.is_none() && !opts.force {
+            return Ok(StageOutcome::FailedBefore {
+                id,
+                tries: f.counter.and_then(|c| c.done),
+            });
+        }
+    } else if let Some(pos) = current.deployments().iter().position(|d| d == &id) {
         let what = if pos == 0 {
             "the default boot entry"
         } else {
@@ -145,10 +170,60 @@ fn stage_typed<H: FsVerityHashValue>(host: &Host, opts: &StageOpts) -> Result<St
     let kernel = bls::find_kernel(boot_entries).with_context(|| format!("deploying {imgref}"))?;
     let digest = bls::boot_digest(&repo, &kernel)?;
     let os = bls::os_info(&repo, &fs)?;
-    // The same kargs.d checks as install, before anything is written. The arguments
-    // themselves are not carried yet: the booted entry's options are.
-    bls::image_kargs(&repo, &fs).with_context(|| format!("refusing {imgref}"))?;
-    let origin = Origin::for_image(&imgref, &digest, &pulled.manifest_digest);
+    // The same kargs.d checks as install, and the new entry's kernel arguments
+    // (docs/architecture.md section 3), before anything is written.
+    let new_kargs = bls::image_kargs(&repo, &fs).with_context(|| format!("refusing {imgref}"))?;
+    let booted_entry = current.get(&host.booted).cloned();
+    let base = booted_entry
+        .as_ref()
+        .or_else(|| current.ours.first())
+        .context("no boot entry to take the kernel arguments from")?;
+    let insecure = booted_entry
+        .as_ref()
+        .map(|e| e.insecure)
+        .unwrap_or(host.booted_insecure);
+    // The arguments the image of the entry we start from added, to take them out again.
+    let old_kargs = match base.deployment.as_ref() {
+        Some(from) => deployed_image_kargs(host, &repo, from)
+            .map_err(|e| (format!("deployment {}", from.short()), e)),
+        None => Err((
+            format!("boot entry {}", bls::show(&base.bls.file_name())),
+            anyhow::anyhow!("the entry names no deployment"),
+        )),
+    };
+    let old_kargs = old_kargs.unwrap_or_else(|(whose, e)| {
+        let why = crate::sys::cmd::cap(&bootc_initramfs_setup::one_line(&format!("{e:#}")), 200);
+        tracing::warn!(
+            "the kernel arguments the image of {whose} added could not be read ({why}): \
+             they cannot be told apart from yours, so all of that entry's kernel arguments \
+             are kept"
+        );
+        vec![]
+    });
+    let options = bls::carried_options(
+        &base.bls.options,
+        &old_kargs,
+        &new_kargs,
+        &ComposefsKarg::new(id.clone(), insecure),
+    )
+    .with_context(|| format!("refusing {imgref}"))?;
+    let booted_origin = Origin::load(&host.sysroot, &host.booted).ok();
+    let tries = opts
+        .boot_tries
+        .or(booted_origin.and_then(|o| o.boot_tries))
+        .unwrap_or(DEFAULT_BOOT_TRIES);
+    let counter = (tries > 0 && host.menu().boot_counting()).then_some(BootCount {
+        left: tries,
+        done: None,
+    });
+    if opts.boot_tries.is_some_and(|t| t > 0) && counter.is_none() {
+        tracing::warn!(
+            "boot counting is not available with {}: --boot-tries is ignored",
+            host.menu().name()
+        );
+    }
+    let mut origin = Origin::for_image(&imgref, &digest, &pulled.manifest_digest, host.loader);
+    origin.boot_tries = Some(tries);
     state::write_deployment(&host.sysroot, &repo, &fs, &id, &origin, false)?;
 
     // Refuse before anything boots differently if the /etc merge cannot succeed now.
@@ -159,25 +234,11 @@ fn stage_typed<H: FsVerityHashValue>(host: &Host, opts: &StageOpts) -> Result<St
     }
 
     let dir = state::install_kernel(&repo, &host.sysroot, &host.boot, &id, &kernel, &digest)?;
-    let booted_entry = current.get(&host.booted).cloned();
-    let base_options = booted_entry
-        .as_ref()
-        .map(|e| e.bls.options.clone())
-        .or_else(|| current.ours.first().map(|e| e.bls.options.clone()))
-        .context("no boot entry to take the kernel arguments from")?;
-    let insecure = booted_entry
-        .as_ref()
-        .map(|e| e.insecure)
-        .unwrap_or(host.booted_insecure);
-    let mut options: Vec<String> = bootc_initramfs_setup::cmdline::tokenize(&base_options)
-        .into_iter()
-        .filter(|t| !t.starts_with("composefs=") && !t.starts_with("composefs.digest="))
-        .collect();
-    options.push(ComposefsKarg::new(id.clone(), insecure).to_string());
-    let entry = bls::deployment_entry(&id, &dir, os, &kernel.kver, options.join(" "));
+    let entry = bls::deployment_entry(&id, &dir, os, &kernel.kver, options);
 
-    let staged = new_entry_set(&current, &host.booted, Entry::new(entry), opts.retain);
-    entries::write_staged(&host.boot, &staged)?;
+    let new = Entry::new(entry).with_counter(counter);
+    let staged = new_entry_set(&current, &host.booted, new, opts.retain);
+    host.menu().write_staged(host.boot.as_fd(), &staged)?;
     durable::syncfs(host.boot.as_fd())?;
     durable::syncfs(host.sysroot.as_fd())?;
     host.set_staged_as(&id, opts.download_only)?;
@@ -197,16 +258,19 @@ pub(crate) fn new_entry_set(
     new: Entry,
     retain: usize,
 ) -> EntrySet {
-    let mut previous: Vec<Entry> = current
+    // An earlier entry of the new deployment (one that failed to boot, staged again)
+    // is replaced by the new one.
+    let others = current
         .ours
         .iter()
+        .filter(|e| e.bls.file_stem != new.bls.file_stem);
+    let mut previous: Vec<Entry> = others
+        .clone()
         .filter(|e| e.deployment.as_ref() == Some(booted))
         .cloned()
         .collect();
     previous.extend(
-        current
-            .ours
-            .iter()
+        others
             .filter(|e| e.deployment.as_ref() != Some(booted))
             .cloned(),
     );
@@ -217,6 +281,27 @@ pub(crate) fn new_entry_set(
         ours,
         foreign: current.foreign.clone(),
     }
+}
+
+/// The `kargs.d` arguments of deployment `id`'s image ([`bls::image_kargs`]), read
+/// from the repository by the manifest digest its origin records. An error when the
+/// origin records none or the image is no longer in the repository.
+fn deployed_image_kargs<H: FsVerityHashValue>(
+    host: &Host,
+    repo: &Arc<Repository<H>>,
+    id: &DeploymentId,
+) -> Result<Vec<String>> {
+    let origin = Origin::load(&host.sysroot, id)?;
+    let manifest_digest = origin
+        .manifest_digest
+        .context("its origin has no [image] manifest_digest")?;
+    let pulled = Pulled {
+        manifest_digest,
+        id: id.clone(),
+        stats: Default::default(),
+    };
+    let (fs, _) = repo::boot_tree(repo, &pulled).context("reading its image")?;
+    bls::image_kargs(repo, &fs)
 }
 
 /// The booted image's /etc as shipped, extracted from the repository into a temporary

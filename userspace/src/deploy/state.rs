@@ -25,6 +25,7 @@ use rustix::fs::{
 };
 
 use crate::boot::bls::{self, Kernel};
+use crate::boot::BootloaderKind;
 use crate::imgref::ImageReference;
 use crate::sys::durable;
 
@@ -37,6 +38,8 @@ const ORIGIN_IMAGE_REFERENCE: &str = "container-image-reference";
 const BOOT: &str = "boot";
 const BOOT_TYPE: &str = "boot_type";
 const BOOT_DIGEST: &str = "digest";
+const BOOT_LOADER: &str = "bootloader";
+const BOOT_TRIES: &str = "boot_tries";
 const IMAGE: &str = "image";
 const IMAGE_MANIFEST_DIGEST: &str = "manifest_digest";
 
@@ -49,6 +52,12 @@ pub struct Origin {
     pub boot_type: String,
     /// `[boot] digest`: sha256 of kernel+initrd (hex).
     pub boot_digest: Option<String>,
+    /// `[boot] bootloader`: the loader whose menu boots it (`systemd`, `grub`); absent
+    /// in origins written before it was recorded.
+    pub bootloader: Option<String>,
+    /// `[boot] boot_tries`: the boot tries later updates get (`install --boot-tries`,
+    /// `upgrade/switch --boot-tries`), handed on from deployment to deployment.
+    pub boot_tries: Option<u32>,
     /// `[image] manifest_digest`: `sha256:…`.
     pub manifest_digest: Option<String>,
 }
@@ -78,16 +87,20 @@ pub enum OriginError {
 
 impl Origin {
     /// The origin of a new BLS deployment of `imgref` (what upgrades follow), whose
-    /// kernel and initrd have the boot digest `boot_digest`, pulled as `manifest_digest`.
+    /// kernel and initrd have the boot digest `boot_digest`, pulled as `manifest_digest`,
+    /// booted by `loader`.
     pub(crate) fn for_image(
         imgref: &ImageReference,
         boot_digest: &str,
         manifest_digest: &str,
+        loader: BootloaderKind,
     ) -> Origin {
         Origin {
             image_reference: imgref.to_origin(),
             boot_type: BOOT_TYPE_BLS.to_string(),
             boot_digest: Some(boot_digest.to_string()),
+            bootloader: Some(loader.as_str().to_string()),
+            boot_tries: None,
             manifest_digest: Some(manifest_digest.to_string()),
         }
     }
@@ -102,6 +115,12 @@ impl Origin {
         if let Some(d) = &self.boot_digest {
             s.push_str(&format!("{BOOT_DIGEST}={d}\n"));
         }
+        if let Some(l) = &self.bootloader {
+            s.push_str(&format!("{BOOT_LOADER}={l}\n"));
+        }
+        if let Some(t) = &self.boot_tries {
+            s.push_str(&format!("{BOOT_TRIES}={t}\n"));
+        }
         if let Some(d) = &self.manifest_digest {
             s.push_str(&format!("\n[{IMAGE}]\n{IMAGE_MANIFEST_DIGEST}={d}\n"));
         }
@@ -109,35 +128,16 @@ impl Origin {
     }
 
     /// Parses the INI text of the file at `path` (named in errors). Unknown sections
-    /// and keys are ignored.
+    /// and keys are ignored. The grammar is [`parse_ini`]'s.
     pub fn parse(text: &str, path: &Path) -> Result<Origin, OriginError> {
         let path_s = path.display().to_string();
-        let opt = ini::ParseOption {
-            enabled_escape: false,
-            enabled_quote: false,
-            ..Default::default()
-        };
-        let ini = ini::Ini::load_from_str_opt(text, opt).map_err(|e| OriginError::Malformed {
+        let ini = parse_ini(text).map_err(|detail| OriginError::Malformed {
             path: path_s.clone(),
-            detail: e.to_string(),
+            detail,
         })?;
-        // rust-ini accepts a bare word as a key; an origin line must be key=value.
-        for (n, line) in text.lines().enumerate() {
-            let l = line.trim();
-            if l.is_empty() || l.starts_with('#') || l.starts_with(';') || l.starts_with('[') {
-                continue;
-            }
-            if !l.contains('=') {
-                return Err(OriginError::Malformed {
-                    path: path_s,
-                    detail: format!("line {}: expected key=value, found {}", n + 1, bls::show(l)),
-                });
-            }
-        }
         let get = |sec: &str, key: &str| {
-            ini.section(Some(sec))
-                .and_then(|s| s.get(key))
-                .map(|v| v.trim().to_string())
+            ini.get(&(sec.to_string(), key.to_string()))
+                .map(|v| v.to_string())
         };
         let image_reference = get(ORIGIN, ORIGIN_IMAGE_REFERENCE)
             .filter(|v| !v.is_empty())
@@ -150,6 +150,9 @@ impl Origin {
             image_reference,
             boot_type: get(BOOT, BOOT_TYPE).unwrap_or_else(|| BOOT_TYPE_BLS.to_string()),
             boot_digest: get(BOOT, BOOT_DIGEST),
+            bootloader: get(BOOT, BOOT_LOADER).filter(|v| !v.is_empty()),
+            // A value that is not a number is ignored (the default applies).
+            boot_tries: get(BOOT, BOOT_TRIES).and_then(|v| v.parse().ok()),
             manifest_digest: get(IMAGE, IMAGE_MANIFEST_DIGEST),
         })
     }
@@ -168,6 +171,48 @@ impl Origin {
             .with_context(|| format!("reading {}", rel.display()))?;
         Ok(Origin::parse(&text, &rel)?)
     }
+}
+
+/// The origin file's INI subset, one line at a time (`\n` ends a line, a `\r` before it
+/// is dropped): blank lines; comments, whose first non-blank character is `#` or `;`;
+/// `[section]`; `key=value`, split at the first `=`, key and value trimmed of spaces
+/// and tabs. Any other line, and any other control character, is an error naming the
+/// line. Keys before the first section belong to no section and are ignored; a key
+/// given twice in a section takes its last value. Returns `(section, key) -> value`.
+/// No inline comments, quotes or escapes: what follows `=` is the value, so a value
+/// [`Origin::render`] writes reads back unchanged.
+fn parse_ini(text: &str) -> Result<HashMap<(String, String), String>, String> {
+    let blank: &[char] = &[' ', '\t'];
+    let mut out = HashMap::new();
+    let mut section: Option<String> = None;
+    for (n, raw) in text.split('\n').enumerate() {
+        let line = raw.strip_suffix('\r').unwrap_or(raw);
+        let at = |what: &str| format!("line {}: {what}", n + 1);
+        if line.chars().any(|c| c.is_control() && c != '\t') {
+            return Err(at(&format!("control character in {}", bls::show(line))));
+        }
+        let l = line.trim_matches(blank);
+        if l.is_empty() || l.starts_with('#') || l.starts_with(';') {
+            continue;
+        }
+        if let Some(rest) = l.strip_prefix('[') {
+            let name = rest
+                .strip_suffix(']')
+                .ok_or_else(|| at(&format!("unterminated section header {}", bls::show(l))))?;
+            section = Some(name.trim_matches(blank).to_string());
+            continue;
+        }
+        let (k, v) = l
+            .split_once('=')
+            .ok_or_else(|| at(&format!("expected key=value, found {}", bls::show(l))))?;
+        if let Some(sec) = &section {
+            out.insert(
+                (sec.clone(), k.trim_matches(blank).to_string()),
+                v.trim_matches(blank).to_string(),
+            );
+        }
+    }
+    Ok(out)
 }
 
 /// Puts the kernel and initrd of deployment `id` on the boot partition, one copy of
@@ -594,11 +639,14 @@ mod tests {
             image_reference: "ostree-unverified-image:registry:quay.io/x/os:latest".into(),
             boot_type: "bls".into(),
             boot_digest: Some("ab".repeat(32)),
+            bootloader: Some("grub".into()),
+            boot_tries: Some(2),
             manifest_digest: Some(format!("sha256:{}", "cd".repeat(32))),
         };
         let text = o.render();
         assert!(text.starts_with("[origin]\ncontainer-image-reference=ostree-unverified-image:registry:quay.io/x/os:latest\n"));
         assert!(text.contains("[boot]\nboot_type=bls\ndigest="));
+        assert!(text.contains("\nbootloader=grub\n"));
         assert!(text.contains("[image]\nmanifest_digest=sha256:"));
         assert_eq!(Origin::parse(&text, Path::new("x.origin")).unwrap(), o);
     }
@@ -610,7 +658,30 @@ mod tests {
         assert_eq!(o.image_reference, "ostree-unverified-registry:q.io/x");
         assert_eq!(o.boot_type, "uki");
         assert_eq!(o.boot_digest, None);
+        assert_eq!(o.bootloader, None);
         assert_eq!(o.manifest_digest, None);
+    }
+
+    #[test]
+    fn origin_values_are_taken_literally() {
+        // The origin fuzz target failed in CI on the INI reader used before (inline
+        // comments after a blank, Unicode trimming, a lone `\r` as a line end): a value
+        // such as `\u{a0};y` could read back differently once rendered.
+        let text = "[origin]\r\ncontainer-image-reference= a ;b #c \r\n[boot]\ndigest=\u{a0};y\ndigest=z\n";
+        let o = Origin::parse(text, Path::new("x.origin")).unwrap();
+        assert_eq!(o.image_reference, "a ;b #c");
+        assert_eq!(o.boot_digest.as_deref(), Some("z"), "the last value wins");
+        assert_eq!(
+            Origin::parse(&o.render(), Path::new("x.origin")).unwrap(),
+            o
+        );
+        let o = Origin::parse(
+            "[origin]\ncontainer-image-reference=\u{a0};y\n",
+            Path::new("x"),
+        )
+        .unwrap();
+        assert_eq!(o.image_reference, "\u{a0};y");
+        assert_eq!(Origin::parse(&o.render(), Path::new("x")).unwrap(), o);
     }
 
     #[test]
@@ -618,6 +689,8 @@ mod tests {
         for bad in [
             "[origin\nx=y\n",
             "[origin]\njunk line\n",
+            "[origin]\ncontainer-image-reference=a\rb\n",
+            "[origin]\ncontainer-image-reference=a\u{0}\n",
             "[boot]\nboot_type=bls\n",
             "",
         ] {

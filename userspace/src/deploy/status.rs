@@ -16,7 +16,8 @@ use anyhow::Result;
 use bootc_initramfs_setup::cmdline::DeploymentId;
 use serde::Serialize;
 
-use crate::boot::entries::{self, Entry, EntrySet};
+use crate::boot::entries::{Entry, EntrySet};
+use crate::boot::BootloaderKind;
 use crate::deploy::host::{Host, Staged};
 use crate::deploy::state::Origin;
 use crate::imgref::ImageReference;
@@ -143,6 +144,21 @@ pub(crate) struct Composefs {
     /// What the repository lacks of this deployment's image (ours; not in upstream's
     /// schema). None when intact or when it could not be checked.
     pub(crate) damage: Option<String>,
+    /// The entry's boot counter (ours): None when it has none (blessed, never counted,
+    /// or a loader without boot counting).
+    pub(crate) boot_counting: Option<BootCounting>,
+    /// The entry ran out of boot tries: the loader fell back from it (ours).
+    pub(crate) failed_boot: bool,
+}
+
+/// A boot counter in `status` (the `+LEFT-DONE` of the entry's file name).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct BootCounting {
+    /// Tries left before the loader falls back.
+    pub(crate) tries_left: u32,
+    /// Tries done so far.
+    pub(crate) tries_done: u32,
 }
 
 fn image_ref(r: &ImageReference) -> ImageRef {
@@ -187,10 +203,15 @@ fn boot_entry(input: &StatusInput, id: &DeploymentId, entry: Option<&Entry>) -> 
         composefs: Composefs {
             verity: id.hex().to_string(),
             boot_type: "Bls",
-            bootloader: "systemd",
+            bootloader: input.bootloader.as_str(),
             missing_verity_allowed: entry.map(|e| e.insecure).unwrap_or(input.booted_insecure),
             boot_digest: origin.and_then(|o| o.boot_digest.clone()),
             damage: input.damage.get(id).cloned(),
+            boot_counting: entry.and_then(|e| e.counter).map(|c| BootCounting {
+                tries_left: c.left,
+                tries_done: c.done.unwrap_or(0),
+            }),
+            failed_boot: entry.is_some_and(|e| e.failed()),
         },
         ostree: None,
     }
@@ -273,7 +294,9 @@ pub(crate) struct StatusInput {
     pub(crate) booted: DeploymentId,
     /// Whether it was booted with `composefs=?`.
     pub(crate) booted_insecure: bool,
-    /// `loader/entries`.
+    /// The boot loader.
+    pub(crate) bootloader: BootloaderKind,
+    /// The current menu.
     pub(crate) current: EntrySet,
     /// What the staged marker means against the entries.
     pub(crate) staged: Staged,
@@ -291,10 +314,18 @@ pub(crate) struct StatusInput {
 
 /// Reads the host and builds the status object.
 pub(crate) fn host_status(host: &Host) -> Result<BootcHost> {
-    let current = entries::read_current(&host.boot).unwrap_or_else(|e| {
-        tracing::warn!("reading boot entries: {e:#}");
+    let current = host.current_set().unwrap_or_else(|e| {
+        tracing::warn!("{e:#}");
         Default::default()
     });
+    for raw in current.unparsed_ours() {
+        tracing::warn!(
+            "{}: {} is named like a bootc entry but cannot be used ({}); left as it is",
+            host.menu().menu_path(),
+            raw.display_name().escape_debug(),
+            raw.problem.as_deref().unwrap_or("it cannot be parsed")
+        );
+    }
     let current = without_stateless(host, current);
     let staged = host.staged_state().unwrap_or_else(|e| {
         tracing::warn!("reading staged boot entries: {e:#}");
@@ -319,6 +350,7 @@ pub(crate) fn host_status(host: &Host) -> Result<BootcHost> {
     Ok(assemble(&StatusInput {
         booted: host.booted.clone(),
         booted_insecure: host.booted_insecure,
+        bootloader: host.loader,
         current,
         staged,
         details: image_details(host),
@@ -345,8 +377,9 @@ fn without_stateless(host: &Host, mut current: EntrySet) -> EntrySet {
         match rustix::fs::statat(&host.sysroot, &dir, rustix::fs::AtFlags::SYMLINK_NOFOLLOW) {
             Err(rustix::io::Errno::NOENT) => {
                 tracing::warn!(
-                    "boot entry loader/entries/{} names deployment {}, which has no state on disk ({} is missing): not shown",
-                    e.bls.file_name().escape_debug(),
+                    "boot entry {} in {} names deployment {}, which has no state on disk ({} is missing): not shown",
+                    e.bls.file_stem.escape_debug(),
+                    host.menu().menu_path(),
                     id.short(),
                     dir.display()
                 );
@@ -516,6 +549,20 @@ fn human_block(prefix: &str, e: &BootEntry, extra: &[(&str, String)]) -> String 
         "Boot",
         &format!("{} via {}", e.composefs.boot_type, e.composefs.bootloader),
     );
+    if e.composefs.failed_boot {
+        row(
+            "Failed",
+            "it did not reach boot-complete.target; the boot loader falls back from it",
+        );
+    } else if let Some(c) = &e.composefs.boot_counting {
+        row(
+            "Boot tries",
+            &format!(
+                "{} left, {} done (not yet blessed)",
+                c.tries_left, c.tries_done
+            ),
+        );
+    }
     for (name, value) in extra {
         row(name, value);
     }
@@ -553,12 +600,14 @@ mod tests {
                     &r,
                     "00",
                     &format!("sha256:{}", "0".repeat(64)),
+                    BootloaderKind::Grub,
                 )),
             );
         }
         StatusInput {
             booted: booted.clone(),
             booted_insecure: true,
+            bootloader: BootloaderKind::Grub,
             current,
             staged,
             origins,

@@ -11,7 +11,8 @@ use bootc_initramfs_setup::with_algorithm;
 use composefs::fsverity::{FsVerityHashValue, Sha256HashValue};
 use rustix::fs::{openat, unlinkat, AtFlags, Mode, OFlags, CWD};
 
-use crate::boot::bls::{self, BlsEntry};
+use crate::boot::bls;
+use crate::boot::entries::Entry;
 use crate::boot::{esp_in_root, BootloaderKind};
 use crate::deploy::state::{self, Origin};
 use crate::imgref::ImageReference;
@@ -32,6 +33,8 @@ pub(crate) struct InstallOpts {
     pub(crate) target_imgref: Option<ImageReference>,
     /// The boot loader.
     pub(crate) bootloader: BootloaderKind,
+    /// Boot tries later updates get (recorded in the origin).
+    pub(crate) boot_tries: Option<u32>,
     /// Extra kernel arguments.
     pub(crate) kargs: Vec<String>,
     /// The repository's fs-verity algorithm.
@@ -347,7 +350,8 @@ fn install_typed<H: FsVerityHashValue>(
     );
     bls::check_entry(&planned).with_context(|| format!("installing {source}"))?;
 
-    let origin = Origin::for_image(&target, &digest, &pulled.manifest_digest);
+    let mut origin = Origin::for_image(&target, &digest, &pulled.manifest_digest, opts.bootloader);
+    origin.boot_tries = opts.boot_tries;
     state::write_deployment(root_fd, &repo, &fs, &id, &origin, true)?;
 
     let boot_fd = durable::open_dir(CWD, boot)?;
@@ -355,12 +359,15 @@ fn install_typed<H: FsVerityHashValue>(
     loader.install(root, boot)?;
     let dir = state::install_kernel(&repo, root_fd, &boot_fd, &id, &kernel, &digest)?;
 
-    let entry = BlsEntry {
-        // The boot order is encoded in sort-key: position 000 is the default.
-        sort_key: Some(crate::boot::entries::sort_key(0)),
-        ..bls::deployment_entry(&id, &dir, os, &kernel.kver, options)
-    };
-    loader.write_entries(&boot_fd, std::slice::from_ref(&entry))?;
+    let entry = bls::deployment_entry(&id, &dir, os, &kernel.kver, options);
+    // Whatever the boot partition's menu already holds (another OS) is carried over.
+    let mut set = loader
+        .read_current(boot_fd.as_fd())
+        .with_context(|| format!("reading {}", loader.menu_path()))?
+        .unwrap_or_default();
+    set.ours.retain(|e| e.bls.file_stem != entry.file_stem);
+    set.ours.insert(0, Entry::new(entry));
+    loader.replace(boot_fd.as_fd(), &set)?;
     durable::syncfs(boot_fd.as_fd())?;
     durable::syncfs(root_fd.as_fd())?;
     tracing::info!(

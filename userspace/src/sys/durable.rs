@@ -2,7 +2,9 @@
 //!
 //! Every durable write is: write a temporary file next to the target, fsync it, rename
 //! it into place, fsync the directory (docs/architecture.md). A crash at any instant
-//! leaves either the old or the new content, never a torn file.
+//! leaves either the old or the new content, never a torn file. Each primitive here is
+//! a counted fault step ([`super::fault::durable_step`]), so tests can kill a run
+//! before any of them.
 
 use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
@@ -11,6 +13,8 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use rustix::fs::{fsync, mkdirat, openat, renameat, unlinkat, AtFlags, Mode, OFlags};
 use rustix::io::Errno;
+
+use super::fault;
 
 /// The prefix of every temporary name bootc creates: files and directories written
 /// under a temporary name and renamed into place, scratch trees and mount points. One
@@ -48,6 +52,7 @@ pub fn open_dir(dirfd: impl AsFd, path: impl AsRef<Path>) -> Result<OwnedFd> {
 /// Creates `path` (one level) if missing and opens it.
 pub(crate) fn ensure_dir(dirfd: impl AsFd, path: impl AsRef<Path>, mode: u32) -> Result<OwnedFd> {
     let path = path.as_ref();
+    fault::durable_step("ensure_dir");
     match mkdirat(&dirfd, path, Mode::from_raw_mode(mode)) {
         Ok(()) | Err(Errno::EXIST) => {}
         Err(e) => return Err(e).with_context(|| format!("creating directory {}", path.display())),
@@ -61,6 +66,7 @@ pub(crate) fn ensure_dir_all(
     path: impl AsRef<Path>,
     mode: u32,
 ) -> Result<OwnedFd> {
+    fault::durable_step("ensure_dir_all");
     let mut cur = rustix::io::fcntl_dupfd_cloexec(dirfd, 0)?;
     for c in path.as_ref().components() {
         cur = ensure_dir(&cur, c.as_os_str(), mode)?;
@@ -80,6 +86,7 @@ pub(crate) fn fd_path(fd: impl AsFd) -> String {
 /// fsyncs a directory (after creating, renaming or removing entries in it); an error
 /// names the directory.
 pub(crate) fn fsync_dir(dir: impl AsFd) -> Result<()> {
+    fault::durable_step("fsync_dir");
     fsync(&dir).with_context(|| format!("syncing directory {}", fd_path(&dir)))
 }
 
@@ -98,6 +105,7 @@ pub(crate) fn write_file_with(
     fill: impl FnOnce(&mut std::fs::File) -> Result<()>,
 ) -> Result<()> {
     let dir = dir.as_fd();
+    fault::durable_step("write_file");
     let tmp = tmp_name_pid(name);
     let _ = unlinkat(dir, &tmp, AtFlags::empty());
     let fd = openat(
@@ -114,6 +122,7 @@ pub(crate) fn write_file_with(
         rustix::fs::fchmod(&file, Mode::from_raw_mode(mode))
             .with_context(|| format!("setting the mode of {name}"))?;
         file.sync_all().with_context(|| format!("syncing {name}"))?;
+        fault::durable_step("write_file: rename");
         renameat(dir, &tmp, dir, name).with_context(|| format!("renaming {tmp} to {name}"))?;
         Ok(())
     })();
@@ -126,17 +135,25 @@ pub(crate) fn write_file_with(
 
 /// Renames the (fully written and synced) `tmp` entry to `name` in `dir` and syncs `dir`.
 pub(crate) fn rename_into_place(dir: impl AsFd, tmp: &str, name: &str) -> Result<()> {
+    fault::durable_step("rename_into_place");
     renameat(&dir, tmp, &dir, name).with_context(|| format!("renaming {tmp} to {name}"))?;
     fsync_dir(dir)
 }
 
 /// Removes `name` in `dir` recursively if it exists (for leftovers of an interrupted run).
 pub(crate) fn remove_all(dir: impl AsFd, name: &str) -> Result<()> {
-    remove_all_os(dir.as_fd(), std::ffi::OsStr::new(name))
+    fault::durable_step("remove_all");
+    remove_all_os(dir.as_fd(), std::ffi::OsStr::new(name), true)
 }
 
 /// [`remove_all`] for any name: entries inside are removed whatever bytes name them.
-fn remove_all_os(dir: std::os::fd::BorrowedFd<'_>, name: &std::ffi::OsStr) -> Result<()> {
+/// `top` marks the name [`remove_all`] was given: a fault step sits between emptying it
+/// and removing it, so a half-removed tree is among the states a test kills it in.
+fn remove_all_os(
+    dir: std::os::fd::BorrowedFd<'_>,
+    name: &std::ffi::OsStr,
+    top: bool,
+) -> Result<()> {
     let shown = name.to_string_lossy();
     match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
         Err(Errno::NOENT) => return Ok(()),
@@ -166,13 +183,17 @@ fn remove_all_os(dir: std::os::fd::BorrowedFd<'_>, name: &std::ffi::OsStr) -> Re
         v
     };
     for e in entries {
-        remove_all_os(sub.as_fd(), &e).with_context(|| format!("in {shown}"))?;
+        remove_all_os(sub.as_fd(), &e, false).with_context(|| format!("in {shown}"))?;
+    }
+    if top {
+        fault::durable_step("remove_all: emptied");
     }
     unlinkat(dir, name, AtFlags::REMOVEDIR).with_context(|| format!("removing {shown}"))
 }
 
 /// Syncs every file and directory of the filesystem holding `fd`.
 pub(crate) fn syncfs(fd: impl AsFd) -> Result<()> {
+    fault::durable_step("syncfs");
     rustix::fs::syncfs(&fd).with_context(|| format!("syncing the filesystem of {}", fd_path(&fd)))
 }
 

@@ -17,6 +17,7 @@ fn install_opts(c: &InstallConfigOpts, quiet: bool) -> Result<InstallOpts> {
         source_imgref: c.source_imgref.clone(),
         target_imgref,
         bootloader: c.bootloader,
+        boot_tries: c.boot_tries,
         kargs: c.karg.clone(),
         algorithm: c.composefs_algorithm,
         require_verity: c.require_verity,

@@ -16,6 +16,7 @@ pub(crate) fn upgrade(cli: &Cli, a: &UpgradeArgs) -> Result<()> {
     let host = host(cli)?;
     let mut opts = stage_opts(cli, &a.common, None, a.download_only);
     opts.tag = a.tag.clone();
+    opts.force = a.force;
     if a.check {
         let imgref = stage::target(&host, &opts)?;
         let c = check::check(&host, &imgref, a.common.tls.insecure())?;
@@ -68,6 +69,8 @@ pub(crate) fn stage_opts(
         quiet: cli.quiet,
         retain: a.keep_previous,
         download_only,
+        boot_tries: a.boot_tries,
+        force: false,
     }
 }
 
@@ -76,6 +79,12 @@ pub(crate) fn report(host: &Host, outcome: StageOutcome, apply: bool) -> Result<
     match outcome {
         StageOutcome::NoUpdate(id) => println!("No update available (booted: {}).", id.short()),
         StageOutcome::Unchanged(_) => println!("Image specification is unchanged."),
+        StageOutcome::FailedBefore { id, tries } => println!(
+            "Not staging {}: it failed to boot{} and the boot loader fell back; \
+             `bootc upgrade --force` tries it again.",
+            id.short(),
+            tries.map(|t| format!(" ({t} tries)")).unwrap_or_default()
+        ),
         StageOutcome::Downloaded(id) => println!(
             "Staged deployment {} (download-only): it is not applied until `bootc upgrade --from-downloaded`.",
             id.short()

@@ -18,6 +18,179 @@ pub struct System {
     pub root: PathBuf,
     pub layout: PathBuf,
     pub v1: String,
+    /// The boot loader it was installed with (`--bootloader`, default systemd).
+    pub loader: String,
+}
+
+/// One of our entries as a boot loader's menu holds it, read independently of bootc's
+/// own readers (a test oracle).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MenuEntry {
+    /// The deployment id (hex).
+    pub id: String,
+    /// The kernel path on the ESP.
+    pub linux: String,
+    /// The initrd paths.
+    pub initrd: Vec<String>,
+    /// The kernel arguments, one per argument (quotes removed, as the kernel reads them).
+    pub args: Vec<String>,
+    /// The text that holds the entry (the entry file, the menuentry block).
+    pub text: String,
+    /// The boot counter of its file name (`+3`, `+2-1`), systemd-boot only.
+    pub counter: Option<String>,
+}
+
+impl MenuEntry {
+    /// The kernel arguments as one command line (`cmdline::join`).
+    pub fn options(&self) -> String {
+        bootc_initramfs_setup::cmdline::join(&self.args)
+    }
+}
+
+/// Splits a line of GRUB script the way our menu quotes it: `'…'` literal, `\c`.
+fn grub_words(line: &str) -> Vec<String> {
+    let (mut out, mut cur, mut in_word) = (vec![], String::new(), false);
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            ' ' | '\t' => {
+                if in_word {
+                    out.push(std::mem::take(&mut cur));
+                    in_word = false;
+                }
+            }
+            '\'' => {
+                in_word = true;
+                for c in chars.by_ref() {
+                    if c == '\'' {
+                        break;
+                    }
+                    cur.push(c);
+                }
+            }
+            '\\' => {
+                in_word = true;
+                cur.extend(chars.next());
+            }
+            c => {
+                in_word = true;
+                cur.push(c);
+            }
+        }
+    }
+    if in_word {
+        out.push(cur);
+    }
+    out
+}
+
+/// The entries of ours in a loader's menu under the boot partition `boot`, in boot
+/// order; the staged menu with `staged`. Empty when the menu does not exist.
+pub fn read_menu(boot: &Path, loader: &str, staged: bool) -> Vec<MenuEntry> {
+    match loader {
+        "systemd" => {
+            let dir = boot.join(if staged {
+                "loader/entries.staged"
+            } else {
+                "loader/entries"
+            });
+            let Ok(rd) = fs::read_dir(&dir) else {
+                return vec![];
+            };
+            let mut v: Vec<(String, MenuEntry)> = vec![];
+            for e in rd {
+                let e = e.unwrap();
+                let name = e.file_name().to_string_lossy().into_owned();
+                let Some(stem) = name
+                    .strip_prefix("bootc_composefs-")
+                    .and_then(|n| n.strip_suffix(".conf"))
+                else {
+                    continue;
+                };
+                let (id, counter) = match stem.split_once('+') {
+                    Some((id, c)) => (id, Some(format!("+{c}"))),
+                    None => (stem, None),
+                };
+                let text = fs::read_to_string(e.path()).unwrap();
+                let get = |k: &str| {
+                    text.lines()
+                        .filter_map(|l| l.strip_prefix(k).map(str::to_string))
+                        .collect::<Vec<_>>()
+                };
+                let key = get("sort-key ").pop().unwrap_or_else(|| "~".into());
+                // systemd-boot sorts entries out of tries last.
+                let failed = counter
+                    .as_deref()
+                    .is_some_and(|c| c.trim_start_matches('+').split('-').next() == Some("0"));
+                v.push((
+                    format!("{}{key}", u8::from(failed)),
+                    MenuEntry {
+                        counter,
+                        id: id.to_string(),
+                        linux: get("linux ").pop().unwrap_or_default(),
+                        initrd: get("initrd "),
+                        args: bootc_initramfs_setup::cmdline::tokenize(
+                            &get("options ").pop().unwrap_or_default(),
+                        ),
+                        text: text.clone(),
+                    },
+                ));
+            }
+            v.sort_by(|a, b| (&a.0, &a.1.id).cmp(&(&b.0, &b.1.id)));
+            v.into_iter().map(|(_, e)| e).collect()
+        }
+        "grub" => {
+            let file = boot.join(if staged {
+                "grub2/user.cfg.staged"
+            } else {
+                "grub2/user.cfg"
+            });
+            let Ok(text) = fs::read_to_string(&file) else {
+                return vec![];
+            };
+            let mut out: Vec<MenuEntry> = vec![];
+            let mut cur: Option<MenuEntry> = None;
+            for line in text.lines() {
+                let w = grub_words(line);
+                match w.first().map(String::as_str) {
+                    Some("menuentry") => {
+                        let id = w
+                            .iter()
+                            .position(|x| x == "--id")
+                            .and_then(|i| w.get(i + 1))
+                            .and_then(|id| id.strip_prefix("bootc_composefs-"));
+                        cur = id.map(|id| MenuEntry {
+                            counter: None,
+                            id: id.to_string(),
+                            linux: String::new(),
+                            initrd: vec![],
+                            args: vec![],
+                            text: String::new(),
+                        });
+                    }
+                    Some("linux") => {
+                        if let Some(c) = cur.as_mut() {
+                            c.linux = w[1].clone();
+                            c.args = w[2..].to_vec();
+                        }
+                    }
+                    Some("initrd") => {
+                        if let Some(c) = cur.as_mut() {
+                            c.initrd.extend(w[1..].iter().cloned());
+                        }
+                    }
+                    Some("}") => out.extend(cur.take()),
+                    _ => {}
+                }
+                if let Some(c) = cur.as_mut() {
+                    c.text.push_str(line);
+                    c.text.push('\n');
+                }
+            }
+            out
+        }
+        other => panic!("no menu reader for {other}"),
+    }
 }
 
 impl Drop for System {
@@ -35,11 +208,26 @@ impl System {
     /// Installs v1 on an ext4 image of `size` bytes made with `mkfs.ext4 -O verity
     /// MKFS_EXTRA…` and mounted with `-o MOUNT_OPTS`.
     pub fn install_on(size: u64, mkfs_extra: &[&str], mount_opts: &str) -> System {
+        Self::install_image(size, mkfs_extra, mount_opts, |_| {}, "v1", &[])
+    }
+
+    /// [`System::install_on`], but `prepare` may add images to the layout (after v1–v3
+    /// are written) and the install is of `tag` with `extra` install arguments; the
+    /// installed deployment's id is still in `v1`.
+    pub fn install_image(
+        size: u64,
+        mkfs_extra: &[&str],
+        mount_opts: &str,
+        prepare: impl FnOnce(&Path),
+        tag: &str,
+        extra: &[&str],
+    ) -> System {
         let t = tempdir("bootc-lifecycle-");
         let layout = t.path().join("oci");
         for v in 1..=3 {
             oci::write_image(&layout, &format!("v{v}"), &images::bootable(v), &[]).unwrap();
         }
+        prepare(&layout);
         let img = t.path().join("root.img");
         disk_image(&img, size);
         run(Command::new("mkfs.ext4")
@@ -54,8 +242,8 @@ impl System {
             .arg(&root));
         fs::create_dir(root.join("boot")).unwrap();
         fs::create_dir(t.path().join("run")).unwrap();
-        let src = format!("oci:{}:v1", layout.display());
-        let out = install_to_filesystem(&src, &root, &[]);
+        let src = format!("oci:{}:{tag}", layout.display());
+        let out = install_to_filesystem(&src, &root, extra);
         assert!(out.status.success(), "install of {src} failed");
         let text = String::from_utf8_lossy(&out.stdout);
         let id = text
@@ -63,25 +251,25 @@ impl System {
             .nth(1)
             .expect("install prints the id");
         let v1 = id.trim().to_string();
+        let loader = extra
+            .iter()
+            .position(|a| *a == "--bootloader")
+            .and_then(|i| extra.get(i + 1))
+            .unwrap_or(&"systemd")
+            .to_string();
         System {
             t,
             root,
             layout,
             v1,
+            loader,
         }
     }
 
     /// Writes `v<version>` plus `/usr/lib/bootc/kargs.d/<file>` holding `toml` to the
     /// system's layout as `tag`.
     pub fn kargs_image(&self, file: &str, tag: &str, version: u32, toml: &str) {
-        let mut layers = images::bootable(version);
-        layers.push(
-            oci::Layer::new()
-                .dir("usr/lib/bootc", 0o755)
-                .dir("usr/lib/bootc/kargs.d", 0o755)
-                .file(&format!("usr/lib/bootc/kargs.d/{file}"), toml, 0o644),
-        );
-        oci::write_image(&self.layout, tag, &layers, &[]).unwrap();
+        kargs_image(&self.layout, file, tag, version, toml)
     }
 
     pub fn imgref(&self, tag: &str) -> String {
@@ -142,38 +330,43 @@ impl System {
         v
     }
 
-    /// Deployment ids in boot order (`loader/entries`), or of the staged set.
+    /// Deployment ids in boot order (the loader's current menu), or of the staged one.
     pub fn order(&self, staged: bool) -> Vec<String> {
+        self.menu(staged).into_iter().map(|e| e.id).collect()
+    }
+
+    /// Our entries in the loader's current (or staged) menu, in boot order.
+    pub fn menu(&self, staged: bool) -> Vec<MenuEntry> {
+        read_menu(&self.root.join("boot"), &self.loader, staged)
+    }
+
+    /// The file of deployment `id`'s entry in `loader/entries` (or `.staged`), whatever
+    /// boot counter its name carries (systemd-boot).
+    pub fn entry_path(&self, id: &str, staged: bool) -> PathBuf {
         let dir = self.root.join(if staged {
             "boot/loader/entries.staged"
         } else {
             "boot/loader/entries"
         });
-        let mut entries: Vec<(String, String)> = match fs::read_dir(&dir) {
-            Ok(rd) => rd
-                .map(|e| {
-                    let e = e.unwrap();
-                    let text = fs::read_to_string(e.path()).unwrap();
-                    let key = text
-                        .lines()
-                        .find_map(|l| l.strip_prefix("sort-key "))
-                        .unwrap_or("~")
-                        .to_string();
-                    let name = e.file_name().to_string_lossy().into_owned();
-                    (key, name)
-                })
-                .collect(),
-            Err(_) => return vec![],
+        let plain = dir.join(format!("bootc_composefs-{id}.conf"));
+        let Ok(rd) = fs::read_dir(&dir) else {
+            return plain;
         };
-        entries.sort();
-        entries
-            .into_iter()
-            .filter_map(|(_, n)| {
-                n.strip_prefix("bootc_composefs-")
-                    .and_then(|n| n.strip_suffix(".conf"))
-                    .map(str::to_string)
+        rd.map(|e| e.unwrap().path())
+            .find(|p| {
+                let n = p.file_name().unwrap().to_string_lossy();
+                n == format!("bootc_composefs-{id}.conf")
+                    || n.starts_with(&format!("bootc_composefs-{id}+"))
             })
-            .collect()
+            .unwrap_or(plain)
+    }
+
+    /// The entry of deployment `id` in the current menu.
+    pub fn entry_of(&self, id: &str) -> MenuEntry {
+        self.menu(false)
+            .into_iter()
+            .find(|e| e.id == id)
+            .unwrap_or_else(|| panic!("{}: no entry for {id}", self.loader))
     }
 
     /// Everything a refused verb must leave alone: `state/` (but the lock file, whose
@@ -213,6 +406,19 @@ impl System {
         assert_eq!(self.order(false)[0], id);
         id
     }
+}
+
+/// Writes `v<version>` plus `/usr/lib/bootc/kargs.d/<file>` holding `toml` to the OCI
+/// layout at `layout` as `tag`.
+pub fn kargs_image(layout: &Path, file: &str, tag: &str, version: u32, toml: &str) {
+    let mut layers = images::bootable(version);
+    layers.push(
+        oci::Layer::new()
+            .dir("usr/lib/bootc", 0o755)
+            .dir("usr/lib/bootc/kargs.d", 0o755)
+            .file(&format!("usr/lib/bootc/kargs.d/{file}"), toml, 0o644),
+    );
+    oci::write_image(layout, tag, &layers, &[]).unwrap();
 }
 
 pub fn validate(v: &serde_json::Value) {
