@@ -1,11 +1,13 @@
 #!/bin/bash
-# Build the VM test OS image and emit it as an OCI layout with tags v1 and v2.
+# Build the VM test OS image and emit it as an OCI layout with tags v1, v2 and v2-bad.
 #
 #   mkosi/build.sh [--force]
 #
 # Output (under $BOOTC_VM_OUT, default <workspace>/target/vm-images):
-#   oci/            OCI image layout: tags v1 (one layer: mkosi's rootfs) and v2 (v1 plus a
-#                   small layer from mkosi/v2/ and mkosi/v2.remove), uncompressed layers
+#   oci/            OCI image layout: tags v1 (one layer: mkosi's rootfs), v2 (v1 plus a
+#                   small layer from mkosi/v2/ and mkosi/v2.remove) and v2-bad (v1 plus a
+#                   layer from mkosi/v2-bad/: a marker that fails the image's health
+#                   check), uncompressed layers
 #   kver            the image's kernel release
 #   vmlinuz, initramfs.img   copies of the image's /usr/lib/modules/<kver>/ boot files
 #   build-stamp     hash of the inputs: a later run with the same inputs does nothing
@@ -104,7 +106,7 @@ kver=${kver%%$'\n'*}
 tar -xf "$rootfs" -C "$out" --strip-components=5 \
     "./usr/lib/modules/$kver/vmlinuz" "./usr/lib/modules/$kver/initramfs.img"
 echo "$kver" > "$out/kver"
-python3 "$here/oci-layout.py" "$rootfs" "$here/v2" "$here/v2.remove" "$out/oci" >&2
+python3 "$here/oci-layout.py" "$rootfs" "$here/v2" "$here/v2.remove" "$here/v2-bad" "$out/oci" >&2
 rm -rf "$out/mkosi"
 echo "$stamp" > "$out/build-stamp"
 t3=$(date +%s)

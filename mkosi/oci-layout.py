@@ -1,10 +1,11 @@
 #!/usr/bin/python3
-"""Turn mkosi's rootfs tar into an OCI image layout with two tags.
+"""Turn mkosi's rootfs tar into an OCI image layout with three tags.
 
-  oci-layout.py ROOTFS.tar V2DIR V2REMOVE LAYOUT
+  oci-layout.py ROOTFS.tar V2DIR V2REMOVE V2BADDIR LAYOUT
 
 v1 = [rootfs]; v2 = [rootfs, a small layer with the files of V2DIR plus whiteouts for the
-paths listed in V2REMOVE]. Layers are uncompressed (bootc reads `oci:` in-process) and
+paths listed in V2REMOVE]; v2-bad = [rootfs, a small layer with the files of V2BADDIR]
+(an image whose boots fail the test image's health check). Layers are uncompressed (bootc reads `oci:` in-process) and
 the v2 layer is reproducible (fixed mtimes, uid/gid 0). The rootfs tar is moved, not
 copied, into blobs/. Re-running replaces the layout.
 """
@@ -34,7 +35,7 @@ def put_blob(layout, data):
     return d, len(data)
 
 
-def v2_layer(v2dir, remove_list):
+def small_layer(v2dir, remove_list):
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
         entries = []
@@ -45,7 +46,7 @@ def v2_layer(v2dir, remove_list):
                 entries.append((rel, None))
             for f in sorted(files):
                 entries.append((os.path.normpath(os.path.join(rel, f)), os.path.join(root, f)))
-        for path in open(remove_list).read().splitlines():
+        for path in open(remove_list).read().splitlines() if remove_list else []:
             path = path.strip().strip("/")
             if path and not path.startswith("#"):
                 d, n = os.path.split(path)
@@ -68,17 +69,22 @@ def v2_layer(v2dir, remove_list):
 
 
 def main():
-    rootfs, v2dir, v2remove, layout = sys.argv[1:5]
+    rootfs, v2dir, v2remove, v2baddir, layout = sys.argv[1:6]
     tmp = layout + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(os.path.join(tmp, "blobs/sha256"))
     base = sha256_file(rootfs)
     base_size = os.path.getsize(rootfs)
     os.rename(rootfs, os.path.join(tmp, "blobs/sha256", base))
-    top, top_size = put_blob(tmp, v2_layer(v2dir, v2remove))
+    top, top_size = put_blob(tmp, small_layer(v2dir, v2remove))
+    bad, bad_size = put_blob(tmp, small_layer(v2baddir, None))
 
     manifests = []
-    for tag, layers in (("v1", [(base, base_size)]), ("v2", [(base, base_size), (top, top_size)])):
+    for tag, layers in (
+        ("v1", [(base, base_size)]),
+        ("v2", [(base, base_size), (top, top_size)]),
+        ("v2-bad", [(base, base_size), (bad, bad_size)]),
+    ):
         config = {
             "architecture": "amd64",
             "os": "linux",

@@ -34,22 +34,26 @@ pub fn sparse_disk(path: &Path, size_gib: u64) -> Result<()> {
 }
 
 /// Installs `imgref` to the disk image `disk` (created sparse, `size_gib`) with the host's
-/// `bootc install to-disk --via-loopback`. Returns the seconds it took.
+/// `bootc install to-disk --via-loopback`, with `--bootloader <b>` when `bootloader` is
+/// given (the installer's default otherwise) and `extra` arguments appended. Returns the
+/// seconds it took.
 pub fn bootc_install(
     bootc: &Path,
     disk: &Path,
     size_gib: u64,
     imgref: &str,
-    kargs: &[&str],
+    extra: &[&str],
+    bootloader: Option<&str>,
 ) -> Result<f64> {
     sparse_disk(disk, size_gib)?;
     let t = Instant::now();
     let mut cmd = Command::new(bootc);
     cmd.args(["install", "to-disk", "--via-loopback"]).arg(disk);
     cmd.args(["--source-imgref", imgref, "--wipe"]);
-    for k in kargs {
-        cmd.args(["--karg", k]);
+    if let Some(b) = bootloader {
+        cmd.args(["--bootloader", b]);
     }
+    cmd.args(extra);
     eprintln!("host: {cmd:?}");
     let out = cmd
         .output()
@@ -108,36 +112,98 @@ pub fn composefs_arg(cmdline: &str) -> Option<String> {
         .find_map(|w| w.strip_prefix("composefs=").map(str::to_string))
 }
 
+/// The `composefs=` value of each `menuentry` of a GRUB menu as bootc writes it
+/// (`grub2/user.cfg`: `linux` followed by single-quoted words), in menu order; `None` for
+/// an entry without a `linux` line or without `composefs=` on it.
+pub fn menu_composefs(cfg: &str) -> Vec<Option<String>> {
+    let mut out = vec![];
+    let mut in_entry = false;
+    for line in cfg.lines().map(str::trim) {
+        if line.starts_with("menuentry ") {
+            in_entry = true;
+            out.push(None);
+        } else if line == "}" {
+            in_entry = false;
+        } else if in_entry && line.starts_with("linux ") {
+            let arg = line
+                .split_whitespace()
+                .map(|w| w.trim_matches('\''))
+                .find_map(|w| w.strip_prefix("composefs=").map(str::to_string));
+            if let Some(last) = out.last_mut() {
+                *last = arg;
+            }
+        }
+    }
+    out
+}
+
 /// The hex digest of a `composefs=` value (`?`, `sha256:` stripped).
 pub fn composefs_hex(arg: &str) -> &str {
     let a = arg.trim_start_matches('?');
     a.split_once(':').map(|(_, h)| h).unwrap_or(a)
 }
 
-/// Rewrites the `composefs=` argument of every BLS entry on the disk's ESP with
-/// `f(old) -> new`. Returns the number of entries changed. Works with mtools on the
-/// image at the partition's offset (the host kernel may lack vfat).
-pub fn edit_bls(disk: &Path, work: &Path, f: impl Fn(&str) -> String) -> Result<usize> {
+/// The mtools image spec (`<disk>@@<offset>`) of the disk's EFI system partition.
+fn esp_image(disk: &Path) -> Result<String> {
     let esp = partitions(disk)?
         .into_iter()
         .find(|p| p.esp)
         .with_context(|| format!("{}: no EFI system partition", disk.display()))?;
-    let img = format!("{}@@{}", disk.display(), esp.offset);
-    let names = run(Command::new("mdir")
+    Ok(format!("{}@@{}", disk.display(), esp.offset))
+}
+
+/// Whether `path` (relative to the ESP's root, e.g. `EFI/BOOT/BOOTX64.EFI`) exists on the
+/// disk's ESP, by `mdir` with mtools.
+pub fn esp_has(disk: &Path, path: &str) -> Result<bool> {
+    let img = esp_image(disk)?;
+    let src = format!("::/{}", path.trim_start_matches('/'));
+    let out = Command::new("mdir")
+        .args(["-b", "-i", &img, &src])
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .output()
+        .context("running mdir (apt-get install mtools)")?;
+    Ok(out.status.success())
+}
+
+/// Reads the text file `path` (relative to the ESP's root, e.g. `grub2/user.cfg`) from
+/// the disk's ESP with mtools; `None` when it does not exist.
+pub fn esp_read(disk: &Path, path: &str) -> Result<Option<String>> {
+    if !esp_has(disk, path)? {
+        return Ok(None);
+    }
+    let img = esp_image(disk)?;
+    let src = format!("::/{}", path.trim_start_matches('/'));
+    Ok(Some(run(Command::new("mtype")
+        .args(["-i", &img, &src])
+        .env("MTOOLS_SKIP_CHECK", "1"))?))
+}
+
+/// The file names of the BLS entries (`*.conf`) in `loader/entries` on the disk's ESP,
+/// sorted, by `mdir` with mtools.
+pub fn esp_entries(disk: &Path) -> Result<Vec<String>> {
+    let img = esp_image(disk)?;
+    let out = run(Command::new("mdir")
         .args(["-b", "-i", &img, "::/loader/entries"])
         .env("MTOOLS_SKIP_CHECK", "1"))?;
-    let mut n = 0;
-    for name in names
+    // `mdir -b` prints full paths (::/loader/entries/x.conf).
+    let mut names: Vec<String> = out
         .lines()
         .map(str::trim)
         .filter(|l| l.ends_with(".conf"))
-    {
-        // `mdir -b` prints full paths (::/loader/entries/x.conf).
-        let src = if name.starts_with("::") {
-            name.to_string()
-        } else {
-            format!("::/loader/entries/{name}")
-        };
+        .map(|l| l.rsplit('/').next().unwrap_or(l).to_string())
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+/// Rewrites the `composefs=` argument of every BLS entry on the disk's ESP with
+/// `f(old) -> new`. Returns the number of entries changed. Works with mtools on the
+/// image at the partition's offset (the host kernel may lack vfat).
+pub fn edit_bls(disk: &Path, work: &Path, f: impl Fn(&str) -> String) -> Result<usize> {
+    let img = esp_image(disk)?;
+    let mut n = 0;
+    for name in esp_entries(disk)? {
+        let src = format!("::/loader/entries/{name}");
         let text = run(Command::new("mtype")
             .args(["-i", &img, &src])
             .env("MTOOLS_SKIP_CHECK", "1"))?;
@@ -223,6 +289,31 @@ mod tests {
             "title T\nlinux /k\noptions root=UUID=x rw composefs=?sha256:abcd console=ttyS0\n"
         );
         assert!(!rewrite_options("title T\n", &|v: &str| v.to_string()).1);
+    }
+
+    #[test]
+    fn grub_menu_entries_in_order() {
+        let cfg = "# Written by bootc: one entry per deployment.\n\
+            menuentry 'OS v2' --id 'bootc_composefs-bb' {\n\
+            \x20   linux '/bootc_composefs-aa/vmlinuz' 'root=UUID=u' 'rw' 'composefs=?sha256:bb' 'console=ttyS0,115200'\n\
+            \x20   initrd '/bootc_composefs-aa/initramfs.img'\n\
+            }\n\
+            menuentry 'OS v1' --id 'bootc_composefs-aa' {\n\
+            \x20   linux '/bootc_composefs-aa/vmlinuz' 'composefs=sha256:aa'\n\
+            }\n\
+            menuentry 'no linux' {\n\
+            }\n";
+        assert_eq!(
+            menu_composefs(cfg),
+            vec![
+                Some("?sha256:bb".to_string()),
+                Some("sha256:aa".to_string()),
+                None
+            ]
+        );
+        assert!(menu_composefs("set timeout=3\n").is_empty());
+        // A `linux` line outside an entry names no entry.
+        assert!(menu_composefs("linux '/k' 'composefs=sha256:aa'\n").is_empty());
     }
 
     #[test]

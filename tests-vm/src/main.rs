@@ -5,7 +5,8 @@
 //!                                        image, boot it (interactive serial console, or
 //!                                        --batch: print state and power off)
 //! bootc-vm scenarios [NAME...]           run the scenarios (all by default): boot,
-//!                                        bad-cmdline, boot-secure, tamper, upgrade
+//!                                        bad-cmdline, boot-secure, tamper, upgrade,
+//!                                        grub, bootcount
 //! ```
 //! Both build the test image first (`mkosi/build.sh`, a no-op when nothing changed)
 //! unless `--no-build` is given. Must run as root (loop devices, mounts).
@@ -77,7 +78,7 @@ fn cmd_run(ctx: &Ctx, batch: bool, tag: &str) -> Result<()> {
     scenarios::cleanup(&dir);
     std::fs::create_dir_all(&dir)?;
     let t = Instant::now();
-    let disk = ctx.host_install(&dir, "disk", tag)?;
+    let disk = ctx.host_install(&dir, "disk", tag, None)?;
     println!(
         "phase install: {:.0} s ({})",
         t.elapsed().as_secs_f64(),
@@ -178,6 +179,8 @@ fn cmd_scenarios(ctx: &Ctx, names: &[String]) -> Result<bool> {
                 )),
             },
             "upgrade" => scenarios::upgrade(ctx, &dir),
+            "grub" => scenarios::grub(ctx, &dir),
+            "bootcount" => scenarios::bootcount(ctx, &dir),
             _ => unreachable!(),
         };
         let secs = t.elapsed().as_secs_f64();

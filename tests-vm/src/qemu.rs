@@ -27,6 +27,10 @@ pub const FATAL_CONSOLE: &[&str] = &[
     "Cannot open access to console",
     "Reached target emergency.target",
     "Reached target Emergency Mode",
+    // GRUB gave up on its menu: the rescue shell, or the command line it offers when
+    // no menu could be read.
+    "grub rescue>",
+    "Minimal BASH-like line editing is supported",
 ];
 
 /// How the guest firmware starts the OS.
@@ -208,15 +212,8 @@ impl Vm {
             .unwrap_or_default()
     }
 
-    fn console_len(&self) -> usize {
-        fs::metadata(&self.console)
-            .map(|m| m.len() as usize)
-            .unwrap_or(0)
-    }
-
     /// Reboots the guest (`systemctl reboot`, same QEMU) and waits for its shell again.
     pub fn reboot(&mut self, timeout: Duration) -> Result<Duration> {
-        let before = self.console_len();
         if !self.connect()? {
             bail!("[{}] the guest shell socket is gone", self.label);
         }
@@ -225,13 +222,26 @@ impl Vm {
             .unwrap()
             .write_all(b"systemctl reboot\n")
             .context("writing to the guest shell")?;
+        self.wait_restart(timeout)?;
+        self.wait_shell(timeout)
+    }
+
+    /// Waits until the current boot ends in a restart (the kernel's `reboot: Restarting
+    /// system` on the console; QEMU keeps running and the firmware starts again), then
+    /// makes the next boot the current one. Returns the time from the start of the boot
+    /// that ended to its restart.
+    pub fn wait_restart(&mut self, timeout: Duration) -> Result<Duration> {
+        const MARK: &[u8] = b"reboot: Restarting system";
         let deadline = Instant::now() + timeout;
         loop {
             let text = fs::read(&self.console).unwrap_or_default();
-            let new = String::from_utf8_lossy(text.get(before..).unwrap_or(&[])).into_owned();
-            if let Some(i) = new.find("reboot: Restarting system") {
-                self.console_from = before + i;
-                break;
+            let new = text.get(self.console_from..).unwrap_or(&[]);
+            if let Some(i) = new.windows(MARK.len()).position(|w| w == MARK) {
+                let took = self.started.elapsed();
+                self.console_from += i + MARK.len();
+                self.buf.clear();
+                self.started = Instant::now();
+                return Ok(took);
             }
             if let Some(st) = self.child.try_wait()? {
                 bail!("[{}] QEMU exited ({st}) instead of rebooting", self.label);
@@ -244,9 +254,6 @@ impl Vm {
             }
             std::thread::sleep(Duration::from_millis(300));
         }
-        self.buf.clear();
-        self.started = Instant::now();
-        self.wait_shell(timeout)
     }
 
     /// Fails when QEMU has exited or the console shows a fatal boot failure.

@@ -52,7 +52,15 @@ pub enum Outcome {
 }
 
 /// The names, in the order they run.
-pub const ALL: &[&str] = &["boot", "bad-cmdline", "boot-secure", "tamper", "upgrade"];
+pub const ALL: &[&str] = &[
+    "boot",
+    "bad-cmdline",
+    "boot-secure",
+    "tamper",
+    "upgrade",
+    "grub",
+    "bootcount",
+];
 
 impl Ctx {
     fn t(&self, secs: u64) -> Duration {
@@ -83,15 +91,27 @@ impl Ctx {
 
     /// Boots `disk` with OVMF and waits for the guest shell.
     pub fn boot(&self, dir: &Path, label: &str, disks: Vec<Disk>) -> Result<Vm> {
-        let mut vm = Vm::start(&self.uefi(dir, label, disks)?)?;
-        vm.wait_shell(self.t(limits::BOOT))?;
-        Ok(vm)
+        Ok(self.boot_timed(dir, label, disks)?.0)
     }
 
-    /// Host install of `tag` to `dir/<name>.img`.
-    pub fn host_install(&self, dir: &Path, name: &str, tag: &str) -> Result<PathBuf> {
+    /// [`Ctx::boot`], also returning the time from QEMU's start to the guest shell.
+    pub fn boot_timed(&self, dir: &Path, label: &str, disks: Vec<Disk>) -> Result<(Vm, Duration)> {
+        let mut vm = Vm::start(&self.uefi(dir, label, disks)?)?;
+        let up = vm.wait_shell(self.t(limits::BOOT))?;
+        Ok((vm, up))
+    }
+
+    /// Host install of `tag` to `dir/<name>.img`, with `--bootloader <b>` when
+    /// `bootloader` is given (the installer's default, systemd-boot, otherwise).
+    pub fn host_install(
+        &self,
+        dir: &Path,
+        name: &str,
+        tag: &str,
+        bootloader: Option<&str>,
+    ) -> Result<PathBuf> {
         let disk = dir.join(format!("{name}.img"));
-        disk::bootc_install(&self.bootc, &disk, 8, &self.imgref(tag), &[])?;
+        disk::bootc_install(&self.bootc, &disk, 8, &self.imgref(tag), &[], bootloader)?;
         Ok(disk)
     }
 }
@@ -239,7 +259,7 @@ pub fn check_status(vm: &mut Vm, id: &str) -> Result<Option<String>> {
 /// `boot`: host install of v1 (insecure, the host has no fs-verity), boot, check the
 /// mounts, write to /etc and /var, boot again and find them.
 pub fn boot(ctx: &Ctx, dir: &Path) -> Result<Outcome> {
-    let disk = ctx.host_install(dir, "disk", "v1")?;
+    let disk = ctx.host_install(dir, "disk", "v1", None)?;
     let mut vm = ctx.boot(dir, "boot1", vec![Disk::rw(&disk)])?;
     let id = check_booted(&mut vm, false)?;
     vm.ok("echo etc-$(cat /proc/sys/kernel/random/boot_id) > /etc/bootc-vm-persist && cp /etc/bootc-vm-persist /var/bootc-vm-persist && sync")?;
@@ -273,7 +293,7 @@ pub fn boot(ctx: &Ctx, dir: &Path) -> Result<Outcome> {
 /// `bad-cmdline`: a well-formed digest of no image on the command line (edited in the BLS
 /// entry from the host) stops the boot with our one-line message.
 pub fn bad_cmdline(ctx: &Ctx, dir: &Path) -> Result<Outcome> {
-    let disk = ctx.host_install(dir, "disk", "v1")?;
+    let disk = ctx.host_install(dir, "disk", "v1", None)?;
     let wrong = "?sha256:".to_string() + &"0123456789abcdef".repeat(4);
     disk::edit_bls(&disk, dir, |_| wrong.clone())?;
     let mut vm = Vm::start(&ctx.uefi(dir, "bad-cmdline", vec![Disk::rw(&disk)])?)?;
@@ -310,7 +330,7 @@ fn guest_status(vm: &mut Vm) -> Result<serde_json::Value> {
 /// (the OCI layout on a second disk), the finalize at shutdown, the /etc 3-way merge,
 /// then `bootc rollback` back to v1. Pending while the image's bootc lacks the verbs.
 pub fn upgrade(ctx: &Ctx, dir: &Path) -> Result<Outcome> {
-    let disk = ctx.host_install(dir, "disk", "v1")?;
+    let disk = ctx.host_install(dir, "disk", "v1", None)?;
     let oci = oci_disk(ctx)?;
     let disks = || vec![Disk::rw(&disk), Disk::ro(&oci)];
     let mut vm = ctx.boot(dir, "upgrade1", disks())?;
@@ -333,21 +353,22 @@ pub fn upgrade(ctx: &Ctx, dir: &Path) -> Result<Outcome> {
     );
     // Local changes the merge must keep: an added file.
     vm.ok("echo local > /etc/bootc-test/local.conf")?;
-    let out = vm.ok_within(
-        "mkdir -p /run/oci && mount -o ro /dev/vdb /run/oci && bootc switch oci:/run/oci:v2",
-        ctx.t(limits::GUEST_INSTALL),
-    )?;
-    println!(
-        "upgrade: bootc switch: {}",
-        out.trim().lines().last().unwrap_or("")
-    );
+    let out = guest_switch(ctx, &mut vm, "v2")?;
+    println!("upgrade: bootc switch: {out}");
     let st = guest_status(&mut vm)?;
-    ensure!(
-        !st["status"]["staged"].is_null(),
-        "bootc status shows nothing staged: {st}"
-    );
+    let staged = st["status"]["staged"]["composefs"]["verity"]
+        .as_str()
+        .with_context(|| format!("bootc status shows nothing staged: {st}"))?
+        .to_string();
     // The finalize (ExecStop of bootc-composefs-finalize-staged) runs at shutdown.
     vm.poweroff(ctx.t(limits::POWEROFF * 3))?;
+    // The new entry is counted (default 3 tries) until its first good boot blesses it.
+    let names = disk::esp_entries(&disk)?;
+    println!("upgrade: loader/entries after the finalize: {names:?}");
+    ensure!(
+        names.contains(&format!("bootc_composefs-{staged}+3.conf")),
+        "after the finalize no counted entry bootc_composefs-{staged}+3.conf: {names:?}"
+    );
 
     let mut vm = ctx.boot(dir, "upgrade2", disks())?;
     let id2 = check_booted(&mut vm, false)?;
@@ -377,7 +398,7 @@ pub fn upgrade(ctx: &Ctx, dir: &Path) -> Result<Outcome> {
         l.as_deref() == Some("local"),
         "the local addition was lost: {l:?}"
     );
-    let st = guest_status(&mut vm)?;
+    let st = check_blessed(&mut vm, &id2)?;
     ensure!(
         st["status"]["booted"].to_string().contains(&id2),
         "status.booted does not name {id2}: {st}"
@@ -401,6 +422,462 @@ pub fn upgrade(ctx: &Ctx, dir: &Path) -> Result<Outcome> {
         "/usr/share/bootc-test/version is {v:?} after the rollback"
     );
     vm.poweroff(ctx.t(limits::POWEROFF))?;
+    Ok(Outcome::Passed)
+}
+
+/// A good boot of a counted entry is blessed: waits for the boot to finish (`systemctl
+/// is-system-running --wait`: boot-complete.target and systemd-bless-boot.service ran by
+/// then), checks that systemd-bless-boot.service ran (its generator pulls it in only when
+/// systemd-boot counted the booted entry), that the entry of `id` in `/boot/loader/entries`
+/// has no `+` counter left and that `bootc status` shows no `bootCounting` for the booted
+/// deployment. Returns the status.
+fn check_blessed(vm: &mut Vm, id: &str) -> Result<serde_json::Value> {
+    let (_, state) = vm.run(
+        "systemctl is-system-running --wait",
+        Duration::from_secs(300),
+    )?;
+    let bless = vm.ok(
+        "systemctl show --property=ActiveState,Result --value systemd-bless-boot.service | paste -sd' '; \
+         /usr/lib/systemd/systemd-bless-boot status || true",
+    )?;
+    let names = guest_entries(vm)?;
+    println!(
+        "[{}] system {}; systemd-bless-boot.service: {}; /boot/loader/entries: {}",
+        vm.label,
+        state.trim(),
+        bless.split_whitespace().collect::<Vec<_>>().join(" "),
+        names.join(" ")
+    );
+    // `systemctl show` prints the two properties in its own order, one word each.
+    let words: Vec<&str> = bless.split_whitespace().take(2).collect();
+    ensure!(
+        words.contains(&"active") && words.contains(&"success"),
+        "systemd-bless-boot.service did not run (was the entry counted?): {bless}"
+    );
+    let mine: Vec<&String> = names.iter().filter(|n| n.contains(id)).collect();
+    ensure!(
+        mine.len() == 1 && !mine[0].contains('+'),
+        "after a good boot the entry of {id} still has a counter (or is not one file): {names:?}"
+    );
+    let st = guest_status(vm)?;
+    let counting = &st["status"]["booted"]["composefs"]["bootCounting"];
+    ensure!(
+        counting.is_null(),
+        "bootc status: the blessed booted entry still shows bootCounting {counting}"
+    );
+    Ok(st)
+}
+
+/// The file names in the guest's `/boot/loader/entries` (the ESP), sorted.
+fn guest_entries(vm: &mut Vm) -> Result<Vec<String>> {
+    Ok(vm
+        .ok("ls -1 /boot/loader/entries")?
+        .lines()
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty())
+        .collect())
+}
+
+/// Every deployment `bootc status --format json` lists (booted, staged, rollback,
+/// otherDeployments).
+fn status_entries(st: &serde_json::Value) -> Vec<&serde_json::Value> {
+    let s = &st["status"];
+    let mut v: Vec<&serde_json::Value> = ["booted", "staged", "rollback"]
+        .iter()
+        .map(|k| &s[*k])
+        .filter(|e| !e.is_null())
+        .collect();
+    if let Some(others) = s["otherDeployments"].as_array() {
+        v.extend(others.iter());
+    }
+    v
+}
+
+/// The deployment `id` in a status, if listed.
+fn status_entry<'a>(st: &'a serde_json::Value, id: &str) -> Option<&'a serde_json::Value> {
+    status_entries(st)
+        .into_iter()
+        .find(|e| e["composefs"]["verity"] == id)
+}
+
+/// The console line our health check printed in this boot (`bootc-test-health: …`).
+fn health_line(text: &str) -> Option<String> {
+    text.lines()
+        .filter_map(|l| {
+            l.find("bootc-test-health: ")
+                .map(|i| l[i..].trim_end().to_string())
+        })
+        .next()
+}
+
+/// The `composefs=` digest (hex) on the kernel's `Command line:` in a boot's console.
+fn console_composefs(text: &str) -> Option<String> {
+    text.lines()
+        .find(|l| l.contains("Command line:"))
+        .and_then(composefs_arg)
+        .map(|a| composefs_hex(&a).to_string())
+}
+
+/// `bootcount`: the boot loader's try counter, for real. A host install of v1 boots;
+/// `bootc switch <v2-bad> --boot-tries 2` stages an image whose boots fail the test
+/// image's health check (bootc-test-health.service, required by boot-complete.target,
+/// reboots on failure); power-off finalizes. The next power-on is one QEMU run of three
+/// boots: systemd-boot boots v2-bad twice (each fails its check and reboots by itself, its
+/// counter going +2 → +1-1 → +0-2), then, with no tries left, v1. On v1: booted is v1,
+/// status shows v2-bad with failedBoot and bootCounting {0, 2}, and `bootc upgrade --tag
+/// v2-bad` (v1 follows the same layout) refuses that image with exit 0, staging nothing.
+/// Four boots. The install records `oci:/run/oci:v1` as the image v1 follows
+/// (`--target-imgref`): where the guest mounts the OCI disk.
+pub fn bootcount(ctx: &Ctx, dir: &Path) -> Result<Outcome> {
+    let t0 = Instant::now();
+    let disk = dir.join("disk.img");
+    disk::bootc_install(
+        &ctx.bootc,
+        &disk,
+        8,
+        &ctx.imgref("v1"),
+        &["--target-imgref", &format!("{GUEST_OCI}:v1")],
+        None,
+    )?;
+    let oci = oci_disk(ctx)?;
+    let disks = || vec![Disk::rw(&disk), Disk::ro(&oci)];
+    let mount_oci =
+        "mkdir -p /run/oci && { mountpoint -q /run/oci || mount -o ro /dev/vdb /run/oci; }";
+    let mut boots: Vec<String> = vec![];
+
+    let (mut vm, up) = ctx.boot_timed(dir, "bootcount1", disks())?;
+    boots.push(format!("v1 {:.0} s", up.as_secs_f64()));
+    let id1 = check_booted(&mut vm, false)?;
+    vm.ok(mount_oci)?;
+    let out = vm.ok_within(
+        &format!("bootc switch {GUEST_OCI}:v2-bad --boot-tries 2"),
+        ctx.t(limits::GUEST_INSTALL),
+    )?;
+    println!(
+        "bootcount: bootc switch v2-bad --boot-tries 2: {}",
+        out.trim().lines().last().unwrap_or("")
+    );
+    let st = guest_status(&mut vm)?;
+    let staged = &st["status"]["staged"];
+    let bad = staged["composefs"]["verity"]
+        .as_str()
+        .with_context(|| format!("bootc status shows nothing staged after the switch: {st}"))?
+        .to_string();
+    println!(
+        "bootcount: staged {bad}, bootCounting {}",
+        staged["composefs"]["bootCounting"]
+    );
+    // The finalize (at shutdown) writes the counted entry.
+    vm.poweroff(ctx.t(limits::POWEROFF * 3))?;
+    let names = disk::esp_entries(&disk)?;
+    println!("bootcount: loader/entries after the finalize: {names:?}");
+    ensure!(
+        names.contains(&format!("bootc_composefs-{bad}+2.conf")),
+        "after the finalize no entry bootc_composefs-{bad}+2.conf: {names:?}"
+    );
+
+    // One power-on: two failing boots of v2-bad, each rebooting by itself, then v1.
+    let mut vm = Vm::start(&ctx.uefi(dir, "bootcount2", disks())?)?;
+    for n in 1..=2 {
+        let took = vm.wait_restart(ctx.t(limits::BOOT))?;
+        let text = fs::read(&vm.console)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
+        // This boot's part of the log: from the previous restart on.
+        let this = text
+            .split("reboot: Restarting system")
+            .nth(n - 1)
+            .unwrap_or("");
+        let booted = console_composefs(this);
+        let health = health_line(this);
+        println!(
+            "bootcount: v2-bad boot {n}: restarted by itself after {:.0} s; booted {}; {}",
+            took.as_secs_f64(),
+            booted
+                .as_deref()
+                .unwrap_or("(no Command line: on the console)"),
+            health.as_deref().unwrap_or("(no health check line)")
+        );
+        boots.push(format!("v2-bad {:.0} s", took.as_secs_f64()));
+        ensure!(
+            booted.as_deref() == Some(bad.as_str()),
+            "failing boot {n} booted {booted:?}, expected v2-bad {bad}"
+        );
+        ensure!(
+            health
+                .as_deref()
+                .is_some_and(|h| h.contains("FAILED") && h.contains("fail-health-check")),
+            "failing boot {n}: the health check did not fail on the marker: {health:?}"
+        );
+        ensure!(
+            !this.contains("__PING_") && !this.contains("bootc-test-health: OK"),
+            "failing boot {n} looked good"
+        );
+    }
+    let up = vm.wait_shell(ctx.t(limits::BOOT))?;
+    boots.push(format!("v1 (fallback) {:.0} s", up.as_secs_f64()));
+    let id = check_booted(&mut vm, false)?;
+    ensure!(
+        id == id1,
+        "after v2-bad ran out of tries booted {id}, expected v1 {id1}"
+    );
+    let names = guest_entries(&mut vm)?;
+    println!("bootcount: on v1: /boot/loader/entries: {names:?}");
+    ensure!(
+        names.contains(&format!("bootc_composefs-{bad}+0-2.conf")),
+        "no entry bootc_composefs-{bad}+0-2.conf after two failed boots: {names:?}"
+    );
+    let st = guest_status(&mut vm)?;
+    ensure!(
+        st["status"]["booted"]["composefs"]["verity"] == id1.as_str(),
+        "status.booted is not v1 {id1}: {st}"
+    );
+    let e = status_entry(&st, &bad)
+        .with_context(|| format!("bootc status does not list v2-bad {bad}: {st}"))?;
+    let c = &e["composefs"];
+    println!(
+        "bootcount: status of v2-bad: failedBoot {}, bootCounting {}",
+        c["failedBoot"], c["bootCounting"]
+    );
+    ensure!(
+        c["failedBoot"] == true,
+        "v2-bad: failedBoot is not true: {e}"
+    );
+    ensure!(
+        c["bootCounting"]["triesLeft"] == 0 && c["bootCounting"]["triesDone"] == 2,
+        "v2-bad: bootCounting {} (expected triesLeft 0, triesDone 2)",
+        c["bootCounting"]
+    );
+
+    // v1 follows the same layout: its tag moved on to v2-bad is refused, exit 0.
+    vm.ok(mount_oci)?;
+    let (rc, out) = vm.run("bootc upgrade --tag v2-bad", ctx.t(limits::GUEST_INSTALL))?;
+    println!(
+        "bootcount: bootc upgrade --tag v2-bad: rc {rc}: {}",
+        out.trim()
+    );
+    ensure!(
+        rc == 0 && out.contains("Not staging") && out.contains("--force"),
+        "bootc upgrade to the failed image: rc {rc}, {out:?} (expected exit 0 and \"Not staging … --force\")"
+    );
+    let st = guest_status(&mut vm)?;
+    ensure!(
+        st["status"]["staged"].is_null(),
+        "bootc upgrade staged something after refusing: {st}"
+    );
+    vm.poweroff(ctx.t(limits::POWEROFF))?;
+    println!(
+        "bootcount: boots: {}; scenario {:.0} s",
+        boots.join(", "),
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(Outcome::Passed)
+}
+
+/// `bootc switch` in the guest to `tag` of the OCI layout offered on its second disk
+/// (`/dev/vdb`, the read-only ext4 of [`oci_disk`], mounted on `/run/oci`). Returns
+/// the last line bootc printed.
+fn guest_switch(ctx: &Ctx, vm: &mut Vm, tag: &str) -> Result<String> {
+    let out = vm.ok_within(
+        &format!(
+            "mkdir -p /run/oci && {{ mountpoint -q /run/oci || mount -o ro /dev/vdb /run/oci; }} \
+             && bootc switch oci:/run/oci:{tag}"
+        ),
+        ctx.t(limits::GUEST_INSTALL),
+    )?;
+    Ok(out.trim().lines().last().unwrap_or("").to_string())
+}
+
+/// The OCI layout as the guest sees it: [`oci_disk`] on `/dev/vdb`, mounted on `/run/oci`.
+const GUEST_OCI: &str = "oci:/run/oci";
+
+/// The GRUB menu on the ESP, relative to its root (the userspace's
+/// `layout::GRUB_USER_CFG`, spelled again here: the harness checks the disk as a boot
+/// loader reads it).
+const GRUB_USER_CFG: &str = "grub2/user.cfg";
+/// Where the test image mounts the ESP (`bootc-test-esp.service`).
+const GUEST_ESP: &str = "/boot";
+
+/// The `composefs=` digests (hex) of the menu entries of a `grub2/user.cfg`, in order;
+/// fails when an entry has none.
+fn menu_ids(cfg: &str) -> Result<Vec<String>> {
+    disk::menu_composefs(cfg)
+        .into_iter()
+        .enumerate()
+        .map(|(i, a)| {
+            a.map(|a| composefs_hex(&a).to_string())
+                .with_context(|| format!("menu entry {i} has no composefs= argument:\n{cfg}"))
+        })
+        .collect()
+}
+
+/// Boots a GRUB disk (see [`grub`]), prints the time to the guest shell and checks that
+/// GRUB's menu was on the console. When the boot fails, the error carries the
+/// `grub2/user.cfg` read from the disk (QEMU has exited by then) and GRUB's lines from
+/// the console.
+fn grub_boot(ctx: &Ctx, dir: &Path, label: &str, disks: Vec<Disk>) -> Result<(Vm, f64)> {
+    let disk = disks[0].path.clone();
+    let console = dir.join(format!("console-{label}.log"));
+    match ctx.boot_timed(dir, label, disks) {
+        Ok((vm, up)) => {
+            let secs = up.as_secs_f64();
+            println!("grub: boot {label}: guest shell after {secs:.0} s");
+            // OVMF mirrors the firmware console, GRUB's menu included, to the serial log.
+            ensure!(
+                vm.console_text().contains("GNU GRUB"),
+                "boot {label}: the console never showed GRUB's menu (`GNU GRUB`)"
+            );
+            Ok((vm, secs))
+        }
+        Err(e) => {
+            let cfg = match disk::esp_read(&disk, GRUB_USER_CFG) {
+                Ok(Some(c)) => c,
+                Ok(None) => "(absent)".into(),
+                Err(e) => format!("(unreadable: {e:#})"),
+            };
+            let text = fs::read(&console)
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_default();
+            let grub_lines: Vec<&str> = text
+                .lines()
+                .filter(|l| {
+                    let l = l.to_ascii_lowercase();
+                    l.contains("grub") || l.contains("error") || l.contains("booting")
+                })
+                .take(20)
+                .collect();
+            Err(e.context(format!(
+                "boot {label} of the GRUB disk failed; {GRUB_USER_CFG} on the disk:\n{cfg}\n\
+                 console lines naming GRUB or errors:\n{}",
+                grub_lines.join("\n")
+            )))
+        }
+    }
+}
+
+/// What a GRUB boot must show in the guest: the command line came from GRUB (its `linux`
+/// command puts `BOOT_IMAGE=` first, systemd-boot never does), the menu on the ESP
+/// (`/boot/grub2/user.cfg`) lists `expect_menu` in this order, and `bootc status` names
+/// `id` booted with the loader `grub`. Returns the status.
+fn check_grub_guest(vm: &mut Vm, id: &str, expect_menu: &[&str]) -> Result<serde_json::Value> {
+    let cmdline = vm.ok("cat /proc/cmdline")?;
+    ensure!(
+        cmdline.trim_start().starts_with("BOOT_IMAGE="),
+        "/proc/cmdline does not start with GRUB's BOOT_IMAGE=: {}",
+        cmdline.trim()
+    );
+    let cfg = vm.ok(&format!("cat {GUEST_ESP}/{GRUB_USER_CFG}"))?;
+    let ids = menu_ids(&cfg)?;
+    eprintln!("[{}] GRUB menu entries (composefs=): {ids:?}", vm.label);
+    ensure!(
+        ids.iter()
+            .map(String::as_str)
+            .eq(expect_menu.iter().copied()),
+        "the GRUB menu lists {ids:?}, expected {expect_menu:?}:\n{cfg}"
+    );
+    if let Some(why) = check_status(vm, id)? {
+        bail!("{why}");
+    }
+    let st = guest_status(vm)?;
+    let loader = &st["status"]["booted"]["composefs"]["bootloader"];
+    ensure!(
+        loader == "grub",
+        "bootc status: status.booted.composefs.bootloader is {loader}, expected \"grub\""
+    );
+    Ok(st)
+}
+
+/// `grub`: the GRUB path end to end. Host install of v1 with `--bootloader grub` (GRUB at
+/// `EFI/BOOT/BOOTX64.EFI`, the menu in `grub2/user.cfg`), boot it with OVMF; `bootc
+/// switch` to v2 (the OCI layout on a second disk, as in `upgrade`), power cycle, v2
+/// boots and heads the menu; `bootc rollback`, power cycle, v1 boots again. Three boots;
+/// never pending.
+pub fn grub(ctx: &Ctx, dir: &Path) -> Result<Outcome> {
+    let t0 = Instant::now();
+    let disk = ctx.host_install(dir, "disk", "v1", Some("grub"))?;
+    println!(
+        "grub: host install with --bootloader grub: {:.0} s",
+        t0.elapsed().as_secs_f64()
+    );
+    for f in ["EFI/BOOT/BOOTX64.EFI", "grub2/grub.cfg"] {
+        ensure!(
+            disk::esp_has(&disk, f)?,
+            "the GRUB install left no {f} on the ESP"
+        );
+    }
+    let cfg = disk::esp_read(&disk, GRUB_USER_CFG)?
+        .with_context(|| format!("the GRUB install left no {GRUB_USER_CFG} on the ESP"))?;
+    let installed = menu_ids(&cfg)?;
+    ensure!(
+        installed.len() == 1,
+        "{GRUB_USER_CFG} after the install has {} entries, expected 1:\n{cfg}",
+        installed.len()
+    );
+    let oci = oci_disk(ctx)?;
+    let disks = || vec![Disk::rw(&disk), Disk::ro(&oci)];
+    let mut boots = vec![];
+
+    let (mut vm, secs) = grub_boot(ctx, dir, "grub1", disks())?;
+    boots.push(secs);
+    let id1 = check_booted(&mut vm, false)?;
+    ensure!(
+        installed[0] == id1,
+        "booted {id1}, but the installed menu entry names {}",
+        installed[0]
+    );
+    check_grub_guest(&mut vm, &id1, &[&id1])?;
+    let v = guest_file(&mut vm, "/usr/share/bootc-test/version")?;
+    ensure!(v.as_deref() == Some("1"), "version {v:?} on the v1 install");
+    let out = guest_switch(ctx, &mut vm, "v2")?;
+    println!("grub: bootc switch: {out}");
+    let st = guest_status(&mut vm)?;
+    ensure!(
+        !st["status"]["staged"].is_null(),
+        "bootc status shows nothing staged after the switch: {st}"
+    );
+    // The finalize (at shutdown) writes the new menu.
+    vm.poweroff(ctx.t(limits::POWEROFF * 3))?;
+
+    let (mut vm, secs) = grub_boot(ctx, dir, "grub2", disks())?;
+    boots.push(secs);
+    let id2 = check_booted(&mut vm, false)?;
+    ensure!(id2 != id1, "still booted {id1} after the switch to v2");
+    let v = guest_file(&mut vm, "/usr/share/bootc-test/version")?;
+    ensure!(
+        v.as_deref() == Some("2"),
+        "version {v:?} after the switch to v2"
+    );
+    let st = check_grub_guest(&mut vm, &id2, &[&id2, &id1])?;
+    ensure!(
+        st["status"]["rollback"].to_string().contains(&id1),
+        "status.rollback does not name {id1}: {st}"
+    );
+    vm.ok("bootc rollback")?;
+    vm.poweroff(ctx.t(limits::POWEROFF * 3))?;
+
+    let (mut vm, secs) = grub_boot(ctx, dir, "grub3", disks())?;
+    boots.push(secs);
+    let id3 = check_booted(&mut vm, false)?;
+    ensure!(
+        id3 == id1,
+        "after the rollback booted {id3}, expected {id1}"
+    );
+    let v = guest_file(&mut vm, "/usr/share/bootc-test/version")?;
+    ensure!(
+        v.as_deref() == Some("1"),
+        "version {v:?} after the rollback"
+    );
+    check_grub_guest(&mut vm, &id1, &[&id1, &id2])?;
+    vm.poweroff(ctx.t(limits::POWEROFF))?;
+    println!(
+        "grub: boots to the guest shell: {} s; scenario {:.0} s",
+        boots
+            .iter()
+            .map(|s| format!("{s:.0}"))
+            .collect::<Vec<_>>()
+            .join(" + "),
+        t0.elapsed().as_secs_f64()
+    );
     Ok(Outcome::Passed)
 }
 
@@ -434,7 +911,7 @@ fn oci_disk(ctx: &Ctx) -> Result<PathBuf> {
 /// second disk and the OCI layout on a third, run `bootc install to-disk /dev/vdb` there
 /// (the guest kernel has fs-verity), and return the installed disk.
 pub fn guest_install(ctx: &Ctx, dir: &Path, tag: &str) -> Result<PathBuf> {
-    let installer = ctx.host_install(dir, "installer", "v1")?;
+    let installer = ctx.host_install(dir, "installer", "v1", None)?;
     let target = dir.join("secure.img");
     disk::sparse_disk(&target, 8)?;
     let oci = oci_disk(ctx)?;
@@ -697,6 +1174,36 @@ mod tests {
         assert!(r.super_opts.contains("::"));
         assert_eq!(mount_at(&m, "/etc").unwrap().root, "/state/deploy/abcd/etc");
         assert!(mount_at(&m, "/var").is_err());
+    }
+
+    #[test]
+    fn reads_a_boot_from_its_console() {
+        let hex = "ab".repeat(32);
+        let log = format!(
+            "[    0.000000] Command line: initrd=\\x composefs=?sha256:{hex} rw console=ttyS0\r\n\
+             [   12.5] health-check[301]: bootc-test-health: FAILED: marker\r\n"
+        );
+        assert_eq!(console_composefs(&log).as_deref(), Some(hex.as_str()));
+        assert_eq!(
+            health_line(&log).as_deref(),
+            Some("bootc-test-health: FAILED: marker")
+        );
+        assert_eq!(console_composefs("no kernel line"), None);
+        assert_eq!(health_line("nothing"), None);
+    }
+
+    #[test]
+    fn finds_a_deployment_in_any_status_slot() {
+        let st = serde_json::json!({"status": {
+            "booted": {"composefs": {"verity": "a"}},
+            "staged": null,
+            "rollback": {"composefs": {"verity": "b"}},
+            "otherDeployments": [{"composefs": {"verity": "c"}}]
+        }});
+        for id in ["a", "b", "c"] {
+            assert_eq!(status_entry(&st, id).unwrap()["composefs"]["verity"], id);
+        }
+        assert!(status_entry(&st, "d").is_none());
     }
 
     #[test]
