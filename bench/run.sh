@@ -1,0 +1,80 @@
+#!/bin/bash
+# Benchmarks of bootc against its peers (tar, OSTree, mkfs.erofs, composefs-setup-root),
+# written to bench/RESULTS.md as medians, ranges and ratios.
+#
+#   bench/run.sh [--quick] [--cases import,incremental,storage,initramfs,etc] [--no-perf]
+#
+# Run as root on Debian 12. It installs the tools it compares against (ostree, time, strace,
+# erofs-utils, zstd, linux-perf) from Debian, builds its inputs (the static
+# bootc-initramfs-setup and release bootc via mkosi/build.sh, the mkosi test OS image,
+# gzip and zstd copies of it, the peer composefs-setup-root 0.9.x from crates.io into
+# the scratch directory) and then runs every case with its peers alternating: one
+# warm-up and 5 measured runs each (--quick: one warm-up and 3, for trying it out;
+# --quick does not write bench/RESULTS.md but bench/RESULTS.quick.md).
+#
+# Scratch: $BOOTC_BENCH_DIR (default /var/tmp/bootc-bench): loop-file filesystems, the
+# re-packed layouts, the peer's build. Nothing outside it and the workspace's target/
+# is written.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+ws=$(cd "$here/.." && pwd)
+PATH="$PATH:/usr/sbin:/sbin"
+[[ $(id -u) == 0 ]] || { echo "bench/run.sh: run as root (it mounts loop files)" >&2; exit 1; }
+
+# 1. The peers and measuring tools.
+need=()
+command -v ostree >/dev/null || need+=(ostree)
+[[ -x /usr/bin/time ]] || need+=(time)
+command -v mkfs.erofs >/dev/null || need+=(erofs-utils)
+command -v zstd >/dev/null || need+=(zstd)
+command -v perf >/dev/null || need+=(linux-perf)
+command -v unshare >/dev/null || need+=(util-linux)
+command -v strace >/dev/null || need+=(strace)
+if (( ${#need[@]} )); then
+    echo "bench/run.sh: installing ${need[*]}" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}" >&2
+fi
+
+# 2. The inputs: our binaries and the test OS image (a no-op when nothing changed).
+echo "bench/run.sh: building the binaries and the test image (mkosi/build.sh)" >&2
+"$ws/mkosi/build.sh" >&2
+
+# 3. The peer initramfs binary, built like ours (static glibc, size-optimised), outside
+# the repository.
+scratch=${BOOTC_BENCH_DIR:-/var/tmp/bootc-bench}
+mkdir -p "$scratch"
+peer_root=$scratch/peer-composefs-setup-root
+if [[ ! -x $peer_root/bin/composefs-setup-root ]]; then
+    echo "bench/run.sh: building composefs-setup-root 0.9.x from crates.io" >&2
+    OPENSSL_STATIC=1 RUSTFLAGS="-C target-feature=+crt-static" \
+    CARGO_PROFILE_RELEASE_OPT_LEVEL=z CARGO_PROFILE_RELEASE_LTO=fat \
+    CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1 CARGO_PROFILE_RELEASE_PANIC=abort \
+    CARGO_PROFILE_RELEASE_STRIP=true CARGO_PROFILE_RELEASE_DEBUG=0 \
+        cargo install --quiet --locked composefs-setup-root --version '^0.9' \
+            --no-default-features --target x86_64-unknown-linux-gnu --root "$peer_root" >&2
+fi
+
+# 4. For the profiles (unless --no-perf): both initramfs binaries built the same way but
+# with their symbols kept, in the scratch directory; the measured ones stay stripped.
+if [[ " $* " != *" --no-perf "* ]]; then
+    if [[ ! -x $scratch/unstripped-ours/x86_64-unknown-linux-gnu/initramfs/bootc-initramfs-setup ]]; then
+        echo "bench/run.sh: building bootc-initramfs-setup with symbols (for perf)" >&2
+        (cd "$ws" && OPENSSL_STATIC=1 RUSTFLAGS="-C target-feature=+crt-static" \
+            CARGO_PROFILE_INITRAMFS_STRIP=false CARGO_TARGET_DIR=$scratch/unstripped-ours \
+            cargo build --quiet --locked --profile initramfs -p bootc-initramfs-setup \
+                --target x86_64-unknown-linux-gnu) >&2
+    fi
+    if [[ ! -x $scratch/unstripped-peer/bin/composefs-setup-root ]]; then
+        echo "bench/run.sh: building composefs-setup-root with symbols (for perf)" >&2
+        OPENSSL_STATIC=1 RUSTFLAGS="-C target-feature=+crt-static" \
+        CARGO_PROFILE_RELEASE_OPT_LEVEL=z CARGO_PROFILE_RELEASE_LTO=fat \
+        CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1 CARGO_PROFILE_RELEASE_PANIC=abort \
+        CARGO_PROFILE_RELEASE_STRIP=false CARGO_PROFILE_RELEASE_DEBUG=0 \
+            cargo install --quiet --locked composefs-setup-root --version '^0.9' \
+                --no-default-features --target x86_64-unknown-linux-gnu \
+                --root "$scratch/unstripped-peer" >&2
+    fi
+fi
+
+exec python3 "$here/bench.py" --workspace "$ws" --scratch "$scratch" \
+    --peer-setup-root "$peer_root/bin/composefs-setup-root" --argv "bench/run.sh $*" "$@"
