@@ -97,6 +97,91 @@ pub(crate) enum Command {
     /// by bootc-composefs-finalize-staged.service).
     #[command(hide = true)]
     ComposefsFinalizeStaged,
+
+    /// Operations on a container image's root, run while building it.
+    #[command(subcommand)]
+    Container(ContainerCommand),
+
+    /// Diff current /etc configuration versus default: the files added, modified and
+    /// removed locally, against the booted image's /etc (what the next update carries
+    /// over).
+    ConfigDiff(ConfigDiffArgs),
+
+    /// Generate a shell completion script (bash, zsh, fish) on stdout.
+    ///
+    /// Example: `bootc completion bash > /usr/share/bash-completion/completions/bootc`.
+    Completion(CompletionArgs),
+
+    /// Write the man pages (bootc.8 and one per verb, e.g. bootc-upgrade.8) into a
+    /// directory.
+    #[command(hide = true)]
+    Man(ManArgs),
+}
+
+/// `bootc container` verbs: run on an image's root, typically inside its Containerfile.
+#[derive(Debug, Subcommand)]
+pub(crate) enum ContainerCommand {
+    /// Perform relatively inexpensive static analysis checks as part of a container
+    /// build.
+    ///
+    /// This is intended to be invoked via e.g. `RUN bootc container lint` as part of a
+    /// build process; it will error if any problems are detected. Every problem is
+    /// listed, one line each.
+    Lint(LintArgs),
+}
+
+/// `bootc container lint`.
+#[derive(Debug, Args)]
+pub(crate) struct LintArgs {
+    /// Operate on the provided rootfs.
+    #[arg(long, value_name = "PATH", default_value = "/")]
+    pub(crate) rootfs: PathBuf,
+
+    /// Make warnings fatal.
+    #[arg(long)]
+    pub(crate) fatal_warnings: bool,
+
+    /// Instead of executing the lints, just print all available lints (YAML for people;
+    /// do not parse it).
+    #[arg(long)]
+    pub(crate) list: bool,
+
+    /// Skip checking the targeted lints, by name. Use `--list` to discover the set of
+    /// available lints.
+    ///
+    /// Example: --skip nonempty-boot --skip var-log
+    #[arg(long, value_name = "LINT")]
+    pub(crate) skip: Vec<String>,
+
+    /// Don't truncate the output. By default, only a limited number of entries are
+    /// shown for each lint, followed by a count of remaining entries.
+    #[arg(long)]
+    pub(crate) no_truncate: bool,
+}
+
+/// `bootc config-diff`.
+#[derive(Debug, Args)]
+pub(crate) struct ConfigDiffArgs {
+    /// The output format [default: human]; json and yaml give the lists `added`,
+    /// `modified` and `removed`.
+    #[arg(long, value_enum)]
+    pub(crate) format: Option<OutputFormat>,
+}
+
+/// `bootc completion`.
+#[derive(Debug, Args)]
+pub(crate) struct CompletionArgs {
+    /// Shell type to generate.
+    #[arg(value_enum, value_name = "SHELL")]
+    pub(crate) shell: clap_complete::Shell,
+}
+
+/// `bootc man`.
+#[derive(Debug, Args)]
+pub(crate) struct ManArgs {
+    /// Where to write the pages (created if missing), e.g. /usr/share/man/man8.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) directory: PathBuf,
 }
 
 /// `bootc upgrade`.

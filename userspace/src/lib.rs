@@ -12,6 +12,7 @@ pub mod deploy;
 pub mod imgref;
 pub(crate) mod install;
 pub mod integrity;
+pub(crate) mod lint;
 pub(crate) mod lock;
 pub(crate) mod progress;
 pub mod repo;

@@ -126,31 +126,59 @@ pub fn find_kernel<H: FsVerityHashValue>(entries: Vec<BootEntry<H>>) -> Result<K
     let mut uki = false;
     for e in entries {
         match e {
-            BootEntry::UsrLibModulesVmLinuz(k) => {
-                let kver = k.kver.to_string();
-                check_kver(&kver)?;
-                let initrd = k.initramfs.with_context(|| {
-                    format!("the image's kernel {kver} has no initramfs: expected /usr/lib/modules/{kver}/initramfs.img")
-                })?;
-                found.push(Kernel {
-                    kver,
-                    vmlinuz: k.vmlinuz,
-                    initrd,
-                });
-            }
+            BootEntry::UsrLibModulesVmLinuz(k) => found.push(KernelDir {
+                kver: k.kver.to_string(),
+                vmlinuz: k.vmlinuz,
+                initrd: k.initramfs,
+            }),
             BootEntry::Type2(_) => uki = true,
             _ => {}
         }
     }
+    let k = select_kernel(found, uki)?;
+    Ok(Kernel {
+        kver: k.kver,
+        vmlinuz: k.vmlinuz,
+        initrd: k.initrd.expect("select_kernel checks the initrd"),
+    })
+}
+
+/// A kernel directory `/usr/lib/modules/<kver>/` holding `vmlinuz`, as found in an image
+/// (a composefs tree at install and staging, a directory for `bootc container lint`).
+pub(crate) struct KernelDir<T> {
+    /// The directory's name.
+    pub(crate) kver: String,
+    /// Its `vmlinuz`.
+    pub(crate) vmlinuz: T,
+    /// Its `initramfs.img`, if any.
+    pub(crate) initrd: Option<T>,
+}
+
+/// The one rule for which kernel an image boots: exactly one kernel directory, with an
+/// acceptable name ([`check_kver`]) and an initramfs; `uki` says whether the image has
+/// a UKI (Type #2), only to explain an image without a kernel directory. The returned
+/// directory's `initrd` is `Some`.
+pub(crate) fn select_kernel<T>(found: Vec<KernelDir<T>>, uki: bool) -> Result<KernelDir<T>> {
     if found.len() > 1 {
-        let kvers: Vec<_> = found.iter().map(|k| k.kver.as_str()).collect();
+        let mut kvers: Vec<_> = found.iter().map(|k| k.kver.as_str()).collect();
+        kvers.sort();
         bail!(
             "the image has more than one kernel ({}); expected exactly one under /usr/lib/modules",
             crate::sys::cmd::cap(&kvers.join(", "), 200)
         );
     }
-    match found.pop() {
-        Some(k) => Ok(k),
+    match found.into_iter().next() {
+        Some(k) => {
+            check_kver(&k.kver)?;
+            if k.initrd.is_none() {
+                bail!(
+                    "the image's kernel {} has no initramfs: expected /usr/lib/modules/{}/initramfs.img",
+                    k.kver,
+                    k.kver
+                );
+            }
+            Ok(k)
+        }
         None if uki => {
             bail!("the image only has a UKI; UKI (Type #2) installs are not supported yet")
         }

@@ -3,6 +3,7 @@
 //! garbage, checking for updates and reporting status.
 
 pub(crate) mod check;
+pub(crate) mod config_diff;
 pub(crate) mod etc_merge;
 pub(crate) mod finalize;
 pub(crate) mod gc;

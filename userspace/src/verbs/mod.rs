@@ -12,6 +12,9 @@ use crate::cli::Cli;
 use crate::deploy::host::{booted_from_cmdline, BootedError, Host, HostOpts};
 use crate::lock::{self, WriterLock};
 
+pub(crate) mod config_diff;
+pub(crate) mod container;
+pub(crate) mod docs;
 pub(crate) mod finalize;
 pub(crate) mod gc;
 pub(crate) mod install;
@@ -39,6 +42,10 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
         Command::Status(a) => status::status(&cli, a),
         Command::Gc(a) => gc::gc(&cli, a),
         Command::ComposefsFinalizeStaged => finalize::finalize(&cli),
+        Command::Container(c) => container::container(c),
+        Command::ConfigDiff(a) => config_diff::config_diff(&cli, a),
+        Command::Completion(a) => docs::completion(a),
+        Command::Man(a) => docs::man(a),
     }
 }
 
