@@ -12,6 +12,7 @@ use crate::cli::Cli;
 use crate::deploy::host::{booted_from_cmdline, BootedError, Host, HostOpts};
 use crate::lock::{self, WriterLock};
 
+pub(crate) mod container;
 pub(crate) mod finalize;
 pub(crate) mod gc;
 pub(crate) mod install;
@@ -29,7 +30,7 @@ pub(crate) const OSTREE_BOOTC: &str = "/usr/libexec/bootc-ostree";
 
 /// Runs the verb the command line names.
 pub(crate) fn run(cli: Cli) -> Result<()> {
-    use crate::cli::{Command, InstallCommand};
+    use crate::cli::{Command, ContainerCommand, InstallCommand};
     match &cli.command {
         Command::Install(InstallCommand::ToDisk(a)) => install::to_disk(&cli, a),
         Command::Install(InstallCommand::ToFilesystem(a)) => install::to_filesystem(&cli, a),
@@ -38,6 +39,10 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
         Command::Rollback(a) => rollback::rollback(&cli, a),
         Command::Status(a) => status::status(&cli, a),
         Command::Gc(a) => gc::gc(&cli, a),
+        Command::Container(ContainerCommand::ComputeComposefsDigest(a)) => {
+            container::compute_composefs_digest(a)
+        }
+        Command::Container(ContainerCommand::Ukify(a)) => container::ukify(a),
         Command::ComposefsFinalizeStaged => finalize::finalize(&cli),
     }
 }
