@@ -276,6 +276,66 @@ mod tests {
         }
     }
 
+    /// A UKI as systemd's ukify builds it (stub, kernel, initrd, command line,
+    /// os-release, uname), read back section by section.
+    #[test]
+    fn reads_a_uki_built_by_ukify() {
+        let ukify = std::path::Path::new("/usr/lib/systemd/ukify");
+        let python = std::path::Path::new("/usr/bin/python3");
+        let usable = ukify.is_file()
+            && std::process::Command::new(python)
+                .args(["-c", "import pefile"])
+                .status()
+                .is_ok_and(|s| s.success());
+        if !usable {
+            bootc_test_fixtures::skip::skip("ukify (systemd) or python3-pefile is not installed");
+            return;
+        }
+        let t = tempfile::tempdir().unwrap();
+        let linux = bootc_test_fixtures::images::pseudo_random(40_000, 7);
+        let initrd = bootc_test_fixtures::images::pseudo_random(3_000, 8);
+        std::fs::write(t.path().join("vmlinuz"), &linux).unwrap();
+        std::fs::write(t.path().join("initrd"), &initrd).unwrap();
+        let out = t.path().join("uki.efi");
+        let cmdline = format!("console=ttyS0 composefs=?{ID}");
+        let st = std::process::Command::new(python)
+            .arg(ukify)
+            .arg("build")
+            .arg("--linux")
+            .arg(t.path().join("vmlinuz"))
+            .arg("--initrd")
+            .arg(t.path().join("initrd"))
+            .args(["--cmdline", &cmdline])
+            .args(["--os-release", "ID=ukitest\nVERSION_ID=3\n"])
+            .args(["--uname", "6.1.0-uki"])
+            .arg("--output")
+            .arg(&out)
+            .status()
+            .unwrap();
+        assert!(st.success(), "ukify build failed: {st}");
+        let mut buf = vec![];
+        let uki = read(&out, &mut buf).unwrap();
+        assert_eq!(uki.cmdline, cmdline);
+        assert_eq!(uki.uname.as_deref(), Some("6.1.0-uki"));
+        assert!(uki.osrel.as_deref().unwrap().contains("ID=ukitest"));
+        assert_eq!(uki.linux, linux.as_slice());
+        assert!(uki.initrd.unwrap().ends_with(&initrd));
+        let k = uki.composefs().unwrap();
+        assert_eq!((k.id.to_string().as_str(), k.insecure), (ID, true));
+
+        // Cut anywhere, a real UKI gives an error (or, cut in trailing padding, still
+        // parses), never a panic; cut inside .linux, the error says truncated.
+        let data = std::fs::read(&out).unwrap();
+        for n in (0..data.len()).step_by(997) {
+            if let Err(e) = parse(&data[..n]) {
+                assert!(!e.to_string().contains('\n'));
+            }
+        }
+        let at = data.len() / 2;
+        let e = parse(&data[..at]).unwrap_err().to_string();
+        assert!(e.starts_with("truncated PE file: section"), "{e}");
+    }
+
     #[test]
     fn composefs_argument_rules() {
         let two = sealed(&format!("composefs={ID} rw composefs={ID}"));
