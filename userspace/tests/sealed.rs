@@ -238,6 +238,12 @@ fn ukify_builds_a_sealed_uki() {
         fs::read(rootfs.join(format!("usr/lib/modules/{}/initramfs.img", images::KVER))).unwrap();
     assert!(u.initrd.unwrap().ends_with(&initrd));
 
+    // Put into the image's /boot (as the README says), it does not change the digest
+    // it carries: /boot is emptied by the boot transform.
+    fs::create_dir_all(rootfs.join("boot/EFI/Linux")).unwrap();
+    fs::copy(&out, rootfs.join("boot/EFI/Linux/os.efi")).unwrap();
+    assert_eq!(digest(&[rootfs.to_str().unwrap()]), id);
+
     // --allow-missing-verity: composefs=?…, the same digest.
     let out2 = t.path().join("insecure.efi");
     bootc_ok(&[
