@@ -136,6 +136,36 @@ fn digest_of_tricky_image_equals_install_id() {
 }
 
 #[test]
+fn sha512_digest_equals_sha512_install_id() {
+    if !can_run(&["touch"]) {
+        return;
+    }
+    let _g = serial();
+    let t = tempdir("bootc-sealed-");
+    let layout = t.path().join("oci");
+    oci::write_image(&layout, "v2", &images::bootable(2), &[]).unwrap();
+    let root = t.path().join("root");
+    fs::create_dir_all(root.join("boot")).unwrap();
+    let src = format!("oci:{}:v2", layout.display());
+    let out = install_to_filesystem(&src, &root, &["--composefs-algorithm", "sha512"]);
+    assert!(out.status.success(), "install of {src} failed");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let id = text
+        .split("deployment ")
+        .nth(1)
+        .expect("install prints the id")
+        .trim()
+        .to_string();
+    assert!(id.starts_with("sha512:"), "{id}");
+    let rootfs = t.path().join("rootfs");
+    unpack(&layout, "v2", &rootfs);
+    assert_eq!(
+        digest(&[rootfs.to_str().unwrap(), "--algorithm", "sha512"]),
+        id
+    );
+}
+
+#[test]
 fn mounts_are_left_out() {
     if !can_run(&["touch"]) {
         return;
