@@ -72,11 +72,6 @@ impl Rootfs {
         })
     }
 
-    /// The directory (no mounts below it).
-    pub fn fd(&self) -> impl AsFd + '_ {
-        &self.fd
-    }
-
     fn show(&self, rel: &str) -> String {
         self.path.join(rel).display().to_string()
     }
@@ -124,9 +119,10 @@ impl Rootfs {
                 None,
                 &OciTransformOptions::default(),
             ))
-            .with_context(|| format!("reading {what}"))?;
-        fs.transform_for_boot_from_dir(&self.fd)
-            .with_context(|| format!("applying the boot transform to {what}"))?;
+            .with_context(|| format!("reading {what} (an image has /usr, /boot and /sysroot)"))?;
+        fs.transform_for_boot_from_dir(&self.fd).with_context(|| {
+            format!("applying the boot transform to {what} (an image has /usr, /boot and /sysroot)")
+        })?;
         if let Err(e) = crate::repo::check_bootable(&fs) {
             tracing::warn!("{what} cannot boot with composefs: {e}");
         }

@@ -9,7 +9,7 @@
 pub mod boot;
 pub mod cli;
 pub mod deploy;
-pub mod digest;
+pub(crate) mod digest;
 pub mod imgref;
 pub(crate) mod install;
 pub mod integrity;
