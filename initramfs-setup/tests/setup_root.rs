@@ -197,6 +197,7 @@ fn expected_tree(layers: &[Layer]) -> BTreeMap<String, String> {
                 Kind::Dir => format!("d {:o} {uid} {gid}", mode & 0o7777),
                 Kind::Symlink(t) => format!("l {uid} {gid} {t}"),
                 Kind::Whiteout => unreachable!(),
+                Kind::Hardlink(_) => unreachable!("the test images have no hard links"),
             };
             (p, v)
         })

@@ -25,6 +25,8 @@ pub enum Kind {
     Symlink(String),
     /// An overlay whiteout: deletes this path from lower layers.
     Whiteout,
+    /// A hard link to this earlier path of the same layer.
+    Hardlink(String),
 }
 
 /// One entry of a layer.
@@ -81,6 +83,11 @@ impl Layer {
         self.push(path, Kind::Symlink(target.into()), 0o777)
     }
 
+    /// Adds a hard link at `path` to `target` (an earlier file of this layer).
+    pub fn hardlink(self, path: &str, target: &str) -> Self {
+        self.push(path, Kind::Hardlink(target.into()), 0o644)
+    }
+
     /// Adds a whiteout for `path`.
     pub fn whiteout(self, path: &str) -> Self {
         self.push(path, Kind::Whiteout, 0)
@@ -131,6 +138,11 @@ impl Layer {
                 }
                 Kind::Symlink(target) => {
                     h.set_entry_type(tar::EntryType::Symlink);
+                    h.set_size(0);
+                    b.append_link(&mut h, &e.path, target)?;
+                }
+                Kind::Hardlink(target) => {
+                    h.set_entry_type(tar::EntryType::Link);
                     h.set_size(0);
                     b.append_link(&mut h, &e.path, target)?;
                 }
@@ -252,6 +264,69 @@ pub fn write_image(
         config_digest,
         layer_digests,
     })
+}
+
+/// Unpacks image `tag` of the OCI layout `layout` into the empty directory `dest`, as
+/// a container engine's overlay would show it: layers applied bottom first, whiteouts
+/// deleting what they name, owners, modes, xattrs and hard links kept, and every mtime
+/// [`MTIME`] (as the layers say; unpacking itself touches directories). Needs root
+/// (owners, `security.*` xattrs) and `touch`.
+pub fn unpack_image(layout: &Path, tag: &str, dest: &Path) -> Result<()> {
+    let blob = |d: &str| -> Result<Vec<u8>> {
+        let hex = d.strip_prefix("sha256:").context("not a sha256 digest")?;
+        Ok(fs::read(layout.join("blobs/sha256").join(hex))?)
+    };
+    let index: serde_json::Value = serde_json::from_slice(&fs::read(layout.join("index.json"))?)?;
+    let m = index["manifests"]
+        .as_array()
+        .and_then(|a| {
+            a.iter()
+                .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
+        })
+        .with_context(|| format!("no image tagged {tag}"))?;
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&blob(m["digest"].as_str().context("no digest")?)?)?;
+    for l in manifest["layers"].as_array().context("no layers")? {
+        let tar = blob(l["digest"].as_str().context("no layer digest")?)?;
+        let mut a = tar::Archive::new(tar.as_slice());
+        a.set_preserve_permissions(true);
+        a.set_preserve_ownerships(true);
+        a.set_unpack_xattrs(true);
+        a.set_overwrite(true);
+        for entry in a.entries()? {
+            let mut entry = entry?;
+            let path = entry.path()?.into_owned();
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+            if let Some(victim) = name.as_deref().and_then(|n| n.strip_prefix(".wh.")) {
+                let target = dest.join(path.with_file_name(victim));
+                match fs::symlink_metadata(&target) {
+                    Ok(md) if md.is_dir() => fs::remove_dir_all(&target)?,
+                    Ok(_) => fs::remove_file(&target)?,
+                    Err(_) => {}
+                }
+                continue;
+            }
+            anyhow::ensure!(
+                entry.unpack_in(dest)?,
+                "{} escapes the rootfs",
+                path.display()
+            );
+        }
+    }
+    let st = std::process::Command::new("find")
+        .arg(dest)
+        .args([
+            "-exec",
+            "touch",
+            "-h",
+            "-d",
+            &format!("@{MTIME}"),
+            "{}",
+            "+",
+        ])
+        .status()?;
+    anyhow::ensure!(st.success(), "touch failed: {st}");
+    Ok(())
 }
 
 #[cfg(test)]

@@ -128,6 +128,20 @@ pub(crate) enum ContainerCommand {
     /// build process; it will error if any problems are detected. Every problem is
     /// listed, one line each.
     Lint(LintArgs),
+
+    /// Print the deployment id (composefs digest) the image at PATH will have once
+    /// installed: `sha256:<hex>`, the value of `composefs=` on its command line.
+    ///
+    /// Mounts below PATH (/proc, /sys, /dev, /run, /tmp, files bind-mounted by the
+    /// container engine) are not part of the image and are left out.
+    ComputeComposefsDigest(ComputeDigestArgs),
+
+    /// Build a sealed Unified Kernel Image with systemd's ukify: the image's kernel and
+    /// initramfs, and a command line of its kargs.d arguments and
+    /// `composefs=sha256:<digest of ROOTFS>`.
+    ///
+    /// Example: bootc container ukify --rootfs /target -- --output /out/uki.efi
+    Ukify(UkifyArgs),
 }
 
 /// `bootc container lint`.
@@ -489,4 +503,47 @@ pub(crate) struct ToFilesystemArgs {
 
     #[command(flatten)]
     pub(crate) config: InstallConfigOpts,
+}
+
+/// `bootc container compute-composefs-digest`.
+#[derive(Debug, Args)]
+pub(crate) struct ComputeDigestArgs {
+    /// The root filesystem of the image.
+    #[arg(value_name = "PATH", default_value = "/")]
+    pub(crate) path: PathBuf,
+
+    /// The fs-verity algorithm of the repository the image will be installed into
+    /// (`install --composefs-algorithm`).
+    #[arg(long, value_name = "ALG", default_value = "sha256", value_parser = parse_algorithm)]
+    pub(crate) algorithm: Algorithm,
+
+    /// Also write the boot-transformed tree as a composefs dumpfile to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) write_dumpfile_to: Option<PathBuf>,
+}
+
+/// `bootc container ukify`.
+#[derive(Debug, Args)]
+pub(crate) struct UkifyArgs {
+    /// The root filesystem of the image.
+    #[arg(long, value_name = "PATH", default_value = "/")]
+    pub(crate) rootfs: PathBuf,
+
+    /// The kernel version (a directory under /usr/lib/modules) when the image has more
+    /// than one.
+    #[arg(long, value_name = "K")]
+    pub(crate) kver: Option<String>,
+
+    /// Write `composefs=?…`: the booted root does not require fs-verity (for
+    /// filesystems without it).
+    #[arg(long)]
+    pub(crate) allow_missing_verity: bool,
+
+    /// The fs-verity algorithm of the repository the image will be installed into.
+    #[arg(long, value_name = "ALG", default_value = "sha256", value_parser = parse_algorithm)]
+    pub(crate) algorithm: Algorithm,
+
+    /// Arguments passed to `ukify build` as they are (e.g. --output, signing keys).
+    #[arg(last = true, value_name = "UKIFY_ARGS")]
+    pub(crate) ukify_args: Vec<std::ffi::OsString>,
 }

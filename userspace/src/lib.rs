@@ -9,6 +9,7 @@
 pub mod boot;
 pub mod cli;
 pub mod deploy;
+pub(crate) mod digest;
 pub mod imgref;
 pub(crate) mod install;
 pub mod integrity;

@@ -51,12 +51,21 @@ pub(crate) fn read_algorithm(sysroot: impl AsFd) -> Result<Algorithm> {
     }
 }
 
+/// The configuration `install` creates the repository with; its EROFS format is the
+/// one every boot image (deployment id) is computed in, so
+/// [`crate::digest`] takes it from here too.
+pub(crate) fn repo_config<H: FsVerityHashValue>(verity: bool) -> RepositoryConfig {
+    let config = RepositoryConfig::new(CfsAlgorithm::for_hash::<H>());
+    if verity {
+        config
+    } else {
+        config.set_insecure()
+    }
+}
+
 /// Creates the repository (`composefs/`, mode 0700) under `sysroot`.
 pub fn init<H: FsVerityHashValue>(sysroot: impl AsFd, verity: bool) -> Result<Arc<Repository<H>>> {
-    let mut config = RepositoryConfig::new(CfsAlgorithm::for_hash::<H>());
-    if !verity {
-        config = config.set_insecure();
-    }
+    let config = repo_config::<H>(verity);
     let (repo, _) = Repository::<H>::init_path(&sysroot, layout::REPOSITORY, config)
         .with_context(|| format!("creating the composefs repository {}", layout::REPOSITORY))?;
     Ok(Arc::new(repo))

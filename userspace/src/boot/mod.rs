@@ -17,6 +17,7 @@ pub mod entries; // `pub` for the fuzz targets only (`parse_entry_file`).
 #[doc(hidden)]
 pub mod grub; // `pub` for the fuzz targets only (`check_menu_round_trip`).
 pub(crate) mod systemd_boot;
+pub mod uki;
 
 use entries::EntrySet;
 

@@ -365,6 +365,7 @@ pub fn expected_tree(layers: &[Layer]) -> BTreeMap<String, String> {
                 Kind::File(data) => ('f', e.mode, data.len().to_string()),
                 Kind::Dir => ('d', e.mode, String::new()),
                 Kind::Symlink(target) => ('l', 0o777, target.clone()),
+                Kind::Hardlink(_) => ('h', e.mode, String::new()),
                 Kind::Whiteout => unreachable!(),
             };
             (p, format!("{t}|{mode:o}|{}|{}|{extra}", e.uid, e.gid))
