@@ -317,3 +317,47 @@ fn finalize_removes_the_update_stamps() {
     // Finalizing again (nothing staged) is fine.
     s.bootc_ok(&v1, &["composefs-finalize-staged"]);
 }
+
+/// `to-disk` formats ext4 only: an image asking for another root filesystem type is
+/// refused unless `--filesystem` says what to make, and nothing is left attached.
+#[test]
+fn to_disk_refuses_another_root_fs_type_unless_told() {
+    if !can_run(&[]) {
+        return;
+    }
+    let _g = serial();
+    let t = tempdir("bootc-instcfg-disk-");
+    let before = system_state(t.path());
+    let layout = t.path().join("oci");
+    image_with(
+        &layout,
+        "xfs",
+        install_configs(&[(
+            "10-fs.toml",
+            "[install]\n[install.filesystem.root]\ntype = \"xfs\"\n",
+        )]),
+    );
+    let img = t.path().join("disk.img");
+    disk_image(&img, DISK_SIZE);
+    let src = format!("oci:{}:xfs", layout.display());
+    let img_s = img.to_str().unwrap();
+    let args = ["install", "to-disk", "--via-loopback", "--wipe"];
+    let mut refused: Vec<&str> = args.to_vec();
+    refused.extend(["--source-imgref", &src, img_s]);
+    let out = bootc(&refused);
+    assert!(!out.status.success(), "an xfs configuration was installed");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("asks for a xfs root filesystem") && err.contains("--filesystem ext4"),
+        "{err}"
+    );
+    assert_eq!(system_state(t.path()), before, "the refusal leaked");
+    let mut told: Vec<&str> = args.to_vec();
+    told.extend(["--filesystem", "ext4", "--source-imgref", &src, img_s]);
+    let out = bootc(&told);
+    assert!(
+        out.status.success(),
+        "--filesystem ext4 overrides the image"
+    );
+    assert_eq!(system_state(t.path()), before, "the install leaked");
+}
