@@ -304,7 +304,24 @@ fn finalize_removes_the_update_stamps() {
     // What systemd-update-done left on the booted system.
     fs::write(s.etc(&v1).join(".updated"), "").unwrap();
     fs::write(var.join(".updated"), "").unwrap();
-    let v2 = s.switch_and_finalize(&v1, "v2", &[]);
+    let r = s.imgref("v2");
+    s.bootc_ok(&v1, &["switch", &r]);
+    let v2 = s.marker().expect("staged marker");
+    // Killed right after the first stamp is removed (debug builds): the exchange is
+    // done, and the re-run completes the removal.
+    let out = s.bootc_env(
+        &v1,
+        &["composefs-finalize-staged"],
+        &[("BOOTC_FAULT_AT", "finalize.update-stamp-removed")],
+    );
+    assert!(!out.status.success(), "the fault point was not reached");
+    assert!(!s.etc(&v2).join(".updated").exists());
+    assert!(
+        var.join(".updated").exists(),
+        "killed before the second one"
+    );
+    s.bootc_ok(&v1, &["composefs-finalize-staged"]);
+    assert_eq!(s.order(false)[0], v2);
     assert!(
         !s.etc(&v2).join(".updated").exists(),
         "the merge carried /etc/.updated into the new deployment"
