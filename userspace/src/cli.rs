@@ -393,6 +393,23 @@ pub(crate) enum InstallCommand {
     /// The root filesystem must be mounted at ROOT_PATH and the EFI System Partition at
     /// ROOT_PATH/boot.
     ToFilesystem(ToFilesystemArgs),
+    /// Output JSON to stdout containing the merged installation configuration
+    /// (`bootc/install/*.toml` under /usr/lib, /usr/local/lib, /etc and /run) as it
+    /// applies to this architecture.
+    PrintConfiguration(PrintConfigurationArgs),
+}
+
+/// `bootc install print-configuration`.
+#[derive(Debug, Args)]
+pub(crate) struct PrintConfigurationArgs {
+    /// Print all configuration, including what install handles internally (kargs,
+    /// karg-deletes).
+    #[arg(long)]
+    pub(crate) all: bool,
+
+    /// Read the configuration of the tree at DIR instead of the running root.
+    #[arg(long, value_name = "DIR", default_value = "/", hide = true)]
+    pub(crate) root: PathBuf,
 }
 
 /// Options shared by every install target.
@@ -426,6 +443,20 @@ pub(crate) struct InstallConfigOpts {
     /// Example: --karg=nosmt --karg=console=ttyS0,115200n8
     #[arg(long, value_name = "KARG")]
     pub(crate) karg: Vec<String>,
+
+    /// Remove a kernel argument: by name (every argument of that name), or an exact
+    /// name=value. It applies to the install configuration's and the image's kargs.d
+    /// arguments, not to --karg. This option can be provided multiple times.
+    ///
+    /// Example: --karg-delete=nosmt --karg-delete=console=ttyS0
+    #[arg(long, value_name = "KARG")]
+    pub(crate) karg_delete: Vec<String>,
+
+    /// The path to an `authorized_keys` that will be injected into the `root` account:
+    /// written to root's home in /var (the image's /root must be a symlink into /var,
+    /// e.g. /root -> var/roothome).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) root_ssh_authorized_keys: Option<PathBuf>,
 
     /// The bootloader to use.
     #[arg(long, value_enum, default_value = "systemd")]
@@ -477,9 +508,10 @@ pub(crate) struct ToDiskArgs {
     #[arg(long)]
     pub(crate) wipe: bool,
 
-    /// Target root filesystem type.
-    #[arg(long, value_enum, default_value = "ext4")]
-    pub(crate) filesystem: Filesystem,
+    /// Target root filesystem type [default: the image's install configuration
+    /// (root-fs-type), else ext4].
+    #[arg(long, value_enum)]
+    pub(crate) filesystem: Option<Filesystem>,
 
     #[command(flatten)]
     pub(crate) config: InstallConfigOpts,

@@ -609,7 +609,7 @@ fn install_to_filesystem_sha512_with_image_kargs() {
     )
     .unwrap();
     assert!(
-        entry.contains(&format!("\noptions root=UUID={uuid} rw extra=1 first console=ttyS0,115200 loglevel=3 composefs=?sha512:{hex}\n")),
+        entry.contains(&format!("\noptions root=UUID={uuid} rw first console=ttyS0,115200 loglevel=3 extra=1 composefs=?sha512:{hex}\n")),
         "{entry}"
     );
     assert!(root.join("boot/EFI/systemd/systemd-bootx64.efi").is_file());

@@ -77,8 +77,8 @@ fn switch_carries_user_kargs_and_follows_the_images_kargs_d() {
         let cfs1 = format!("composefs=?sha256:{v1}");
         assert_eq!(
             installed,
-            format!("root=UUID=test rw c=\"x y\" a b {cfs1}"),
-            "{loader}: install"
+            format!("root=UUID=test rw a b c=\"x y\" {cfs1}"),
+            "{loader}: install (kargs.d, then --karg, as upstream)"
         );
         assert!(text.contains(one_argument(loader)), "{loader}: {text}");
 

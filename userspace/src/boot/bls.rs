@@ -357,26 +357,83 @@ pub(crate) fn check_karg(k: &str, from: &str) -> Result<()> {
     Ok(())
 }
 
-/// The `options` line: `root=SPEC rw`, the user's `--karg`s, the image's kargs.d, then
-/// the composefs argument. Neither the user nor the image may set the composefs
-/// argument themselves: the booter refuses two that disagree.
+/// The kernel arguments of an install, by where they come from.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct InstallKargs<'a> {
+    /// `kargs` of the image's install configuration (`/usr/lib/bootc/install/*.toml`).
+    pub(crate) config: &'a [String],
+    /// The image's `kargs.d`.
+    pub(crate) image: &'a [String],
+    /// Arguments to remove (`karg-deletes` of the configuration, then `--karg-delete`):
+    /// a name removes every argument of that name, `name=value` only that exact one.
+    pub(crate) delete: &'a [String],
+    /// The user's `--karg`s.
+    pub(crate) user: &'a [String],
+}
+
+/// The `options` line of an install, in upstream bootc's order: `root=SPEC rw`, the
+/// install configuration's `kargs`, the image's `kargs.d`; then the deletions are applied
+/// to all of those; then the user's `--karg`s (so a `--karg` is never deleted and comes
+/// after what it may override); then the composefs argument. Nobody may set the composefs
+/// argument themselves: the booter refuses two that disagree. Without deletions every
+/// string is written as given; with some, the arguments are split as the kernel splits
+/// them and joined again (quoting a value with white space).
+pub(crate) fn install_options(
+    root_spec: &str,
+    k: &InstallKargs<'_>,
+    composefs: &bootc_initramfs_setup::cmdline::ComposefsKarg,
+) -> Result<String> {
+    use bootc_initramfs_setup::cmdline::{join, tokenize};
+    let mut out = vec![format!("root={root_spec}"), "rw".to_string()];
+    for (from, kargs) in [
+        ("the install configuration", k.config),
+        (KARGS_D, k.image),
+        ("--karg", k.user),
+    ] {
+        for a in kargs {
+            check_karg(a, from)?;
+        }
+    }
+    out.extend(k.config.iter().cloned());
+    out.extend(k.image.iter().cloned());
+    if !k.delete.is_empty() {
+        let mut args: Vec<String> = out.iter().flat_map(|a| tokenize(a)).collect();
+        args.retain(|a| !k.delete.iter().any(|d| deletes(d, a)));
+        out = vec![join(&args)];
+    }
+    out.extend(k.user.iter().cloned());
+    out.push(composefs.to_string());
+    let line = out.join(" ");
+    check_options_length(&line)?;
+    Ok(line)
+}
+
+/// Whether the deletion `d` (`name` or `name=value`) removes the argument `arg`.
+fn deletes(d: &str, arg: &str) -> bool {
+    if d.contains('=') {
+        d == arg
+    } else {
+        arg.split('=').next() == Some(d)
+    }
+}
+
+/// [`install_options`] with only `--karg`s and `kargs.d`.
+#[cfg(test)]
 pub(crate) fn options(
     root_spec: &str,
     user: &[String],
     image: &[String],
     composefs: &bootc_initramfs_setup::cmdline::ComposefsKarg,
 ) -> Result<String> {
-    let mut out = vec![format!("root={root_spec}"), "rw".to_string()];
-    for (from, kargs) in [("--karg", user), (KARGS_D, image)] {
-        for k in kargs {
-            check_karg(k, from)?;
-            out.push(k.clone());
-        }
-    }
-    out.push(composefs.to_string());
-    let line = out.join(" ");
-    check_options_length(&line)?;
-    Ok(line)
+    install_options(
+        root_spec,
+        &InstallKargs {
+            user,
+            image,
+            ..Default::default()
+        },
+        composefs,
+    )
 }
 
 /// The `options` line of a deployment staged by `upgrade`/`switch`: the booted entry's
@@ -754,6 +811,48 @@ mod tests {
     }
 
     #[test]
+    fn install_options_follow_upstreams_order_and_delete() {
+        use bootc_initramfs_setup::cmdline::{ComposefsKarg, DeploymentId};
+        let k = ComposefsKarg::new(DeploymentId::parse(&"ab".repeat(32)).unwrap(), true);
+        let cfs = format!("composefs=?sha256:{}", "ab".repeat(32));
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let (config, image) = (s(&["c=1", "d=\"x y\""]), s(&["e f=2", "c=3"]));
+        let user = s(&["c=9", "u"]);
+        let line = |delete: &[String]| {
+            install_options(
+                "UUID=u",
+                &InstallKargs {
+                    config: &config,
+                    image: &image,
+                    delete,
+                    user: &user,
+                },
+                &k,
+            )
+            .unwrap()
+        };
+        assert_eq!(
+            line(&[]),
+            format!("root=UUID=u rw c=1 d=\"x y\" e f=2 c=3 c=9 u {cfs}")
+        );
+        // By name: every c before the user's; exact: only that value.
+        assert_eq!(
+            line(&s(&["c", "f=2", "f=3", "rw"])),
+            format!("root=UUID=u d=\"x y\" e c=9 u {cfs}")
+        );
+        let e = install_options(
+            "UUID=u",
+            &InstallKargs {
+                config: &s(&["composefs=x"]),
+                ..Default::default()
+            },
+            &k,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("install configuration"), "{e}");
+    }
+
+    #[test]
     fn options_order_and_conflicts() {
         use bootc_initramfs_setup::cmdline::{ComposefsKarg, DeploymentId};
         let id = DeploymentId::parse(&"ab".repeat(32)).unwrap();
@@ -762,7 +861,7 @@ mod tests {
         assert_eq!(
             options("UUID=u", &s(&["quiet"]), &s(&["console=ttyS0"]), &k).unwrap(),
             format!(
-                "root=UUID=u rw quiet console=ttyS0 composefs=?sha256:{}",
+                "root=UUID=u rw console=ttyS0 quiet composefs=?sha256:{}",
                 "ab".repeat(32)
             )
         );

@@ -94,7 +94,7 @@ pub(crate) fn finalize(host: &Host) -> Result<Finalized> {
             .and_then(|alg| with_algorithm!(alg, H => apply::<H>(host, &id, set))),
         None => Ok(()),
     }
-    .and_then(|()| complete(host));
+    .and_then(|()| complete(host, &id));
     match result {
         Ok(gc) => Ok(Finalized::Done { id, resumed, gc }),
         Err(e) => {
@@ -201,9 +201,10 @@ pub(crate) fn with_current_counters(
     changed.then_some(out)
 }
 
-/// After the exchange: remove the old set, collect garbage, clear the failure record,
-/// and last the marker. Each step is idempotent.
-fn complete(host: &Host) -> Result<Option<GcReport>> {
+/// After the exchange: remove the update stamps, the old set, collect garbage, clear
+/// the failure record, and last the marker. Each step is idempotent.
+fn complete(host: &Host, id: &DeploymentId) -> Result<Option<GcReport>> {
+    remove_update_stamps(host, id)?;
     host.menu()
         .discard_staged(host.boot.as_fd())
         .context("removing the previous menu")?;
@@ -221,6 +222,38 @@ fn complete(host: &Host) -> Result<Option<GcReport>> {
     host.clear_staged()?;
     fault::point(STEPS_AFTER_EXCHANGE[4]);
     Ok(report)
+}
+
+/// The stamp `systemd-update-done` leaves in /etc and /var: units with
+/// `ConditionNeedsUpdate=` (sysusers, tmpfiles, ldconfig, hwdb) run when it is missing
+/// or older than /usr.
+pub(crate) const UPDATE_STAMP: &str = ".updated";
+
+/// Removes [`UPDATE_STAMP`] from the new default's /etc and from the shared /var, so
+/// those units run on its first boot: the merge carried the booted system's /etc stamp
+/// over, and /usr's mtime (the composefs image's) says nothing about the update. Removed
+/// only when present (then the directory is synced), so a re-run does nothing.
+fn remove_update_stamps(host: &Host, id: &DeploymentId) -> Result<()> {
+    for dir in [layout::deploy_etc(id), layout::SHARED_VAR.into()] {
+        let fd = match durable::open_dir(&host.sysroot, &dir) {
+            Ok(fd) => fd,
+            // No shared /var (a physical root set up by hand): nothing to remove.
+            Err(_) if dir.as_os_str() == layout::SHARED_VAR => continue,
+            Err(e) => return Err(e),
+        };
+        match rustix::fs::unlinkat(&fd, UPDATE_STAMP, rustix::fs::AtFlags::empty()) {
+            Ok(()) => {
+                fault::point("finalize.update-stamp-removed");
+                durable::fsync_dir(&fd)?;
+                tracing::info!("removed {}/{UPDATE_STAMP}", dir.display());
+            }
+            Err(rustix::io::Errno::NOENT) => {}
+            Err(e) => {
+                return Err(e).with_context(|| format!("removing {}/{UPDATE_STAMP}", dir.display()))
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Every file the staged default needs exists: its entry's `linux` and `initrd` on the

@@ -22,7 +22,9 @@ use crate::sys::durable;
 use crate::sys::loopdev::Loopback;
 use crate::sys::mount::{mount_source, Mount, MountPoint};
 
+pub(crate) mod config;
 pub(crate) mod disk;
+pub(crate) mod ssh;
 
 /// What every install needs, whatever the target.
 #[derive(Debug, Clone)]
@@ -35,8 +37,15 @@ pub(crate) struct InstallOpts {
     pub(crate) bootloader: BootloaderKind,
     /// Boot tries later updates get (recorded in the origin).
     pub(crate) boot_tries: Option<u32>,
-    /// Extra kernel arguments.
+    /// Extra kernel arguments (`--karg`).
     pub(crate) kargs: Vec<String>,
+    /// Kernel arguments to remove (`--karg-delete`): a name, or an exact `name=value`.
+    pub(crate) karg_delete: Vec<String>,
+    /// The content of an `authorized_keys` file for root (`--root-ssh-authorized-keys`).
+    pub(crate) root_ssh_authorized_keys: Option<String>,
+    /// The root filesystem type was chosen by the user (`to-disk --filesystem`) or
+    /// exists already (`to-filesystem`): the image's `root-fs-type` is not followed.
+    pub(crate) root_fs_chosen: bool,
     /// The repository's fs-verity algorithm.
     pub(crate) algorithm: Algorithm,
     /// Fail instead of warning when fs-verity is unavailable.
@@ -281,6 +290,22 @@ pub(crate) fn install_to_root(
     result
 }
 
+/// The image's `root-fs-type` against the filesystem the install makes: only ext4 is
+/// made here, so another type is refused unless the user chose (`--filesystem`).
+fn check_root_fs_type(opts: &InstallOpts, config: &config::InstallConfig) -> Result<()> {
+    match config.root_fs_type {
+        Some(t) if t != config::RootFsType::Ext4 && !opts.root_fs_chosen => bail!(
+            "the image's install configuration asks for a {} root filesystem, but the composefs backend formats ext4 (with verity) only; pass --filesystem ext4 to install anyway",
+            t.name()
+        ),
+        Some(t) => {
+            tracing::debug!("the image's root-fs-type {} is not followed here", t.name());
+            Ok(())
+        }
+        None => Ok(()),
+    }
+}
+
 /// The names in a directory.
 fn top_level(dir: &OwnedFd) -> Result<std::collections::BTreeSet<String>> {
     let mut out = std::collections::BTreeSet::new();
@@ -331,10 +356,22 @@ fn install_typed<H: FsVerityHashValue>(
     let digest = bls::boot_digest(&repo, &kernel)?;
     let os = bls::os_info(&repo, &fs)?;
     let image_kargs = bls::image_kargs(&repo, &fs)?;
-    let options = bls::options(
+    let config = config::from_image(&repo, &fs)?.unwrap_or_default();
+    check_root_fs_type(opts, &config)?;
+    let ssh_home = match &opts.root_ssh_authorized_keys {
+        Some(_) => Some(ssh::root_home_in_var(&fs)?),
+        None => None,
+    };
+    let mut delete = config.karg_deletes.clone().unwrap_or_default();
+    delete.extend(opts.karg_delete.iter().cloned());
+    let options = bls::install_options(
         root_spec,
-        &opts.kargs,
-        &image_kargs,
+        &bls::InstallKargs {
+            config: config.kargs.as_deref().unwrap_or_default(),
+            image: &image_kargs,
+            delete: &delete,
+            user: &opts.kargs,
+        },
         &ComposefsKarg::new(id.clone(), !verity),
     )?;
     // Every value of the entry is checked before anything is written for it.
@@ -353,6 +390,9 @@ fn install_typed<H: FsVerityHashValue>(
     let mut origin = Origin::for_image(&target, &digest, &pulled.manifest_digest, opts.bootloader);
     origin.boot_tries = opts.boot_tries;
     state::write_deployment(root_fd, &repo, &fs, &id, &origin, true)?;
+    if let (Some(keys), Some(home)) = (&opts.root_ssh_authorized_keys, &ssh_home) {
+        ssh::write_authorized_keys(root_fd, home, keys)?;
+    }
 
     let boot_fd = durable::open_dir(CWD, boot)?;
     let loader = opts.bootloader.get();

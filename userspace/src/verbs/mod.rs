@@ -36,6 +36,7 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
     match &cli.command {
         Command::Install(InstallCommand::ToDisk(a)) => install::to_disk(&cli, a),
         Command::Install(InstallCommand::ToFilesystem(a)) => install::to_filesystem(&cli, a),
+        Command::Install(InstallCommand::PrintConfiguration(a)) => install::print_configuration(a),
         Command::Upgrade(a) => upgrade::upgrade(&cli, a),
         Command::Switch(a) => switch::switch(&cli, a),
         Command::Rollback(a) => rollback::rollback(&cli, a),
