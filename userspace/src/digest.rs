@@ -161,7 +161,8 @@ impl Rootfs {
         let mut out = vec![];
         for name in names {
             let path = format!("{KARGS_D}/{name}");
-            let bytes = read_at(&dir, &name).with_context(|| self.show(&path))?;
+            let bytes =
+                crate::sys::read_file_at(&dir, name.as_str()).with_context(|| self.show(&path))?;
             out.extend(kargs_file(&path, &bytes)?);
         }
         Ok(out)
@@ -217,19 +218,6 @@ impl Rootfs {
 fn is_file(dir: impl AsFd, rel: &str) -> bool {
     statat(dir, rel, AtFlags::SYMLINK_NOFOLLOW)
         .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::RegularFile)
-}
-
-fn read_at(dir: impl AsFd, name: &str) -> Result<Vec<u8>> {
-    use std::io::Read;
-    let fd = openat(
-        dir,
-        name,
-        OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
-        Mode::empty(),
-    )?;
-    let mut buf = vec![];
-    std::fs::File::from(fd).read_to_end(&mut buf)?;
-    Ok(buf)
 }
 
 /// Writes `fs` as a composefs dumpfile to `out`, durably (a temporary file renamed

@@ -500,28 +500,6 @@ fn prepare(op: Op, loader: &str) -> Rig {
     rig
 }
 
-/// Every file each entry of `menu` needs exists.
-fn assert_bootable(s: &System, menu: &[MenuEntry], what: &str) {
-    let boot = s.root.join("boot");
-    for e in menu {
-        for p in std::iter::once(&e.linux).chain(&e.initrd) {
-            let f = boot.join(p.trim_start_matches('/'));
-            assert!(
-                f.is_file(),
-                "{what}: {} is missing for {}",
-                f.display(),
-                e.id
-            );
-        }
-        for p in [
-            format!("composefs/images/{}", e.id),
-            format!("state/deploy/{}/etc", e.id),
-        ] {
-            assert!(s.root.join(&p).exists(), "{what}: {p} is missing");
-        }
-    }
-}
-
 /// Names with the temporary prefix in the places gc cleans.
 fn leftovers(s: &System) -> Vec<String> {
     let mut out = vec![];
@@ -550,9 +528,9 @@ fn check_after_cut(rig: &Rig, op: Op, cut: Cut, what: &str) -> Option<String> {
         rig.old,
         rig.new
     );
-    assert_bootable(s, &menu, what);
+    s.assert_bootable(&menu, what);
     let staged = s.menu(true);
-    assert_bootable(s, &staged, &format!("{what} (staged menu)"));
+    s.assert_bootable(&staged, &format!("{what} (staged menu)"));
     let next = ids.first()?.clone();
     let booted = match (cut, op) {
         (Cut::Power, _) | (Cut::Crash, Op::Install) => next.clone(),
@@ -605,7 +583,7 @@ fn check_after_cut(rig: &Rig, op: Op, cut: Cut, what: &str) -> Option<String> {
     assert!(out.status.success(), "{what}: gc failed");
     assert_eq!(leftovers(s), Vec::<String>::new(), "{what}: after gc");
     assert_eq!(s.order(false), ids, "{what}: gc changed the menu");
-    assert_bootable(s, &s.menu(false), &format!("{what}: after gc"));
+    s.assert_bootable(&s.menu(false), &format!("{what}: after gc"));
     Some(booted)
 }
 
@@ -675,7 +653,7 @@ fn rerun(rig: &Rig, op: Op, cut: Cut, booted: Option<String>, what: &str) {
             assert_eq!(s.order(false), rig.new, "{what}");
         }
     }
-    assert_bootable(s, &s.menu(false), &format!("{what}: after the re-run"));
+    s.assert_bootable(&s.menu(false), &format!("{what}: after the re-run"));
     assert_eq!(
         leftovers(s),
         Vec::<String>::new(),

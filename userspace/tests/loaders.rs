@@ -25,40 +25,6 @@ fn install(loader: &str) -> System {
     )
 }
 
-/// Every file each entry of `menu` needs exists: kernel and initrds on the boot
-/// partition, the deployment's EROFS image, state and /etc on the physical root.
-fn assert_bootable(s: &System, menu: &[MenuEntry], what: &str) {
-    let boot = s.root.join("boot");
-    for e in menu {
-        for p in std::iter::once(&e.linux).chain(&e.initrd) {
-            let f = boot.join(p.trim_start_matches('/'));
-            assert!(
-                f.is_file(),
-                "{what}: {} is missing for {}",
-                f.display(),
-                e.id
-            );
-        }
-        for p in [
-            format!("composefs/images/{}", e.id),
-            format!("state/deploy/{}/etc", e.id),
-        ] {
-            assert!(s.root.join(&p).exists(), "{what}: {p} is missing");
-        }
-        let cfs = e
-            .args
-            .iter()
-            .filter(|a| a.starts_with("composefs="))
-            .collect::<Vec<_>>();
-        assert_eq!(
-            cfs,
-            vec![&format!("composefs=?sha256:{}", e.id)],
-            "{what}: {}",
-            e.text
-        );
-    }
-}
-
 /// The loader's menu file(s) on the boot partition, by path, for "unchanged" checks.
 fn menu_files(s: &System) -> std::collections::BTreeMap<String, Vec<u8>> {
     let boot = s.root.join("boot");
@@ -81,7 +47,7 @@ fn install_upgrade_finalize_rollback_gc_with_each_loader() {
         let s = install(loader);
         let v1 = s.v1.clone();
         assert_eq!(s.order(false), vec![v1.clone()], "{loader}");
-        assert_bootable(&s, &s.menu(false), &format!("{loader}: install"));
+        s.assert_bootable(&s.menu(false), &format!("{loader}: install"));
         // The loader is recorded in the origin and shown by status.
         let origin =
             fs::read_to_string(s.root.join(format!("state/deploy/{v1}/{v1}.origin"))).unwrap();
@@ -123,7 +89,7 @@ fn install_upgrade_finalize_rollback_gc_with_each_loader() {
             vec![v2.clone(), v1.clone()],
             "{loader}"
         );
-        assert_bootable(&s, &staged, &format!("{loader}: staged"));
+        s.assert_bootable(&staged, &format!("{loader}: staged"));
         let st = s.status(&v1);
         assert_eq!(st["status"]["staged"]["composefs"]["verity"], v2, "{st}");
 
@@ -131,14 +97,14 @@ fn install_upgrade_finalize_rollback_gc_with_each_loader() {
         s.bootc_ok(&v1, &["composefs-finalize-staged"]);
         assert_eq!(s.order(false), vec![v2.clone(), v1.clone()], "{loader}");
         assert!(s.menu(true).is_empty(), "{loader}: staged menu removed");
-        assert_bootable(&s, &s.menu(false), &format!("{loader}: finalized"));
+        s.assert_bootable(&s.menu(false), &format!("{loader}: finalized"));
 
         // Rollback twice (booted in v2): order swaps, then swaps back; entries are
         // carried as they are.
         let entries = s.menu(false);
         s.bootc_ok(&v2, &["rollback"]);
         assert_eq!(s.order(false), vec![v1.clone(), v2.clone()], "{loader}");
-        assert_bootable(&s, &s.menu(false), &format!("{loader}: rollback"));
+        s.assert_bootable(&s.menu(false), &format!("{loader}: rollback"));
         let st = s.status(&v2);
         assert_eq!(st["status"]["rollback"]["composefs"]["verity"], v1, "{st}");
         s.bootc_ok(&v2, &["rollback"]);
@@ -152,7 +118,7 @@ fn install_upgrade_finalize_rollback_gc_with_each_loader() {
         // pushes v1 out (--keep-previous 1) and gc removes exactly v1.
         let out = s.bootc_ok(&v2, &["gc"]);
         assert!(out.contains("0 deployments"), "{loader}: {out}");
-        assert_bootable(&s, &s.menu(false), &format!("{loader}: gc"));
+        s.assert_bootable(&s.menu(false), &format!("{loader}: gc"));
         let v3 = s.switch_and_finalize(&v2, "v3", &["--keep-previous", "1"]);
         assert_eq!(s.order(false), vec![v3.clone(), v2.clone()], "{loader}");
         assert!(
@@ -164,7 +130,7 @@ fn install_upgrade_finalize_rollback_gc_with_each_loader() {
                 || s.menu(false).iter().any(|e| e.linux.contains(&v1)),
             "{loader}: v1's kernel directory went with it"
         );
-        assert_bootable(&s, &s.menu(false), &format!("{loader}: after v3"));
+        s.assert_bootable(&s.menu(false), &format!("{loader}: after v3"));
         if *loader == "grub" {
             assert!(
                 !s.root.join("boot/loader/entries").exists(),
@@ -240,6 +206,6 @@ fn a_broken_entry_of_ours_is_reported_and_left_alone_with_each_loader() {
             fs::read_to_string(&path).unwrap().contains(&broken),
             "{loader}"
         );
-        assert_bootable(&s, &ours(), &format!("{loader}: gc"));
+        s.assert_bootable(&ours(), &format!("{loader}: gc"));
     }
 }

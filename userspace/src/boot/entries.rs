@@ -418,26 +418,13 @@ fn read_raw(dir: &OwnedFd, name: &OsStr) -> RawContent {
             Ok(t) => RawContent::Symlink(OsStr::from_bytes(t.as_bytes()).to_os_string()),
             Err(e) => RawContent::Unusable(format!("cannot read the link: {e}")),
         },
-        FileType::RegularFile => {
-            let read = || -> std::io::Result<Vec<u8>> {
-                let fd = openat(
-                    dir,
-                    name,
-                    OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
-                    Mode::empty(),
-                )?;
-                let mut v = vec![];
-                std::io::Read::read_to_end(&mut std::fs::File::from(fd), &mut v)?;
-                Ok(v)
-            };
-            match read() {
-                Ok(bytes) => RawContent::File {
-                    bytes,
-                    mode: st.st_mode & 0o7777,
-                },
-                Err(e) => RawContent::Unusable(format!("cannot read it: {e}")),
-            }
-        }
+        FileType::RegularFile => match crate::sys::read_file_at(dir, name) {
+            Ok(bytes) => RawContent::File {
+                bytes,
+                mode: st.st_mode & 0o7777,
+            },
+            Err(e) => RawContent::Unusable(format!("cannot read it: {e}")),
+        },
         FileType::Directory => RawContent::Unusable("it is a directory".into()),
         _ => RawContent::Unusable("it is not a regular file".into()),
     }

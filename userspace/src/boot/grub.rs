@@ -24,7 +24,7 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 use bootc_initramfs_setup::cmdline::{self, ComposefsKarg};
 use bootc_initramfs_setup::layout;
-use rustix::fs::{openat, renameat_with, Mode, OFlags, RenameFlags};
+use rustix::fs::{renameat_with, RenameFlags};
 use rustix::io::Errno;
 
 use super::bls::{self, BlsEntry};
@@ -392,19 +392,11 @@ pub fn check_menu_round_trip(data: &[u8]) {
 
 /// `grub2/user.cfg`, or the staged one; `None` when the file does not exist.
 fn read_menu(boot: BorrowedFd<'_>, path: &str) -> Result<Option<EntrySet>> {
-    let fd = match openat(
-        boot,
-        path,
-        OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
-        Mode::empty(),
-    ) {
-        Ok(fd) => fd,
-        Err(Errno::NOENT) => return Ok(None),
-        Err(e) => return Err(e).with_context(|| format!("opening {path}")),
+    let bytes = match crate::sys::read_file_at(boot, path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("reading {path}")),
     };
-    let mut bytes = vec![];
-    std::io::Read::read_to_end(&mut std::fs::File::from(fd), &mut bytes)
-        .with_context(|| format!("reading {path}"))?;
     Ok(Some(parse_menu(&bytes)))
 }
 

@@ -362,6 +362,40 @@ impl System {
     }
 
     /// The entry of deployment `id` in the current menu.
+    /// Every file each entry of `menu` needs exists: kernel and initrds on the boot
+    /// partition, the deployment's EROFS image, state and /etc on the physical root.
+    pub fn assert_bootable(&self, menu: &[MenuEntry], what: &str) {
+        let boot = self.root.join("boot");
+        for e in menu {
+            for p in std::iter::once(&e.linux).chain(&e.initrd) {
+                let f = boot.join(p.trim_start_matches('/'));
+                assert!(
+                    f.is_file(),
+                    "{what}: {} is missing for {}",
+                    f.display(),
+                    e.id
+                );
+            }
+            for p in [
+                format!("composefs/images/{}", e.id),
+                format!("state/deploy/{}/etc", e.id),
+            ] {
+                assert!(self.root.join(&p).exists(), "{what}: {p} is missing");
+            }
+            let cfs = e
+                .args
+                .iter()
+                .filter(|a| a.starts_with("composefs="))
+                .collect::<Vec<_>>();
+            assert_eq!(
+                cfs,
+                vec![&format!("composefs=?sha256:{}", e.id)],
+                "{what}: {}",
+                e.text
+            );
+        }
+    }
+
     pub fn entry_of(&self, id: &str) -> MenuEntry {
         self.menu(false)
             .into_iter()
