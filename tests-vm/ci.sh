@@ -28,22 +28,25 @@ done
 phase() { printf '\n##### %s (%s)\n' "$1" "$(date -u +%H:%M:%S)"; }
 t0=$(date +%s)
 
-for tool in mkosi qemu-system-x86_64 mkfs.ext4 debugfs sfdisk fsverity losetup python3; do
+for tool in mkosi qemu-system-x86_64 mkfs.ext4 debugfs sfdisk fsverity losetup python3 strip; do
     command -v "$tool" >/dev/null || { echo "ci.sh: $tool is missing (run tests-vm/install-deps.sh)" >&2; exit 1; }
 done
 [[ -e /usr/share/OVMF/OVMF_CODE_4M.fd ]] || { echo "ci.sh: OVMF is missing (apt-get install ovmf)" >&2; exit 1; }
 
 export BOOTC_SETUP_BIN=$ws/target/x86_64-unknown-linux-gnu/initramfs/bootc-initramfs-setup
 export BOOTC_BIN=$ws/target/release/bootc
+# The debug build of the same bootc (it honours BOOTC_FAULT_AT): upgrade's power cuts
+# run it as the guest's finalize. .ci/test's build phase (--workspace) builds it.
+export BOOTC_DEBUG_BIN=$ws/target/debug/bootc
 harness=$ws/target/debug/bootc-vm
 if [[ $build == 1 ]]; then
     phase "build our binaries + harness"
     t=$(date +%s)
     initramfs-setup/build-static.sh --with-bootc >/dev/null
-    cargo build -q --locked -p bootc-tests-vm
+    cargo build -q --locked -p bootc-tests-vm -p bootc
     echo "phase cargo-build: $(( $(date +%s) - t )) s"
 fi
-for f in "$BOOTC_SETUP_BIN" "$BOOTC_BIN" "$harness"; do
+for f in "$BOOTC_SETUP_BIN" "$BOOTC_BIN" "$BOOTC_DEBUG_BIN" "$harness"; do
     [[ -x $f ]] || { echo "ci.sh: $f is missing (run without --no-build)" >&2; exit 1; }
 done
 

@@ -233,6 +233,33 @@ pub fn edit_bls(disk: &Path, work: &Path, f: impl Fn(&str) -> String) -> Result<
     Ok(n)
 }
 
+/// Makes `pattern` (a systemd-boot entry id glob) the default entry: rewrites the
+/// `default` line of `loader/loader.conf` on the disk's ESP (other lines kept), with
+/// mtools. The host-side stand-in for a user choosing an entry in the boot menu.
+pub fn esp_set_default(disk: &Path, work: &Path, pattern: &str) -> Result<()> {
+    let img = esp_image(disk)?;
+    let old = esp_read(disk, "loader/loader.conf")?.unwrap_or_default();
+    let mut text: String = old
+        .lines()
+        .filter(|l| l.split_whitespace().next() != Some("default"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    text.push_str(&format!("default {pattern}\n"));
+    let tmp = work.join("loader.conf");
+    fs::write(&tmp, &text)?;
+    run(Command::new("mcopy")
+        .args(["-o", "-i", &img])
+        .arg(&tmp)
+        .arg("::/loader/loader.conf")
+        .env("MTOOLS_SKIP_CHECK", "1"))?;
+    let _ = fs::remove_file(&tmp);
+    eprintln!(
+        "host: loader/loader.conf now: {}",
+        text.trim().replace('\n', "; ")
+    );
+    Ok(())
+}
+
 /// Applies `f` to the `composefs=` value of the `options` line(s) of a BLS entry.
 pub fn rewrite_options(text: &str, f: &impl Fn(&str) -> String) -> (String, bool) {
     let mut changed = false;

@@ -14,7 +14,8 @@
 //! A scenario that returns pending is a SKIP (with its reason) locally and a failure
 //! under `CI=true` (`verdict`).
 //!
-//! Environment: BOOTC_BIN (host bootc, default target/release/bootc), BOOTC_VM_OUT
+//! Environment: BOOTC_BIN (host bootc, default target/release/bootc), BOOTC_DEBUG_BIN
+//! (the debug bootc `upgrade`'s power cuts run in the guest, default target/debug/bootc), BOOTC_VM_OUT
 //! (images, default target/vm-images), BOOTC_VM_TIMEOUT_SCALE (multiplies timeouts),
 //! CI; mkosi/build.sh also reads BOOTC_SETUP_BIN.
 
@@ -51,6 +52,9 @@ fn ctx() -> Result<Ctx> {
         bootc: std::env::var_os("BOOTC_BIN")
             .map(PathBuf::from)
             .unwrap_or_else(|| target.join("release/bootc")),
+        debug_bootc: std::env::var_os("BOOTC_DEBUG_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| target.join("debug/bootc")),
         work: target.join("vm-work"),
         artifacts: target.join("vm-artifacts"),
         scale,
@@ -146,7 +150,7 @@ fn cmd_scenarios(ctx: &Ctx, names: &[String]) -> Result<bool> {
     };
     let mut results: Vec<(String, Verdict, f64)> = vec![];
     // boot-secure leaves its disk for tamper (one installer VM run for both).
-    let mut secure_disk: Option<(PathBuf, PathBuf)> = None;
+    let mut secure_disk: Option<scenarios::SecureDisk> = None;
     let secure_dir = ctx.work.join("secure");
     for &name in &selected {
         println!("=== scenario {name}");
@@ -164,11 +168,11 @@ fn cmd_scenarios(ctx: &Ctx, names: &[String]) -> Result<bool> {
             "boot" => scenarios::boot(ctx, &dir),
             "bad-cmdline" => scenarios::bad_cmdline(ctx, &dir),
             "boot-secure" => scenarios::boot_secure(ctx, &dir).map(|(o, d)| {
-                secure_disk = Some((dir.clone(), d));
+                secure_disk = Some(d);
                 o
             }),
             "tamper" => match &secure_disk {
-                Some((_, d)) => scenarios::tamper(ctx, &dir, d),
+                Some(d) => scenarios::tamper(ctx, &dir, d),
                 None if !selected.contains(&"boot-secure") => {
                     // Run alone: make the secure disk first.
                     scenarios::boot_secure(ctx, &dir)

@@ -458,6 +458,32 @@ impl Vm {
         self.wait_exit(timeout)
     }
 
+    /// A power cut during the shutdown: starts `systemctl poweroff`, waits until the
+    /// console shows `marker` (printed by the guest at the point to cut at, which then
+    /// blocks), and SIGKILLs QEMU there: whatever the guest had not written to its
+    /// virtual disk is lost. Fails when QEMU exits (a clean power-off) or `timeout`
+    /// passes before the marker shows. Returns the console log of the boot.
+    pub fn poweroff_cut(mut self, marker: &str, timeout: Duration) -> Result<String> {
+        if !self.connect()? {
+            bail!("[{}] the guest shell socket is gone", self.label);
+        }
+        self.shell
+            .as_mut()
+            .unwrap()
+            .write_all(b"systemctl poweroff\n")
+            .context("writing to the guest shell")?;
+        self.wait_console(&[marker], timeout)?;
+        // Our own QEMU, by its Child handle: SIGKILL, no flush, no clean exit.
+        self.child.kill().context("killing QEMU")?;
+        self.child.wait()?;
+        eprintln!(
+            "[{}] power cut (QEMU killed) {:.1} s after its start, at {marker:?}",
+            self.label,
+            self.started.elapsed().as_secs_f64()
+        );
+        Ok(self.console_text())
+    }
+
     /// Waits for QEMU to exit on its own (guest power-off).
     pub fn wait_exit(&mut self, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;

@@ -19,6 +19,10 @@ pub struct Ctx {
     pub images: PathBuf,
     /// The host's `bootc`.
     pub bootc: PathBuf,
+    /// A debug build of the same `bootc` (BOOTC_DEBUG_BIN, default target/debug/bootc):
+    /// the one that honours `BOOTC_FAULT_AT`, run by the guest's finalize for the power
+    /// cuts of `upgrade` (see [`arm_cut`]).
+    pub debug_bootc: PathBuf,
     /// Scratch root: one directory per scenario, removed afterwards.
     pub work: PathBuf,
     /// Console logs of failed scenarios are kept here.
@@ -329,11 +333,24 @@ fn guest_status(vm: &mut Vm) -> Result<serde_json::Value> {
 /// `upgrade`: day 2 on a host-installed v1: local /etc changes, `bootc switch` to v2
 /// (the OCI layout on a second disk), the finalize at shutdown, the /etc 3-way merge,
 /// then `bootc rollback` back to v1. Pending while the image's bootc lacks the verbs.
+///
+/// Both finalizes are power cuts (issue 13 item 2; the debug bootc on a third disk, see
+/// [`arm_cut`]): the first is cut before the entry sets are exchanged
+/// ([`CUT_BEFORE_EXCHANGE`]), so v1 boots again with the local /etc edit and `bootc
+/// status` agreeing with `/proc/cmdline`; the switch is run again and that finalize is
+/// cut right after the exchange ([`CUT_AFTER_EXCHANGE`]), so v2 boots, merged, and the
+/// rest of the scenario runs on a system whose last finalize never completed its
+/// bookkeeping. The insecure install stays insecure after the upgrade (`composefs=?`,
+/// and status says `missingVerityAllowed` for both deployments).
 pub fn upgrade(ctx: &Ctx, dir: &Path) -> Result<Outcome> {
+    let t0 = Instant::now();
     let disk = ctx.host_install(dir, "disk", "v1", None)?;
     let oci = oci_disk(ctx)?;
-    let disks = || vec![Disk::rw(&disk), Disk::ro(&oci)];
-    let mut vm = ctx.boot(dir, "upgrade1", disks())?;
+    let cut = cut_disk(ctx, dir)?;
+    let disks = || vec![Disk::rw(&disk), Disk::ro(&oci), Disk::ro(&cut)];
+    let mut boots: Vec<String> = vec![];
+    let (mut vm, up) = ctx.boot_timed(dir, "upgrade1", disks())?;
+    boots.push(format!("v1 {:.0} s", up.as_secs_f64()));
     let (rc, _) = vm.run(
         "bootc switch --help && bootc rollback --help && bootc status --help",
         Duration::from_secs(30),
@@ -355,24 +372,61 @@ pub fn upgrade(ctx: &Ctx, dir: &Path) -> Result<Outcome> {
     vm.ok("echo local > /etc/bootc-test/local.conf")?;
     let out = guest_switch(ctx, &mut vm, "v2")?;
     println!("upgrade: bootc switch: {out}");
-    let st = guest_status(&mut vm)?;
-    let staged = st["status"]["staged"]["composefs"]["verity"]
-        .as_str()
-        .with_context(|| format!("bootc status shows nothing staged: {st}"))?
-        .to_string();
-    // The finalize (ExecStop of bootc-composefs-finalize-staged) runs at shutdown.
-    vm.poweroff(ctx.t(limits::POWEROFF * 3))?;
-    // The new entry is counted (default 3 tries) until its first good boot blesses it.
+    let staged = guest_staged(&mut vm)?;
+
+    // Power cut 1: the finalize dies before the exchange, the machine loses power.
+    arm_cut(&mut vm, CUT_BEFORE_EXCHANGE)?;
+    let console = vm.poweroff_cut(CUT_MARK, ctx.t(limits::POWEROFF * 3))?;
+    println!("upgrade: power cut 1: {}", cut_report(&console)?);
     let names = disk::esp_entries(&disk)?;
-    println!("upgrade: loader/entries after the finalize: {names:?}");
     ensure!(
-        names.contains(&format!("bootc_composefs-{staged}+3.conf")),
-        "after the finalize no counted entry bootc_composefs-{staged}+3.conf: {names:?}"
+        !names.iter().any(|n| n.contains(&staged)),
+        "after a cut before the exchange loader/entries names the staged {staged}: {names:?}"
+    );
+    let (mut vm, up) = ctx.boot_timed(dir, "upgrade-cut1", disks())?;
+    boots.push(format!("v1 after cut 1 {:.0} s", up.as_secs_f64()));
+    let id = check_booted(&mut vm, false)?;
+    ensure!(
+        id == id1,
+        "after a cut before the exchange booted {id}, expected the old {id1}"
+    );
+    let l = guest_file(&mut vm, "/etc/bootc-test/local.conf")?;
+    ensure!(
+        l.as_deref() == Some("local"),
+        "the local /etc edit was lost by the cut before the exchange: {l:?}"
+    );
+    let st = guest_status(&mut vm)?;
+    check_status_agrees(&mut vm, &st)?;
+    ensure!(
+        st["status"]["staged"].is_null(),
+        "after the cut status still shows a staged deployment (the marker died with /run): {st}"
+    );
+    // Re-running the operation succeeds: the same image is staged again.
+    let out = guest_switch(ctx, &mut vm, "v2")?;
+    println!("upgrade: bootc switch again: {out}");
+    let again = guest_staged(&mut vm)?;
+    ensure!(
+        again == staged,
+        "the switch again staged {again}, the first {staged}"
     );
 
-    let mut vm = ctx.boot(dir, "upgrade2", disks())?;
+    // Power cut 2: the finalize dies right after the exchange.
+    arm_cut(&mut vm, CUT_AFTER_EXCHANGE)?;
+    let console = vm.poweroff_cut(CUT_MARK, ctx.t(limits::POWEROFF * 3))?;
+    println!("upgrade: power cut 2: {}", cut_report(&console)?);
+    // The new entry is counted (default 3 tries) until its first good boot blesses it.
+    let names = disk::esp_entries(&disk)?;
+    println!("upgrade: loader/entries after the cut after the exchange: {names:?}");
+    ensure!(
+        names.contains(&format!("bootc_composefs-{staged}+3.conf")),
+        "after the exchange no counted entry bootc_composefs-{staged}+3.conf: {names:?}"
+    );
+
+    let (mut vm, up) = ctx.boot_timed(dir, "upgrade2", disks())?;
+    boots.push(format!("v2 after cut 2 {:.0} s", up.as_secs_f64()));
     let id2 = check_booted(&mut vm, false)?;
     ensure!(id2 != id1, "still booted {id1} after the switch to v2");
+    ensure!(id2 == staged, "booted {id2}, but {staged} was staged");
     let v = guest_file(&mut vm, "/usr/share/bootc-test/version")?;
     ensure!(
         v.as_deref() == Some("2"),
@@ -399,6 +453,7 @@ pub fn upgrade(ctx: &Ctx, dir: &Path) -> Result<Outcome> {
         "the local addition was lost: {l:?}"
     );
     let st = check_blessed(&mut vm, &id2)?;
+    check_status_agrees(&mut vm, &st)?;
     ensure!(
         st["status"]["booted"].to_string().contains(&id2),
         "status.booted does not name {id2}: {st}"
@@ -407,10 +462,14 @@ pub fn upgrade(ctx: &Ctx, dir: &Path) -> Result<Outcome> {
         st["status"]["rollback"].to_string().contains(&id1),
         "status.rollback does not name {id1}: {st}"
     );
+    // Installed insecure, upgraded: still insecure (check_booted: `composefs=?`), and
+    // status says so for both deployments.
+    check_verity_status(&st, false)?;
     vm.ok("bootc rollback")?;
     vm.poweroff(ctx.t(limits::POWEROFF * 3))?;
 
-    let mut vm = ctx.boot(dir, "upgrade3", disks())?;
+    let (mut vm, up) = ctx.boot_timed(dir, "upgrade3", disks())?;
+    boots.push(format!("v1 after rollback {:.0} s", up.as_secs_f64()));
     let id3 = check_booted(&mut vm, false)?;
     ensure!(
         id3 == id1,
@@ -422,7 +481,164 @@ pub fn upgrade(ctx: &Ctx, dir: &Path) -> Result<Outcome> {
         "/usr/share/bootc-test/version is {v:?} after the rollback"
     );
     vm.poweroff(ctx.t(limits::POWEROFF))?;
+    println!(
+        "upgrade: boots to the guest shell: {}; scenario {:.0} s",
+        boots.join(", "),
+        t0.elapsed().as_secs_f64()
+    );
     Ok(Outcome::Passed)
+}
+
+/// The finalize cut of power cut 1 ([`arm_cut`]): a debug bootc aborts before its first
+/// counted durable step, after the /etc merge into the staged deployment (whose renames
+/// are not counted steps) and before the entry sets are exchanged: the staged `etc/` is
+/// merged but not synced, the old menu is current.
+pub const CUT_BEFORE_EXCHANGE: &str = "durable:1";
+/// Power cut 2: the named point right after the exchange and the boot partition's sync
+/// (`finalize.after-exchange`): the new menu is current, the old set, gc and the
+/// marker's removal are still to do.
+pub const CUT_AFTER_EXCHANGE: &str = "finalize.after-exchange";
+/// What the guest prints on the console once the cut finalize has died; it then blocks
+/// until QEMU is killed.
+const CUT_MARK: &str = "bootc-vm-cut: finalize exited";
+/// Where the guest keeps the debug bootc: /run (a tmpfs) is never unmounted before the
+/// finalize runs at shutdown, unlike the disk it came from.
+const CUT_BIN: &str = "/run/bootc-vm-cut/bootc";
+
+/// An ext4 image holding the debug `bootc` (stripped; [`Ctx::debug_bootc`]), attached
+/// read-only as the third disk of `upgrade` (`/dev/vdc`). Only the finalize of a cut
+/// runs it; everything else in the guest is the image's release bootc.
+fn cut_disk(ctx: &Ctx, dir: &Path) -> Result<PathBuf> {
+    let bin = &ctx.debug_bootc;
+    ensure!(
+        bin.exists(),
+        "{} is missing: the power cuts need the debug bootc (cargo build -p bootc), the \
+         build that honours BOOTC_FAULT_AT",
+        bin.display()
+    );
+    let stage = dir.join("cut-stage");
+    let _ = fs::remove_dir_all(&stage);
+    fs::create_dir_all(&stage)?;
+    run(Command::new("strip")
+        .arg("-o")
+        .arg(stage.join("bootc"))
+        .arg(bin))?;
+    let size = fs::metadata(stage.join("bootc"))?.len();
+    let img = dir.join("cut.ext4");
+    run(Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-L", "bootc-cut", "-d"])
+        .arg(&stage)
+        .arg(&img)
+        .arg(format!("{}M", size / (1 << 20) * 5 / 4 + 16)))?;
+    fs::remove_dir_all(&stage)?;
+    Ok(img)
+}
+
+/// Makes this boot's finalize a power cut at `point` (a `BOOTC_FAULT_AT` value): copies
+/// the debug bootc from `/dev/vdc` ([`cut_disk`]) to [`CUT_BIN`] and gives the running
+/// finalize unit a runtime drop-in whose `ExecStop=` runs it with `BOOTC_FAULT_AT=point`,
+/// prints [`CUT_MARK`] and its exit status on the console and blocks, holding the
+/// shutdown there until [`Vm::poweroff_cut`] kills QEMU. No timing is involved: the
+/// harness cuts when the guest says the finalize has died.
+fn arm_cut(vm: &mut Vm, point: &str) -> Result<()> {
+    let dir = CUT_BIN.rsplit_once('/').map(|(d, _)| d).unwrap_or("/run");
+    // `vm.run` hands the script to bash base64-encoded: the quoted here-document is
+    // written as is. In the unit file `$$` is systemd's escape for `$`.
+    let script = format!(
+        r#"set -e
+mkdir -p {dir}/mnt
+mount -o ro /dev/vdc {dir}/mnt
+cp {dir}/mnt/bootc {CUT_BIN}
+umount {dir}/mnt
+{CUT_BIN} --help >/dev/null
+d=/run/systemd/system/bootc-composefs-finalize-staged.service.d
+mkdir -p $d
+cat > $d/50-vm-cut.conf <<'END'
+[Service]
+Environment=BOOTC_FAULT_AT={point}
+ExecStop=
+ExecStop=/bin/sh -c '{CUT_BIN} composefs-finalize-staged >/dev/console 2>&1; echo "{CUT_MARK} $$?" >/dev/console; exec sleep infinity'
+END
+systemctl daemon-reload
+systemctl is-active bootc-composefs-finalize-staged.service
+systemctl show -p ExecStop --value bootc-composefs-finalize-staged.service"#
+    );
+    let out = vm.ok(&script)?;
+    ensure!(
+        out.contains(CUT_BIN) && out.contains("active"),
+        "the finalize unit did not take the cut drop-in: {out}"
+    );
+    eprintln!("[{}] finalize armed to die at {point}", vm.label);
+    Ok(())
+}
+
+/// Checks the console of a cut shutdown: the debug bootc aborted at its fault point
+/// (SIGABRT, exit status 134 from the shell) and said where. Returns that line.
+fn cut_report(console: &str) -> Result<String> {
+    let status = console
+        .lines()
+        .find_map(|l| l.split_once(CUT_MARK).map(|(_, r)| r.trim().to_string()))
+        .context("no cut marker on the console")?;
+    let at = console
+        .lines()
+        .find_map(|l| {
+            l.find("BOOTC_FAULT_AT=")
+                .map(|i| l[i..].trim_end().to_string())
+        })
+        .with_context(|| {
+            format!("the finalize exited {status} without a BOOTC_FAULT_AT line: it did not die at its point")
+        })?;
+    ensure!(
+        status == "134",
+        "the cut finalize exited {status}, expected 134 (SIGABRT at the point): {at}"
+    );
+    ensure!(
+        at.contains("aborting"),
+        "the fault hook did not abort: {at}"
+    );
+    Ok(at)
+}
+
+/// The staged deployment `bootc status --format json` shows.
+fn guest_staged(vm: &mut Vm) -> Result<String> {
+    let st = guest_status(vm)?;
+    Ok(st["status"]["staged"]["composefs"]["verity"]
+        .as_str()
+        .with_context(|| format!("bootc status shows nothing staged: {st}"))?
+        .to_string())
+}
+
+/// `bootc status` agrees with the kernel: `status.booted` is the `composefs=` digest on
+/// `/proc/cmdline`.
+fn check_status_agrees(vm: &mut Vm, st: &serde_json::Value) -> Result<()> {
+    let cmdline = vm.ok("cat /proc/cmdline")?;
+    let arg = composefs_arg(&cmdline).context("no composefs= on /proc/cmdline")?;
+    let booted = &st["status"]["booted"]["composefs"]["verity"];
+    ensure!(
+        booted.as_str() == Some(composefs_hex(&arg)),
+        "bootc status says booted {booted}, /proc/cmdline has composefs={arg}"
+    );
+    Ok(())
+}
+
+/// Every deployment `bootc status` lists says whether it boots without fs-verity
+/// (`composefs.missingVerityAllowed`): all `!secure`.
+fn check_verity_status(st: &serde_json::Value, secure: bool) -> Result<()> {
+    let all = status_entries(st);
+    ensure!(
+        all.len() >= 2,
+        "bootc status lists fewer than 2 deployments: {st}"
+    );
+    for e in all {
+        let allowed = &e["composefs"]["missingVerityAllowed"];
+        ensure!(
+            allowed.as_bool() == Some(!secure),
+            "bootc status: {} has missingVerityAllowed {allowed} on a{} system",
+            e["composefs"]["verity"],
+            if secure { " secure" } else { "n insecure" }
+        );
+    }
+    Ok(())
 }
 
 /// A good boot of a counted entry is blessed: waits for the boot to finish (`systemctl
@@ -959,25 +1175,114 @@ pub fn tamper_target_content() -> Vec<u8> {
         .collect()
 }
 
+/// The disk `boot-secure` leaves for `tamper`: installed secure with v1, switched to v2
+/// (the default), v1 the rollback.
+pub struct SecureDisk {
+    pub path: PathBuf,
+    /// v1's deployment id (hex).
+    pub v1: String,
+    /// v2's deployment id (hex).
+    pub v2: String,
+}
+
 /// `boot-secure`: install from the installer VM, boot with composefs=sha256:…
-/// (verity=require), check mounts and the image's fs-verity digest. Leaves the disk for
-/// `tamper`.
-pub fn boot_secure(ctx: &Ctx, dir: &Path) -> Result<(Outcome, PathBuf)> {
+/// (verity=require), check mounts and the image's fs-verity digest; then secure after an
+/// upgrade (issue 13 item 3): `bootc switch` to v2 in the guest, power-off finalizes,
+/// and v2 boots secure too: `composefs=sha256:` without `?`, `verity=require`, v2's
+/// EROFS image measures as its id, every object in the repository (v2's new ones
+/// included) has fs-verity, and status says no deployment may miss verity. Leaves the
+/// disk for `tamper`.
+pub fn boot_secure(ctx: &Ctx, dir: &Path) -> Result<(Outcome, SecureDisk)> {
     let disk = guest_install(ctx, dir, "v1")?;
-    let mut vm = ctx.boot(dir, "secure", vec![Disk::rw(&disk)])?;
+    let oci = oci_disk(ctx)?;
+    let disks = || vec![Disk::rw(&disk), Disk::ro(&oci)];
+    let (mut vm, up) = ctx.boot_timed(dir, "secure", disks())?;
+    let mut boots = vec![format!("v1 {:.0} s", up.as_secs_f64())];
     let id = check_booted(&mut vm, true)?;
     let content = vm.ok("sha256sum < /usr/share/bootc-test/tamper-target.bin")?;
     eprintln!("[secure] tamper target reads fine: {}", content.trim());
     let status = check_status(&mut vm, &id)?;
-    vm.poweroff(ctx.t(limits::POWEROFF))?;
-    Ok((
-        match status {
-            None => Outcome::Passed,
-            Some(why) => Outcome::Pending(format!(
-                "everything but the `bootc status` assertion passed: {why}"
+    if let Some(why) = status {
+        vm.poweroff(ctx.t(limits::POWEROFF))?;
+        return Ok((
+            Outcome::Pending(format!(
+                "everything but the `bootc status` assertion and the upgrade passed: {why}"
             )),
+            SecureDisk {
+                path: disk,
+                v1: id,
+                v2: String::new(),
+            },
+        ));
+    }
+    let t = Instant::now();
+    let out = guest_switch(ctx, &mut vm, "v2")?;
+    println!(
+        "boot-secure: bootc switch v2 took {:.0} s: {out}",
+        t.elapsed().as_secs_f64()
+    );
+    let staged = guest_staged(&mut vm)?;
+    vm.poweroff(ctx.t(limits::POWEROFF * 3))?;
+
+    let (mut vm, up) = ctx.boot_timed(dir, "secure-v2", disks())?;
+    boots.push(format!("v2 {:.0} s", up.as_secs_f64()));
+    let id2 = check_booted(&mut vm, true)?;
+    ensure!(
+        id2 == staged,
+        "booted {id2} after the switch, {staged} was staged"
+    );
+    let v = guest_file(&mut vm, "/usr/share/bootc-test/version")?;
+    ensure!(
+        v.as_deref() == Some("2"),
+        "version {v:?} after the switch to v2"
+    );
+    // Every object has fs-verity (`fsverity measure` fails on a file without it); those
+    // newer than v1's image were written by the switch (v2's EROFS image at least).
+    let out = vm.ok_within(
+        &format!(
+            "set -e -o pipefail; cd /sysroot/composefs; \
+             all=$(find objects -type f | wc -l); \
+             new=$(find objects -type f -newer images/{id} | wc -l); \
+             measured=$(find objects -type f -print0 | xargs -0 fsverity measure | wc -l); \
+             echo $all $new $measured"
+        ),
+        ctx.t(300),
+    )?;
+    let n: Vec<u64> = out
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    ensure!(n.len() == 3, "counting objects: {out:?}");
+    println!(
+        "boot-secure: after the upgrade {} objects, {} written by the switch, {} measured with fs-verity",
+        n[0], n[1], n[2]
+    );
+    ensure!(
+        n[1] >= 1 && n[2] == n[0],
+        "objects without fs-verity after the upgrade: {} of {} measured ({} new)",
+        n[2],
+        n[0],
+        n[1]
+    );
+    let st = guest_status(&mut vm)?;
+    check_status_agrees(&mut vm, &st)?;
+    ensure!(
+        st["status"]["rollback"]["composefs"]["verity"].as_str() == Some(id.as_str()),
+        "status.rollback is not v1 {id}: {st}"
+    );
+    check_verity_status(&st, true)?;
+    vm.poweroff(ctx.t(limits::POWEROFF))?;
+    println!(
+        "boot-secure: boots to the guest shell: {}",
+        boots.join(", ")
+    );
+    Ok((
+        Outcome::Passed,
+        SecureDisk {
+            path: disk,
+            v1: id,
+            v2: id2,
         },
-        disk,
     ))
 }
 
@@ -1058,42 +1363,77 @@ fn flip_object_byte(disk: &Path, hex: &str) -> Result<String> {
     Ok(obj)
 }
 
-/// `tamper`: flip one byte of an object on the secure disk; a secure boot reads that file
-/// as EIO (or stops in emergency mode with our message); the same disk with
-/// `composefs=?…` boots.
-pub fn tamper(ctx: &Ctx, dir: &Path, disk: &Path) -> Result<Outcome> {
+/// `tamper`, on `boot-secure`'s disk (v2 the default, v1 the rollback, both secure):
+/// one byte flipped in the object of `/usr/share/bootc-test/tamper-target.bin` (shared
+/// by v1 and v2) and one in v2's EROFS image object (`composefs/images/<v2>` is a link
+/// to `objects/<v2>`). The secure boot of v2 stops with our one-line initramfs message
+/// and never reaches multi-user; the previous entry, v1 (made the default from the host
+/// in `loader/loader.conf`, as a user picks it in the menu), still boots secure, and
+/// reading the tampered file there fails with EIO. Then the entries are edited to
+/// `composefs=?…`: the same disk boots v1 insecure (no `verity=require`).
+pub fn tamper(ctx: &Ctx, dir: &Path, secure: &SecureDisk) -> Result<Outcome> {
+    let disk = secure.path.as_path();
+    ensure!(
+        !secure.v2.is_empty(),
+        "boot-secure did not upgrade its disk to v2"
+    );
     let hex = fsverity_digest(dir, &tamper_target_content())?;
     flip_object_byte(disk, &hex)?;
+    flip_object_byte(disk, &secure.v2)?;
+    let mut boots = vec![];
 
-    let mut vm = Vm::start(&ctx.uefi(dir, "tamper-secure", vec![Disk::rw(disk)])?)?;
-    match vm.wait_shell(ctx.t(limits::BOOT)) {
-        Ok(_) => {
-            check_booted(&mut vm, true)?;
-            let (rc, out) = vm.run(
-                "cat /usr/share/bootc-test/tamper-target.bin > /dev/null",
-                Duration::from_secs(60),
-            )?;
-            println!(
-                "tamper: secure boot, reading the tampered file: rc {rc}: {}",
-                out.trim()
-            );
-            ensure!(
-                rc != 0 && out.contains("Input/output error"),
-                "reading a tampered object did not fail with EIO (rc {rc}: {out:?})"
-            );
-            vm.poweroff(ctx.t(limits::POWEROFF))?;
-        }
-        Err(e) => {
-            let text = vm.console_text();
-            let msg = initramfs_message(&text);
-            println!("tamper: secure boot stopped: {e:#}");
-            ensure!(
-                msg.is_some(),
-                "the secure boot of a tampered disk failed without our message: {e:#}"
-            );
-            drop(vm);
-        }
-    }
+    // v2, the default: the initramfs cannot mount its tampered image.
+    let mut vm = Vm::start(&ctx.uefi(dir, "tamper-v2", vec![Disk::rw(disk)])?)?;
+    vm.wait_console(&["bootc-initramfs-setup: "], ctx.t(limits::FAIL_MESSAGE))?;
+    vm.wait_console(qemu::FATAL_CONSOLE, ctx.t(60))?;
+    let text = vm.console_text();
+    boots.push(format!(
+        "v2 tampered: stopped after {:.0} s",
+        vm.started.elapsed().as_secs_f64()
+    ));
+    drop(vm);
+    let msg = initramfs_message(&text).context("no message")?;
+    println!("tamper: secure boot of the tampered v2 stopped: {msg}");
+    let booted = console_composefs(&text);
+    ensure!(
+        booted.as_deref() == Some(secure.v2.as_str()),
+        "the stopped boot was {booted:?}, expected v2 {}",
+        secure.v2
+    );
+    ensure!(
+        !text.contains("Reached target multi-user") && !text.contains("Reached target Multi-User"),
+        "the boot of the tampered v2 went on to multi-user"
+    );
+
+    // The previous entry still boots.
+    let names = disk::esp_entries(disk)?;
+    let v1_entry = names
+        .iter()
+        .find(|n| n.contains(&secure.v1))
+        .with_context(|| format!("no entry for v1 {} on the ESP: {names:?}", secure.v1))?;
+    let stem = v1_entry.split(['+', '.']).next().unwrap_or(v1_entry);
+    disk::esp_set_default(disk, dir, &format!("{stem}*"))?;
+    let (mut vm, up) = ctx.boot_timed(dir, "tamper-v1", vec![Disk::rw(disk)])?;
+    boots.push(format!("v1 {:.0} s", up.as_secs_f64()));
+    let id = check_booted(&mut vm, true)?;
+    ensure!(
+        id == secure.v1,
+        "with v1 chosen booted {id}, expected {}",
+        secure.v1
+    );
+    let (rc, out) = vm.run(
+        "cat /usr/share/bootc-test/tamper-target.bin > /dev/null",
+        Duration::from_secs(60),
+    )?;
+    println!(
+        "tamper: secure boot of v1, reading the tampered file: rc {rc}: {}",
+        out.trim()
+    );
+    ensure!(
+        rc != 0 && out.contains("Input/output error"),
+        "reading a tampered object did not fail with EIO (rc {rc}: {out:?})"
+    );
+    vm.poweroff(ctx.t(limits::POWEROFF))?;
 
     disk::edit_bls(disk, dir, |v| {
         if v.starts_with('?') {
@@ -1102,7 +1442,8 @@ pub fn tamper(ctx: &Ctx, dir: &Path, disk: &Path) -> Result<Outcome> {
             format!("?{v}")
         }
     })?;
-    let mut vm = ctx.boot(dir, "tamper-insecure", vec![Disk::rw(disk)])?;
+    let (mut vm, up) = ctx.boot_timed(dir, "tamper-insecure", vec![Disk::rw(disk)])?;
+    boots.push(format!("v1 insecure {:.0} s", up.as_secs_f64()));
     check_booted(&mut vm, false)?;
     // The object file itself still has fs-verity enabled, so ext4 verifies every read of
     // it whatever the overlay options are: the file reads as EIO here too. What `?`
@@ -1116,6 +1457,7 @@ pub fn tamper(ctx: &Ctx, dir: &Path, disk: &Path) -> Result<Outcome> {
         out.trim()
     );
     vm.poweroff(ctx.t(limits::POWEROFF))?;
+    println!("tamper: boots: {}", boots.join(", "));
     Ok(Outcome::Passed)
 }
 
@@ -1204,6 +1546,25 @@ mod tests {
             assert_eq!(status_entry(&st, id).unwrap()["composefs"]["verity"], id);
         }
         assert!(status_entry(&st, "d").is_none());
+    }
+
+    #[test]
+    fn reads_a_cut_from_its_console() {
+        let log = format!(
+            "[  40.1] systemd[1]: Stopping bootc-composefs-finalize-staged.service\r\n\
+             BOOTC_FAULT_AT=durable:1: aborting before syncfs\r\n\
+             {CUT_MARK} 134\r\n"
+        );
+        assert_eq!(
+            cut_report(&log).unwrap(),
+            "BOOTC_FAULT_AT=durable:1: aborting before syncfs"
+        );
+        // A finalize that did not die at its point (a release build ignores the hook).
+        let clean = format!("{CUT_MARK} 0\r\n");
+        assert!(cut_report(&clean).is_err());
+        let wrong = format!("BOOTC_FAULT_AT=durable:1: aborting before x\n{CUT_MARK} 1\n");
+        assert!(cut_report(&wrong).is_err());
+        assert!(cut_report("nothing").is_err());
     }
 
     #[test]
