@@ -14,6 +14,7 @@ const VERBS: &[&[&str]] = &[
     &["install"],
     &["install", "to-disk"],
     &["install", "to-filesystem"],
+    &["install", "print-configuration"],
     &["upgrade"],
     &["switch"],
     &["rollback"],
@@ -21,6 +22,8 @@ const VERBS: &[&[&str]] = &[
     &["gc"],
     &["container"],
     &["container", "lint"],
+    &["container", "compute-composefs-digest"],
+    &["container", "ukify"],
     &["config-diff"],
     &["completion"],
 ];
