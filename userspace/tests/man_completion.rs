@@ -19,6 +19,7 @@ const VERBS: &[&[&str]] = &[
     &["rollback"],
     &["status"],
     &["gc"],
+    &["usr-overlay"],
     &["container"],
     &["container", "lint"],
     &["config-diff"],
