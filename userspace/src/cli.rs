@@ -323,6 +323,11 @@ pub(crate) struct StageArgs {
     /// with, else 3. systemd-boot only.
     #[arg(long, value_name = "N")]
     pub(crate) boot_tries: Option<u32>,
+
+    /// Write progress as JSON lines (upstream bootc's format: a `Start` line, then
+    /// `ProgressBytes` lines for the pull) to this already open file descriptor.
+    #[arg(long, value_name = "FD")]
+    pub(crate) progress_fd: Option<crate::progress::ProgressFd>,
 }
 
 fn parse_keep_previous(s: &str) -> Result<usize, String> {
@@ -534,6 +539,11 @@ pub(crate) struct InstallConfigOpts {
     /// This is the default here (a warning, and the system boots with composefs=?).
     #[arg(long, conflicts_with = "require_verity")]
     pub(crate) allow_missing_verity: bool,
+
+    /// Write progress as JSON lines (upstream bootc's format: a `Start` line, then
+    /// `ProgressBytes` lines for the pull) to this already open file descriptor.
+    #[arg(long, value_name = "FD")]
+    pub(crate) progress_fd: Option<crate::progress::ProgressFd>,
 }
 
 fn parse_algorithm(s: &str) -> Result<Algorithm, String> {

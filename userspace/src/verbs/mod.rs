@@ -113,6 +113,9 @@ pub(crate) fn reboot(host: &Host) -> Result<()> {
     Ok(())
 }
 
+/// The unit `systemctl soft-reboot` starts; systemd without it cannot soft-reboot.
+const SOFT_REBOOT_TARGET: &str = "/usr/lib/systemd/system/soft-reboot.target";
+
 /// `--apply`: boots `target` next, by a soft reboot when `soft` asks for one and the
 /// deployment allows it (see [`soft_reboot`]), else by a reboot. With another
 /// --sysroot the next root is prepared under --run-dir but nothing is restarted.
@@ -124,7 +127,12 @@ pub(crate) fn apply(
     let Some(mode) = soft else {
         return reboot(host);
     };
-    let (refusal, target_options) = soft_reboot_check(host, target)?;
+    let (mut refusal, target_options) = soft_reboot_check(host, target)?;
+    if host.is_live() && !std::path::Path::new(SOFT_REBOOT_TARGET).exists() {
+        refusal = Some(format!(
+            "this systemd has no soft reboot ({SOFT_REBOOT_TARGET})"
+        ));
+    }
     if let Some(why) = refusal {
         match mode {
             SoftRebootMode::Required => anyhow::bail!(

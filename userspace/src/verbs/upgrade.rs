@@ -67,6 +67,7 @@ pub(crate) fn stage_opts(
         tag: None,
         insecure_registry: a.tls.insecure(),
         quiet: cli.quiet,
+        progress_fd: a.progress_fd,
         retain: a.keep_previous,
         download_only,
         boot_tries: a.boot_tries,
