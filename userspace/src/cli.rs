@@ -93,6 +93,13 @@ pub(crate) enum Command {
     /// Remove deployments, boot files and repository content no deployment needs.
     Gc(GcArgs),
 
+    /// Add a transient overlayfs on `/usr`.
+    ///
+    /// Allows temporary package installation that will be discarded on reboot: the
+    /// writes land in memory, the deployment's image is unchanged.
+    #[command(alias = "usroverlay", alias = "unlock")]
+    UsrOverlay(UsrOverlayArgs),
+
     /// Merge /etc into the staged deployment and make it the default (run at shutdown
     /// by bootc-composefs-finalize-staged.service).
     #[command(hide = true)]
@@ -209,6 +216,12 @@ pub(crate) struct UpgradeArgs {
     #[arg(long)]
     pub(crate) apply: bool,
 
+    /// With --apply: soft-reboot (restart userspace only, keeping the kernel) when the
+    /// new deployment has the booted kernel, initramfs and kernel arguments. `required`
+    /// refuses when it has not; `auto` reboots instead.
+    #[arg(long, value_enum, value_name = "MODE", requires = "apply")]
+    pub(crate) soft_reboot: Option<SoftRebootMode>,
+
     /// Download and stage the update without applying it: it is not applied at
     /// shutdown until `upgrade --from-downloaded`, and a reboot before that discards it.
     #[arg(long, conflicts_with = "apply")]
@@ -250,6 +263,12 @@ pub(crate) struct SwitchArgs {
     /// Restart or reboot into the new target image once it is staged.
     #[arg(long)]
     pub(crate) apply: bool,
+
+    /// With --apply: soft-reboot (restart userspace only, keeping the kernel) when the
+    /// new deployment has the booted kernel, initramfs and kernel arguments. `required`
+    /// refuses when it has not; `auto` reboots instead.
+    #[arg(long, value_enum, value_name = "MODE", requires = "apply")]
+    pub(crate) soft_reboot: Option<SoftRebootMode>,
 
     /// Retain reference to currently booted image: its image stays in the repository
     /// after its deployment leaves the boot entries.
@@ -304,6 +323,11 @@ pub(crate) struct StageArgs {
     /// with, else 3. systemd-boot only.
     #[arg(long, value_name = "N")]
     pub(crate) boot_tries: Option<u32>,
+
+    /// Write progress as JSON lines (upstream bootc's format: a `Start` line, then
+    /// `ProgressBytes` lines for the pull) to this already open file descriptor.
+    #[arg(long, value_name = "FD")]
+    pub(crate) progress_fd: Option<crate::progress::ProgressFd>,
 }
 
 fn parse_keep_previous(s: &str) -> Result<usize, String> {
@@ -318,12 +342,27 @@ fn parse_keep_previous(s: &str) -> Result<usize, String> {
     }
 }
 
+/// `--soft-reboot`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum SoftRebootMode {
+    /// Soft-reboot, or refuse when the new deployment cannot be reached that way.
+    Required,
+    /// Soft-reboot when possible, else reboot.
+    Auto,
+}
+
 /// `bootc rollback`.
 #[derive(Debug, Args)]
 pub(crate) struct RollbackArgs {
     /// Reboot into the rollback deployment.
     #[arg(long)]
     pub(crate) apply: bool,
+
+    /// With --apply: soft-reboot (restart userspace only, keeping the kernel) when the
+    /// new deployment has the booted kernel, initramfs and kernel arguments. `required`
+    /// refuses when it has not; `auto` reboots instead.
+    #[arg(long, value_enum, value_name = "MODE", requires = "apply")]
+    pub(crate) soft_reboot: Option<SoftRebootMode>,
 }
 
 /// Output formats of `bootc status`.
@@ -357,6 +396,20 @@ pub(crate) struct StatusArgs {
     /// Only display status for the booted deployment.
     #[arg(long)]
     pub(crate) booted: bool,
+}
+
+/// `bootc usr-overlay`.
+#[derive(Debug, Args)]
+pub(crate) struct UsrOverlayArgs {
+    /// Mount the overlayfs as read-only. A read-only overlayfs is useful since it may be
+    /// remounted as read/write in a private mount namespace and written to while the
+    /// mount point remains read-only to the rest of the system.
+    #[arg(long)]
+    pub(crate) read_only: bool,
+
+    /// The root whose /usr gets the overlay (for tests on a tree other than /).
+    #[arg(long, value_name = "DIR", default_value = "/", hide = true)]
+    pub(crate) root: PathBuf,
 }
 
 /// `bootc gc`.
@@ -486,6 +539,11 @@ pub(crate) struct InstallConfigOpts {
     /// This is the default here (a warning, and the system boots with composefs=?).
     #[arg(long, conflicts_with = "require_verity")]
     pub(crate) allow_missing_verity: bool,
+
+    /// Write progress as JSON lines (upstream bootc's format: a `Start` line, then
+    /// `ProgressBytes` lines for the pull) to this already open file descriptor.
+    #[arg(long, value_name = "FD")]
+    pub(crate) progress_fd: Option<crate::progress::ProgressFd>,
 }
 
 fn parse_algorithm(s: &str) -> Result<Algorithm, String> {

@@ -20,6 +20,7 @@ const VERBS: &[&[&str]] = &[
     &["rollback"],
     &["status"],
     &["gc"],
+    &["usr-overlay"],
     &["container"],
     &["container", "lint"],
     &["container", "compute-composefs-digest"],

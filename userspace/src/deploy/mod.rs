@@ -9,6 +9,8 @@ pub(crate) mod finalize;
 pub(crate) mod gc;
 pub(crate) mod host;
 pub(crate) mod rollback;
+pub(crate) mod soft_reboot;
 pub(crate) mod stage;
 pub mod state;
 pub(crate) mod status;
+pub(crate) mod usr_overlay;

@@ -35,6 +35,8 @@ pub(crate) struct StageOpts {
     pub(crate) insecure_registry: bool,
     /// No progress output.
     pub(crate) quiet: bool,
+    /// `--progress-fd`: JSON progress lines on this descriptor.
+    pub(crate) progress_fd: Option<crate::progress::ProgressFd>,
     /// How many previous deployments keep an entry (besides the new one).
     pub(crate) retain: usize,
     /// Stage it locked: finalize leaves it until `upgrade --from-downloaded`.
@@ -112,7 +114,11 @@ fn stage_typed<H: FsVerityHashValue>(host: &Host, opts: &StageOpts) -> Result<St
         &imgref,
         &PullOpts {
             insecure_registry: opts.insecure_registry,
-            progress: crate::progress::reporter(opts.quiet),
+            progress: crate::progress::reporter_for(
+                opts.quiet,
+                opts.progress_fd,
+                &imgref.to_string(),
+            )?,
         },
     )
     .map_err(bls::explain_image_error)?;

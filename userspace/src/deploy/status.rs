@@ -11,6 +11,7 @@
 //! directory or a missing `/run/composefs` are reported, never fatal.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use anyhow::Result;
 use bootc_initramfs_setup::cmdline::DeploymentId;
@@ -19,7 +20,9 @@ use serde::Serialize;
 use crate::boot::entries::{Entry, EntrySet};
 use crate::boot::BootloaderKind;
 use crate::deploy::host::{Host, Staged};
+use crate::deploy::soft_reboot;
 use crate::deploy::state::Origin;
+use crate::deploy::usr_overlay::{self, FilesystemOverlay};
 use crate::imgref::ImageReference;
 
 /// `apiVersion`.
@@ -88,6 +91,8 @@ pub(crate) struct HostStatus {
     pub(crate) host_type: Option<&'static str>,
     /// Why the last staged update was not applied (ours; not in upstream's schema).
     pub(crate) finalize_failure: Option<String>,
+    /// The transient overlay on /usr of the running system (`bootc usr-overlay`).
+    pub(crate) usr_overlay: Option<FilesystemOverlay>,
 }
 
 /// One deployment.
@@ -105,6 +110,9 @@ pub(crate) struct BootEntry {
     /// Staged by `upgrade --download-only`: not applied at shutdown until
     /// `upgrade --from-downloaded`.
     pub(crate) download_only: bool,
+    /// A soft reboot into it is possible (same kernel, initramfs and kernel arguments
+    /// as the booted deployment).
+    pub(crate) soft_reboot_capable: bool,
     /// The composefs state.
     pub(crate) composefs: Composefs,
     /// Upstream's OSTree block: always None here.
@@ -177,6 +185,24 @@ fn oci_arch() -> String {
     .to_string()
 }
 
+/// Whether a soft reboot from the booted deployment into `id` is possible.
+fn soft_reboot_capable(input: &StatusInput, id: &DeploymentId, entry: Option<&Entry>) -> bool {
+    let booted = soft_reboot::BootSide {
+        id: &input.booted,
+        origin: input.origins.get(&input.booted).and_then(Option::as_ref),
+        options: input
+            .current
+            .get(&input.booted)
+            .map(|e| e.bls.options.as_str()),
+    };
+    let target = soft_reboot::BootSide {
+        id,
+        origin: input.origins.get(id).and_then(Option::as_ref),
+        options: entry.map(|e| e.bls.options.as_str()),
+    };
+    soft_reboot::incapable_reason(booted, target).is_none()
+}
+
 fn boot_entry(input: &StatusInput, id: &DeploymentId, entry: Option<&Entry>) -> BootEntry {
     let origin = input.origins.get(id).and_then(Option::as_ref);
     let parsed = origin.and_then(|o| ImageReference::parse(&o.image_reference).ok());
@@ -200,6 +226,7 @@ fn boot_entry(input: &StatusInput, id: &DeploymentId, entry: Option<&Entry>) -> 
         cached_update: None,
         pinned: false,
         download_only: false,
+        soft_reboot_capable: soft_reboot_capable(input, id, entry),
         composefs: Composefs {
             verity: id.hex().to_string(),
             boot_type: "Bls",
@@ -347,7 +374,7 @@ pub(crate) fn host_status(host: &Host) -> Result<BootcHost> {
             (id, o)
         })
         .collect();
-    Ok(assemble(&StatusInput {
+    let mut h = assemble(&StatusInput {
         booted: host.booted.clone(),
         booted_insecure: host.booted_insecure,
         bootloader: host.loader,
@@ -358,7 +385,14 @@ pub(crate) fn host_status(host: &Host) -> Result<BootcHost> {
         damage: image_damage(host, &origins),
         download_only: host.staged_download_only(),
         origins,
-    }))
+    });
+    if host.is_live() {
+        h.status.usr_overlay = usr_overlay::status(Path::new("/")).unwrap_or_else(|e| {
+            tracing::warn!("reading the /usr overlay state: {e:#}");
+            None
+        });
+    }
+    Ok(h)
 }
 
 /// `current` without the entries (other than the booted deployment's) whose deployment
@@ -455,6 +489,7 @@ pub(crate) fn assemble(input: &StatusInput) -> BootcHost {
             other_deployments,
             host_type: Some("bootcHost"),
             finalize_failure: input.finalize_failure.clone(),
+            usr_overlay: None,
         },
     }
 }
@@ -469,18 +504,29 @@ pub(crate) fn render_human(h: &BootcHost, booted_only: bool) -> String {
     let mut blocks = Vec::new();
     if !booted_only {
         if let Some(s) = &h.status.staged {
-            blocks.push(human_block("  Staged image", s, &[]));
+            blocks.push(human_block("  Staged image", s, &soft_row(s)));
         }
     }
-    blocks.push(human_block("● Booted image", booted, &[]));
+    let overlay: Vec<(&str, String)> = h
+        .status
+        .usr_overlay
+        .iter()
+        .map(|o| {
+            let mode = match o.access_mode {
+                usr_overlay::AccessMode::ReadOnly => "read-only",
+                usr_overlay::AccessMode::ReadWrite => "read/write",
+            };
+            ("/usr overlay", format!("{}, {mode}", o.persistence))
+        })
+        .collect();
+    blocks.push(human_block("● Booted image", booted, &overlay));
     if !booted_only {
         if let Some(r) = &h.status.rollback {
-            let queued: &[(&str, String)] = if h.status.rollback_queued {
-                &[("Queued", "the default for the next boot".to_string())]
-            } else {
-                &[]
-            };
-            blocks.push(human_block("  Rollback image", r, queued));
+            let mut rows = soft_row(r);
+            if h.status.rollback_queued {
+                rows.push(("Queued", "the default for the next boot".to_string()));
+            }
+            blocks.push(human_block("  Rollback image", r, &rows));
         }
         for o in &h.status.other_deployments {
             blocks.push(human_block("   Other image", o, &[]));
@@ -493,6 +539,15 @@ pub(crate) fn render_human(h: &BootcHost, booted_only: bool) -> String {
         }
     }
     out
+}
+
+/// The `Soft-reboot: yes` row of a deployment a soft reboot can reach.
+fn soft_row(e: &BootEntry) -> Vec<(&'static str, String)> {
+    if e.soft_reboot_capable {
+        vec![("Soft-reboot", "yes".to_string())]
+    } else {
+        vec![]
+    }
 }
 
 /// One deployment's block; `extra` rows come last.

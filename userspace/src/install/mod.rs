@@ -54,6 +54,8 @@ pub(crate) struct InstallOpts {
     pub(crate) insecure_registry: bool,
     /// No progress output.
     pub(crate) quiet: bool,
+    /// `--progress-fd`: JSON progress lines on this descriptor.
+    pub(crate) progress_fd: Option<crate::progress::ProgressFd>,
 }
 
 /// What was installed.
@@ -343,7 +345,11 @@ fn install_typed<H: FsVerityHashValue>(
         &source,
         &PullOpts {
             insecure_registry: opts.insecure_registry,
-            progress: crate::progress::reporter(opts.quiet),
+            progress: crate::progress::reporter_for(
+                opts.quiet,
+                opts.progress_fd,
+                &source.to_string(),
+            )?,
         },
     )
     .map_err(bls::explain_image_error)?;

@@ -120,6 +120,8 @@ pub(crate) struct MountEntry {
     pub(crate) source: String,
     /// Where.
     pub(crate) target: PathBuf,
+    /// The filesystem type (`ext4`, `overlay`, …).
+    pub(crate) fstype: String,
 }
 
 /// The mounts of this process's namespace, in mount order (from `/proc/self/mountinfo`).
@@ -136,12 +138,15 @@ fn parse_mountinfo(info: &str) -> Vec<MountEntry> {
         let Some(sep) = fields.iter().position(|f| *f == "-") else {
             continue;
         };
-        let (Some(target), Some(source)) = (fields.get(4), fields.get(sep + 2)) else {
+        let (Some(target), Some(fstype), Some(source)) =
+            (fields.get(4), fields.get(sep + 1), fields.get(sep + 2))
+        else {
             continue;
         };
         out.push(MountEntry {
             source: unescape(source),
             target: PathBuf::from(unescape(target)),
+            fstype: unescape(fstype),
         });
     }
     out
@@ -180,11 +185,13 @@ mod tests {
             vec![
                 MountEntry {
                     source: "/dev/sda2".into(),
-                    target: "/".into()
+                    target: "/".into(),
+                    fstype: "ext4".into(),
                 },
                 MountEntry {
                     source: "/dev/loop0p1".into(),
-                    target: "/mnt/a b".into()
+                    target: "/mnt/a b".into(),
+                    fstype: "vfat".into(),
                 },
             ]
         );

@@ -10,6 +10,9 @@ use crate::install::{self, config, InstallOpts};
 /// The install options; `root_fs_chosen`: see [`InstallOpts::root_fs_chosen`]. Files
 /// named by options are read now, so a wrong path fails before anything is written.
 fn install_opts(c: &InstallConfigOpts, quiet: bool, root_fs_chosen: bool) -> Result<InstallOpts> {
+    if let Some(fd) = c.progress_fd {
+        fd.check().context("--progress-fd")?;
+    }
     for d in &c.karg_delete {
         config::check_delete(d).context("--karg-delete")?;
     }
@@ -40,6 +43,7 @@ fn install_opts(c: &InstallConfigOpts, quiet: bool, root_fs_chosen: bool) -> Res
         require_verity: c.require_verity,
         insecure_registry: c.tls.insecure(),
         quiet,
+        progress_fd: c.progress_fd,
     })
 }
 

@@ -8,8 +8,12 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 
-use crate::cli::Cli;
+use bootc_initramfs_setup::cmdline::DeploymentId;
+
+use crate::cli::{Cli, SoftRebootMode};
 use crate::deploy::host::{booted_from_cmdline, BootedError, Host, HostOpts};
+use crate::deploy::soft_reboot;
+use crate::deploy::state::Origin;
 use crate::lock::{self, WriterLock};
 
 pub(crate) mod config_diff;
@@ -22,6 +26,7 @@ pub(crate) mod rollback;
 pub(crate) mod status;
 pub(crate) mod switch;
 pub(crate) mod upgrade;
+pub(crate) mod usr_overlay;
 
 /// The unit whose `ExecStop=` runs `bootc composefs-finalize-staged` at shutdown.
 pub(crate) const FINALIZE_UNIT: &str = "bootc-composefs-finalize-staged.service";
@@ -42,6 +47,7 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
         Command::Rollback(a) => rollback::rollback(&cli, a),
         Command::Status(a) => status::status(&cli, a),
         Command::Gc(a) => gc::gc(&cli, a),
+        Command::UsrOverlay(a) => usr_overlay::usr_overlay(a),
         Command::ComposefsFinalizeStaged => finalize::finalize(&cli),
         Command::Container(c) => container::container(c),
         Command::ConfigDiff(a) => config_diff::config_diff(&cli, a),
@@ -105,6 +111,95 @@ pub(crate) fn reboot(host: &Host) -> Result<()> {
         .context("running systemctl reboot")?;
     anyhow::ensure!(st.success(), "systemctl reboot failed ({st})");
     Ok(())
+}
+
+/// The unit `systemctl soft-reboot` starts; systemd without it cannot soft-reboot.
+const SOFT_REBOOT_TARGET: &str = "/usr/lib/systemd/system/soft-reboot.target";
+
+/// `--apply`: boots `target` next, by a soft reboot when `soft` asks for one and the
+/// deployment allows it (see [`soft_reboot`]), else by a reboot. With another
+/// --sysroot the next root is prepared under --run-dir but nothing is restarted.
+pub(crate) fn apply(
+    host: &Host,
+    target: &DeploymentId,
+    soft: Option<SoftRebootMode>,
+) -> Result<()> {
+    let Some(mode) = soft else {
+        return reboot(host);
+    };
+    let (mut refusal, target_options) = soft_reboot_check(host, target)?;
+    if host.is_live() && !std::path::Path::new(SOFT_REBOOT_TARGET).exists() {
+        refusal = Some(format!(
+            "this systemd has no soft reboot ({SOFT_REBOOT_TARGET})"
+        ));
+    }
+    if let Some(why) = refusal {
+        match mode {
+            SoftRebootMode::Required => anyhow::bail!(
+                "cannot soft-reboot into {}: {why} (use --soft-reboot=auto to reboot instead)",
+                target.short()
+            ),
+            SoftRebootMode::Auto => {
+                println!("Soft reboot not possible ({why}); rebooting.");
+                return reboot(host);
+            }
+        }
+    }
+    // The target's own command line: the same fs-verity requirement as at its boot.
+    let options = target_options.unwrap_or_else(|| {
+        format!(
+            "composefs={}{}",
+            if host.booted_insecure { "?" } else { "" },
+            target
+        )
+    });
+    let config = host.is_live().then(soft_reboot::setup_config_path);
+    let next = soft_reboot::prepare_nextroot(&host.sysroot_path, &host.run_dir, &options, config)?;
+    println!("Prepared {} at {}.", target.short(), next.display());
+    if !host.is_live() {
+        println!(
+            "Not soft-rebooting: {} is not the running system.",
+            host.sysroot_path.display()
+        );
+        return Ok(());
+    }
+    let err = std::process::Command::new("systemctl")
+        .arg("soft-reboot")
+        .exec();
+    Err(err).context("running systemctl soft-reboot")
+}
+
+/// Why `target` cannot be reached by a soft reboot (None: it can), and the options
+/// of its boot entry.
+fn soft_reboot_check(
+    host: &Host,
+    target: &DeploymentId,
+) -> Result<(Option<String>, Option<String>)> {
+    let current = host.current_set()?;
+    let staged = host.staged_set()?;
+    let options = |id: &DeploymentId| -> Option<String> {
+        staged
+            .as_ref()
+            .and_then(|s| s.get(id))
+            .or_else(|| current.get(id))
+            .map(|e| e.bls.options.clone())
+    };
+    let load = |id: &DeploymentId| Origin::load(&host.sysroot, id).ok();
+    let (bo, to) = (load(&host.booted), load(target));
+    let (bopt, topt) = (options(&host.booted), options(target));
+    let why = soft_reboot::incapable_reason(
+        soft_reboot::BootSide {
+            id: &host.booted,
+            origin: bo.as_ref(),
+            options: bopt.as_deref(),
+        },
+        soft_reboot::BootSide {
+            id: target,
+            origin: to.as_ref(),
+            options: topt.as_deref(),
+        },
+    );
+    Ok((why, topt))
 }
 
 /// On the running system, the finalize unit must be active so that its ExecStop

@@ -5,7 +5,7 @@ use anyhow::Result;
 use crate::cli::{Cli, RollbackArgs};
 use crate::deploy::rollback;
 
-use super::{host, locked, reboot};
+use super::{apply, host, locked};
 
 /// `bootc rollback`.
 pub(crate) fn rollback(cli: &Cli, a: &RollbackArgs) -> Result<()> {
@@ -17,7 +17,7 @@ pub(crate) fn rollback(cli: &Cli, a: &RollbackArgs) -> Result<()> {
     }
     println!("Next boot: {}.", r.default.short());
     if a.apply {
-        reboot(&host)?;
+        apply(&host, &r.default, a.soft_reboot)?;
     }
     Ok(())
 }

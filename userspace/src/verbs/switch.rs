@@ -23,7 +23,7 @@ pub(crate) fn switch(cli: &Cli, a: &SwitchArgs) -> Result<()> {
         let tag = retain_booted(&host)?;
         println!("Retained the booted image as {tag}.");
     }
-    report(&host, outcome, a.apply)
+    report(&host, outcome, a.apply, a.soft_reboot)
 }
 
 /// Prefix of the repository tag `switch --retain` gives the booted image. It is not a

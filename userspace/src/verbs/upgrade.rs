@@ -3,13 +3,13 @@
 
 use anyhow::{bail, Result};
 
-use crate::cli::{Cli, StageArgs, UpgradeArgs};
+use crate::cli::{Cli, SoftRebootMode, StageArgs, UpgradeArgs};
 use crate::deploy::check;
 use crate::deploy::host::Host;
 use crate::deploy::stage::{self, StageOpts, StageOutcome};
 use crate::imgref::ImageReference;
 
-use super::{host, locked, reboot, start_finalize_unit};
+use super::{apply, host, locked, start_finalize_unit};
 
 /// `bootc upgrade`.
 pub(crate) fn upgrade(cli: &Cli, a: &UpgradeArgs) -> Result<()> {
@@ -25,14 +25,14 @@ pub(crate) fn upgrade(cli: &Cli, a: &UpgradeArgs) -> Result<()> {
     }
     let _lock = locked(&host)?;
     if a.from_downloaded {
-        return from_downloaded(&host, a.apply);
+        return from_downloaded(&host, a.apply, a.soft_reboot);
     }
     let outcome = stage::stage(&host, &opts)?;
-    report(&host, outcome, a.apply)
+    report(&host, outcome, a.apply, a.soft_reboot)
 }
 
 /// `upgrade --from-downloaded`: unlocks the deployment `--download-only` staged.
-fn from_downloaded(host: &Host, apply: bool) -> Result<()> {
+fn from_downloaded(host: &Host, now: bool, soft: Option<SoftRebootMode>) -> Result<()> {
     let Some(id) = host.staged_state()?.pending().cloned() else {
         bail!("no update is staged: run `bootc upgrade --download-only` first");
     };
@@ -49,8 +49,8 @@ fn from_downloaded(host: &Host, apply: bool) -> Result<()> {
         );
     }
     start_finalize_unit(host)?;
-    if apply {
-        reboot(host)?;
+    if now {
+        apply(host, &id, soft)?;
     }
     Ok(())
 }
@@ -67,6 +67,7 @@ pub(crate) fn stage_opts(
         tag: None,
         insecure_registry: a.tls.insecure(),
         quiet: cli.quiet,
+        progress_fd: a.progress_fd,
         retain: a.keep_previous,
         download_only,
         boot_tries: a.boot_tries,
@@ -74,8 +75,14 @@ pub(crate) fn stage_opts(
     }
 }
 
-/// Prints what staging did; starts the finalize unit (and reboots with `--apply`).
-pub(crate) fn report(host: &Host, outcome: StageOutcome, apply: bool) -> Result<()> {
+/// Prints what staging did; starts the finalize unit (and reboots, or soft-reboots,
+/// with `--apply`).
+pub(crate) fn report(
+    host: &Host,
+    outcome: StageOutcome,
+    now: bool,
+    soft: Option<SoftRebootMode>,
+) -> Result<()> {
     match outcome {
         StageOutcome::NoUpdate(id) => println!("No update available (booted: {}).", id.short()),
         StageOutcome::Unchanged(_) => println!("Image specification is unchanged."),
@@ -95,8 +102,8 @@ pub(crate) fn report(host: &Host, outcome: StageOutcome, apply: bool) -> Result<
                 id.short()
             );
             start_finalize_unit(host)?;
-            if apply {
-                reboot(host)?;
+            if now {
+                apply(host, &id, soft)?;
             }
         }
     }
