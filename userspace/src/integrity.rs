@@ -23,7 +23,7 @@
 //!   references a missing object is fetched again: a damaged repository heals on the
 //!   next pull.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::future::Future;
 use std::io::Read;
@@ -382,7 +382,7 @@ async fn pull_from<H: FsVerityHashValue>(
         let content_id = composefs_oci::layer_content_id(diff_id);
         let id = ComponentId::from(diff_id.to_string());
         if let Some(verity) = repo.has_stream(&content_id)? {
-            if layer_problems(repo, diff_id, &verity).is_empty() {
+            if layer_problems(repo, diff_id, &verity, &mut HashSet::new()).is_empty() {
                 reporter.report(ProgressEvent::Skipped { id });
                 stats.layers_already_present += 1;
                 layer_refs.push((diff_id.clone(), verity));
@@ -598,13 +598,15 @@ fn object_problem<H: FsVerityHashValue>(repo: &Repository<H>, id: &H) -> Option<
 }
 
 /// Problems of one splitstream (opened by its fs-verity digest) and every object it
-/// references.
+/// references that is not in `seen` (objects checked already); adds what it checks to
+/// `seen`.
 fn stream_problems<H: FsVerityHashValue>(
     repo: &Repository<H>,
     needed_by: &str,
     name: &str,
     verity: &H,
     content_type: Option<u64>,
+    seen: &mut HashSet<H>,
 ) -> Vec<Damage> {
     let damage = |object: String, problem: String| Damage {
         needed_by: needed_by.to_string(),
@@ -621,8 +623,10 @@ fn stream_problems<H: FsVerityHashValue>(
     let mut out = vec![];
     let mut i = 0;
     while let Some(id) = reader.lookup_external_ref(i) {
-        if let Some(p) = object_problem(repo, id) {
-            out.push(damage(id.to_hex(), p));
+        if seen.insert(id.clone()) {
+            if let Some(p) = object_problem(repo, id) {
+                out.push(damage(id.to_hex(), p));
+            }
         }
         i += 1;
     }
@@ -633,6 +637,7 @@ fn layer_problems<H: FsVerityHashValue>(
     repo: &Repository<H>,
     diff_id: &OciDigest,
     verity: &H,
+    seen: &mut HashSet<H>,
 ) -> Vec<Damage> {
     stream_problems(
         repo,
@@ -640,6 +645,7 @@ fn layer_problems<H: FsVerityHashValue>(
         &composefs_oci::layer_content_id(diff_id),
         verity,
         Some(composefs_oci::LAYER_CONTENT_TYPE),
+        seen,
     )
 }
 
@@ -649,6 +655,8 @@ fn layer_problems<H: FsVerityHashValue>(
 /// (its `meta.json` is not insecure), each must also have the fs-verity digest it is
 /// named by.
 ///
+/// Each object is checked once, however many layers and the boot image need it.
+///
 /// Returns the list of what is missing or damaged (empty = intact). An `Err` means the
 /// check itself could not run (e.g. the repository cannot be read); an image whose
 /// manifest or config stream is gone is reported as damage, not as an error.
@@ -657,6 +665,7 @@ pub fn check_image<H: FsVerityHashValue>(
     manifest_digest: &OciDigest,
 ) -> Result<ImageDamage> {
     let mut out = vec![];
+    let mut seen = HashSet::new();
     let manifest_name = composefs_oci::oci_image::manifest_identifier(manifest_digest);
     let Some(manifest_verity) = repo.has_stream(&manifest_name)? else {
         out.push(Damage {
@@ -672,6 +681,7 @@ pub fn check_image<H: FsVerityHashValue>(
         &manifest_name,
         &manifest_verity,
         Some(MANIFEST_CONTENT_TYPE),
+        &mut seen,
     ));
     if !out.is_empty() {
         return Ok(ImageDamage(out));
@@ -694,13 +704,14 @@ pub fn check_image<H: FsVerityHashValue>(
         &config_content_id(&config_digest),
         img.config_verity(),
         None,
+        &mut seen,
     ));
     for diff_id in img.layer_diff_ids() {
         let Ok(d) = OciDigest::try_from(diff_id) else {
             continue;
         };
         match img.layer_verity(diff_id) {
-            Some(v) => out.extend(layer_problems(repo, &d, v)),
+            Some(v) => out.extend(layer_problems(repo, &d, v, &mut seen)),
             None => out.push(Damage {
                 needed_by: format!("config {config_digest}"),
                 object: composefs_oci::layer_content_id(&d),
@@ -724,8 +735,11 @@ pub fn check_image<H: FsVerityHashValue>(
             } else {
                 match repo.objects_for_image(&image.to_hex()) {
                     Ok(objects) => {
-                        let mut objects: Vec<_> = objects.into_iter().collect();
-                        objects.sort_by_key(|o| o.to_hex());
+                        // Mostly the layers' objects, checked above.
+                        let mut objects: Vec<_> =
+                            objects.into_iter().filter(|o| !seen.contains(o)).collect();
+                        // One hex string per object, not one per comparison.
+                        objects.sort_by_cached_key(|o| o.to_hex());
                         for o in objects {
                             if let Some(p) = object_problem(repo, &o) {
                                 out.push(Damage {
@@ -746,7 +760,7 @@ pub fn check_image<H: FsVerityHashValue>(
         }
     }
     // The same object can be needed by a layer and by the boot image: name it once.
-    let mut seen = std::collections::HashSet::new();
-    out.retain(|d| seen.insert(d.object.clone()));
+    let mut named = HashSet::new();
+    out.retain(|d| named.insert(d.object.clone()));
     Ok(ImageDamage(out))
 }

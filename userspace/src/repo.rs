@@ -418,6 +418,17 @@ pub fn boot_tree<H: FsVerityHashValue>(
     repo: &Arc<Repository<H>>,
     pulled: &Pulled,
 ) -> Result<(FileSystem<H>, Vec<BootEntry<H>>)> {
+    image_tree(repo, pulled, true)
+}
+
+/// [`boot_tree`], with `check_id` false for an image that was checked when it was
+/// deployed (the booted one): its tree is then not digested again, which writes the
+/// whole EROFS image in memory.
+pub(crate) fn image_tree<H: FsVerityHashValue>(
+    repo: &Arc<Repository<H>>,
+    pulled: &Pulled,
+    check_id: bool,
+) -> Result<(FileSystem<H>, Vec<BootEntry<H>>)> {
     use composefs_boot::BootOps;
     let digest: composefs_oci::OciDigest = pulled
         .manifest_digest
@@ -436,6 +447,9 @@ pub fn boot_tree<H: FsVerityHashValue>(
         .transform_for_boot(repo)
         .context("finding the image's boot resources")?;
     check_bootable(&fs).context("the image cannot boot with composefs")?;
+    if !check_id {
+        return Ok((fs, entries));
+    }
     let computed = fs.compute_image_id(repo.erofs_version());
     if computed.to_hex() != pulled.id.hex() {
         bail!(
