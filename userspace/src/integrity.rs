@@ -315,13 +315,14 @@ pub(crate) async fn pull_verified<H: FsVerityHashValue>(
     imgref: &ImageReference,
     proxy_config: ImageProxyConfig,
     progress: Option<SharedReporter>,
+    check_complete: bool,
 ) -> Result<(OciDigest, ImportStats)> {
     repo.ensure_writable()?;
     let name = imgref.to_skopeo();
     let reporter: SharedReporter =
         progress.unwrap_or_else(|| Arc::new(composefs_oci::NullReporter));
     let source = Source::open(imgref, proxy_config).await?;
-    let result = pull_from(repo, &source, &name, &reporter).await;
+    let result = pull_from(repo, &source, &name, &reporter, check_complete).await;
     source.close().await;
     result
 }
@@ -331,6 +332,7 @@ async fn pull_from<H: FsVerityHashValue>(
     source: &Source,
     name: &str,
     reporter: &SharedReporter,
+    check_complete: bool,
 ) -> Result<(OciDigest, ImportStats)> {
     let (manifest_desc, raw_manifest) = source
         .manifest()
@@ -378,17 +380,21 @@ async fn pull_from<H: FsVerityHashValue>(
         ..Default::default()
     };
     let mut layer_refs: Vec<(OciDigest, H)> = Vec::new();
+    // Objects checked so far (of the layers already present), for the final check.
+    let mut seen = HashSet::new();
     for (i, (desc, diff_id)) in fetch_descs.iter().zip(&diff_ids).enumerate() {
         let content_id = composefs_oci::layer_content_id(diff_id);
         let id = ComponentId::from(diff_id.to_string());
         if let Some(verity) = repo.has_stream(&content_id)? {
-            if layer_problems(repo, diff_id, &verity, &mut HashSet::new()).is_empty() {
+            if layer_problems(repo, diff_id, &verity, &mut seen).is_empty() {
                 reporter.report(ProgressEvent::Skipped { id });
                 stats.layers_already_present += 1;
                 layer_refs.push((diff_id.clone(), verity));
                 continue;
             }
             tracing::warn!("layer {diff_id} is damaged in the repository; fetching it again");
+            // What it found damaged must be checked again at the end: forget it all.
+            seen.clear();
         }
         let what = format!("layer {} of {name}", i + 1);
         let (verity, layer_stats) = import_layer(repo, source, &what, desc, diff_id, reporter)
@@ -457,6 +463,13 @@ async fn pull_from<H: FsVerityHashValue>(
         &composefs_oci::OciTransformOptions::default(),
     )
     .with_context(|| format!("committing the boot image of {name}"))?;
+    if check_complete {
+        let damage = check_image_seen(repo, &manifest_digest, &mut seen)
+            .with_context(|| format!("checking {name} in the repository"))?;
+        if !damage.is_intact() {
+            bail!("{name} is incomplete in the repository after the pull: {damage}");
+        }
+    }
     Ok((manifest_digest, stats))
 }
 
@@ -664,8 +677,16 @@ pub fn check_image<H: FsVerityHashValue>(
     repo: &Repository<H>,
     manifest_digest: &OciDigest,
 ) -> Result<ImageDamage> {
+    check_image_seen(repo, manifest_digest, &mut HashSet::new())
+}
+
+/// [`check_image`], taking the objects in `seen` as checked already.
+fn check_image_seen<H: FsVerityHashValue>(
+    repo: &Repository<H>,
+    manifest_digest: &OciDigest,
+    seen: &mut HashSet<H>,
+) -> Result<ImageDamage> {
     let mut out = vec![];
-    let mut seen = HashSet::new();
     let manifest_name = composefs_oci::oci_image::manifest_identifier(manifest_digest);
     let Some(manifest_verity) = repo.has_stream(&manifest_name)? else {
         out.push(Damage {
@@ -681,7 +702,7 @@ pub fn check_image<H: FsVerityHashValue>(
         &manifest_name,
         &manifest_verity,
         Some(MANIFEST_CONTENT_TYPE),
-        &mut seen,
+        seen,
     ));
     if !out.is_empty() {
         return Ok(ImageDamage(out));
@@ -704,14 +725,14 @@ pub fn check_image<H: FsVerityHashValue>(
         &config_content_id(&config_digest),
         img.config_verity(),
         None,
-        &mut seen,
+        seen,
     ));
     for diff_id in img.layer_diff_ids() {
         let Ok(d) = OciDigest::try_from(diff_id) else {
             continue;
         };
         match img.layer_verity(diff_id) {
-            Some(v) => out.extend(layer_problems(repo, &d, v, &mut seen)),
+            Some(v) => out.extend(layer_problems(repo, &d, v, seen)),
             None => out.push(Damage {
                 needed_by: format!("config {config_digest}"),
                 object: composefs_oci::layer_content_id(&d),

@@ -76,6 +76,11 @@ pub struct PullOpts {
     pub insecure_registry: bool,
     /// Progress reporting.
     pub progress: Option<SharedReporter>,
+    /// Also check, before returning, that every object the whole image needs is in the
+    /// repository ([`crate::integrity::check_image`]), sharing the checks the pull made
+    /// of the layers it already had: each object is checked once. An image that was
+    /// already present is always checked.
+    pub check_complete: bool,
 }
 
 /// What a pull produced.
@@ -151,11 +156,15 @@ pub fn pull<H: FsVerityHashValue>(
     }
     tracing::info!("pulling {source}");
     let proxy = proxy_config();
-    let (task_repo, task_imgref, progress) =
-        (Arc::clone(repo), imgref.clone(), opts.progress.clone());
+    let (task_repo, task_imgref, progress, check) = (
+        Arc::clone(repo),
+        imgref.clone(),
+        opts.progress.clone(),
+        opts.check_complete,
+    );
     // Every blob is checked against its digest before anything is named after it.
     let pull = async move {
-        crate::integrity::pull_verified(&task_repo, &task_imgref, proxy, progress).await
+        crate::integrity::pull_verified(&task_repo, &task_imgref, proxy, progress, check).await
     };
     let (manifest_digest, stats) =
         interruptible(pull).with_context(|| format!("pulling {source}"))?;

@@ -116,6 +116,8 @@ fn stage_typed<H: FsVerityHashValue>(host: &Host, opts: &StageOpts) -> Result<St
         &PullOpts {
             insecure_registry: opts.insecure_registry,
             progress: crate::progress::reporter(opts.quiet),
+            // Whatever is missing after the pull would be missing at boot.
+            check_complete: true,
         },
     )
     .map_err(bls::explain_image_error)?;
@@ -155,18 +157,8 @@ fn stage_typed<H: FsVerityHashValue>(host: &Host, opts: &StageOpts) -> Result<St
             id.short()
         );
     }
-    // The pull heals what it finds damaged; whatever is still missing now would be
-    // missing at boot.
-    let manifest: composefs_oci::OciDigest = pulled
-        .manifest_digest
-        .as_str()
-        .try_into()
-        .with_context(|| format!("invalid manifest digest {}", pulled.manifest_digest))?;
-    let damage = crate::integrity::check_image(&repo, &manifest)
-        .with_context(|| format!("checking {imgref} in the repository"))?;
-    if !damage.is_intact() {
-        bail!("{imgref} is incomplete in the repository, nothing was staged: {damage}");
-    }
+    // The pull healed what it found damaged and checked the whole image
+    // (`check_complete`): nothing it needs is missing.
     let (fs, boot_entries) = repo::boot_tree(&repo, &pulled)
         .map_err(bls::explain_image_error)
         .with_context(|| format!("deploying {imgref}"))?;

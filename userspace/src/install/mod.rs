@@ -319,6 +319,8 @@ fn install_typed<H: FsVerityHashValue>(
         &PullOpts {
             insecure_registry: opts.insecure_registry,
             progress: crate::progress::reporter(opts.quiet),
+            // Into an empty repository: every object is written by this pull.
+            check_complete: false,
         },
     )
     .map_err(bls::explain_image_error)?;
