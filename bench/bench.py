@@ -272,8 +272,33 @@ NOTES = []
 PROFILES = []
 
 
+# The bootc binary the helpers below run: ARGS.bootc, or the --baseline one while a
+# baseline tool runs (see with_exe).
+EXE = None
+
+
 def bootc(*args):
-    return [ARGS.bootc, *args]
+    return [EXE or ARGS.bootc, *args]
+
+
+def with_exe(exe, fn):
+    """fn, run with every bootc command of it using the binary `exe`."""
+    def t():
+        global EXE
+        EXE = exe
+        try:
+            return fn()
+        finally:
+            EXE = None
+    return t
+
+
+def baseline_tools(name, fn):
+    """[(name, fn)], plus the same tool run with the --baseline binary when given."""
+    tools = [(name, fn)]
+    if ARGS.baseline:
+        tools.append((f"{name} [baseline]", with_exe(ARGS.baseline, fn)))
+    return tools
 
 
 def install_args(src, root):
@@ -464,6 +489,40 @@ def case_incremental(oci, kind):
     return c
 
 
+def case_incremental_gen(usr_files=20000):
+    """The incremental case on a generated image (no mkosi build needed): v1 installed
+    (untimed), `bootc switch` to v2 (timed, with sync) vs `tar -x` of v2's new layer
+    alone (with sync). The base layer holds 1000 /etc files and `usr_files` 4 KiB files
+    in /usr; v2's new layer is a few KiB (os-release and 10 /etc files)."""
+    layout = etc_layout(1000, usr_files)
+    man = read_layout(layout)
+    blobs = lambda tag: [os.path.join(layout, "blobs/sha256", l["digest"].split(":")[1])
+                         for l in man[tag][0]["layers"]]
+    new = [f for f in blobs("v2") if f not in blobs("v1")]
+
+    def t_switch():
+        fs = Fs("incr-gen", 4 << 30)
+        try:
+            booted = install(fs, f"oci:{layout}:v1")
+            return with_sync(fs, steps([sysroot_args(fs, booted, "switch", f"oci:{layout}:v2")]))
+        finally:
+            fs.close()
+
+    def t_tar_new():
+        fs = Fs("incr-gen", 4 << 30)
+        try:
+            return with_sync(fs, steps([tar_x("none", new, fs.root + "/tree")]))
+        finally:
+            fs.close()
+
+    c = Case(f"incremental v1 → v2, generated image ({usr_files} files of 4 KiB in /usr, 1000 in /etc)",
+             baseline_tools("bootc switch", t_switch) + [("tar -x of the new layer", t_tar_new)],
+             "bootc switch", ARGS.runs)
+    c.input_bytes = sum(os.path.getsize(f) for f in new)
+    c.run()
+    return c
+
+
 def case_initramfs(oci):
     """setup-root of an installed v1, ours vs composefs-setup-root, each in its own mount
     namespace (the mounts die with it), insecure (no fs-verity on this kernel), /etc and
@@ -562,11 +621,13 @@ def etc_file(i, version=0):
     return (body + "#" * 80 + "\n").encode()
 
 
-def etc_layout(n):
+def etc_layout(n, usr_files=0):
     """An OCI layout with tags v1, v2 of a minimal bootable image whose /etc holds n
     small files under etc/bench/ (100 a directory); v2 changes os-release and 1% of those
-    files (every 100th, from index 50)."""
-    path = os.path.join(ARGS.scratch, "layouts", f"etc-{n}")
+    files (every 100th, from index 50). With usr_files, the base layer also holds that
+    many 4 KiB files of pseudo-random bytes under usr/share/bench/ (the bulk of an OS)."""
+    name = f"etc-{n}" + (f"-usr-{usr_files}" if usr_files else "")
+    path = os.path.join(ARGS.scratch, "layouts", name)
     if os.path.exists(os.path.join(path, "index.json")):
         return path
     tmp = path + ".tmp"
@@ -583,6 +644,15 @@ def etc_layout(n):
         base.append((f"etc/bench/d{d:04}", "d", b""))
     for i in range(n):
         base.append((f"etc/bench/d{i // 100:04}/f{i:05}", "f", etc_file(i)))
+    if usr_files:
+        import random
+        rng = random.Random(usr_files)
+        base.append(("usr/share", "d", b""))
+        base.append(("usr/share/bench", "d", b""))
+        for d in range((usr_files + 99) // 100):
+            base.append((f"usr/share/bench/d{d:04}", "d", b""))
+        for i in range(usr_files):
+            base.append((f"usr/share/bench/d{i // 100:04}/f{i:05}", "f", rng.randbytes(4096)))
 
     def osrel(v):
         return [("usr/lib/os-release", "f", f"ID=bench\nVERSION_ID={v}\n".encode())]
@@ -651,7 +721,7 @@ def case_etc(sizes):
         return t
 
     c = Case("/etc merge at finalize (1% local edits, 1% upstream changes)",
-             [(f"{n} files", mk(n)) for n in sizes], None, ARGS.runs)
+             [t for n in sizes for t in baseline_tools(f"{n} files", mk(n))], None, ARGS.runs)
     c.run()
     return c
 
@@ -846,6 +916,8 @@ def main():
     p.add_argument("--cases", default="import,incremental,storage,initramfs,etc")
     p.add_argument("--etc-sizes", default="1000,10000,50000")
     p.add_argument("--runs", type=int, help="measured runs per tool (default 5, --quick 3)")
+    p.add_argument("--baseline", help="another bootc binary (e.g. a build of an earlier commit) run as "
+                   "an extra tool in the etc and incremental-gen cases, alternating with ours")
     ARGS = p.parse_args()
     ARGS.runs = ARGS.runs or (3 if ARGS.quick else 5)
     ws = ARGS.workspace
@@ -863,11 +935,17 @@ def main():
         "up0": sh(["uptime"]).strip(),
         "profile_notes": {},
     }
-    img = read_layout(oci)
-    raw = {tag: sum(l["size"] for l in man["layers"]) for tag, (man, _) in img.items()}
-    meta["inputs"] = [
-        f"- the mkosi test OS image `target/vm-images/oci` (built by `mkosi/build.sh`): "
-        + ", ".join(f"{t}: {len(img[t][0]['layers'])} layer(s), {mib(raw[t])} uncompressed" for t in sorted(img)),
+    meta["inputs"] = []
+    if cases & {"import", "incremental", "storage", "initramfs"}:
+        img = read_layout(oci)
+        raw = {tag: sum(l["size"] for l in man["layers"]) for tag, (man, _) in img.items()}
+        meta["inputs"].append(
+            f"- the mkosi test OS image `target/vm-images/oci` (built by `mkosi/build.sh`): "
+            + ", ".join(f"{t}: {len(img[t][0]['layers'])} layer(s), {mib(raw[t])} uncompressed" for t in sorted(img)))
+    if ARGS.baseline:
+        meta["inputs"].append(f"- baseline: `{ARGS.baseline}`, run as the tools marked [baseline], "
+                              "alternating with ours in the same rounds")
+    meta["inputs"] += [
         "- gzip (`gzip -6 -n`) and zstd (`zstd -3`) copies of it, re-packed into OCI layouts with the "
         "compressed digests and media types (configs and diff_ids unchanged), under the scratch directory",
         f"- bootc: `target/release/bootc` ({mib(os.path.getsize(ARGS.bootc))}); "
@@ -915,6 +993,11 @@ def main():
                     f"Static binary sizes: " + ", ".join(f"{k} {v:,} bytes" for k, v in ir.sizes.items())
                     + f" (ours / peer {ir.sizes['bootc-initramfs-setup'] / ir.sizes['composefs-setup-root 0.9']:.3f}); "
                     f"peer `--version`: {ir.peer_version}."]
+    if "incremental-gen" in cases:
+        ig = case_incremental_gen()
+        if ARGS.baseline:
+            ig.extra = [f"Ours / baseline (switch, medians): "
+                        f"{med(ig, 'bootc switch') / med(ig, 'bootc switch [baseline]'):.2f}×."]
     ec = None
     if "etc" in cases:
         sizes = [int(x) for x in ARGS.etc_sizes.split(",")]
@@ -922,11 +1005,18 @@ def main():
         ec.extra = ["| files | finalize median (min–max) | per 1k files | peak RSS | stage (`switch`) | gc after dropping v1 |",
                     "|---|---|---|---|---|---|"]
         for n in sizes:
-            name = f"{n} files"
-            w = [s["wall"] for s in ec.samples[name]]
-            m, lo, hi = stats(w)
-            ec.extra.append(f"| {n} | {fmt_t(m)} ({fmt_t(lo)}–{fmt_t(hi)}) | {m / n * 1000:.3f} s | "
-                            f"{mib(med(ec, name, 'rss'))} | {fmt_t(med(ec, name, 'stage'))} | {fmt_t(med(ec, name, 'gc'))} |")
+            for name in [f"{n} files"] + ([f"{n} files [baseline]"] if ARGS.baseline else []):
+                w = [s["wall"] for s in ec.samples[name]]
+                m, lo, hi = stats(w)
+                ec.extra.append(f"| {name.replace(' files', '')} | {fmt_t(m)} ({fmt_t(lo)}–{fmt_t(hi)}) | "
+                                f"{m / n * 1000:.3f} s | {mib(med(ec, name, 'rss'))} | "
+                                f"{fmt_t(med(ec, name, 'stage'))} | {fmt_t(med(ec, name, 'gc'))} |")
+        if ARGS.baseline:
+            ec.extra.append("")
+            ec.extra.append("Ours / baseline (medians): " + ", ".join(
+                f"{n} files: finalize {med(ec, f'{n} files') / med(ec, f'{n} files [baseline]'):.2f}×, "
+                f"stage {med(ec, f'{n} files', 'stage') / med(ec, f'{n} files [baseline]', 'stage'):.2f}×"
+                for n in sizes) + ".")
         ec.doc = ("The table's wall is `bootc composefs-finalize-staged` (merge, entry swap, gc); "
                   "the tools are the sizes, alternating.")
 

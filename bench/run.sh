@@ -2,7 +2,16 @@
 # Benchmarks of bootc against its peers (tar, OSTree, mkfs.erofs, composefs-setup-root),
 # written to bench/RESULTS.md as medians, ranges and ratios.
 #
-#   bench/run.sh [--quick] [--cases import,incremental,storage,initramfs,etc] [--no-perf]
+#   bench/run.sh [--quick] [--cases import,incremental,storage,initramfs,etc,incremental-gen]
+#                [--etc-sizes 1000,10000,50000] [--runs N] [--baseline OTHER-BOOTC] [--no-perf]
+#
+# --cases picks cases (default: all but incremental-gen). `etc` and `incremental-gen`
+# build their own small images, so with only those the mkosi image and the peer
+# composefs-setup-root are not built (only the release bootc). --baseline runs another
+# bootc binary (say, a release build of an earlier commit) as an extra tool in those two
+# cases, alternating with ours round by round: a before/after in one sitting, e.g.
+#   bench/run.sh --quick --no-perf --cases etc,incremental-gen --etc-sizes 10000 \
+#       --baseline /var/tmp/bootc-before
 #
 # Run as root on Debian 12. It installs the tools it compares against (ostree, time, strace,
 # erofs-utils, zstd, linux-perf) from Debian, builds its inputs (the static
@@ -36,15 +45,30 @@ if (( ${#need[@]} )); then
 fi
 
 # 2. The inputs: our binaries and the test OS image (a no-op when nothing changed).
-echo "bench/run.sh: building the binaries and the test image (mkosi/build.sh)" >&2
-"$ws/mkosi/build.sh" >&2
+cases=import,incremental,storage,initramfs,etc
+args=("$@")
+for ((i = 0; i < ${#args[@]}; i++)); do
+    case ${args[i]} in
+        --cases) cases=${args[i + 1]:-} ;;
+        --cases=*) cases=${args[i]#--cases=} ;;
+    esac
+done
+if [[ ,$cases, =~ ,(import|incremental|storage|initramfs), ]]; then
+    echo "bench/run.sh: building the binaries and the test image (mkosi/build.sh)" >&2
+    "$ws/mkosi/build.sh" >&2
+else
+    echo "bench/run.sh: building the release bootc (cases $cases need no OS image)" >&2
+    (cd "$ws" && cargo build --quiet --locked --release -p bootc) >&2
+fi
 
 # 3. The peer initramfs binary, built like ours (static glibc, size-optimised), outside
 # the repository.
 scratch=${BOOTC_BENCH_DIR:-/var/tmp/bootc-bench}
 mkdir -p "$scratch"
 peer_root=$scratch/peer-composefs-setup-root
-if [[ ! -x $peer_root/bin/composefs-setup-root ]]; then
+initramfs=0
+[[ ,$cases, == *,initramfs,* ]] && initramfs=1
+if (( initramfs )) && [[ ! -x $peer_root/bin/composefs-setup-root ]]; then
     echo "bench/run.sh: building composefs-setup-root 0.9.x from crates.io" >&2
     OPENSSL_STATIC=1 RUSTFLAGS="-C target-feature=+crt-static" \
     CARGO_PROFILE_RELEASE_OPT_LEVEL=z CARGO_PROFILE_RELEASE_LTO=fat \
@@ -56,7 +80,7 @@ fi
 
 # 4. For the profiles (unless --no-perf): both initramfs binaries built the same way but
 # with their symbols kept, in the scratch directory; the measured ones stay stripped.
-if [[ " $* " != *" --no-perf "* ]]; then
+if (( initramfs )) && [[ " $* " != *" --no-perf "* ]]; then
     if [[ ! -x $scratch/unstripped-ours/x86_64-unknown-linux-gnu/initramfs/bootc-initramfs-setup ]]; then
         echo "bench/run.sh: building bootc-initramfs-setup with symbols (for perf)" >&2
         (cd "$ws" && OPENSSL_STATIC=1 RUSTFLAGS="-C target-feature=+crt-static" \

@@ -23,7 +23,7 @@
 //!   references a missing object is fetched again: a damaged repository heals on the
 //!   next pull.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::future::Future;
 use std::io::Read;
@@ -315,13 +315,14 @@ pub(crate) async fn pull_verified<H: FsVerityHashValue>(
     imgref: &ImageReference,
     proxy_config: ImageProxyConfig,
     progress: Option<SharedReporter>,
+    check_complete: bool,
 ) -> Result<(OciDigest, ImportStats)> {
     repo.ensure_writable()?;
     let name = imgref.to_skopeo();
     let reporter: SharedReporter =
         progress.unwrap_or_else(|| Arc::new(composefs_oci::NullReporter));
     let source = Source::open(imgref, proxy_config).await?;
-    let result = pull_from(repo, &source, &name, &reporter).await;
+    let result = pull_from(repo, &source, &name, &reporter, check_complete).await;
     source.close().await;
     result
 }
@@ -331,6 +332,7 @@ async fn pull_from<H: FsVerityHashValue>(
     source: &Source,
     name: &str,
     reporter: &SharedReporter,
+    check_complete: bool,
 ) -> Result<(OciDigest, ImportStats)> {
     let (manifest_desc, raw_manifest) = source
         .manifest()
@@ -378,17 +380,21 @@ async fn pull_from<H: FsVerityHashValue>(
         ..Default::default()
     };
     let mut layer_refs: Vec<(OciDigest, H)> = Vec::new();
+    // Objects checked so far (of the layers already present), for the final check.
+    let mut seen = HashSet::new();
     for (i, (desc, diff_id)) in fetch_descs.iter().zip(&diff_ids).enumerate() {
         let content_id = composefs_oci::layer_content_id(diff_id);
         let id = ComponentId::from(diff_id.to_string());
         if let Some(verity) = repo.has_stream(&content_id)? {
-            if layer_problems(repo, diff_id, &verity).is_empty() {
+            if layer_problems(repo, diff_id, &verity, &mut seen).is_empty() {
                 reporter.report(ProgressEvent::Skipped { id });
                 stats.layers_already_present += 1;
                 layer_refs.push((diff_id.clone(), verity));
                 continue;
             }
             tracing::warn!("layer {diff_id} is damaged in the repository; fetching it again");
+            // What it found damaged must be checked again at the end: forget it all.
+            seen.clear();
         }
         let what = format!("layer {} of {name}", i + 1);
         let (verity, layer_stats) = import_layer(repo, source, &what, desc, diff_id, reporter)
@@ -457,6 +463,13 @@ async fn pull_from<H: FsVerityHashValue>(
         &composefs_oci::OciTransformOptions::default(),
     )
     .with_context(|| format!("committing the boot image of {name}"))?;
+    if check_complete {
+        let damage = check_image_seen(repo, &manifest_digest, &mut seen)
+            .with_context(|| format!("checking {name} in the repository"))?;
+        if !damage.is_intact() {
+            bail!("{name} is incomplete in the repository after the pull: {damage}");
+        }
+    }
     Ok((manifest_digest, stats))
 }
 
@@ -598,13 +611,15 @@ fn object_problem<H: FsVerityHashValue>(repo: &Repository<H>, id: &H) -> Option<
 }
 
 /// Problems of one splitstream (opened by its fs-verity digest) and every object it
-/// references.
+/// references that is not in `seen` (objects checked already); adds what it checks to
+/// `seen`.
 fn stream_problems<H: FsVerityHashValue>(
     repo: &Repository<H>,
     needed_by: &str,
     name: &str,
     verity: &H,
     content_type: Option<u64>,
+    seen: &mut HashSet<H>,
 ) -> Vec<Damage> {
     let damage = |object: String, problem: String| Damage {
         needed_by: needed_by.to_string(),
@@ -621,8 +636,10 @@ fn stream_problems<H: FsVerityHashValue>(
     let mut out = vec![];
     let mut i = 0;
     while let Some(id) = reader.lookup_external_ref(i) {
-        if let Some(p) = object_problem(repo, id) {
-            out.push(damage(id.to_hex(), p));
+        if seen.insert(id.clone()) {
+            if let Some(p) = object_problem(repo, id) {
+                out.push(damage(id.to_hex(), p));
+            }
         }
         i += 1;
     }
@@ -633,6 +650,7 @@ fn layer_problems<H: FsVerityHashValue>(
     repo: &Repository<H>,
     diff_id: &OciDigest,
     verity: &H,
+    seen: &mut HashSet<H>,
 ) -> Vec<Damage> {
     stream_problems(
         repo,
@@ -640,6 +658,7 @@ fn layer_problems<H: FsVerityHashValue>(
         &composefs_oci::layer_content_id(diff_id),
         verity,
         Some(composefs_oci::LAYER_CONTENT_TYPE),
+        seen,
     )
 }
 
@@ -649,12 +668,23 @@ fn layer_problems<H: FsVerityHashValue>(
 /// (its `meta.json` is not insecure), each must also have the fs-verity digest it is
 /// named by.
 ///
+/// Each object is checked once, however many layers and the boot image need it.
+///
 /// Returns the list of what is missing or damaged (empty = intact). An `Err` means the
 /// check itself could not run (e.g. the repository cannot be read); an image whose
 /// manifest or config stream is gone is reported as damage, not as an error.
 pub fn check_image<H: FsVerityHashValue>(
     repo: &Repository<H>,
     manifest_digest: &OciDigest,
+) -> Result<ImageDamage> {
+    check_image_seen(repo, manifest_digest, &mut HashSet::new())
+}
+
+/// [`check_image`], taking the objects in `seen` as checked already.
+fn check_image_seen<H: FsVerityHashValue>(
+    repo: &Repository<H>,
+    manifest_digest: &OciDigest,
+    seen: &mut HashSet<H>,
 ) -> Result<ImageDamage> {
     let mut out = vec![];
     let manifest_name = composefs_oci::oci_image::manifest_identifier(manifest_digest);
@@ -672,6 +702,7 @@ pub fn check_image<H: FsVerityHashValue>(
         &manifest_name,
         &manifest_verity,
         Some(MANIFEST_CONTENT_TYPE),
+        seen,
     ));
     if !out.is_empty() {
         return Ok(ImageDamage(out));
@@ -694,13 +725,14 @@ pub fn check_image<H: FsVerityHashValue>(
         &config_content_id(&config_digest),
         img.config_verity(),
         None,
+        seen,
     ));
     for diff_id in img.layer_diff_ids() {
         let Ok(d) = OciDigest::try_from(diff_id) else {
             continue;
         };
         match img.layer_verity(diff_id) {
-            Some(v) => out.extend(layer_problems(repo, &d, v)),
+            Some(v) => out.extend(layer_problems(repo, &d, v, seen)),
             None => out.push(Damage {
                 needed_by: format!("config {config_digest}"),
                 object: composefs_oci::layer_content_id(&d),
@@ -724,8 +756,11 @@ pub fn check_image<H: FsVerityHashValue>(
             } else {
                 match repo.objects_for_image(&image.to_hex()) {
                     Ok(objects) => {
-                        let mut objects: Vec<_> = objects.into_iter().collect();
-                        objects.sort_by_key(|o| o.to_hex());
+                        // Mostly the layers' objects, checked above.
+                        let mut objects: Vec<_> =
+                            objects.into_iter().filter(|o| !seen.contains(o)).collect();
+                        // One hex string per object, not one per comparison.
+                        objects.sort_by_cached_key(|o| o.to_hex());
                         for o in objects {
                             if let Some(p) = object_problem(repo, &o) {
                                 out.push(Damage {
@@ -746,7 +781,7 @@ pub fn check_image<H: FsVerityHashValue>(
         }
     }
     // The same object can be needed by a layer and by the boot image: name it once.
-    let mut seen = std::collections::HashSet::new();
-    out.retain(|d| seen.insert(d.object.clone()));
+    let mut named = HashSet::new();
+    out.retain(|d| named.insert(d.object.clone()));
     Ok(ImageDamage(out))
 }

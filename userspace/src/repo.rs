@@ -85,6 +85,11 @@ pub struct PullOpts {
     pub insecure_registry: bool,
     /// Progress reporting.
     pub progress: Option<SharedReporter>,
+    /// Also check, before returning, that every object the whole image needs is in the
+    /// repository ([`crate::integrity::check_image`]), sharing the checks the pull made
+    /// of the layers it already had: each object is checked once. An image that was
+    /// already present is always checked.
+    pub check_complete: bool,
 }
 
 /// What a pull produced.
@@ -160,11 +165,15 @@ pub fn pull<H: FsVerityHashValue>(
     }
     tracing::info!("pulling {source}");
     let proxy = proxy_config();
-    let (task_repo, task_imgref, progress) =
-        (Arc::clone(repo), imgref.clone(), opts.progress.clone());
+    let (task_repo, task_imgref, progress, check) = (
+        Arc::clone(repo),
+        imgref.clone(),
+        opts.progress.clone(),
+        opts.check_complete,
+    );
     // Every blob is checked against its digest before anything is named after it.
     let pull = async move {
-        crate::integrity::pull_verified(&task_repo, &task_imgref, proxy, progress).await
+        crate::integrity::pull_verified(&task_repo, &task_imgref, proxy, progress, check).await
     };
     let (manifest_digest, stats) =
         interruptible(pull).with_context(|| format!("pulling {source}"))?;
@@ -427,6 +436,17 @@ pub fn boot_tree<H: FsVerityHashValue>(
     repo: &Arc<Repository<H>>,
     pulled: &Pulled,
 ) -> Result<(FileSystem<H>, Vec<BootEntry<H>>)> {
+    image_tree(repo, pulled, true)
+}
+
+/// [`boot_tree`], with `check_id` false for an image that was checked when it was
+/// deployed (the booted one): its tree is then not digested again, which writes the
+/// whole EROFS image in memory.
+pub(crate) fn image_tree<H: FsVerityHashValue>(
+    repo: &Arc<Repository<H>>,
+    pulled: &Pulled,
+    check_id: bool,
+) -> Result<(FileSystem<H>, Vec<BootEntry<H>>)> {
     use composefs_boot::BootOps;
     let digest: composefs_oci::OciDigest = pulled
         .manifest_digest
@@ -445,6 +465,9 @@ pub fn boot_tree<H: FsVerityHashValue>(
         .transform_for_boot(repo)
         .context("finding the image's boot resources")?;
     check_bootable(&fs).context("the image cannot boot with composefs")?;
+    if !check_id {
+        return Ok((fs, entries));
+    }
     let computed = fs.compute_image_id(repo.erofs_version());
     if computed.to_hex() != pulled.id.hex() {
         bail!(

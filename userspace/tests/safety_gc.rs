@@ -432,11 +432,19 @@ fn gc_cleans_a_full_disk() {
     // As right after install, which takes no lock: no lock file yet.
     fs::remove_file(&lock).unwrap();
 
+    // A local /etc change finalize must carry into v3's /etc (the merge itself reads the
+    // pristine /etc in place and needs no space; writing a carried file does).
+    fs::write(
+        s.root.join(format!("state/deploy/{v1}/etc/local-change")),
+        vec![b'x'; 64 << 10],
+    )
+    .unwrap();
+
     // Fill the filesystem to ENOSPC.
     let fill = s.root.join("fill");
     fill_up(&s.root, &fill);
 
-    // Finalize needs space: it fails with the reason, printed once.
+    // Finalize needs space to carry the change: it fails with the reason, printed once.
     let err = s.err(&v1, &["composefs-finalize-staged"]);
     let reason: Vec<&str> = err
         .lines()

@@ -21,7 +21,7 @@ use rustix::io::Errno;
 
 use super::etc_merge::{self, Action, MergePlan};
 use super::host::Host;
-use super::stage;
+use super::{stage, state};
 use crate::repo;
 use crate::sys::durable;
 
@@ -70,8 +70,17 @@ pub(crate) fn config_diff(host: &Host) -> Result<ConfigDiff> {
 }
 
 fn diff_booted<H: FsVerityHashValue>(host: &Host, repo: &Arc<Repository<H>>) -> Result<ConfigDiff> {
-    let pristine = stage::pristine_etc(host, repo, &host.booted)?;
-    let p = durable::open_dir(rustix::fs::CWD, pristine.path().join("etc"))?;
+    // The merge compares against the image tree in place; here the pristine side is
+    // also the "new" side, which the planner reads from disk: extract it.
+    let (fs, _) = stage::booted_tree(host, repo)?;
+    let pristine = tempfile::Builder::new()
+        .prefix(&durable::tmp_name("pristine-etc."))
+        .tempdir_in(host.sysroot_path.join(layout::STATE))
+        .context("creating a temporary directory under state/")?;
+    let fd = durable::open_dir(rustix::fs::CWD, pristine.path())?;
+    state::copy_image_dir(repo, &fs, "etc", &fd, "etc")
+        .context("extracting the booted image's /etc")?;
+    let p = durable::open_dir(&fd, "etc")?;
     let c = durable::open_dir(&host.sysroot, layout::deploy_etc(&host.booted))
         .context("opening the live /etc (the booted deployment's state)")?;
     diff(p.as_fd(), c.as_fd())
@@ -79,7 +88,8 @@ fn diff_booted<H: FsVerityHashValue>(host: &Host, repo: &Arc<Repository<H>>) -> 
 
 /// The changes from `pristine` to `current`, two /etc trees.
 pub(crate) fn diff(pristine: BorrowedFd<'_>, current: BorrowedFd<'_>) -> Result<ConfigDiff> {
-    let plan = etc_merge::plan(pristine, current, pristine)?;
+    let side = rustix::io::fcntl_dupfd_cloexec(pristine, 0).context("duplicating a descriptor")?;
+    let plan = etc_merge::plan(side, current, pristine)?;
     from_plan(&plan, pristine)
 }
 

@@ -1,7 +1,8 @@
 //! The three-way merge of `/etc` that carries local changes into a new deployment.
 //!
-//! Inputs are three directory trees, opened as file descriptors:
-//! * **pristine**: the booted image's `/etc`, as shipped;
+//! Inputs are three directory trees:
+//! * **pristine**: the booted image's `/etc`, as shipped, read from the image's tree in
+//!   the repository ([`ImageDir`]; never extracted to disk);
 //! * **current**: the live `/etc`, with the machine's local changes;
 //! * **new**: the staged deployment's `etc/`, a copy of the new image's `/etc`.
 //!
@@ -18,19 +19,24 @@
 //!
 //! [`plan`] only reads; it returns every action and every conflict, so a caller can
 //! refuse before changing anything. [`apply`] carries a conflict-free plan out on
-//! `new`; each file is written to a temporary name, synced and renamed into place.
+//! `new`; each file is written to a temporary name and renamed into place, and the
+//! caller makes the whole result durable with one `syncfs` before anything boots it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::{OsStr, OsString};
 use std::fmt;
-use std::io;
+use std::io::{self, Read};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use composefs::fsverity::FsVerityHashValue;
+use composefs::generic_tree::LeafContent;
+use composefs::repository::Repository;
+use composefs::tree::{Directory, FileSystem, Inode, RegularFile};
 use rustix::fs::{
-    fchmod, fchown, fgetxattr, flistxattr, fsetxattr, fsync, mkdirat, openat, readlinkat, renameat,
+    fchmod, fchown, fgetxattr, flistxattr, fsetxattr, mkdirat, openat, readlinkat, renameat,
     statat, symlinkat, unlinkat, AtFlags, Dir, FileType, Gid, Mode, OFlags, Uid, XattrFlags,
 };
 use rustix::io::Errno;
@@ -124,15 +130,133 @@ impl MergePlan {
     }
 }
 
+/// The pristine side of the merge: the booted image's `/etc` as shipped, one directory
+/// of it. [`ImageDir`] reads it straight from the image tree and the repository (what
+/// staging and finalize use: nothing is written to compare against it); a directory
+/// on disk ([`OwnedFd`]) serves the tests and any tree already extracted.
+pub(crate) trait Pristine: Sized {
+    /// The entry names of this directory.
+    fn names(&self) -> io::Result<Vec<OsString>>;
+    /// The metadata of entry `name`, or None when there is none. Xattrs are read for
+    /// files and directories only, as [`meta`] does on disk.
+    fn meta(&self, name: &OsStr) -> io::Result<Option<Meta>>;
+    /// The subdirectory `name` ([`Pristine::meta`] said it is a directory).
+    fn child(&self, name: &OsStr) -> io::Result<Self>;
+    /// Whether the regular file `name` here holds the same bytes as `other/name`, a
+    /// regular file of the same size (the caller compared the sizes).
+    fn same_content(&self, name: &OsStr, other: BorrowedFd<'_>) -> io::Result<bool>;
+}
+
+impl Pristine for OwnedFd {
+    fn names(&self) -> io::Result<Vec<OsString>> {
+        list(self.as_fd())
+    }
+    fn meta(&self, name: &OsStr) -> io::Result<Option<Meta>> {
+        meta(self.as_fd(), name)
+    }
+    fn child(&self, name: &OsStr) -> io::Result<Self> {
+        open_dir(self.as_fd(), name)
+    }
+    fn same_content(&self, name: &OsStr, other: BorrowedFd<'_>) -> io::Result<bool> {
+        same_files(open_file(self.as_fd(), name)?, open_file(other, name)?)
+    }
+}
+
+/// A directory of an image's tree, its regular files read from the repository.
+pub(crate) struct ImageDir<'a, H: FsVerityHashValue> {
+    /// The directory.
+    pub(crate) dir: &'a Directory<H>,
+    /// The tree it belongs to (its leaves).
+    pub(crate) fs: &'a FileSystem<H>,
+    /// The repository holding its external file objects.
+    pub(crate) repo: &'a Repository<H>,
+}
+
+impl<'a, H: FsVerityHashValue> ImageDir<'a, H> {
+    fn lookup(&self, name: &OsStr) -> io::Result<&'a Inode<H>> {
+        self.dir.lookup(name).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{} is not in the image", name.to_string_lossy()),
+            )
+        })
+    }
+}
+
+impl<H: FsVerityHashValue> Pristine for ImageDir<'_, H> {
+    fn names(&self) -> io::Result<Vec<OsString>> {
+        Ok(self.dir.entries().map(|(n, _)| n.to_os_string()).collect())
+    }
+    fn meta(&self, name: &OsStr) -> io::Result<Option<Meta>> {
+        let Some(inode) = self.dir.lookup(name) else {
+            return Ok(None);
+        };
+        let (kind, stat) = match inode {
+            Inode::Directory(d) => (Kind::Dir, &d.stat),
+            Inode::Leaf(id, _) => {
+                let leaf = self.fs.leaf(*id);
+                let kind = match &leaf.content {
+                    LeafContent::Regular(f) => Kind::File(f.file_size()),
+                    LeafContent::Symlink(t) => Kind::Symlink(PathBuf::from(&**t)),
+                    _ => Kind::Special,
+                };
+                (kind, &leaf.stat)
+            }
+        };
+        let xattrs = match kind {
+            Kind::File(_) | Kind::Dir => stat
+                .xattrs
+                .iter()
+                .map(|(k, v)| (k.to_os_string(), v.to_vec()))
+                .collect(),
+            _ => BTreeMap::new(),
+        };
+        Ok(Some(Meta {
+            kind,
+            mode: stat.st_mode & 0o7777,
+            uid: stat.st_uid,
+            gid: stat.st_gid,
+            xattrs,
+        }))
+    }
+    fn child(&self, name: &OsStr) -> io::Result<Self> {
+        match self.lookup(name)? {
+            Inode::Directory(d) => Ok(ImageDir {
+                dir: d,
+                fs: self.fs,
+                repo: self.repo,
+            }),
+            Inode::Leaf(..) => Err(Errno::NOTDIR.into()),
+        }
+    }
+    fn same_content(&self, name: &OsStr, other: BorrowedFd<'_>) -> io::Result<bool> {
+        let Inode::Leaf(id, _) = self.lookup(name)? else {
+            return Err(Errno::ISDIR.into());
+        };
+        let LeafContent::Regular(file) = &self.fs.leaf(*id).content else {
+            return Err(Errno::INVAL.into());
+        };
+        let theirs = open_file(other, name)?;
+        match file {
+            RegularFile::Inline(data) => same_bytes(&mut &data[..], theirs),
+            RegularFile::External(oid, _) | RegularFile::ExternalNoVerity(oid, _) => {
+                let obj = self.repo.open_object(oid).map_err(io::Error::other)?;
+                same_files(obj.into(), theirs)
+            }
+            RegularFile::Sparse(size) => same_bytes(&mut std::io::repeat(0).take(*size), theirs),
+        }
+    }
+}
+
 /// Computes the merge without changing anything. See the module documentation.
-pub(crate) fn plan(
-    pristine: BorrowedFd<'_>,
+pub(crate) fn plan<P: Pristine>(
+    pristine: P,
     current: BorrowedFd<'_>,
     new: BorrowedFd<'_>,
 ) -> Result<MergePlan> {
     let mut out = MergePlan::default();
     let mut w = Walker { out: &mut out };
-    w.walk(Path::new(""), Some(pristine), Some(current), Some(new))?;
+    w.walk(Path::new(""), Some(&pristine), Some(current), Some(new))?;
     Ok(out)
 }
 
@@ -141,22 +265,26 @@ struct Walker<'p> {
 }
 
 impl Walker<'_> {
-    fn walk(
+    fn walk<P: Pristine>(
         &mut self,
         rel: &Path,
-        p: Option<BorrowedFd<'_>>,
+        p: Option<&P>,
         c: Option<BorrowedFd<'_>>,
         n: Option<BorrowedFd<'_>>,
     ) -> Result<()> {
+        let listing = || format!("listing /etc/{}", rel.display());
         let mut names: BTreeSet<OsString> = BTreeSet::new();
-        for d in [p, c].into_iter().flatten() {
-            names.extend(list(d).with_context(|| format!("listing /etc/{}", rel.display()))?);
+        if let Some(p) = p {
+            names.extend(p.names().with_context(listing)?);
+        }
+        if let Some(c) = c {
+            names.extend(list(c).with_context(listing)?);
         }
         for name in names {
             let path = rel.join(&name);
             let ctx = || format!("examining /etc/{}", path.display());
             let pm = p
-                .map(|d| meta(d, &name))
+                .map(|d| d.meta(&name))
                 .transpose()
                 .with_context(ctx)?
                 .flatten();
@@ -165,32 +293,33 @@ impl Walker<'_> {
                 .transpose()
                 .with_context(ctx)?
                 .flatten();
-            let nm = n
-                .map(|d| meta(d, &name))
+            // New's full metadata is only needed where a clash must be judged.
+            let nt = n
+                .map(|d| file_type(d, &name))
                 .transpose()
                 .with_context(ctx)?
                 .flatten();
-            self.entry(&path, &name, p, c, n, pm, cm, nm)
+            self.entry(&path, &name, p, c, n, pm, cm, nt)
                 .with_context(ctx)?;
         }
         Ok(())
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn entry(
+    fn entry<P: Pristine>(
         &mut self,
         path: &Path,
         name: &OsStr,
-        p: Option<BorrowedFd<'_>>,
+        p: Option<&P>,
         c: Option<BorrowedFd<'_>>,
         n: Option<BorrowedFd<'_>>,
         pm: Option<Meta>,
         cm: Option<Meta>,
-        nm: Option<Meta>,
+        nt: Option<FileType>,
     ) -> Result<()> {
         let Some(cm) = cm else {
             // Deleted locally (it is in pristine, else we would not be here).
-            if nm.is_some() {
+            if nt.is_some() {
                 self.out.actions.push(Action::Remove(path.to_path_buf()));
             }
             return Ok(());
@@ -204,73 +333,78 @@ impl Walker<'_> {
             return Ok(());
         }
 
-        // Did the local side change this entry? Did upstream?
-        let local_same = match (&pm, p, c) {
-            (Some(pm), Some(p), Some(c)) => same(p, c, name, pm, &cm, false)?,
-            _ => false,
+        // Did upstream change this entry? Asked only where the answer matters.
+        let upstream_same = || -> io::Result<bool> {
+            match (&pm, nt, p, n) {
+                (Some(pm), Some(_), Some(p), Some(n)) => match meta(n, name)? {
+                    Some(nm) => same(p, pm, n, name, &nm),
+                    None => Ok(false),
+                },
+                (None, None, _, _) => Ok(true),
+                _ => Ok(false),
+            }
         };
-        let upstream_same = match (&pm, &nm, p, n) {
-            (Some(pm), Some(nm), Some(p), Some(n)) => same(p, n, name, pm, nm, false)?,
-            (None, None, _, _) => true,
-            _ => false,
-        };
+        let n_is_dir = nt == Some(FileType::Directory);
 
         if cm.kind == Kind::Dir {
             let p_child = if pm.as_ref().is_some_and(|m| m.kind == Kind::Dir) {
-                Some(open_dir(p.expect("pm implies p"), name)?)
+                Some(p.expect("pm implies p").child(name)?)
             } else {
                 None
             };
-            let n_is_dir = nm.as_ref().is_some_and(|m| m.kind == Kind::Dir);
             let dir_meta_same = pm.as_ref().is_some_and(|pm| meta_eq(pm, &cm));
             if !dir_meta_same {
                 // Added locally, type changed locally, or its metadata changed locally.
-                if let Some(nm) = &nm {
-                    if !nm.kind.same_type(&Kind::Dir) && !upstream_same {
-                        self.conflict(path, &cm, nm);
+                if let Some(nt) = nt {
+                    if !n_is_dir && !upstream_same()? {
+                        self.conflict(path, &cm, nt);
                         return Ok(());
                     }
                 }
                 self.out.actions.push(Action::Copy(path.to_path_buf()));
-            } else if nm.as_ref().is_some_and(|m| m.kind != Kind::Dir) {
+            } else if let Some(nt) = nt.filter(|_| !n_is_dir) {
                 // Upstream replaced a directory the user left alone by a non-directory:
                 // fine if nothing inside changed locally, a conflict otherwise.
                 let c_child = open_dir(c.expect("cm implies c"), name)?;
                 let mut probe = MergePlan::default();
                 Walker { out: &mut probe }.walk(
                     path,
-                    p_child.as_ref().map(|f| f.as_fd()),
+                    p_child.as_ref(),
                     Some(c_child.as_fd()),
                     None,
                 )?;
                 if !probe.actions.iter().all(|a| matches!(a, Action::Remove(_)))
                     || !probe.conflicts.is_empty()
                 {
-                    self.conflict(path, &cm, nm.as_ref().expect("checked"));
+                    self.conflict(path, &cm, nt);
                 }
                 return Ok(());
             }
             let c_child = open_dir(c.expect("cm implies c"), name)?;
             let n_child = if n_is_dir {
-                Some(open_dir(n.expect("nm implies n"), name)?)
+                Some(open_dir(n.expect("nt implies n"), name)?)
             } else {
                 None
             };
             return self.walk(
                 path,
-                p_child.as_ref().map(|f| f.as_fd()),
+                p_child.as_ref(),
                 Some(c_child.as_fd()),
                 n_child.as_ref().map(|f| f.as_fd()),
             );
         }
 
-        // A file or symlink in current.
+        // A file or symlink in current: did the local side change it?
+        let local_same = match (&pm, p, c) {
+            (Some(pm), Some(p), Some(c)) => same(p, pm, c, name, &cm)?,
+            _ => false,
+        };
         if local_same {
             return Ok(()); // untouched: new's version (or its absence) stays
         }
-        if let Some(nm) = &nm {
-            if nm.kind == Kind::Dir && !upstream_same {
-                self.conflict(path, &cm, nm);
+        if let Some(nt) = nt {
+            if n_is_dir && !upstream_same()? {
+                self.conflict(path, &cm, nt);
                 return Ok(());
             }
         }
@@ -278,15 +412,33 @@ impl Walker<'_> {
         Ok(())
     }
 
-    fn conflict(&mut self, path: &Path, cm: &Meta, nm: &Meta) {
+    fn conflict(&mut self, path: &Path, cm: &Meta, nt: FileType) {
         self.out.conflicts.push(Conflict {
             path: path.to_path_buf(),
             reason: format!(
                 "changed locally into a {}, but the new image has a {} there",
                 cm.kind.name(),
-                nm.kind.name()
+                type_name(nt)
             ),
         });
+    }
+}
+
+fn type_name(t: FileType) -> &'static str {
+    match t {
+        FileType::RegularFile => "file",
+        FileType::Directory => "directory",
+        FileType::Symlink => "symlink",
+        _ => "special file",
+    }
+}
+
+/// The type of entry `name` in `dir` (not following a symlink), or None when absent.
+fn file_type(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<Option<FileType>> {
+    match statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) => Ok(Some(FileType::from_raw_mode(st.st_mode))),
+        Err(Errno::NOENT) => Ok(None),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -295,6 +447,12 @@ impl Walker<'_> {
 /// Files are written under a temporary name in `scratch` (a directory on the same
 /// filesystem as `new`, outside it: `state/`) and renamed into place, so an
 /// interrupted merge never leaves a temporary file inside the tree that will boot.
+///
+/// Nothing is synced here, file by file: the caller syncs the filesystem once
+/// (`syncfs`) before the new tree can boot (finalize does so before exchanging the boot
+/// entries). A crash before that sync loses nothing that matters: the booted entries
+/// are unchanged, and the next finalize plans again, and every file it carries over is
+/// written again from the live /etc, whatever the crash left of it.
 pub(crate) fn apply(
     plan: &MergePlan,
     current: BorrowedFd<'_>,
@@ -316,7 +474,6 @@ pub(crate) fn apply(
                 .with_context(|| format!("carrying /etc/{} over", path.display()))?,
         }
     }
-    fsync(new).context("syncing the merged /etc")?;
     Ok(())
 }
 
@@ -428,61 +585,70 @@ fn meta_eq(a: &Meta, b: &Meta) -> bool {
         && a.kind.same_type(&b.kind)
 }
 
-/// Same type, metadata, and content (files) or target (symlinks). Directories compare
-/// their own metadata only unless `deep`.
-fn same(
-    da: BorrowedFd<'_>,
-    db: BorrowedFd<'_>,
+/// Same type, metadata, and content (files) or target (symlinks) between the pristine
+/// entry `name` (metadata `pm`) and `d/name` (metadata `dm`). Directories compare their
+/// own metadata only. File content is read only when everything else matches.
+fn same<P: Pristine>(
+    p: &P,
+    pm: &Meta,
+    d: BorrowedFd<'_>,
     name: &OsStr,
-    a: &Meta,
-    b: &Meta,
-    deep: bool,
+    dm: &Meta,
 ) -> io::Result<bool> {
-    let _ = deep;
-    if !meta_eq(a, b) {
+    if !meta_eq(pm, dm) {
         return Ok(false);
     }
-    match (&a.kind, &b.kind) {
-        (Kind::File(sa), Kind::File(sb)) => Ok(sa == sb && same_content(da, db, name)?),
+    match (&pm.kind, &dm.kind) {
+        (Kind::File(sa), Kind::File(sb)) => Ok(sa == sb && p.same_content(name, d)?),
         (Kind::Symlink(ta), Kind::Symlink(tb)) => Ok(ta == tb),
         (Kind::Dir, Kind::Dir) | (Kind::Special, Kind::Special) => Ok(true),
         _ => Ok(false),
     }
 }
 
-fn same_content(da: BorrowedFd<'_>, db: BorrowedFd<'_>, name: &OsStr) -> io::Result<bool> {
-    use std::io::Read;
-    let open = |d| -> io::Result<std::fs::File> {
-        Ok(openat(
-            d,
-            name,
-            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-        )?
-        .into())
-    };
-    let (mut fa, mut fb) = (open(da)?, open(db)?);
-    let (mut ba, mut bb) = (vec![0u8; 64 * 1024], vec![0u8; 64 * 1024]);
+fn open_file(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<std::fs::File> {
+    Ok(openat(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?
+    .into())
+}
+
+/// Whether two open files hold the same bytes.
+fn same_files(a: std::fs::File, b: std::fs::File) -> io::Result<bool> {
+    let mut a = a;
+    same_bytes(&mut a, b)
+}
+
+/// Whether `b` holds exactly the bytes `a` yields.
+fn same_bytes(a: &mut impl io::Read, mut b: std::fs::File) -> io::Result<bool> {
+    // On the stack: most of /etc is a few hundred bytes, and this runs once a file.
+    let (mut ba, mut bb) = ([0u8; 16 * 1024], [0u8; 16 * 1024]);
     loop {
-        let na = read_full(&mut fa, &mut ba)?;
-        let nb = read_full(&mut fb, &mut bb)?;
+        let na = read_full(a, &mut ba)?;
+        let nb = read_full(&mut b, &mut bb)?;
         if na != nb || ba[..na] != bb[..nb] {
             return Ok(false);
         }
-        if na == 0 {
+        if na < ba.len() {
             return Ok(true);
         }
     }
-    fn read_full(f: &mut std::fs::File, buf: &mut [u8]) -> io::Result<usize> {
-        let mut n = 0;
-        while n < buf.len() {
-            match f.read(&mut buf[n..])? {
-                0 => break,
-                k => n += k,
-            }
+}
+
+fn read_full(f: &mut impl io::Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
-        Ok(n)
     }
+    Ok(n)
 }
 
 fn parent_and_name(path: &Path) -> (&Path, &OsStr) {
@@ -614,7 +780,6 @@ fn copy_entry(
             std::io::copy(&mut &src, &mut &dst)?;
             let dst: OwnedFd = dst.into();
             set_meta(&dst, &cm)?;
-            fsync(&dst)?;
         }
         Kind::Dir | Kind::Special => unreachable!("handled above"),
     }
@@ -703,13 +868,40 @@ mod tests {
                 s,
             }
         }
+        /// The plan with pristine read from disk, checked to be the plan with pristine
+        /// read as an image tree (what staging and finalize use).
         fn plan(&self) -> MergePlan {
-            plan(
-                fd(&self.p).as_fd(),
-                fd(&self.c).as_fd(),
-                fd(&self.n).as_fd(),
-            )
-            .unwrap()
+            let on_disk = plan(fd(&self.p), fd(&self.c).as_fd(), fd(&self.n).as_fd()).unwrap();
+            let from_image = self.plan_from_image();
+            assert_eq!(on_disk.actions, from_image.actions);
+            assert_eq!(on_disk.conflicts, from_image.conflicts);
+            assert_eq!(on_disk.skipped, from_image.skipped);
+            on_disk
+        }
+
+        /// The plan with pristine taken from an image tree of `p`, its files stored as
+        /// objects of a repository (as a pulled image's are).
+        fn plan_from_image(&self) -> MergePlan {
+            use composefs::fsverity::Sha256HashValue;
+            let root = tempfile::tempdir().unwrap();
+            let repo = crate::repo::init::<Sha256HashValue>(fd(root.path()), false).unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let fs = rt
+                .block_on(composefs::fs::read_filesystem(
+                    fd(&self.p),
+                    PathBuf::from("."),
+                    Some(repo.clone()),
+                ))
+                .unwrap();
+            let p = ImageDir {
+                dir: &fs.root,
+                fs: &fs,
+                repo: &repo,
+            };
+            plan(p, fd(&self.c).as_fd(), fd(&self.n).as_fd()).unwrap()
         }
         fn merge(&self) -> MergePlan {
             let pl = self.plan();
@@ -914,6 +1106,29 @@ mod tests {
             fs::metadata(t.n.join("a")).unwrap().permissions().mode() & 0o777,
             0o750
         );
+    }
+
+    /// Files large enough to be repository objects (not inline in the image tree) are
+    /// compared by content, down to the last byte.
+    #[test]
+    fn large_files_are_compared_to_their_objects() {
+        let big = |tail: &str| format!("{}{tail}", "x".repeat(100 * 1024));
+        let t = Trees::new(|d, _| {
+            fs::write(d.join("big-untouched"), big("a")).unwrap();
+            fs::write(d.join("big-edited"), big("a")).unwrap();
+            fs::write(d.join("big-grown"), big("a")).unwrap();
+        });
+        fs::write(t.c.join("big-edited"), big("b")).unwrap();
+        fs::write(t.c.join("big-grown"), big("ab")).unwrap();
+        let pl = t.merge();
+        assert_eq!(
+            pl.actions,
+            vec![
+                Action::Copy("big-edited".into()),
+                Action::Copy("big-grown".into())
+            ]
+        );
+        assert_eq!(read(&t.n.join("big-edited")), big("b"));
     }
 
     #[test]

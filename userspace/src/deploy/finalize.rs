@@ -29,7 +29,7 @@ use rustix::fs::{Mode, OFlags, ResolveFlags};
 use super::etc_merge;
 use super::gc::{self, GcReport};
 use super::host::{Host, Staged};
-use super::stage::plan_merge;
+use super::stage::{booted_tree, plan_merge};
 use crate::boot::entries::EntrySet;
 use crate::repo;
 use crate::sys::{durable, fault};
@@ -138,7 +138,8 @@ fn failure_reason(host: &Host, id: &DeploymentId, e: &anyhow::Error) -> String {
 fn apply<H: FsVerityHashValue>(host: &Host, staged: &DeploymentId, set: &EntrySet) -> Result<()> {
     check_bootable(host, staged, set)?;
     let repo = repo::open::<H>(&host.sysroot)?;
-    let (plan, _pristine) = plan_merge(host, &repo, staged)?;
+    let (booted, _) = booted_tree(host, &repo)?;
+    let plan = plan_merge(host, &repo, &booted, staged)?;
     if !plan.conflicts.is_empty() {
         bail!("/etc cannot be merged: {}", plan.conflict_summary());
     }

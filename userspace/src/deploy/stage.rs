@@ -5,6 +5,7 @@
 //! the boot loader's staged menu and only exchanged with the current one by
 //! `composefs-finalize-staged` at shutdown, after the /etc merge succeeded.
 
+use std::ffi::OsStr;
 use std::os::fd::AsFd;
 use std::sync::Arc;
 
@@ -13,7 +14,9 @@ use bootc_initramfs_setup::cmdline::{ComposefsKarg, DeploymentId};
 use bootc_initramfs_setup::layout;
 use bootc_initramfs_setup::with_algorithm;
 use composefs::fsverity::FsVerityHashValue;
+use composefs::generic_tree::Stat;
 use composefs::repository::Repository;
+use composefs::tree::{Directory, FileSystem, RegularFile};
 
 use super::etc_merge;
 use super::host::Host;
@@ -119,6 +122,8 @@ fn stage_typed<H: FsVerityHashValue>(host: &Host, opts: &StageOpts) -> Result<St
                 opts.progress_fd,
                 &imgref.to_string(),
             )?,
+            // Whatever is missing after the pull would be missing at boot.
+            check_complete: true,
         },
     )
     .map_err(bls::explain_image_error)?;
@@ -158,23 +163,19 @@ fn stage_typed<H: FsVerityHashValue>(host: &Host, opts: &StageOpts) -> Result<St
             id.short()
         );
     }
-    // The pull heals what it finds damaged; whatever is still missing now would be
-    // missing at boot.
-    let manifest: composefs_oci::OciDigest = pulled
-        .manifest_digest
-        .as_str()
-        .try_into()
-        .with_context(|| format!("invalid manifest digest {}", pulled.manifest_digest))?;
-    let damage = crate::integrity::check_image(&repo, &manifest)
-        .with_context(|| format!("checking {imgref} in the repository"))?;
-    if !damage.is_intact() {
-        bail!("{imgref} is incomplete in the repository, nothing was staged: {damage}");
-    }
+    // The pull healed what it found damaged and checked the whole image
+    // (`check_complete`): nothing it needs is missing.
     let (fs, boot_entries) = repo::boot_tree(&repo, &pulled)
         .map_err(bls::explain_image_error)
         .with_context(|| format!("deploying {imgref}"))?;
     let kernel = bls::find_kernel(boot_entries).with_context(|| format!("deploying {imgref}"))?;
-    let digest = bls::boot_digest(&repo, &kernel)?;
+    // The booted image's tree: the kernel arguments it added (when the new entry starts
+    // from the booted one), its kernel, and the pristine side of the /etc merge. Read once.
+    let booted_fs = booted_tree(host, &repo);
+    let digest = match same_kernel_digest(host, &booted_fs, &kernel) {
+        Some(d) => d,
+        None => bls::boot_digest(&repo, &kernel)?,
+    };
     let os = bls::os_info(&repo, &fs)?;
     // The same kargs.d checks as install, and the new entry's kernel arguments
     // (docs/architecture.md section 3), before anything is written.
@@ -190,6 +191,11 @@ fn stage_typed<H: FsVerityHashValue>(host: &Host, opts: &StageOpts) -> Result<St
         .unwrap_or(host.booted_insecure);
     // The arguments the image of the entry we start from added, to take them out again.
     let old_kargs = match base.deployment.as_ref() {
+        Some(from) if from == &host.booted => match &booted_fs {
+            Ok((fs, _)) => bls::image_kargs(&repo, fs),
+            Err(e) => Err(anyhow::anyhow!("reading its image: {e:#}")),
+        }
+        .map_err(|e| (format!("deployment {}", from.short()), e)),
         Some(from) => deployed_image_kargs(host, &repo, from)
             .map_err(|e| (format!("deployment {}", from.short()), e)),
         None => Err((
@@ -233,7 +239,11 @@ fn stage_typed<H: FsVerityHashValue>(host: &Host, opts: &StageOpts) -> Result<St
     state::write_deployment(&host.sysroot, &repo, &fs, &id, &origin, false)?;
 
     // Refuse before anything boots differently if the /etc merge cannot succeed now.
-    if let Err(e) = precheck_merge(host, &repo, &id) {
+    let checked = booted_fs
+        .as_ref()
+        .map_err(|e| anyhow::anyhow!("{e:#}"))
+        .and_then(|(booted, _)| precheck_merge(host, &repo, booted, &id));
+    if let Err(e) = checked {
         let deploy_root = durable::open_dir(&host.sysroot, layout::STATE_DEPLOY)?;
         durable::remove_all(&deploy_root, id.hex())?;
         return Err(e);
@@ -289,6 +299,25 @@ pub(crate) fn new_entry_set(
     }
 }
 
+/// The boot digest the booted origin records, when the new kernel and initrd are the
+/// very repository objects the booted image boots (same fs-verity digests, so the same
+/// bytes): then hashing them again would give the same digest. None otherwise.
+fn same_kernel_digest<H: FsVerityHashValue>(
+    host: &Host,
+    booted: &Result<(FileSystem<H>, Option<bls::Kernel<H>>)>,
+    new: &bls::Kernel<H>,
+) -> Option<String> {
+    let old = booted.as_ref().ok()?.1.as_ref()?;
+    let same = |a: &RegularFile<H>, b: &RegularFile<H>| match (a, b) {
+        (RegularFile::External(x, sx), RegularFile::External(y, sy)) => x == y && sx == sy,
+        _ => false,
+    };
+    if !(same(&old.vmlinuz, &new.vmlinuz) && same(&old.initrd, &new.initrd)) {
+        return None;
+    }
+    Origin::load(&host.sysroot, &host.booted).ok()?.boot_digest
+}
+
 /// The `kargs.d` arguments of deployment `id`'s image ([`bls::image_kargs`]), read
 /// from the repository by the manifest digest its origin records. An error when the
 /// origin records none or the image is no longer in the repository.
@@ -310,54 +339,67 @@ fn deployed_image_kargs<H: FsVerityHashValue>(
     bls::image_kargs(repo, &fs)
 }
 
-/// The booted image's /etc as shipped, extracted from the repository into a temporary
-/// directory on the physical root.
-pub(crate) fn pristine_etc<H: FsVerityHashValue>(
+/// The booted deployment's image tree (the pristine side of the /etc merge) and its
+/// kernel (None when it has no single one), read from the repository by the manifest digest its origin records.
+/// Not digested again: it was checked against its image id when it was deployed, and
+/// the kernel checks that image at every boot.
+pub(crate) fn booted_tree<H: FsVerityHashValue>(
     host: &Host,
     repo: &Arc<Repository<H>>,
-    booted: &DeploymentId,
-) -> Result<tempfile::TempDir> {
-    let origin = Origin::load(&host.sysroot, booted)?;
+) -> Result<(FileSystem<H>, Option<bls::Kernel<H>>)> {
+    let origin = Origin::load(&host.sysroot, &host.booted)?;
     let manifest_digest = origin.manifest_digest.context(
         "the booted origin has no [image] manifest_digest: cannot tell its pristine /etc",
     )?;
     let pulled = Pulled {
         manifest_digest,
-        id: booted.clone(),
+        id: host.booted.clone(),
         stats: Default::default(),
     };
-    let (fs, _) = repo::boot_tree(repo, &pulled).context("reading the booted image")?;
-    let tmp = tempfile::Builder::new()
-        .prefix(&durable::tmp_name("pristine-etc."))
-        .tempdir_in(host.sysroot_path.join(layout::STATE))
-        .context("creating a temporary directory under state/")?;
-    let fd = durable::open_dir(rustix::fs::CWD, tmp.path())?;
-    state::copy_image_dir(repo, &fs, "etc", &fd, "etc")
-        .context("extracting the booted image's /etc")?;
-    Ok(tmp)
+    let (fs, entries) =
+        repo::image_tree(repo, &pulled, false).context("reading the booted image")?;
+    Ok((fs, bls::find_kernel(entries).ok()))
 }
 
-/// Plans the three-way merge for staging `new` over the booted deployment.
+/// Plans the three-way merge for staging `new` over the booted deployment, whose image
+/// tree is `booted` ([`booted_tree`]): its /etc is compared in place, not extracted.
 pub(crate) fn plan_merge<H: FsVerityHashValue>(
     host: &Host,
     repo: &Arc<Repository<H>>,
+    booted: &FileSystem<H>,
     new: &DeploymentId,
-) -> Result<(etc_merge::MergePlan, tempfile::TempDir)> {
-    let pristine = pristine_etc(host, repo, &host.booted)?;
-    let p = durable::open_dir(rustix::fs::CWD, pristine.path().join("etc"))?;
+) -> Result<etc_merge::MergePlan> {
+    let empty;
+    let etc = match booted.root.get_directory_opt(OsStr::new("etc")) {
+        Ok(Some(d)) => d,
+        // As state::copy_image_dir: no /etc in the image is an empty one.
+        Ok(None) => {
+            empty = Directory::new(Stat {
+                st_mode: 0o755,
+                ..Stat::uninitialized()
+            });
+            &empty
+        }
+        Err(_) => bail!("the booted image's /etc is not a directory"),
+    };
+    let p = etc_merge::ImageDir {
+        dir: etc,
+        fs: booted,
+        repo,
+    };
     let c = durable::open_dir(&host.sysroot, layout::deploy_etc(&host.booted))
         .context("opening the live /etc (the booted deployment's state)")?;
     let n = durable::open_dir(&host.sysroot, layout::deploy_etc(new))?;
-    let plan = etc_merge::plan(p.as_fd(), c.as_fd(), n.as_fd())?;
-    Ok((plan, pristine))
+    etc_merge::plan(p, c.as_fd(), n.as_fd())
 }
 
 fn precheck_merge<H: FsVerityHashValue>(
     host: &Host,
     repo: &Arc<Repository<H>>,
+    booted: &FileSystem<H>,
     new: &DeploymentId,
 ) -> Result<()> {
-    let (plan, _tmp) = plan_merge(host, repo, new)?;
+    let plan = plan_merge(host, repo, booted, new)?;
     if !plan.conflicts.is_empty() {
         bail!(
             "local changes to /etc conflict with the new image, nothing was staged: {}",

@@ -350,6 +350,8 @@ fn install_typed<H: FsVerityHashValue>(
                 opts.progress_fd,
                 &source.to_string(),
             )?,
+            // Into an empty repository: every object is written by this pull.
+            check_complete: false,
         },
     )
     .map_err(bls::explain_image_error)?;
