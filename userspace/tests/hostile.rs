@@ -1,0 +1,398 @@
+//! Hostile and broken inputs (issue 13 item 5) and permissions (item 6), on a real ext4
+//! root installed by `bootc install to-filesystem`: each input is refused with its one
+//! expected error line and the root (`boot/`, `composefs/`, `state/`) is byte for byte
+//! what it was; what cannot be refused (an /etc full of odd files) is carried safely.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::process::Command;
+
+use bootc_test_fixtures::images;
+use bootc_test_fixtures::oci::{self, Layer};
+use common::system::*;
+use common::*;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+fn sha256(data: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(data)))
+}
+
+/// path → "type mode uid gid size sha256-or-target" for everything under the root's
+/// `boot/`, `composefs/` and `state/` (the lock file's pid, rewritten in place by every
+/// writer, is left out; FIFOs and sockets are never opened).
+fn disk(root: &Path) -> BTreeMap<String, String> {
+    fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
+        let mut entries: Vec<_> = fs::read_dir(dir).unwrap().map(|e| e.unwrap()).collect();
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let p = e.path();
+            let m = fs::symlink_metadata(&p).unwrap();
+            let rel = p
+                .strip_prefix(base)
+                .unwrap()
+                .as_os_str()
+                .as_bytes()
+                .escape_ascii()
+                .to_string();
+            let head = format!("{:o} {} {}", m.mode() & 0o7777, m.uid(), m.gid());
+            let ft = m.file_type();
+            let v = if ft.is_symlink() {
+                format!("l {}", fs::read_link(&p).unwrap().display())
+            } else if ft.is_dir() {
+                walk(base, &p, out);
+                // gc leaves the objects/XX fan-out directories in place.
+                if rel.starts_with("composefs/objects/") {
+                    continue;
+                }
+                format!("d {head}")
+            } else if ft.is_file() {
+                if rel == "state/bootc.lock" {
+                    continue;
+                }
+                let data = fs::read(&p).unwrap();
+                format!("f {head} {} {}", data.len(), sha256(&data))
+            } else {
+                format!("s {head} {:o}", m.mode() & 0o170000)
+            };
+            out.insert(rel, v);
+        }
+    }
+    let mut out = BTreeMap::new();
+    for top in ["boot", "composefs", "state"] {
+        walk(root, &root.join(top), &mut out);
+    }
+    out
+}
+
+/// The differences between two [`disk`] listings, one line each.
+fn diff(a: &BTreeMap<String, String>, b: &BTreeMap<String, String>) -> Vec<String> {
+    let mut out = vec![];
+    for (k, v) in a {
+        match b.get(k) {
+            None => out.push(format!("- {k}")),
+            Some(w) if w != v => out.push(format!("~ {k}: {v} -> {w}")),
+            _ => {}
+        }
+    }
+    for k in b.keys().filter(|k| !a.contains_key(*k)) {
+        out.push(format!("+ {k}"));
+    }
+    out
+}
+
+/// One ustar header block for `name` (raw bytes: `..` and a leading `/` allowed, which
+/// the `tar` crate refuses to write), then `data` padded to 512 bytes.
+fn raw_entry(
+    name: &[u8],
+    kind: u8,
+    link: &[u8],
+    data: &[u8],
+    mode: u32,
+    dev: (u32, u32),
+) -> Vec<u8> {
+    let mut h = [0u8; 512];
+    let octal = |h: &mut [u8; 512], at: usize, len: usize, v: u64| {
+        let s = format!("{v:0w$o}\0", w = len - 1);
+        h[at..at + len].copy_from_slice(s.as_bytes());
+    };
+    h[..name.len()].copy_from_slice(name);
+    octal(&mut h, 100, 8, mode as u64);
+    octal(&mut h, 108, 8, 0);
+    octal(&mut h, 116, 8, 0);
+    octal(&mut h, 124, 12, data.len() as u64);
+    octal(&mut h, 136, 12, oci::MTIME);
+    h[156] = kind;
+    h[157..157 + link.len()].copy_from_slice(link);
+    h[257..263].copy_from_slice(b"ustar\0");
+    h[263..265].copy_from_slice(b"00");
+    octal(&mut h, 329, 8, dev.0 as u64);
+    octal(&mut h, 337, 8, dev.1 as u64);
+    h[148..156].copy_from_slice(b"        ");
+    let sum: u32 = h.iter().map(|b| *b as u32).sum();
+    let s = format!("{sum:06o}\0 ");
+    h[148..156].copy_from_slice(s.as_bytes());
+    let mut out = h.to_vec();
+    out.extend_from_slice(data);
+    out.resize(out.len().div_ceil(512) * 512, 0);
+    out
+}
+
+fn file(name: &str, data: &[u8]) -> Vec<u8> {
+    raw_entry(name.as_bytes(), b'0', b"", data, 0o644, (0, 0))
+}
+
+fn symlink(name: &str, target: &str) -> Vec<u8> {
+    raw_entry(name.as_bytes(), b'2', target.as_bytes(), b"", 0o777, (0, 0))
+}
+
+fn hardlink(name: &str, target: &str) -> Vec<u8> {
+    raw_entry(name.as_bytes(), b'1', target.as_bytes(), b"", 0o644, (0, 0))
+}
+
+fn chardev(name: &str, dev: (u32, u32)) -> Vec<u8> {
+    raw_entry(name.as_bytes(), b'3', b"", b"", 0o666, dev)
+}
+
+/// A tar of `entries` with its end-of-archive blocks.
+fn tar(entries: &[Vec<u8>]) -> Vec<u8> {
+    let mut out: Vec<u8> = entries.concat();
+    out.extend_from_slice(&[0u8; 1024]);
+    out
+}
+
+/// One layer blob as the manifest lists it.
+struct Blob {
+    data: Vec<u8>,
+    media_type: &'static str,
+    diff_id: String,
+}
+
+impl Blob {
+    fn tar(data: Vec<u8>) -> Blob {
+        let diff_id = sha256(&data);
+        Blob {
+            data,
+            media_type: "application/vnd.oci.image.layer.v1.tar",
+            diff_id,
+        }
+    }
+}
+
+fn write_blob(layout: &Path, data: &[u8]) -> String {
+    let d = sha256(data);
+    let dir = layout.join("blobs/sha256");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join(&d["sha256:".len()..]), data).unwrap();
+    d
+}
+
+/// Writes image `tag` to `layout`: `v1`'s layers, then `extra` (raw blobs), with
+/// `config` as the config blob when given (else a valid one).
+fn write_raw(layout: &Path, tag: &str, extra: Vec<Blob>, config: Option<&[u8]>) {
+    let mut blobs: Vec<Blob> = images::bootable(1)
+        .iter()
+        .map(|l| Blob::tar(l.to_tar().unwrap()))
+        .collect();
+    blobs.extend(extra);
+    let descs: Vec<_> = blobs
+        .iter()
+        .map(|b| json!({"mediaType": b.media_type, "digest": write_blob(layout, &b.data), "size": b.data.len()}))
+        .collect();
+    let valid = serde_json::to_vec(&json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {},
+        "rootfs": {"type": "layers", "diff_ids": blobs.iter().map(|b| b.diff_id.clone()).collect::<Vec<_>>()},
+    }))
+    .unwrap();
+    let config = config.unwrap_or(&valid);
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": write_blob(layout, config), "size": config.len()},
+        "layers": descs,
+    }))
+    .unwrap();
+    let md = write_blob(layout, &manifest);
+    let index_path = layout.join("index.json");
+    let mut index: serde_json::Value =
+        serde_json::from_slice(&fs::read(&index_path).unwrap()).unwrap();
+    let ms = index["manifests"].as_array_mut().unwrap();
+    ms.retain(|m| m["annotations"]["org.opencontainers.image.ref.name"] != tag);
+    ms.push(json!({
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "digest": md, "size": manifest.len(),
+        "annotations": {"org.opencontainers.image.ref.name": tag},
+    }));
+    fs::write(&index_path, serde_json::to_vec(&index).unwrap()).unwrap();
+}
+
+/// The one `error:` line of a failed run: the last line, and the only one.
+fn error_line(stderr: &str) -> String {
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("error: "))
+        .collect();
+    assert_eq!(errors.len(), 1, "expected one error line in:\n{stderr}");
+    assert_eq!(stderr.lines().last(), Some(errors[0]), "{stderr}");
+    errors[0].to_string()
+}
+
+/// Is this [`diff`] line an unnamed piece of an import: an object, or a layer, config
+/// or manifest stream checked against its digest (a cache `gc` removes)? With
+/// `tagged`, also the boot image and deployment tag a pull makes before the staging
+/// checks refuse the image (gc removes a tag no entry boots). Anything else
+/// (`state/`, `boot/`, other tags) must not change.
+fn import_debris(line: &str, tagged: bool) -> bool {
+    let Some(path) = line.strip_prefix("+ ") else {
+        return false;
+    };
+    let mut prefixes = vec![
+        "composefs/objects/",
+        "composefs/streams/oci-layer-sha256:",
+        "composefs/streams/oci-config-sha256:",
+        "composefs/streams/oci-manifest-sha256:",
+    ];
+    if tagged {
+        prefixes.extend([
+            "composefs/images/",
+            "composefs/streams/refs/oci/bootc-deployment-",
+        ]);
+    }
+    prefixes.iter().any(|p| path.starts_with(p))
+}
+
+/// `bootc switch` to `tag` fails with one line containing every `expected`; nothing
+/// but unnamed import debris was added (see [`import_debris`]), and after `bootc gc`
+/// the root is byte for byte what it was.
+fn refused(s: &System, tag: &str, tagged: bool, expected: &[&str]) -> String {
+    let before = disk(&s.root);
+    let err = s.bootc_err(&s.v1, &["switch", &s.imgref(tag)]);
+    let line = error_line(&err);
+    for e in expected {
+        assert!(line.contains(e), "{tag}: expected {e:?} in {line}");
+    }
+    let d = diff(&before, &disk(&s.root));
+    let named: Vec<&String> = d.iter().filter(|l| !import_debris(l, tagged)).collect();
+    assert!(
+        named.is_empty(),
+        "{tag}: the refused switch changed the disk: {named:#?}"
+    );
+    s.bootc_ok(&s.v1, &["gc"]);
+    let d = diff(&before, &disk(&s.root));
+    assert!(d.is_empty(), "{tag}: gc left the import behind: {d:#?}");
+    eprintln!("{tag}: {line}");
+    line
+}
+
+#[test]
+fn hostile_layers_are_refused_with_nothing_changed() {
+    if !can_run(&[]) {
+        return;
+    }
+    let _g = serial();
+    let outside = tempdir("bootc-outside-");
+    let out = outside.path().display().to_string();
+    let s = System::install_image(
+        1 << 30,
+        &[],
+        "loop",
+        |l| {
+            let raw = |tag: &str, entries: Vec<Vec<u8>>| {
+                write_raw(l, tag, vec![Blob::tar(tar(&entries))], None)
+            };
+            raw("dotdot", vec![file("usr/../../../escaped", b"x\n")]);
+            raw(
+                "dotdot-abs",
+                vec![file(&format!("/..{out}/escaped"), b"x\n")],
+            );
+            raw(
+                "symlink-write",
+                vec![
+                    symlink("usr/share/out", &out),
+                    file("usr/share/out/written", b"through the link\n"),
+                ],
+            );
+            raw(
+                "symlink-dotdot-write",
+                vec![
+                    symlink("etc/up", "../../../../../../../../.."),
+                    file(&format!("etc/up{out}/written"), b"x\n"),
+                ],
+            );
+            raw(
+                "hardlink-out",
+                vec![hardlink("usr/share/shadow", "../../../../etc/shadow")],
+            );
+            raw(
+                "hardlink-missing",
+                vec![hardlink("usr/share/shadow", "/usr/share/no-such-file")],
+            );
+            // Corrupt gzip: the blob matches its digest but does not decompress.
+            write_raw(
+                l,
+                "gzip",
+                vec![Blob {
+                    data: b"\x1f\x8b\x08\x00garbage that is not deflate".repeat(20),
+                    media_type: "application/vnd.oci.image.layer.v1.tar+gzip",
+                    diff_id: sha256(b"whatever"),
+                }],
+                None,
+            );
+            // Garbage config JSON (its digest matches).
+            write_raw(l, "config", vec![], Some(b"{\"architecture\": amd64,,"));
+            // A blob whose digest does not match: v2's top layer replaced in place.
+            let v2 = oci::write_image(l, "tampered", &images::bootable(2), &[]).unwrap();
+            let hex = &v2.layer_digests[1]["sha256:".len()..];
+            let p = l.join("blobs/sha256").join(hex);
+            let mut data = fs::read(&p).unwrap();
+            let i = data.len() / 2;
+            data[i] ^= 1;
+            fs::write(&p, data).unwrap();
+            // Two kernels.
+            let mut two = images::bootable(1);
+            two.push(
+                Layer::new()
+                    .dir("usr/lib/modules/6.1.0-other", 0o755)
+                    .file("usr/lib/modules/6.1.0-other/vmlinuz", "k", 0o644)
+                    .file("usr/lib/modules/6.1.0-other/initramfs.img", "i", 0o644),
+            );
+            oci::write_image(l, "twokernels", &two, &[]).unwrap();
+        },
+        "v1",
+        &[],
+    );
+    let o = out.as_str();
+    let dotdot_abs = format!("the image has an invalid file name \"/..{o}\"");
+    let through = format!("(a layer adds \"/etc/up{o}/written\" under it)");
+    let cases: &[(&str, &[&str])] = &[
+        ("dotdot", &["the image has an invalid file name \"/usr/../../..\""]),
+        ("dotdot-abs", &[&dotdot_abs]),
+        (
+            "symlink-write",
+            &["the image's /usr/share/out is not a directory (a layer adds \"/usr/share/out/written\" under it)"],
+        ),
+        ("symlink-dotdot-write", &["the image's /etc/up is not a directory", &through]),
+        ("hardlink-out", &["the image has an invalid file name \"/../../../../etc\""]),
+        (
+            "hardlink-missing",
+            &["the image lacks \"no-such-file\" (named by a hard link, or on the way to its target)"],
+        ),
+        (
+            "gzip",
+            &["importing layer 3 of oci:", ":gzip: deflate decompression error: invalid code lengths set"],
+        ),
+        ("config", &[":config: parsing the image config: expected value at line 1 column 18"]),
+        (
+            "tampered",
+            &[":tampered: layer 2 of oci:", " has digest sha256:"],
+        ),
+        (
+            "twokernels",
+            &["error: deploying oci:", "the image has more than one kernel (6.1.0-other, 6.12.0-bootc-test); expected exactly one under /usr/lib/modules"],
+        ),
+    ];
+    // What install left that nothing needs goes first, so every case starts clean.
+    s.bootc_ok(&s.v1, &["gc"]);
+    let mut failures = vec![];
+    for (tag, expected) in cases {
+        let tagged = *tag == "twokernels";
+        let r = std::panic::catch_unwind(|| refused(&s, tag, tagged, expected));
+        if let Err(e) = r {
+            failures.push(format!("{tag}: {:?}", e.downcast_ref::<String>()));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert_eq!(
+        fs::read_dir(outside.path()).unwrap().count(),
+        0,
+        "something was written outside the root"
+    );
+}
