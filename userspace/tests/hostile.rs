@@ -396,3 +396,307 @@ fn hostile_layers_are_refused_with_nothing_changed() {
         "something was written outside the root"
     );
 }
+
+/// Every device node under `dir` (not following symlinks).
+fn device_nodes(dir: &Path) -> Vec<String> {
+    let mut out = vec![];
+    for (k, v) in disk_tree(dir) {
+        if v.starts_with("s ") && (v.ends_with(" 20000") || v.ends_with(" 60000")) {
+            out.push(k);
+        }
+    }
+    out
+}
+
+/// [`disk`] of any directory.
+fn disk_tree(dir: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for e in fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        let name = e.file_name().to_string_lossy().into_owned();
+        let m = fs::symlink_metadata(e.path()).unwrap();
+        if m.file_type().is_dir() {
+            for (k, v) in disk_tree(&e.path()) {
+                out.insert(format!("{name}/{k}"), v);
+            }
+            out.insert(name, "d".into());
+        } else if m.file_type().is_file() || m.file_type().is_symlink() {
+            out.insert(name, "f".into());
+        } else {
+            out.insert(name, format!("s {:o}", m.mode() & 0o170000));
+        }
+    }
+    out
+}
+
+/// Absolute entry names and absolute hard-link targets stay inside the image (as GNU
+/// tar and container engines read them); a device node under /usr lives only in the
+/// EROFS image, never as a node on the disk; one under /etc is dropped from the
+/// writable copy like the merge drops one from a live /etc.
+#[test]
+fn absolute_names_and_device_nodes_stay_inside_the_image() {
+    if !can_run(&[]) {
+        return;
+    }
+    let _g = serial();
+    let s = System::install();
+    write_raw(
+        &s.layout,
+        "abs",
+        vec![Blob::tar(tar(&[
+            file("/usr/share/abs-file", b"absolute\n"),
+            file("/etc/abs-conf", b"absolute in etc\n"),
+            hardlink("etc/abs-link", "/etc/abs-conf"),
+            chardev("usr/share/mem", (1, 1)),
+            chardev("etc/mem", (1, 1)),
+        ]))],
+        None,
+    );
+    let out = s.bootc(&s.v1, &["switch", &s.imgref("abs")]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("/etc/mem: a device node, not copied"), "{err}");
+    let id = s.marker().expect("staged");
+    s.bootc_ok(&s.v1, &["composefs-finalize-staged"]);
+    let etc = s.etc(&id);
+    assert_eq!(
+        fs::read_to_string(etc.join("abs-conf")).unwrap(),
+        "absolute in etc\n"
+    );
+    let (a, b) = (
+        fs::metadata(etc.join("abs-conf")).unwrap(),
+        fs::metadata(etc.join("abs-link")).unwrap(),
+    );
+    assert_eq!((a.ino(), a.nlink()), (b.ino(), 2), "the hard link is kept");
+    assert_eq!(
+        device_nodes(&s.root),
+        Vec::<String>::new(),
+        "device nodes on the disk"
+    );
+    assert!(!etc.join("mem").exists());
+}
+
+/// An /etc holding a symlink out of the tree, a FIFO and a socket goes through the
+/// merge at finalize: the symlinks are carried as links (never followed, nothing
+/// written where they point), the FIFO and socket are left out and named in the log,
+/// finalize does not block on the FIFO, and the booted /etc is untouched.
+#[test]
+fn etc_with_outside_symlinks_a_fifo_and_a_socket_is_merged_safely() {
+    if !can_run(&["mkfifo"]) {
+        return;
+    }
+    let _g = serial();
+    let s = System::install();
+    let v1 = s.v1.clone();
+    let outside = tempdir("bootc-outside-");
+    let o = outside.path().display().to_string();
+    let etc = s.etc(&v1);
+    std::os::unix::fs::symlink(&o, etc.join("escape")).unwrap();
+    std::os::unix::fs::symlink("../../../../../../../../..", etc.join("escape-up")).unwrap();
+    // A local file replaced by a link out of the tree: the new version's file must not
+    // be written through it.
+    fs::remove_file(etc.join("default.conf")).unwrap();
+    std::os::unix::fs::symlink(format!("{o}/default.conf"), etc.join("default.conf")).unwrap();
+    run(Command::new("mkfifo").arg(etc.join("fifo")));
+    // A socket node (bind(2) would need a path shorter than this one).
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        etc.join("socket"),
+        rustix::fs::FileType::Socket,
+        rustix::fs::Mode::from_raw_mode(0o755),
+        0,
+    )
+    .unwrap();
+    let old = disk_listing(&etc);
+
+    let r = s.imgref("v2");
+    s.bootc_ok(&v1, &["switch", &r]);
+    let id = s.marker().expect("staged");
+    let out = s.bootc(&v1, &["composefs-finalize-staged"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(s.order(false)[0], id);
+    for name in ["fifo", "socket"] {
+        assert!(
+            err.contains(&format!(
+                "/etc/{name}: not carried over (socket, FIFO or device node)"
+            )),
+            "{err}"
+        );
+    }
+    let new = s.etc(&id);
+    assert_eq!(fs::read_link(new.join("escape")).unwrap(), outside.path());
+    assert_eq!(
+        fs::read_link(new.join("escape-up")).unwrap(),
+        Path::new("../../../../../../../../..")
+    );
+    assert_eq!(
+        fs::read_link(new.join("default.conf")).unwrap(),
+        Path::new(&format!("{o}/default.conf"))
+    );
+    for name in ["fifo", "socket"] {
+        assert!(
+            fs::symlink_metadata(new.join(name)).is_err(),
+            "{name} carried"
+        );
+    }
+    assert_eq!(
+        fs::read_dir(outside.path()).unwrap().count(),
+        0,
+        "written outside"
+    );
+    assert_eq!(disk_listing(&etc), old, "the booted /etc changed");
+}
+
+/// [`disk`]'s listing of one directory.
+fn disk_listing(dir: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for (k, v) in disk_tree(dir) {
+        let p = dir.join(&k);
+        let m = fs::symlink_metadata(&p).unwrap();
+        let v = if m.file_type().is_symlink() {
+            format!("l {}", fs::read_link(&p).unwrap().display())
+        } else if m.is_file() {
+            format!(
+                "f {:o} {}",
+                m.mode() & 0o7777,
+                sha256(&fs::read(&p).unwrap())
+            )
+        } else {
+            format!("{v} {:o}", m.mode() & 0o7777)
+        };
+        out.insert(k, v);
+    }
+    out
+}
+
+/// A repository missing an object the booted image needs: status says so, and gc
+/// does not make it worse (it removes nothing the booted image or the rollback
+/// names, and the damage it reports is the same).
+#[test]
+fn gc_does_not_make_a_missing_object_worse() {
+    if !can_run(&[]) {
+        return;
+    }
+    let _g = serial();
+    let s = System::install();
+    let v1 = s.v1.clone();
+    let v2 = s.switch_and_finalize(&v1, "v2", &[]);
+    // v1's top layer holds /usr/share/version "1"; remove one object only v1 uses.
+    let objects = |root: &Path| -> Vec<String> {
+        disk(root)
+            .into_keys()
+            .filter(|k| k.starts_with("composefs/objects/"))
+            .collect()
+    };
+    s.bootc_ok(&v2, &["gc"]);
+    let all = objects(&s.root);
+    let st = s.status(&v2);
+    assert!(
+        st["status"]["rollback"]["composefs"]["damage"].is_null(),
+        "{st:#}"
+    );
+    // The v1 kernel/initrd are shared; find an object whose removal damages v1 only.
+    let mut damaged = None;
+    for o in &all {
+        let p = s.root.join(o);
+        let data = fs::read(&p).unwrap();
+        fs::remove_file(&p).unwrap();
+        let st = s.status(&v2);
+        let d1 = st["status"]["rollback"]["composefs"]["damage"]
+            .as_str()
+            .map(String::from);
+        let d2 = st["status"]["booted"]["composefs"]["damage"]
+            .as_str()
+            .map(String::from);
+        if let (Some(d1), None) = (d1, d2) {
+            damaged = Some((o.clone(), d1));
+            break;
+        }
+        fs::write(&p, data).unwrap();
+    }
+    let (gone, damage) = damaged.expect("an object only the rollback image uses");
+    let before = disk(&s.root);
+    let (out, err) = {
+        let o = s.bootc(&v2, &["gc"]);
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    assert!(out, "gc failed: {err}");
+    let d = diff(&before, &disk(&s.root));
+    assert!(d.is_empty(), "gc changed the damaged repository: {d:#?}");
+    let st = s.status(&v2);
+    assert_eq!(
+        st["status"]["rollback"]["composefs"]["damage"].as_str(),
+        Some(damage.as_str()),
+        "{st:#}"
+    );
+    assert!(damage.contains("missing"), "{damage}");
+    let human = s.bootc_ok(&v2, &["status", "--format", "human"]);
+    assert!(human.contains("Damaged: "), "{human}");
+    eprintln!("removed {gone}: {damage}");
+}
+
+/// Every path under `dir` writable by others (symlinks aside, whose mode means
+/// nothing), and every path whose mode is not `expected[path]` when listed.
+fn world_writable(dir: &Path) -> Vec<String> {
+    let mut out = vec![];
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let m = fs::symlink_metadata(e.path()).unwrap();
+            if m.file_type().is_symlink() {
+                continue;
+            }
+            // A sticky, world-writable directory (a tmp) is what the image says.
+            let sticky_tmp = m.is_dir() && m.mode() & 0o1000 != 0;
+            if m.mode() & 0o002 != 0 && !sticky_tmp {
+                out.push(format!("{} {:o}", e.path().display(), m.mode() & 0o7777));
+            }
+            if m.is_dir() {
+                stack.push(e.path());
+            }
+        }
+    }
+    out
+}
+
+/// Issue 13 item 6: after install and after an upgrade, nothing in the repository
+/// or the state directory is writable by others, the top directories are 0700 or
+/// 0755, and the /etc copy keeps the image's modes (and a local chmod).
+#[test]
+fn repository_and_state_are_not_world_writable() {
+    if !can_run(&[]) {
+        return;
+    }
+    let _g = serial();
+    let s = System::install();
+    let v1 = s.v1.clone();
+    let check = |when: &str| {
+        for top in ["composefs", "state"] {
+            let w = world_writable(&s.root.join(top));
+            assert!(w.is_empty(), "{when}: world-writable under {top}: {w:#?}");
+            let mode = fs::metadata(s.root.join(top)).unwrap().permissions().mode() & 0o7777;
+            assert!(mode & 0o022 == 0, "{when}: {top} is {mode:o}");
+        }
+    };
+    check("after install");
+    // The image's modes in /etc (shadow 0600 in the test image) are kept, and so is
+    // a local chmod across the upgrade.
+    let mode = |p: &Path| fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode(&s.etc(&v1).join("shadow")), 0o600);
+    fs::set_permissions(
+        s.etc(&v1).join("default.conf"),
+        fs::Permissions::from_mode(0o640),
+    )
+    .unwrap();
+    let v2 = s.switch_and_finalize(&v1, "v2", &[]);
+    check("after the upgrade");
+    assert_eq!(mode(&s.etc(&v2).join("shadow")), 0o600);
+    assert_eq!(mode(&s.etc(&v2).join("default.conf")), 0o640);
+    s.bootc_ok(&v2, &["gc"]);
+    check("after gc");
+}
