@@ -700,3 +700,116 @@ fn repository_and_state_are_not_world_writable() {
     s.bootc_ok(&v2, &["gc"]);
     check("after gc");
 }
+
+/// A gzip layer holding `path` with `len` bytes of a repeating pseudo-random block:
+/// a few hundred KiB on the wire (the free-space pre-check passes), `len` on disk.
+fn gzip_blob(path: &str, len: usize, seed: u64) -> Blob {
+    let block = images::pseudo_random(4096, seed);
+    let data: Vec<u8> = block.iter().copied().cycle().take(len).collect();
+    let plain = tar(&[file(path, &data)]);
+    let mut child = Command::new("gzip")
+        .args(["-c", "-1", "-n"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        use std::io::Write;
+        stdin.write_all(&plain).unwrap();
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    assert!(out.status.success());
+    Blob {
+        diff_id: sha256(&tar(&[file(path, &data)])),
+        data: out.stdout,
+        media_type: "application/vnd.oci.image.layer.v1.tar+gzip",
+    }
+}
+
+/// Leaves `mib` MiB free on the filesystem of `root` (a `-m 0` ext4: root has no
+/// reserve) with a preallocated file, returned.
+fn leave_free(root: &Path, mib: u64) -> std::path::PathBuf {
+    let st = rustix::fs::statvfs(root).unwrap();
+    let free = st.f_bavail * st.f_frsize;
+    assert!(free > (mib + 1) << 20, "only {} MiB free", free >> 20);
+    let hog = root.join("hog");
+    run(Command::new("fallocate")
+        .args(["-l", &(free - (mib << 20)).to_string()])
+        .arg(&hog));
+    run(Command::new("sync").arg("-f").arg(root));
+    hog
+}
+
+/// The disk fills during a pull (case "pull": a layer larger than the free space) or
+/// during staging (case "stage": the pull fits, the /etc copy does not): one error
+/// line naming ENOSPC, the boot entries and state exactly as before but for the
+/// import and a deployment directory under its temporary name (the old deployment
+/// still boots, status works, nothing is staged), and once space is back `gc`
+/// reclaims all of it, leaving the root byte for byte as before.
+#[test]
+fn a_full_disk_during_pull_or_staging_changes_nothing_that_boots() {
+    if !can_run(&["fallocate", "gzip"]) {
+        return;
+    }
+    let _g = serial();
+    for (case, path, len, free, expected) in [
+        (
+            "pull",
+            "usr/share/huge",
+            48usize << 20,
+            16u64,
+            ":full: importing layer 3 of oci:",
+        ),
+        (
+            "stage",
+            "etc/huge",
+            32 << 20,
+            48,
+            "error: copying the image's /etc to state/deploy/",
+        ),
+    ] {
+        let s = System::install_image(
+            256 << 20,
+            &["-m", "0"],
+            "loop",
+            |l| write_raw(l, "full", vec![gzip_blob(path, len, 7)], None),
+            "v1",
+            &[],
+        );
+        let v1 = s.v1.clone();
+        s.bootc_ok(&v1, &["gc"]);
+        let before = disk(&s.root);
+        let menu = s.menu(false);
+        let hog = leave_free(&s.root, free);
+        let err = s.bootc_err(&v1, &["switch", &s.imgref("full")]);
+        let line = error_line(&err);
+        assert!(line.contains(expected), "{case}: {line}");
+        assert!(
+            line.ends_with("No space left on device (os error 28)"),
+            "{case}: {line}"
+        );
+        eprintln!("{case}: {line}");
+        let after = disk(&s.root);
+        let d: Vec<String> = diff(&before, &after)
+            .into_iter()
+            // The half-written deployment directory keeps its temporary name, which
+            // nothing boots and gc removes.
+            .filter(|l| !import_debris(l, true) && !l.starts_with("+ state/deploy/.bootc-tmp."))
+            .collect();
+        assert!(d.is_empty(), "{case}: changed beyond the import: {d:#?}");
+        assert_eq!(s.menu(false), menu, "{case}: the boot menu changed");
+        assert!(s.marker().is_none(), "{case}: something is staged");
+        let st = s.status(&v1);
+        assert!(st["status"]["staged"].is_null(), "{case}: {st:#}");
+        assert!(
+            st["status"]["booted"]["composefs"]["damage"].is_null(),
+            "{case}: {st:#}"
+        );
+        fs::remove_file(&hog).unwrap();
+        s.bootc_ok(&v1, &["gc"]);
+        let d = diff(&before, &disk(&s.root));
+        assert!(d.is_empty(), "{case}: gc left the partial import: {d:#?}");
+    }
+}
