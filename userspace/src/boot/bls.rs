@@ -731,6 +731,18 @@ pub(crate) fn explain_image_error(e: anyhow::Error) -> anyhow::Error {
         }
     };
     let sentence = match ie {
+        // Outside an entry's own path, composefs looks up either a top-level directory
+        // or a hard link's target, whose full path the error does not carry: naming
+        // "/<component>" would send the reader to the wrong place.
+        ImageError::NotFound(n)
+            if entry.is_none()
+                && !["usr", "boot", "sysroot", "etc"].contains(&&*n.to_string_lossy()) =>
+        {
+            format!(
+                "the image lacks {} (named by a hard link, or on the way to its target)",
+                show(&n.to_string_lossy())
+            )
+        }
         ImageError::NotFound(n) => {
             let p = locate(n);
             format!("the image lacks {p}{}", required(&p))

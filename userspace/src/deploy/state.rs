@@ -371,18 +371,28 @@ pub fn write_deployment<H: FsVerityHashValue>(
     let tmp = durable::tmp_name(hex);
     durable::remove_all(&deploy_root, &tmp)?;
     let staging = durable::ensure_dir(&deploy_root, tmp.as_str(), 0o755)?;
-    copy_image_dir(repo, fs, "etc", &staging, layout::DEPLOY_ETC).with_context(|| {
-        format!(
-            "copying the image's /etc to {}",
-            layout::deploy_etc(id).display()
-        )
-    })?;
-    symlinkat(layout::DEPLOY_VAR_LINK, &staging, layout::DEPLOY_VAR)
-        .with_context(|| format!("creating {}", layout::deploy_var(id).display()))?;
-    let origin_name = format!("{hex}.origin");
-    durable::write_file(&staging, &origin_name, origin.render().as_bytes(), 0o644)
-        .with_context(|| format!("writing {}", layout::origin_file(id).display()))?;
-    durable::syncfs(&staging)?;
+    let written = (|| -> Result<()> {
+        copy_image_dir(repo, fs, "etc", &staging, layout::DEPLOY_ETC).with_context(|| {
+            format!(
+                "copying the image's /etc to {}",
+                layout::deploy_etc(id).display()
+            )
+        })?;
+        symlinkat(layout::DEPLOY_VAR_LINK, &staging, layout::DEPLOY_VAR)
+            .with_context(|| format!("creating {}", layout::deploy_var(id).display()))?;
+        let origin_name = format!("{hex}.origin");
+        durable::write_file(&staging, &origin_name, origin.render().as_bytes(), 0o644)
+            .with_context(|| format!("writing {}", layout::origin_file(id).display()))?;
+        durable::syncfs(&staging)
+    })();
+    if let Err(e) = written {
+        // A half-written copy (a full disk, most likely) would hold on to the space
+        // until the next gc; give it back now. gc still removes it if this fails too.
+        if let Err(r) = durable::remove_all(&deploy_root, &tmp) {
+            tracing::warn!("removing the half-written {tmp}: {r:#}");
+        }
+        return Err(e);
+    }
     // Replacing an existing deployment of the same id (a re-install) is not atomic, but
     // it leaves either the old complete directory or the new one plus a leftover.
     durable::remove_all(&deploy_root, hex)?;
@@ -546,25 +556,12 @@ impl<H: FsVerityHashValue> TreeWriter<'_, H> {
                     .with_context(|| format!("creating symlink {}", what.display()))?;
                 self.finish_special(dirfd, name, stat, &what, false)?;
             }
-            LeafContent::BlockDevice(rdev) => {
-                mknodat(
-                    dirfd,
-                    name,
-                    FileType::BlockDevice,
-                    Mode::from_raw_mode(0o600),
-                    *rdev,
-                )?;
-                self.finish_special(dirfd, name, stat, &what, true)?;
-            }
-            LeafContent::CharacterDevice(rdev) => {
-                mknodat(
-                    dirfd,
-                    name,
-                    FileType::CharacterDevice,
-                    Mode::from_raw_mode(0o600),
-                    *rdev,
-                )?;
-                self.finish_special(dirfd, name, stat, &what, true)?;
+            // The copy is a real directory on the disk, bound on /etc: a device node
+            // there would be a live one (an image's char 1:1 with mode 0666 would be
+            // /dev/mem for everyone). Left out, as the /etc merge leaves them out.
+            LeafContent::BlockDevice(_) | LeafContent::CharacterDevice(_) => {
+                tracing::warn!("/etc/{}: a device node, not copied", what.display());
+                return Ok(());
             }
             LeafContent::Fifo => {
                 mknodat(dirfd, name, FileType::Fifo, Mode::from_raw_mode(0o600), 0)?;
