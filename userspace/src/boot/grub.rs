@@ -227,6 +227,7 @@ fn parse_block(text: &str) -> std::result::Result<BlsEntry, String> {
         return bad("its menuentry line is not `menuentry TITLE --id ID {`");
     }
     let mut e = BlsEntry {
+        efi: None,
         file_stem: id.clone(),
         title: title.clone(),
         version: String::new(),
@@ -535,6 +536,7 @@ mod tests {
 
     fn entry(hex: &str, title: &str, options: &str) -> BlsEntry {
         BlsEntry {
+            efi: None,
             file_stem: format!("{}{hex}", layout::BOOT_PREFIX),
             title: title.into(),
             version: "1".into(),
@@ -554,6 +556,7 @@ mod tests {
     #[test]
     fn menu() {
         let e = BlsEntry {
+            efi: None,
             file_stem: "bootc_composefs-ab".into(),
             title: "It's OS v1".into(),
             version: "1".into(),
