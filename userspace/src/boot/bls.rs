@@ -707,12 +707,14 @@ pub fn check_entry(e: &BlsEntry) -> Result<()> {
         bail!("boot entry {}: not a file name", show(&name));
     }
     let boots = match &e.efi {
-        Some(efi) => !efi.is_empty() && e.linux.is_empty() && e.initrd.is_empty(),
+        Some(efi) => {
+            !efi.is_empty() && e.linux.is_empty() && e.initrd.is_empty() && e.options.is_empty()
+        }
         None => !e.linux.is_empty(),
     };
     if e.title.trim().is_empty() || !boots {
         bail!(
-            "boot entry {}: empty title, or not exactly one of a linux or an efi path",
+            "boot entry {}: empty title, or not exactly one of a linux or an efi path (an efi entry has no initrd or options)",
             show(&name)
         );
     }
@@ -1313,5 +1315,29 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(e.contains("not a kargs file"), "{e}");
+    }
+
+    #[test]
+    fn efi_entries_render_without_kernel_or_options_and_are_checked() {
+        let mut e = BlsEntry::parse(
+            "bootc_composefs-ab",
+            "title T\nversion 1\nefi /EFI/Linux/bootc/bootc_composefs-ab.efi\n",
+        )
+        .unwrap();
+        check_entry(&e).unwrap();
+        assert_eq!(
+            e.render(),
+            "title T\nversion 1\nefi /EFI/Linux/bootc/bootc_composefs-ab.efi\n"
+        );
+        e.options = "rw".into();
+        assert!(
+            check_entry(&e).is_err(),
+            "options would replace the sealed cmdline"
+        );
+        e.options = String::new();
+        e.linux = "/x/vmlinuz".into();
+        assert!(check_entry(&e).is_err(), "linux and efi");
+        let err = BlsEntry::parse("s", "title T\n").unwrap_err().to_string();
+        assert!(err.contains("no linux line (and no efi line)"), "{err}");
     }
 }

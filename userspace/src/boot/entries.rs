@@ -871,4 +871,24 @@ mod tests {
         );
         assert!(!d.path().join(layout::LOADER_ENTRIES_STAGED).exists());
     }
+
+    #[test]
+    fn efi_entries_name_their_deployment_and_round_trip() {
+        let hex = "cd".repeat(32);
+        let id = DeploymentId::parse(&hex).unwrap();
+        let stem = format!("{}{hex}", layout::BOOT_PREFIX);
+        let text = format!("title T\nversion 1\nefi {}\n", uki_path(&id));
+        let e = parse_entry_file(OsStr::new(&format!("{stem}.conf")), text.as_bytes())
+            .unwrap()
+            .unwrap();
+        assert_eq!(e.render(), text);
+        assert_eq!(Entry::new(e).deployment, Some(id));
+        // An efi line naming another file, or options next to it: not ours to rewrite.
+        let other = "title T\nversion 1\nefi /EFI/Linux/other.efi\n";
+        let err = parse_entry_file(OsStr::new(&format!("{stem}.conf")), other.as_bytes());
+        assert!(err.unwrap_err().contains("efi line"));
+        let both = format!("{text}options rw\n");
+        let err = parse_entry_file(OsStr::new(&format!("{stem}.conf")), both.as_bytes());
+        assert!(err.unwrap_err().contains("also linux, initrd or options"));
+    }
 }

@@ -146,6 +146,12 @@ fn render_menu(set: &EntrySet) -> Result<Vec<u8>> {
     let mut out = HEADER.as_bytes().to_vec();
     for e in &set.ours {
         bls::check_entry(&e.bls)?;
+        if let Some(efi) = &e.bls.efi {
+            bail!(
+                "boot entry {} boots the UKI {efi}, which the GRUB menu cannot (no chainload support): use systemd-boot",
+                bls::show(&e.bls.file_name())
+            );
+        }
         out.extend_from_slice(render_block(&e.bls).as_bytes());
     }
     for r in &set.foreign {

@@ -811,4 +811,44 @@ mod tests {
         assert_eq!(p.deployments, hexes(&['c', 'd']));
         assert!(p.boot_dirs.is_empty(), "{:?}", p.boot_dirs);
     }
+
+    #[test]
+    fn ukis_go_with_their_deployment_never_while_an_entry_names_them() {
+        let uki = |c: char| format!("{}{}.efi", layout::BOOT_PREFIX, c.to_string().repeat(64));
+        let extra = |c: char| format!("{}.extra.d", uki(c));
+        // a (booted) boots its UKI from an efi entry; b is a kernel entry.
+        let mut a = entry('a', 'a');
+        a.linux = String::new();
+        a.initrd = vec![];
+        a.options = String::new();
+        a.efi = Some(crate::boot::entries::uki_path(&id('a')));
+        // An unparsable entry of ours naming d's UKI keeps it.
+        let junk = format!("{}.conf", bdir('e'));
+        let set = read_set(
+            &[a, entry('b', 'b')],
+            &[(
+                junk.as_str(),
+                format!("efi /EFI/Linux/bootc/{}\n", uki('d')).as_bytes(),
+            )],
+        );
+        assert_eq!(
+            set.ours[0].deployment,
+            Some(id('a')),
+            "an efi entry boots the deployment its name names"
+        );
+        let mut i = inputs(Some(set));
+        i.uki_names = vec![
+            uki('a'),
+            extra('a'),
+            uki('b'),
+            uki('c'),
+            extra('c'),
+            uki('d'),
+            "other-os.efi".into(),
+        ];
+        let p = plan(&i).unwrap();
+        // b is live (an entry boots it) even though its entry boots a kernel.
+        assert_eq!(p.ukis, vec![uki('c'), extra('c')]);
+        assert!(p.kept.keys().any(|k| k.contains(&uki('d'))), "{:?}", p.kept);
+    }
 }
