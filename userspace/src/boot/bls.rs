@@ -192,7 +192,7 @@ pub(crate) fn select_kernel<T>(found: Vec<KernelDir<T>>, uki: bool) -> Result<Ke
             Ok(k)
         }
         None if uki => {
-            bail!("the image only has a UKI; UKI (Type #2) installs are not supported yet")
+            bail!("the image has no kernel, and its .efi files under /boot/EFI/Linux or /usr/lib/modules/<kver> are addons or in subdirectories: expected one UKI directly in one of those directories")
         }
         None => bail!(
             "the image has no kernel: expected /usr/lib/modules/<kver>/vmlinuz and initramfs.img"
