@@ -96,6 +96,18 @@ pub fn origin_file(id: &DeploymentId) -> PathBuf {
     deploy_dir(id).join(format!("{}.origin", id.hex()))
 }
 
+/// Where UKI deployments' Unified Kernel Images live on the ESP: a directory *below*
+/// `EFI/Linux`, so systemd-boot does not list them a second time as Type #2 entries
+/// (it scans `EFI/Linux` itself, not its subdirectories); each is booted by a Type #1
+/// entry's `efi` line, which keeps bootc's order, staging and rollback.
+pub const EFI_LINUX_BOOTC: &str = "EFI/Linux/bootc";
+
+/// `bootc_composefs-<hex>.efi`: a UKI deployment's UKI, in [`EFI_LINUX_BOOTC`]; its
+/// addons are in `<that>.extra.d/`, where systemd-stub looks for them.
+pub fn uki_file_name(id: &DeploymentId) -> String {
+    format!("{BOOT_PREFIX}{}.efi", id.hex())
+}
+
 /// `bootc_composefs-<hex>`: the boot directory holding a BLS deployment's kernel+initrd.
 pub fn boot_dir_name(id: &DeploymentId) -> String {
     format!("{BOOT_PREFIX}{}", id.hex())

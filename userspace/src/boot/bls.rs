@@ -37,8 +37,12 @@ pub struct BlsEntry {
     pub(crate) version: String,
     /// `sort-key`.
     pub(crate) sort_key: Option<String>,
-    /// `linux`, relative to the boot partition root.
+    /// `linux`, relative to the boot partition root (empty in an `efi` entry).
     pub(crate) linux: String,
+    /// `efi`: the EFI program it runs instead of a kernel, relative to the boot
+    /// partition root: a UKI deployment's UKI. Such an entry has no `linux`, `initrd`
+    /// or `options` (the UKI's own `.cmdline` is what it boots with).
+    pub(crate) efi: Option<String>,
     /// `initrd` lines.
     pub(crate) initrd: Vec<String>,
     /// `options`: the kernel command line.
@@ -61,6 +65,12 @@ impl BlsEntry {
         if let Some(k) = &self.sort_key {
             s.push_str(&format!("sort-key {}\n", v(k)));
         }
+        if let Some(efi) = &self.efi {
+            // Options would replace the UKI's sealed command line when Secure Boot is
+            // off (systemd-stub): none are written.
+            s.push_str(&format!("efi {}\n", v(efi)));
+            return s;
+        }
         s.push_str(&format!("linux {}\n", v(&self.linux)));
         for i in &self.initrd {
             s.push_str(&format!("initrd {}\n", v(i)));
@@ -69,10 +79,11 @@ impl BlsEntry {
         s
     }
 
-    /// Parses entry text (unknown keys are ignored; `linux` is required).
+    /// Parses entry text (unknown keys are ignored; `linux` or `efi` is required).
     #[doc(hidden)]
     pub fn parse(file_stem: &str, text: &str) -> Result<BlsEntry> {
         let mut e = BlsEntry {
+            efi: None,
             file_stem: file_stem.to_string(),
             title: String::new(),
             version: String::new(),
@@ -93,6 +104,7 @@ impl BlsEntry {
                 "version" => e.version = v,
                 "sort-key" => e.sort_key = Some(v),
                 "linux" => e.linux = v,
+                "efi" => e.efi = Some(v),
                 "initrd" => e.initrd.push(v),
                 "options" if !v.is_empty() => {
                     if !e.options.is_empty() {
@@ -103,8 +115,8 @@ impl BlsEntry {
                 _ => {}
             }
         }
-        if e.linux.is_empty() {
-            bail!("{file_stem}.conf: BLS entry has no linux line");
+        if e.linux.is_empty() && e.efi.as_deref().is_none_or(str::is_empty) {
+            bail!("{file_stem}.conf: BLS entry has no linux line (and no efi line)");
         }
         Ok(e)
     }
@@ -180,7 +192,7 @@ pub(crate) fn select_kernel<T>(found: Vec<KernelDir<T>>, uki: bool) -> Result<Ke
             Ok(k)
         }
         None if uki => {
-            bail!("the image only has a UKI; UKI (Type #2) installs are not supported yet")
+            bail!("the image has no kernel, and its .efi files under /boot/EFI/Linux or /usr/lib/modules/<kver> are addons or in subdirectories: expected one UKI directly in one of those directories")
         }
         None => bail!(
             "the image has no kernel: expected /usr/lib/modules/<kver>/vmlinuz and initramfs.img"
@@ -534,6 +546,7 @@ pub(crate) fn deployment_entry(
     options: String,
 ) -> BlsEntry {
     BlsEntry {
+        efi: None,
         file_stem: layout::boot_dir_name(id),
         title: os.title,
         version: os.version.unwrap_or_else(|| kver.to_string()),
@@ -671,6 +684,9 @@ pub fn check_entry(e: &BlsEntry) -> Result<()> {
     if let Some(k) = &e.sort_key {
         fields.push(("sort-key", k));
     }
+    if let Some(k) = &e.efi {
+        fields.push(("efi", k));
+    }
     for i in &e.initrd {
         fields.push(("initrd", i));
     }
@@ -678,7 +694,7 @@ pub fn check_entry(e: &BlsEntry) -> Result<()> {
         if let Some(why) = line_value_problem(value) {
             bail!("boot entry {}: {field} {}: {why}", show(&name), show(value));
         }
-        let path = matches!(field, "linux" | "initrd" | "file name" | "sort-key");
+        let path = matches!(field, "linux" | "initrd" | "efi" | "file name" | "sort-key");
         if path && value.contains(char::is_whitespace) {
             bail!(
                 "boot entry {}: {field} {}: it contains white space",
@@ -690,8 +706,17 @@ pub fn check_entry(e: &BlsEntry) -> Result<()> {
     if e.file_stem.is_empty() || e.file_stem.contains('/') {
         bail!("boot entry {}: not a file name", show(&name));
     }
-    if e.title.trim().is_empty() || e.linux.is_empty() {
-        bail!("boot entry {}: empty title or linux path", show(&name));
+    let boots = match &e.efi {
+        Some(efi) => {
+            !efi.is_empty() && e.linux.is_empty() && e.initrd.is_empty() && e.options.is_empty()
+        }
+        None => !e.linux.is_empty(),
+    };
+    if e.title.trim().is_empty() || !boots {
+        bail!(
+            "boot entry {}: empty title, or not exactly one of a linux or an efi path (an efi entry has no initrd or options)",
+            show(&name)
+        );
     }
     check_options_length(&e.options).with_context(|| format!("boot entry {}", show(&name)))
 }
@@ -800,6 +825,7 @@ mod tests {
     #[test]
     fn render_and_parse() {
         let e = BlsEntry {
+            efi: None,
             file_stem: "bootc_composefs-ab".into(),
             title: "Bootc Test OS v1".into(),
             version: "1".into(),
@@ -1103,6 +1129,7 @@ mod tests {
 
     fn entry() -> BlsEntry {
         BlsEntry {
+            efi: None,
             file_stem: "bootc_composefs-ab".into(),
             title: "Bootc Test OS v1".into(),
             version: "1".into(),
@@ -1300,5 +1327,29 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(e.contains("not a kargs file"), "{e}");
+    }
+
+    #[test]
+    fn efi_entries_render_without_kernel_or_options_and_are_checked() {
+        let mut e = BlsEntry::parse(
+            "bootc_composefs-ab",
+            "title T\nversion 1\nefi /EFI/Linux/bootc/bootc_composefs-ab.efi\n",
+        )
+        .unwrap();
+        check_entry(&e).unwrap();
+        assert_eq!(
+            e.render(),
+            "title T\nversion 1\nefi /EFI/Linux/bootc/bootc_composefs-ab.efi\n"
+        );
+        e.options = "rw".into();
+        assert!(
+            check_entry(&e).is_err(),
+            "options would replace the sealed cmdline"
+        );
+        e.options = String::new();
+        e.linux = "/x/vmlinuz".into();
+        assert!(check_entry(&e).is_err(), "linux and efi");
+        let err = BlsEntry::parse("s", "title T\n").unwrap_err().to_string();
+        assert!(err.contains("no linux line (and no efi line)"), "{err}");
     }
 }

@@ -36,6 +36,11 @@ use crate::sys::durable;
 /// Prefix of the `sort-key` that encodes our boot order.
 pub(crate) const SORT_KEY_PREFIX: &str = "bootc-";
 
+/// The `efi` path (from the boot partition root) of deployment `id`'s UKI.
+pub(crate) fn uki_path(id: &DeploymentId) -> String {
+    format!("/{}/{}", layout::EFI_LINUX_BOOTC, layout::uki_file_name(id))
+}
+
 /// One entry of the set.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Entry {
@@ -50,10 +55,26 @@ pub(crate) struct Entry {
 }
 
 impl Entry {
-    /// Wraps a parsed BLS entry (no boot counter).
+    /// Wraps a parsed BLS entry (no boot counter). A kernel entry boots the deployment
+    /// its `composefs=` argument names; an `efi` entry (a UKI deployment: no options,
+    /// the UKI carries them) the one its file name names, if its `efi` path is that
+    /// deployment's UKI ([`uki_path`]).
     pub(crate) fn new(bls: BlsEntry) -> Entry {
-        let karg = ComposefsKarg::from_cmdline(&bls.options).ok();
         let ours = bls.file_stem.starts_with(layout::BOOT_PREFIX);
+        if let Some(efi) = &bls.efi {
+            let id = bls
+                .file_stem
+                .strip_prefix(layout::BOOT_PREFIX)
+                .and_then(|hex| DeploymentId::parse(hex).ok())
+                .filter(|id| *efi == uki_path(id));
+            return Entry {
+                deployment: id,
+                insecure: false,
+                bls,
+                counter: None,
+            };
+        }
+        let karg = ComposefsKarg::from_cmdline(&bls.options).ok();
         Entry {
             deployment: karg.as_ref().filter(|_| ours).map(|k| k.id.clone()),
             insecure: karg.map(|k| k.insecure).unwrap_or(false),
@@ -392,7 +413,23 @@ fn parse_ours(name: &OsStr, content: &RawContent) -> std::result::Result<Option<
             .map(str::to_string)
             .unwrap_or(e)
     })?;
-    if ComposefsKarg::from_cmdline(&bls.options).is_err() {
+    if bls.efi.is_some() {
+        // A UKI deployment's entry: no options, its UKI named after it.
+        let id = stem
+            .strip_prefix(layout::BOOT_PREFIX)
+            .and_then(|hex| DeploymentId::parse(hex).ok());
+        match id {
+            Some(id) if bls.efi.as_deref() == Some(uki_path(&id).as_str()) => {}
+            _ => {
+                return Err(
+                    "its efi line does not name the UKI of the deployment its name names".into(),
+                )
+            }
+        }
+        if !bls.options.is_empty() || !bls.linux.is_empty() || !bls.initrd.is_empty() {
+            return Err("it has an efi line and also linux, initrd or options".into());
+        }
+    } else if ComposefsKarg::from_cmdline(&bls.options).is_err() {
         return Err("its options have no valid composefs= argument".into());
     }
     // A whole-set write renders our entries anew: only an entry that renders back to
@@ -554,6 +591,7 @@ mod tests {
 
     fn entry(hex: &str, key: Option<&str>) -> BlsEntry {
         BlsEntry {
+            efi: None,
             file_stem: format!("{}{hex}", layout::BOOT_PREFIX),
             title: "T".into(),
             version: "1".into(),
@@ -819,5 +857,25 @@ mod tests {
             before
         );
         assert!(!d.path().join(layout::LOADER_ENTRIES_STAGED).exists());
+    }
+
+    #[test]
+    fn efi_entries_name_their_deployment_and_round_trip() {
+        let hex = "cd".repeat(32);
+        let id = DeploymentId::parse(&hex).unwrap();
+        let stem = format!("{}{hex}", layout::BOOT_PREFIX);
+        let text = format!("title T\nversion 1\nefi {}\n", uki_path(&id));
+        let e = parse_entry_file(OsStr::new(&format!("{stem}.conf")), text.as_bytes())
+            .unwrap()
+            .unwrap();
+        assert_eq!(e.render(), text);
+        assert_eq!(Entry::new(e).deployment, Some(id));
+        // An efi line naming another file, or options next to it: not ours to rewrite.
+        let other = "title T\nversion 1\nefi /EFI/Linux/other.efi\n";
+        let err = parse_entry_file(OsStr::new(&format!("{stem}.conf")), other.as_bytes());
+        assert!(err.unwrap_err().contains("efi line"));
+        let both = format!("{text}options rw\n");
+        let err = parse_entry_file(OsStr::new(&format!("{stem}.conf")), both.as_bytes());
+        assert!(err.unwrap_err().contains("also linux, initrd or options"));
     }
 }

@@ -146,6 +146,12 @@ fn render_menu(set: &EntrySet) -> Result<Vec<u8>> {
     let mut out = HEADER.as_bytes().to_vec();
     for e in &set.ours {
         bls::check_entry(&e.bls)?;
+        if let Some(efi) = &e.bls.efi {
+            bail!(
+                "boot entry {} boots the UKI {efi}, which the GRUB menu cannot (no chainload support): use systemd-boot",
+                bls::show(&e.bls.file_name())
+            );
+        }
         out.extend_from_slice(render_block(&e.bls).as_bytes());
     }
     for r in &set.foreign {
@@ -227,6 +233,7 @@ fn parse_block(text: &str) -> std::result::Result<BlsEntry, String> {
         return bad("its menuentry line is not `menuentry TITLE --id ID {`");
     }
     let mut e = BlsEntry {
+        efi: None,
         file_stem: id.clone(),
         title: title.clone(),
         version: String::new(),
@@ -527,6 +534,7 @@ mod tests {
 
     fn entry(hex: &str, title: &str, options: &str) -> BlsEntry {
         BlsEntry {
+            efi: None,
             file_stem: format!("{}{hex}", layout::BOOT_PREFIX),
             title: title.into(),
             version: "1".into(),
@@ -546,6 +554,7 @@ mod tests {
     #[test]
     fn menu() {
         let e = BlsEntry {
+            efi: None,
             file_stem: "bootc_composefs-ab".into(),
             title: "It's OS v1".into(),
             version: "1".into(),

@@ -18,6 +18,7 @@ pub mod entries; // `pub` for the fuzz targets only (`parse_entry_file`).
 pub mod grub; // `pub` for the fuzz targets only (`check_menu_round_trip`).
 pub(crate) mod systemd_boot;
 pub mod uki;
+pub(crate) mod uki_deploy;
 
 use entries::EntrySet;
 

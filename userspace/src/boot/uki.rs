@@ -105,37 +105,8 @@ pub fn parse(data: &[u8]) -> Result<Uki<'_>, UkiError> {
         return Err(UkiError::NotPe);
     }
     let sections = section_table(data)?;
-    let section = |name: &'static str| -> Result<Option<&[u8]>, UkiError> {
-        let Some(s) = sections.iter().find(|s| s.raw_name() == name.as_bytes()) else {
-            return Ok(None);
-        };
-        let (offset, size) = s.pe_file_range();
-        let (start, end) = (u64::from(offset), u64::from(offset) + u64::from(size));
-        // Both fit in u64; on a 32-bit host a range past usize::MAX is past the end too.
-        let range = usize::try_from(start).unwrap_or(usize::MAX)
-            ..usize::try_from(end).unwrap_or(usize::MAX);
-        match data.get(range) {
-            Some(bytes) => Ok(Some(bytes)),
-            None => Err(UkiError::Truncated {
-                name: name.to_string(),
-                start,
-                end,
-                len: data.len(),
-            }),
-        }
-    };
-    let text = |name: &'static str| -> Result<Option<String>, UkiError> {
-        match section(name)? {
-            None => Ok(None),
-            Some(bytes) => {
-                let s = std::str::from_utf8(bytes).map_err(|_| UkiError::NotUtf8(name))?;
-                Ok(Some(
-                    s.trim_end_matches(['\0', ' ', '\n', '\t', '\r'])
-                        .to_string(),
-                ))
-            }
-        }
-    };
+    let section = |name: &'static str| section(data, &sections, name);
+    let text = |name: &'static str| text(data, &sections, name);
     let linux = section(".linux")?.ok_or(UkiError::Missing(".linux"))?;
     let cmdline = text(".cmdline")?.ok_or(UkiError::Missing(".cmdline"))?;
     Ok(Uki {
@@ -145,6 +116,58 @@ pub fn parse(data: &[u8]) -> Result<Uki<'_>, UkiError> {
         linux,
         initrd: section(".initrd")?,
     })
+}
+
+/// The `.cmdline` of a UKI addon (a PE file that carries no kernel), if it has one.
+pub fn addon_cmdline(data: &[u8]) -> Result<Option<String>, UkiError> {
+    if !data.starts_with(b"MZ") {
+        return Err(UkiError::NotPe);
+    }
+    let sections = section_table(data)?;
+    text(data, &sections, ".cmdline")
+}
+
+/// The data of section `name` (the first of that name), if present.
+fn section<'a>(
+    data: &'a [u8],
+    sections: &SectionTable<'a>,
+    name: &'static str,
+) -> Result<Option<&'a [u8]>, UkiError> {
+    let Some(s) = sections.iter().find(|s| s.raw_name() == name.as_bytes()) else {
+        return Ok(None);
+    };
+    let (offset, size) = s.pe_file_range();
+    let (start, end) = (u64::from(offset), u64::from(offset) + u64::from(size));
+    // Both fit in u64; on a 32-bit host a range past usize::MAX is past the end too.
+    let range =
+        usize::try_from(start).unwrap_or(usize::MAX)..usize::try_from(end).unwrap_or(usize::MAX);
+    match data.get(range) {
+        Some(bytes) => Ok(Some(bytes)),
+        None => Err(UkiError::Truncated {
+            name: name.to_string(),
+            start,
+            end,
+            len: data.len(),
+        }),
+    }
+}
+
+/// Section `name` as text, trailing NULs and white space removed, if present.
+fn text(
+    data: &[u8],
+    sections: &SectionTable<'_>,
+    name: &'static str,
+) -> Result<Option<String>, UkiError> {
+    match section(data, sections, name)? {
+        None => Ok(None),
+        Some(bytes) => {
+            let s = std::str::from_utf8(bytes).map_err(|_| UkiError::NotUtf8(name))?;
+            Ok(Some(
+                s.trim_end_matches(['\0', ' ', '\n', '\t', '\r'])
+                    .to_string(),
+            ))
+        }
+    }
 }
 
 /// The section table, whichever PE flavour (PE32+ first: every UKI for x86-64 and

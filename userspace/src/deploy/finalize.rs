@@ -257,7 +257,7 @@ fn remove_update_stamps(host: &Host, id: &DeploymentId) -> Result<()> {
     Ok(())
 }
 
-/// Every file the staged default needs exists: its entry's `linux` and `initrd` on the
+/// Every file the staged default needs exists: its entry's `linux` and `initrd` (or `efi`) on the
 /// boot partition (regular files), its state directory with `etc/`, and its EROFS image
 /// `composefs/images/<hex>`. Checked before anything is changed.
 pub(crate) fn check_bootable(host: &Host, id: &DeploymentId, set: &EntrySet) -> Result<()> {
@@ -269,7 +269,11 @@ pub(crate) fn check_bootable(host: &Host, id: &DeploymentId, set: &EntrySet) -> 
         )
     })?;
     let name = entry.bls.file_name();
-    for path in std::iter::once(&entry.bls.linux).chain(&entry.bls.initrd) {
+    let paths = std::iter::once(&entry.bls.linux)
+        .chain(&entry.bls.initrd)
+        .chain(&entry.bls.efi)
+        .filter(|p| !p.is_empty());
+    for path in paths {
         if let Some(problem) = not_regular(&host.boot, path.trim_start_matches('/')) {
             bail!("the staged entry {name} boots {path}, which {problem} on the boot partition");
         }

@@ -156,6 +156,8 @@ pub(crate) struct GcInputs {
     pub(crate) state_names: Vec<String>,
     /// Names in the boot partition's root.
     pub(crate) boot_names: Vec<String>,
+    /// Names in `EFI/Linux/bootc` (UKI deployments' UKIs and addon directories).
+    pub(crate) uki_names: Vec<String>,
     /// Names in each loader's menu directory.
     pub(crate) menu_names: Vec<(&'static str, Vec<String>)>,
     /// The repository's tags.
@@ -169,6 +171,8 @@ pub(crate) struct GcPlan {
     pub(crate) deployments: Vec<String>,
     /// Boot directories that go.
     pub(crate) boot_dirs: Vec<String>,
+    /// UKIs and their addon directories (names in `EFI/Linux/bootc`) that go.
+    pub(crate) ukis: Vec<String>,
     /// Our tags that go.
     pub(crate) tags: Vec<String>,
     /// Leftovers of interrupted runs.
@@ -219,6 +223,21 @@ pub(crate) fn plan(i: &GcInputs) -> Result<GcPlan, GcRefused> {
             }
         }
     }
+    // UKIs live entries boot (file names in EFI/Linux/bootc).
+    let uki_dir = format!("/{}/", layout::EFI_LINUX_BOOTC);
+    let mut uki_refs: BTreeSet<String> = BTreeSet::new();
+    for (_, s) in &sets {
+        for e in &s.ours {
+            if let Some(name) = e.bls.efi.as_deref().and_then(|p| p.strip_prefix(&uki_dir)) {
+                uki_refs.insert(name.to_string());
+            }
+        }
+    }
+    let ukis: Vec<&String> = i
+        .uki_names
+        .iter()
+        .filter(|n| n.starts_with(layout::BOOT_PREFIX) && n.ends_with(".efi"))
+        .collect();
     let boot_dirs: Vec<&String> = i
         .boot_names
         .iter()
@@ -259,6 +278,15 @@ pub(crate) fn plan(i: &GcInputs) -> Result<GcPlan, GcRefused> {
                     kept.push((format!("boot directory {b}"), was));
                 }
             }
+            for u in &ukis {
+                let hex = u
+                    .strip_prefix(layout::BOOT_PREFIX)
+                    .and_then(|u| u.strip_suffix(".efi"));
+                if found(u) || hex.is_some_and(found) {
+                    let was = !uki_refs.insert((*u).clone());
+                    kept.push((format!("UKI {u}"), was));
+                }
+            }
             for t in &i.tags {
                 if let Some(h) = tag_hex(t).filter(|h| found(h)) {
                     let was = !live.insert(h);
@@ -287,6 +315,7 @@ pub(crate) fn plan(i: &GcInputs) -> Result<GcPlan, GcRefused> {
         return Ok(GcPlan {
             deployments: vec![],
             boot_dirs: vec![],
+            ukis: vec![],
             tags: vec![],
             debris: debris(i),
             kept: BTreeMap::new(),
@@ -306,6 +335,17 @@ pub(crate) fn plan(i: &GcInputs) -> Result<GcPlan, GcRefused> {
     for b in boot_dirs {
         if !boot_refs.contains(b) {
             plan.boot_dirs.push(b.clone());
+        }
+    }
+    // A UKI named after a live deployment is kept even without an entry; a UKI goes
+    // with its addon directory (`<uki>.extra.d`), which goes when its UKI is gone.
+    for d in &live {
+        uki_refs.insert(format!("{}{d}.efi", layout::BOOT_PREFIX));
+    }
+    for n in &i.uki_names {
+        let uki = n.strip_suffix(".extra.d").unwrap_or(n);
+        if n.starts_with(layout::BOOT_PREFIX) && uki.ends_with(".efi") && !uki_refs.contains(uki) {
+            plan.ukis.push(n.clone());
         }
     }
     for t in &i.tags {
@@ -369,6 +409,7 @@ fn gc_typed<H: FsVerityHashValue>(host: &Host, dry_run: bool) -> Result<GcReport
         deploy_names: list_names(&host.sysroot, layout::STATE_DEPLOY)?,
         state_names: list_names(&host.sysroot, layout::STATE)?,
         boot_names: list_names(&host.boot, ".")?,
+        uki_names: list_names(&host.boot, layout::EFI_LINUX_BOOTC)?,
         menu_names: BootloaderKind::ALL
             .iter()
             .map(|k| {
@@ -389,7 +430,16 @@ fn gc_typed<H: FsVerityHashValue>(host: &Host, dry_run: bool) -> Result<GcReport
     }
     let mut report = GcReport {
         deployments: plan.deployments.clone(),
-        boot_dirs: plan.boot_dirs.clone(),
+        boot_dirs: plan
+            .boot_dirs
+            .iter()
+            .cloned()
+            .chain(
+                plan.ukis
+                    .iter()
+                    .map(|u| format!("{}/{u}", layout::EFI_LINUX_BOOTC)),
+            )
+            .collect(),
         tags: plan.tags.clone(),
         debris: plan.debris.iter().map(|(p, n)| p.display(n)).collect(),
         kept: plan
@@ -420,6 +470,18 @@ fn gc_typed<H: FsVerityHashValue>(host: &Host, dry_run: bool) -> Result<GcReport
     for b in &plan.boot_dirs {
         durable::remove_all(&host.boot, b)
             .with_context(|| format!("removing {b} from the boot partition"))?;
+    }
+    if !plan.ukis.is_empty() {
+        let dir = durable::open_dir(&host.boot, layout::EFI_LINUX_BOOTC)?;
+        for u in &plan.ukis {
+            durable::remove_all(&dir, u).with_context(|| {
+                format!(
+                    "removing {}/{u} from the boot partition",
+                    layout::EFI_LINUX_BOOTC
+                )
+            })?;
+        }
+        durable::fsync_dir(&dir)?;
     }
     for (place, name) in &plan.debris {
         let root = match place {
@@ -510,6 +572,7 @@ mod tests {
     /// Our entry for deployment `d` booting from the boot directory of `k`.
     fn entry(d: char, k: char) -> BlsEntry {
         BlsEntry {
+            efi: None,
             file_stem: bdir(d),
             title: "T".into(),
             version: "1".into(),
@@ -572,6 +635,7 @@ mod tests {
                 format!("{}.efi", bdir('d')),
                 ".bootc-tmp.bootc_composefs-ffff".into(),
             ],
+            uki_names: vec![],
             menu_names: vec![
                 (
                     "loader",
@@ -746,5 +810,45 @@ mod tests {
         let p = plan(&inputs(Some(set))).unwrap();
         assert_eq!(p.deployments, hexes(&['c', 'd']));
         assert!(p.boot_dirs.is_empty(), "{:?}", p.boot_dirs);
+    }
+
+    #[test]
+    fn ukis_go_with_their_deployment_never_while_an_entry_names_them() {
+        let uki = |c: char| format!("{}{}.efi", layout::BOOT_PREFIX, c.to_string().repeat(64));
+        let extra = |c: char| format!("{}.extra.d", uki(c));
+        // a (booted) boots its UKI from an efi entry; b is a kernel entry.
+        let mut a = entry('a', 'a');
+        a.linux = String::new();
+        a.initrd = vec![];
+        a.options = String::new();
+        a.efi = Some(crate::boot::entries::uki_path(&id('a')));
+        // An unparsable entry of ours naming d's UKI keeps it.
+        let junk = format!("{}.conf", bdir('e'));
+        let set = read_set(
+            &[a, entry('b', 'b')],
+            &[(
+                junk.as_str(),
+                format!("efi /EFI/Linux/bootc/{}\n", uki('d')).as_bytes(),
+            )],
+        );
+        assert_eq!(
+            set.ours[0].deployment,
+            Some(id('a')),
+            "an efi entry boots the deployment its name names"
+        );
+        let mut i = inputs(Some(set));
+        i.uki_names = vec![
+            uki('a'),
+            extra('a'),
+            uki('b'),
+            uki('c'),
+            extra('c'),
+            uki('d'),
+            "other-os.efi".into(),
+        ];
+        let p = plan(&i).unwrap();
+        // b is live (an entry boots it) even though its entry boots a kernel.
+        assert_eq!(p.ukis, vec![uki('c'), extra('c')]);
+        assert!(p.kept.keys().any(|k| k.contains(&uki('d'))), "{:?}", p.kept);
     }
 }

@@ -343,6 +343,7 @@ pub(crate) mod test_sets {
     pub(crate) fn ours(id: &DeploymentId) -> Entry {
         let dir = layout::boot_dir_name(id);
         Entry::new(BlsEntry {
+            efi: None,
             file_stem: dir.clone(),
             title: "T".into(),
             version: "1".into(),

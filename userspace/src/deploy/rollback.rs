@@ -158,6 +158,7 @@ mod tests {
         assert!(e.contains("no previous deployment"), "{e}");
         let mut two = set(&[&a, &a]);
         two.ours[1] = Entry::new(crate::boot::bls::BlsEntry {
+            efi: None,
             options: "rw".into(),
             ..two.ours[1].bls.clone()
         });

@@ -21,8 +21,8 @@ use composefs::tree::{Directory, FileSystem, RegularFile};
 use super::etc_merge;
 use super::host::Host;
 use super::state::{self, Origin};
-use crate::boot::bls;
 use crate::boot::entries::{BootCount, Entry, EntrySet};
+use crate::boot::{bls, uki_deploy};
 use crate::imgref::ImageReference;
 use crate::repo::{self, PullOpts, Pulled};
 use crate::sys::durable;
@@ -168,13 +168,28 @@ fn stage_typed<H: FsVerityHashValue>(host: &Host, opts: &StageOpts) -> Result<St
     let (fs, boot_entries) = repo::boot_tree(&repo, &pulled)
         .map_err(bls::explain_image_error)
         .with_context(|| format!("deploying {imgref}"))?;
-    let kernel = bls::find_kernel(boot_entries).with_context(|| format!("deploying {imgref}"))?;
+    // A sealed UKI makes it a UKI deployment, checked before anything is written.
+    let sealed = uki_deploy::find(&repo, &boot_entries, &id)
+        .with_context(|| format!("refusing {imgref}"))?;
+    if let Some(u) = &sealed {
+        uki_deploy::check_loader(host.loader, &format!("{imgref} ({})", u.path))?;
+    }
+    let kernel = match &sealed {
+        Some(_) => None,
+        None => {
+            Some(bls::find_kernel(boot_entries).with_context(|| format!("deploying {imgref}"))?)
+        }
+    };
     // The booted image's tree: the kernel arguments it added (when the new entry starts
     // from the booted one), its kernel, and the pristine side of the /etc merge. Read once.
     let booted_fs = booted_tree(host, &repo);
-    let digest = match same_kernel_digest(host, &booted_fs, &kernel) {
-        Some(d) => d,
-        None => bls::boot_digest(&repo, &kernel)?,
+    let digest = match (&sealed, &kernel) {
+        (Some(u), _) => u.digest(),
+        (None, Some(k)) => match same_kernel_digest(host, &booted_fs, k) {
+            Some(d) => d,
+            None => bls::boot_digest(&repo, k)?,
+        },
+        (None, None) => unreachable!("a kernel when there is no UKI"),
     };
     let os = bls::os_info(&repo, &fs)?;
     // The same kargs.d checks as install, and the new entry's kernel arguments
@@ -189,6 +204,12 @@ fn stage_typed<H: FsVerityHashValue>(host: &Host, opts: &StageOpts) -> Result<St
         .as_ref()
         .map(|e| e.insecure)
         .unwrap_or(host.booted_insecure);
+    if sealed.is_none() && base.bls.efi.is_some() {
+        bail!(
+            "refusing {imgref}: it has no UKI, and the entry it would take its kernel arguments from ({}) boots a UKI, whose arguments are sealed inside it; install the image instead",
+            bls::show(&base.bls.file_name())
+        );
+    }
     // The arguments the image of the entry we start from added, to take them out again.
     let old_kargs = match base.deployment.as_ref() {
         Some(from) if from == &host.booted => match &booted_fs {
@@ -236,6 +257,9 @@ fn stage_typed<H: FsVerityHashValue>(host: &Host, opts: &StageOpts) -> Result<St
     }
     let mut origin = Origin::for_image(&imgref, &digest, &pulled.manifest_digest, host.loader);
     origin.boot_tries = Some(tries);
+    if sealed.is_some() {
+        origin.boot_type = uki_deploy::BOOT_TYPE_UKI.to_string();
+    }
     state::write_deployment(&host.sysroot, &repo, &fs, &id, &origin, false)?;
 
     // Refuse before anything boots differently if the /etc merge cannot succeed now.
@@ -249,8 +273,18 @@ fn stage_typed<H: FsVerityHashValue>(host: &Host, opts: &StageOpts) -> Result<St
         return Err(e);
     }
 
-    let dir = state::install_kernel(&repo, &host.sysroot, &host.boot, &id, &kernel, &digest)?;
-    let entry = bls::deployment_entry(&id, &dir, os, &kernel.kver, options);
+    let entry = match (&sealed, &kernel) {
+        (Some(u), _) => {
+            uki_deploy::copy_uki(&host.boot, &id, u)?;
+            uki_deploy::deployment_entry(&id, os, u)
+        }
+        (None, Some(kernel)) => {
+            let dir =
+                state::install_kernel(&repo, &host.sysroot, &host.boot, &id, kernel, &digest)?;
+            bls::deployment_entry(&id, &dir, os, &kernel.kver, options)
+        }
+        (None, None) => unreachable!("a kernel when there is no UKI"),
+    };
 
     let new = Entry::new(entry).with_counter(counter);
     let staged = new_entry_set(&current, &host.booted, new, opts.retain);

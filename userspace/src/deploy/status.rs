@@ -18,6 +18,7 @@ use bootc_initramfs_setup::cmdline::DeploymentId;
 use serde::Serialize;
 
 use crate::boot::entries::{Entry, EntrySet};
+use crate::boot::uki_deploy;
 use crate::boot::BootloaderKind;
 use crate::deploy::host::{Host, Staged};
 use crate::deploy::soft_reboot;
@@ -229,7 +230,13 @@ fn boot_entry(input: &StatusInput, id: &DeploymentId, entry: Option<&Entry>) -> 
         soft_reboot_capable: soft_reboot_capable(input, id, entry),
         composefs: Composefs {
             verity: id.hex().to_string(),
-            boot_type: "Bls",
+            boot_type: if origin.is_some_and(|o| o.boot_type == uki_deploy::BOOT_TYPE_UKI)
+                || entry.is_some_and(|e| e.bls.efi.is_some())
+            {
+                "Uki"
+            } else {
+                "Bls"
+            },
             bootloader: input.bootloader.as_str(),
             missing_verity_allowed: entry.map(|e| e.insecure).unwrap_or(input.booted_insecure),
             boot_digest: origin.and_then(|o| o.boot_digest.clone()),

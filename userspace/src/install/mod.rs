@@ -11,8 +11,8 @@ use bootc_initramfs_setup::with_algorithm;
 use composefs::fsverity::{FsVerityHashValue, Sha256HashValue};
 use rustix::fs::{openat, unlinkat, AtFlags, Mode, OFlags, CWD};
 
-use crate::boot::bls;
 use crate::boot::entries::Entry;
+use crate::boot::{bls, uki_deploy};
 use crate::boot::{esp_in_root, BootloaderKind};
 use crate::deploy::state::{self, Origin};
 use crate::imgref::ImageReference;
@@ -360,6 +360,22 @@ fn install_typed<H: FsVerityHashValue>(
     let (fs, boot_entries) = repo::boot_tree(&repo, &pulled)
         .map_err(bls::explain_image_error)
         .with_context(|| format!("installing {source}"))?;
+    // A sealed UKI in the image makes it a UKI deployment; checked (its composefs=
+    // against this id, its addons) before anything is written.
+    let sealed = uki_deploy::find(&repo, &boot_entries, &id)
+        .with_context(|| format!("installing {source}"))?;
+    if let Some(u) = &sealed {
+        uki_deploy::check_loader(opts.bootloader, &format!("{source} ({})", u.path))?;
+        if !opts.kargs.is_empty() || !opts.karg_delete.is_empty() {
+            bail!(
+                "{source} boots the sealed UKI {}: its kernel command line is fixed, --karg and --karg-delete cannot change it (rebuild the UKI with the arguments in kargs.d)",
+                u.path
+            );
+        }
+        return install_uki(
+            opts, root, root_fd, boot, &source, &target, &repo, &fs, &pulled, u,
+        );
+    }
     let kernel = bls::find_kernel(boot_entries).with_context(|| format!("installing {source}"))?;
     let digest = bls::boot_digest(&repo, &kernel)?;
     let os = bls::os_info(&repo, &fs)?;
@@ -421,6 +437,64 @@ fn install_typed<H: FsVerityHashValue>(
     tracing::info!(
         "installed {source} as {} with {}",
         id.short(),
+        loader.name()
+    );
+    Ok(Installed { id })
+}
+
+/// [`install_typed`] for an image with a sealed UKI (already checked by
+/// [`uki_deploy::find`]): the deployment state, then the UKI and its addons on the
+/// ESP, then the menu with its `efi` entry first. Origin `[boot] boot_type=uki`.
+#[allow(clippy::too_many_arguments)]
+fn install_uki<H: FsVerityHashValue>(
+    opts: &InstallOpts,
+    root: &Path,
+    root_fd: &OwnedFd,
+    boot: &Path,
+    source: &ImageReference,
+    target: &ImageReference,
+    repo: &std::sync::Arc<composefs::repository::Repository<H>>,
+    fs: &composefs::tree::FileSystem<H>,
+    pulled: &crate::repo::Pulled,
+    u: &uki_deploy::ImageUki,
+) -> Result<Installed> {
+    let id = pulled.id.clone();
+    let digest = u.digest();
+    let os = bls::os_info(repo, fs)?;
+    let config = config::from_image(repo, fs)?.unwrap_or_default();
+    check_root_fs_type(opts, &config)?;
+    let ssh_home = match &opts.root_ssh_authorized_keys {
+        Some(_) => Some(ssh::root_home_in_var(fs)?),
+        None => None,
+    };
+    let entry = uki_deploy::deployment_entry(&id, os, u);
+    bls::check_entry(&entry).with_context(|| format!("installing {source}"))?;
+
+    let mut origin = Origin::for_image(target, &digest, &pulled.manifest_digest, opts.bootloader);
+    origin.boot_type = uki_deploy::BOOT_TYPE_UKI.to_string();
+    origin.boot_tries = opts.boot_tries;
+    state::write_deployment(root_fd, repo, fs, &id, &origin, true)?;
+    if let (Some(keys), Some(home)) = (&opts.root_ssh_authorized_keys, &ssh_home) {
+        ssh::write_authorized_keys(root_fd, home, keys)?;
+    }
+
+    let boot_fd = durable::open_dir(CWD, boot)?;
+    let loader = opts.bootloader.get();
+    loader.install(root, boot)?;
+    uki_deploy::copy_uki(&boot_fd, &id, u)?;
+    let mut set = loader
+        .read_current(boot_fd.as_fd())
+        .with_context(|| format!("reading {}", loader.menu_path()))?
+        .unwrap_or_default();
+    set.ours.retain(|e| e.bls.file_stem != entry.file_stem);
+    set.ours.insert(0, Entry::new(entry));
+    loader.replace(boot_fd.as_fd(), &set)?;
+    durable::syncfs(boot_fd.as_fd())?;
+    durable::syncfs(root_fd.as_fd())?;
+    tracing::info!(
+        "installed {source} as {} (UKI {}) with {}",
+        id.short(),
+        u.path,
         loader.name()
     );
     Ok(Installed { id })
