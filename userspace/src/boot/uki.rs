@@ -83,7 +83,8 @@ impl Uki<'_> {
             } else {
                 continue;
             };
-            let shown = crate::sys::cmd::cap(&token, 100);
+            // Quoted and escaped: a .cmdline is outside input and may hold line breaks.
+            let shown = crate::boot::bls::show(&token);
             if let Some((first, _)) = found {
                 return Err(UkiError::TwoComposefs(first, shown));
             }
@@ -369,6 +370,10 @@ mod tests {
             parse(&mixed).unwrap().composefs().unwrap_err(),
             UkiError::TwoComposefs(..)
         ));
+        // Found by the uki_pe fuzz target: the argument is shown escaped, on one line.
+        let odd = sealed("composefs=\u{1}\u{b}\u{c}x");
+        let e = parse(&odd).unwrap().composefs().unwrap_err().to_string();
+        assert!(!e.chars().any(char::is_control), "{e:?}");
         let none = sealed("quiet rw");
         assert_eq!(
             parse(&none).unwrap().composefs().unwrap_err(),
@@ -377,7 +382,7 @@ mod tests {
         let bad = sealed("composefs=sha256:xyz");
         let e = parse(&bad).unwrap().composefs().unwrap_err().to_string();
         assert!(
-            e.starts_with("the .cmdline section's composefs=sha256:xyz:"),
+            e.starts_with("the .cmdline section's \"composefs=sha256:xyz\":"),
             "{e}"
         );
     }
