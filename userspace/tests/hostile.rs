@@ -7,7 +7,6 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::Command;
@@ -23,50 +22,14 @@ fn sha256(data: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(data)))
 }
 
-/// path → "type mode uid gid size sha256-or-target" for everything under the root's
-/// `boot/`, `composefs/` and `state/` (the lock file's pid, rewritten in place by every
-/// writer, is left out; FIFOs and sockets are never opened).
+/// Everything under the root's `boot/`, `composefs/` and `state/` ([`hashed_listing`]),
+/// without the `composefs/objects/XX` fan-out directories, which gc leaves in place.
 fn disk(root: &Path) -> BTreeMap<String, String> {
-    fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
-        let mut entries: Vec<_> = fs::read_dir(dir).unwrap().map(|e| e.unwrap()).collect();
-        entries.sort_by_key(|e| e.file_name());
-        for e in entries {
-            let p = e.path();
-            let m = fs::symlink_metadata(&p).unwrap();
-            let rel = p
-                .strip_prefix(base)
-                .unwrap()
-                .as_os_str()
-                .as_bytes()
-                .escape_ascii()
-                .to_string();
-            let head = format!("{:o} {} {}", m.mode() & 0o7777, m.uid(), m.gid());
-            let ft = m.file_type();
-            let v = if ft.is_symlink() {
-                format!("l {}", fs::read_link(&p).unwrap().display())
-            } else if ft.is_dir() {
-                walk(base, &p, out);
-                // gc leaves the objects/XX fan-out directories in place.
-                if rel.starts_with("composefs/objects/") {
-                    continue;
-                }
-                format!("d {head}")
-            } else if ft.is_file() {
-                if rel == "state/bootc.lock" {
-                    continue;
-                }
-                let data = fs::read(&p).unwrap();
-                format!("f {head} {} {}", data.len(), sha256(&data))
-            } else {
-                format!("s {head} {:o}", m.mode() & 0o170000)
-            };
-            out.insert(rel, v);
-        }
-    }
     let mut out = BTreeMap::new();
     for top in ["boot", "composefs", "state"] {
-        walk(root, &root.join(top), &mut out);
+        hashed_listing(root, &root.join(top), &mut out);
     }
+    out.retain(|k, v| !(k.starts_with("composefs/objects/") && v.starts_with("d ")));
     out
 }
 

@@ -10,13 +10,12 @@ mod common;
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::system::System;
+use common::system::{hashed_listing, System};
 use common::*;
-use sha2::{Digest, Sha256};
 
 /// What these tests ask of the shared [`System`] besides its own helpers.
 trait GcSystem {
@@ -77,49 +76,15 @@ impl GcSystem for System {
     fn hashed(&self) -> BTreeMap<String, String> {
         let mut out = BTreeMap::new();
         for top in ["state", "boot", "composefs"] {
-            listing(&self.root, &self.root.join(top), &mut out);
+            hashed_listing(&self.root, &self.root.join(top), &mut out);
         }
         out
     }
 }
 
-/// path → "type mode size sha256-or-target" for a tree (non-UTF-8 names escaped).
-fn listing(base: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
-    let mut entries: Vec<_> = fs::read_dir(dir).unwrap().map(|e| e.unwrap()).collect();
-    entries.sort_by_key(|e| e.file_name());
-    for e in entries {
-        let p = e.path();
-        let m = fs::symlink_metadata(&p).unwrap();
-        let rel = p
-            .strip_prefix(base)
-            .unwrap()
-            .as_os_str()
-            .as_bytes()
-            .escape_ascii()
-            .to_string();
-        let v = if m.file_type().is_symlink() {
-            format!("l {}", fs::read_link(&p).unwrap().display())
-        } else if m.is_dir() {
-            listing(base, &p, out);
-            format!("d {:o}", m.mode() & 0o7777)
-        } else if rel == "state/bootc.lock" {
-            // Each run writes its pid there, in place.
-            format!("f {:o} {}", m.mode() & 0o7777, m.size())
-        } else {
-            format!(
-                "f {:o} {} {}",
-                m.mode() & 0o7777,
-                m.size(),
-                hex::encode(Sha256::digest(fs::read(&p).unwrap()))
-            )
-        };
-        out.insert(rel, v);
-    }
-}
-
 fn tree_has_tmp_names(dir: &Path) -> Vec<String> {
     let mut out = BTreeMap::new();
-    listing(dir, dir, &mut out);
+    hashed_listing(dir, dir, &mut out);
     out.into_keys()
         .filter(|k| k.contains(".bootc-tmp."))
         .collect()

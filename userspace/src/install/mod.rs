@@ -11,9 +11,10 @@ use bootc_initramfs_setup::with_algorithm;
 use composefs::fsverity::{FsVerityHashValue, Sha256HashValue};
 use rustix::fs::{openat, unlinkat, AtFlags, Mode, OFlags, CWD};
 
+use crate::boot::bls::BlsEntry;
 use crate::boot::entries::Entry;
 use crate::boot::{bls, uki_deploy};
-use crate::boot::{esp_in_root, BootloaderKind};
+use crate::boot::{esp_in_root, Bootloader, BootloaderKind};
 use crate::deploy::state::{self, Origin};
 use crate::imgref::ImageReference;
 use crate::repo::{self, PullOpts};
@@ -424,7 +425,24 @@ fn install_typed<H: FsVerityHashValue>(
     let dir = state::install_kernel(&repo, root_fd, &boot_fd, &id, &kernel, &digest)?;
 
     let entry = bls::deployment_entry(&id, &dir, os, &kernel.kver, options);
-    // Whatever the boot partition's menu already holds (another OS) is carried over.
+    menu_first(loader, &boot_fd, root_fd, entry)?;
+    tracing::info!(
+        "installed {source} as {} with {}",
+        id.short(),
+        loader.name()
+    );
+    Ok(Installed { id })
+}
+
+/// Writes the boot loader's menu with `entry` first (the default), replacing an entry
+/// of the same name; whatever else the menu already holds (another OS) is carried
+/// over. Then both filesystems are synced.
+fn menu_first(
+    loader: &dyn Bootloader,
+    boot_fd: &OwnedFd,
+    root_fd: &OwnedFd,
+    entry: BlsEntry,
+) -> Result<()> {
     let mut set = loader
         .read_current(boot_fd.as_fd())
         .with_context(|| format!("reading {}", loader.menu_path()))?
@@ -434,12 +452,7 @@ fn install_typed<H: FsVerityHashValue>(
     loader.replace(boot_fd.as_fd(), &set)?;
     durable::syncfs(boot_fd.as_fd())?;
     durable::syncfs(root_fd.as_fd())?;
-    tracing::info!(
-        "installed {source} as {} with {}",
-        id.short(),
-        loader.name()
-    );
-    Ok(Installed { id })
+    Ok(())
 }
 
 /// [`install_typed`] for an image with a sealed UKI (already checked by
@@ -482,15 +495,7 @@ fn install_uki<H: FsVerityHashValue>(
     let loader = opts.bootloader.get();
     loader.install(root, boot)?;
     uki_deploy::copy_uki(&boot_fd, &id, u)?;
-    let mut set = loader
-        .read_current(boot_fd.as_fd())
-        .with_context(|| format!("reading {}", loader.menu_path()))?
-        .unwrap_or_default();
-    set.ours.retain(|e| e.bls.file_stem != entry.file_stem);
-    set.ours.insert(0, Entry::new(entry));
-    loader.replace(boot_fd.as_fd(), &set)?;
-    durable::syncfs(boot_fd.as_fd())?;
-    durable::syncfs(root_fd.as_fd())?;
+    menu_first(loader, &boot_fd, root_fd, entry)?;
     tracing::info!(
         "installed {source} as {} (UKI {}) with {}",
         id.short(),

@@ -498,6 +498,48 @@ pub fn snapshot(dir: &Path) -> BTreeMap<String, String> {
     out
 }
 
+/// Adds `rel path → "type mode uid gid …"` for everything under `dir` to `out`, paths
+/// relative to `base` with non-UTF-8 bytes escaped: regular files as size and sha256,
+/// symlinks as their target, FIFOs, sockets and devices by type (never opened). The
+/// lock file's pid, rewritten in place by every writer, is left out of its entry.
+pub fn hashed_listing(base: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
+    use sha2::{Digest, Sha256};
+    use std::os::unix::ffi::OsStrExt;
+    let mut entries: Vec<_> = fs::read_dir(dir).unwrap().map(|e| e.unwrap()).collect();
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let p = e.path();
+        let m = fs::symlink_metadata(&p).unwrap();
+        let rel = p
+            .strip_prefix(base)
+            .unwrap()
+            .as_os_str()
+            .as_bytes()
+            .escape_ascii()
+            .to_string();
+        let head = format!("{:o} {} {}", m.mode() & 0o7777, m.uid(), m.gid());
+        let ft = m.file_type();
+        let v = if ft.is_symlink() {
+            format!("l {}", fs::read_link(&p).unwrap().display())
+        } else if ft.is_dir() {
+            hashed_listing(base, &p, out);
+            format!("d {head}")
+        } else if ft.is_file() && rel.ends_with("state/bootc.lock") {
+            format!("f {head} {}", m.size())
+        } else if ft.is_file() {
+            let data = fs::read(&p).unwrap();
+            format!(
+                "f {head} {} {}",
+                data.len(),
+                hex::encode(Sha256::digest(&data))
+            )
+        } else {
+            format!("s {head} {:o}", m.mode() & 0o170000)
+        };
+        out.insert(rel, v);
+    }
+}
+
 pub fn file_snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     let mut out = BTreeMap::new();
     if let Ok(rd) = fs::read_dir(dir) {
