@@ -8,6 +8,7 @@
 
 pub mod bootable;
 pub mod cmdline;
+mod compose;
 pub mod config;
 pub mod layout;
 pub mod setup;

@@ -19,12 +19,12 @@
 //! [`crate::bootable::check`] before anything is attached.
 
 use std::ffi::OsStr;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
 use composefs::fsverity::{measure_verity, FsVerityHashValue, MeasureVerityError};
-use composefs::mount::{composefs_fsmount, MountOptions, VerityRequirement};
+use composefs::mount::VerityRequirement;
 use composefs::repository::{read_repo_algorithm, Repository, RepositoryOpenError};
 use rustix::fs::{
     fcntl_setfl, fstat, fstatfs, mkdirat, openat, openat2, readlinkat, statat, AtFlags, FileType,
@@ -37,6 +37,7 @@ use rustix::mount::{
 
 use crate::bootable::{self, NodeKind};
 use crate::cmdline::ComposefsKarg;
+use crate::compose::{compose, Compose};
 use crate::config::{MountMode, SetupConfig};
 use crate::layout;
 use crate::one_line;
@@ -207,27 +208,34 @@ fn setup_typed<H: FsVerityHashValue>(
     } else {
         VerityRequirement::Required
     };
-    let mut options = MountOptions::default();
-    if args.config.root.transient {
-        let (upper, work) = scratch
-            .upper_work("root")
-            .map_err(|e| fail("preparing the transient root layer", scratch.describe(), e))?;
-        options.set_overlay(upper, work);
-        options.set_read_write(true);
-    }
+    let transient = if args.config.root.transient {
+        Some(
+            scratch
+                .upper_work("root")
+                .map_err(|e| fail("preparing the transient root layer", scratch.describe(), e))?,
+        )
+    } else {
+        None
+    };
+    let how = Compose {
+        name: id.hex(),
+        objects: objects.as_fd(),
+        verity,
+        upper: transient.as_ref().map(|(u, w)| (u, w)),
+        read_write: transient.is_some(),
+    };
 
-    let root =
-        mount_image(image, id.hex(), objects.as_fd(), verity, &options).map_err(|e| match e {
-            MountError::Image(e) => fail(
-                "mounting the composefs image",
-                &image_path,
-                format!("the image is corrupt: EROFS refuses it: {e}"),
-            )
-            .hint("the repository is damaged; choose another boot entry"),
-            MountError::Other(e) => {
-                fail("mounting the composefs image", &image_path, e).hint(mount_failure_hint(karg))
-            }
-        })?;
+    let root = mount_image(image, &how).map_err(|e| match e {
+        MountError::Image(e) => fail(
+            "mounting the composefs image",
+            &image_path,
+            format!("the image is corrupt: EROFS refuses it: {e}"),
+        )
+        .hint("the repository is damaged; choose another boot entry"),
+        MountError::Other(e) => {
+            fail("mounting the composefs image", &image_path, e).hint(mount_failure_hint(karg))
+        }
+    })?;
 
     // The image must have every directory we mount on (the rule `bootc` also applies
     // before staging). Checked on the detached mount, so a refusal leaves nothing behind.
@@ -668,13 +676,7 @@ impl From<Errno> for MountError {
 
 /// Mounts the image, file-backed where the kernel and the filesystem allow it, else on a
 /// loop device (tmpfs-backed repositories, kernels before 6.12).
-fn mount_image(
-    image: OwnedFd,
-    name: &str,
-    objects: BorrowedFd<'_>,
-    verity: VerityRequirement,
-    options: &MountOptions,
-) -> Result<OwnedFd, MountError> {
+fn mount_image(image: OwnedFd, how: &Compose<'_>) -> Result<OwnedFd, MountError> {
     // `f_type` is i64 here but narrower or unsigned on other architectures.
     #[allow(clippy::unnecessary_cast)]
     let on_ram = fstatfs(&image)
@@ -682,7 +684,7 @@ fn mount_image(
         .unwrap_or(false);
     if !on_ram {
         let dup = rustix::io::fcntl_dupfd_cloexec(&image, 0)?;
-        match composefs_fsmount(dup, name, &[objects], verity, options) {
+        match compose(dup, how) {
             Ok(fd) => return Ok(fd),
             Err(e)
                 if matches!(
@@ -694,8 +696,7 @@ fn mount_image(
     }
     let dev = loop_device(&image)?;
     let probe = rustix::io::fcntl_dupfd_cloexec(&dev, 0)?;
-    composefs_fsmount(dev, name, &[objects], verity, options)
-        .map_err(|e| classify_mount_error(e, &probe))
+    compose(dev, how).map_err(|e| classify_mount_error(e, &probe))
 }
 
 /// After a failed composefs mount, mounts the bare EROFS image from the same source: if

@@ -34,6 +34,8 @@ use std::task::{ready, Context as TaskContext, Poll};
 use anyhow::{bail, Context, Result};
 use composefs::fsverity::FsVerityHashValue;
 use composefs::repository::Repository;
+use composefs::tree::FileSystem;
+use composefs_boot::bootloader::BootEntry;
 use composefs_oci::oci_image::OciImage;
 use composefs_oci::progress::ProgressRead;
 use composefs_oci::{ComponentId, ImportStats, OciDigest, ProgressEvent, SharedReporter};
@@ -316,7 +318,7 @@ pub(crate) async fn pull_verified<H: FsVerityHashValue>(
     proxy_config: ImageProxyConfig,
     progress: Option<SharedReporter>,
     check_complete: bool,
-) -> Result<(OciDigest, ImportStats)> {
+) -> Result<(OciDigest, ImportStats, Option<PulledTree<H>>)> {
     repo.ensure_writable()?;
     let name = imgref.to_skopeo();
     let reporter: SharedReporter =
@@ -333,7 +335,7 @@ async fn pull_from<H: FsVerityHashValue>(
     name: &str,
     reporter: &SharedReporter,
     check_complete: bool,
-) -> Result<(OciDigest, ImportStats)> {
+) -> Result<(OciDigest, ImportStats, Option<PulledTree<H>>)> {
     let (manifest_desc, raw_manifest) = source
         .manifest()
         .await
@@ -414,33 +416,33 @@ async fn pull_from<H: FsVerityHashValue>(
     }
 
     // The config: named after its (checked) digest, written only when new: an existing
-    // one carries the boot image refs, and its layer refs are the same streams.
+    // one carries the boot image refs, and its layer refs are the same streams. A new
+    // one is written once, with the refs of the boot image committed from the tree of
+    // the layers (kept: the deployment is made from this very tree).
     let config_digest = config_desc.digest().clone();
-    let config_verity = match repo.has_stream(&config_content_id(&config_digest))? {
-        Some(v) => v,
+    let existing_config = repo.has_stream(&config_content_id(&config_digest))?;
+    let (config_verity, tree) = match existing_config.clone() {
+        Some(v) => (v, None),
         None => {
             let refs: HashMap<Box<str>, H> = layer_refs
                 .iter()
                 .map(|(d, v)| (Box::from(d.as_ref()), v.clone()))
                 .collect();
-            let (written, v) = composefs_oci::write_config_raw(
-                repo,
-                &raw_config,
-                refs,
-                None,
-                None,
-                &HashMap::new(),
-            )
-            .with_context(|| format!("storing the config of {name}"))?;
+            let tree = BootTree::build(repo, &layer_refs)
+                .with_context(|| format!("committing the boot image of {name}"))?;
+            let (written, v) =
+                composefs_oci::write_config_raw(repo, &raw_config, refs, None, None, &tree.refs)
+                    .with_context(|| format!("storing the config of {name}"))?;
             if written != config_digest {
                 bail!("config of {name}: blob {config_digest} has digest {written}");
             }
-            v
+            (v, Some(tree))
         }
     };
 
     let manifest_id = composefs_oci::oci_image::manifest_identifier(&manifest_digest);
-    if repo.has_stream(&manifest_id)?.is_none() {
+    // A new config (new verity) needs a manifest that names it.
+    if existing_config.is_none() || repo.has_stream(&manifest_id)?.is_none() {
         let mut stream = repo.create_stream(MANIFEST_CONTENT_TYPE)?;
         stream.add_named_stream_ref(&format!("config:{config_digest}"), &config_verity);
         for (diff_id, verity) in &layer_refs {
@@ -451,26 +453,124 @@ async fn pull_from<H: FsVerityHashValue>(
             .with_context(|| format!("storing the manifest of {name}"))?;
     }
 
-    // The boot image; regenerated when its object is gone.
-    if let Some(image) = composefs_oci::boot_image(repo, &manifest_digest)? {
-        if repo.open_object(&image).is_err() {
-            composefs_oci::remove_boot_image(repo, &manifest_digest)?;
+    match &tree {
+        Some(t) => {
+            // The refs were written by hand: read them back the way everyone else will.
+            let found = composefs_oci::boot_image(repo, &manifest_digest)
+                .with_context(|| format!("looking up the boot image of {name}"))?;
+            if found.as_ref() != Some(&t.id) {
+                bail!(
+                    "committing the boot image of {name}: the image names {} as its boot image, not the committed {}",
+                    found.map_or("none".to_string(), |f| f.to_hex()),
+                    t.id.to_hex()
+                );
+            }
+        }
+        None => {
+            // The boot image; regenerated when its object is gone.
+            if let Some(image) = composefs_oci::boot_image(repo, &manifest_digest)? {
+                if repo.open_object(&image).is_err() {
+                    composefs_oci::remove_boot_image(repo, &manifest_digest)?;
+                }
+            }
+            composefs_oci::generate_boot_image(
+                repo,
+                &manifest_digest,
+                &composefs_oci::OciTransformOptions::default(),
+            )
+            .with_context(|| format!("committing the boot image of {name}"))?;
         }
     }
-    composefs_oci::generate_boot_image(
-        repo,
-        &manifest_digest,
-        &composefs_oci::OciTransformOptions::default(),
-    )
-    .with_context(|| format!("committing the boot image of {name}"))?;
     if check_complete {
-        let damage = check_image_seen(repo, &manifest_digest, &mut seen)
+        let damage = check_image_seen(repo, &manifest_digest, &mut seen, tree.is_some())
             .with_context(|| format!("checking {name} in the repository"))?;
         if !damage.is_intact() {
             bail!("{name} is incomplete in the repository after the pull: {damage}");
         }
     }
-    Ok((manifest_digest, stats))
+    Ok((manifest_digest, stats, tree.map(BootTree::into_parts)))
+}
+
+/// The boot-transformed tree of an image, the boot resources it carries, and the boot
+/// EROFS image committed from exactly this tree (so the tree needs no second digest
+/// to be known to be the deployment's).
+struct BootTree<H: FsVerityHashValue> {
+    fs: FileSystem<H>,
+    entries: Vec<BootEntry<H>>,
+    /// The committed image in the repository's default EROFS format.
+    id: H,
+    /// The config's named refs to every format committed (composefs-oci's keys for
+    /// the default xattr filtering).
+    refs: HashMap<Box<str>, H>,
+}
+
+impl<H: FsVerityHashValue> BootTree<H> {
+    /// Reads the tree of the image whose layer streams (bottom first, each checked
+    /// against its `diff_id` by the pull) are `layers`, applies the OCI and boot
+    /// transforms and commits the EROFS image(s) the repository's formats ask for:
+    /// what `composefs_oci::generate_boot_image` does (through the stored config),
+    /// keeping the tree, and before the config is stored, so it is stored once, with
+    /// the refs.
+    fn build(repo: &Arc<Repository<H>>, layers: &[(OciDigest, H)]) -> Result<Self> {
+        use composefs::erofs::format::{FormatEpoch, FormatVersion};
+        use composefs::generic_tree::Stat;
+        use composefs_boot::BootOps;
+        let mut fs = FileSystem::new(Stat::uninitialized());
+        for (diff_id, verity) in layers {
+            let mut stream = repo
+                .open_stream("", Some(verity), Some(composefs_oci::LAYER_CONTENT_TYPE))
+                .with_context(|| format!("opening layer {diff_id}"))?;
+            while let Some(entry) = composefs_oci::tar::get_entry(&mut stream)
+                .with_context(|| format!("reading layer {diff_id}"))?
+            {
+                composefs_oci::image::process_entry(&mut fs, entry)
+                    .with_context(|| format!("reading layer {diff_id}"))?;
+            }
+        }
+        fs.transform_for_oci(&composefs_oci::OciTransformOptions::default())
+            .context("reading the image's filesystem tree")?;
+        let entries = fs
+            .transform_for_boot(repo)
+            .context("finding the image's boot resources")?;
+        let committed: HashMap<FormatVersion, H> = fs.commit_images(repo, None)?;
+        let id = committed
+            .get(&repo.erofs_version())
+            .cloned()
+            .context("no boot image in the repository's default EROFS format was committed")?;
+        let refs = committed
+            .into_iter()
+            .map(|(version, id)| {
+                let key = match version.epoch() {
+                    FormatEpoch::Epoch1 => composefs_oci::BOOT_IMAGE_REF_KEY_V1,
+                    FormatEpoch::Epoch2 => composefs_oci::BOOT_IMAGE_REF_KEY,
+                };
+                (Box::from(key), id)
+            })
+            .collect();
+        Ok(BootTree {
+            fs,
+            entries,
+            id,
+            refs,
+        })
+    }
+
+    fn into_parts(self) -> PulledTree<H> {
+        PulledTree {
+            fs: self.fs,
+            entries: self.entries,
+        }
+    }
+}
+
+/// The boot-transformed tree a pull committed its boot image from, and its boot
+/// resources: what [`crate::repo::boot_tree`] would read back, without reading and
+/// digesting it again.
+pub(crate) struct PulledTree<H: FsVerityHashValue> {
+    /// The tree the boot image was written from.
+    pub(crate) fs: FileSystem<H>,
+    /// Its boot resources.
+    pub(crate) entries: Vec<BootEntry<H>>,
 }
 
 /// Streams one layer into the repository, checking the compressed bytes against
@@ -592,6 +692,9 @@ impl fmt::Display for ImageDamage {
 /// Why the object `id` does not count, or `None` when it exists and (if the repository
 /// requires fs-verity) has the right fs-verity digest.
 fn object_problem<H: FsVerityHashValue>(repo: &Repository<H>, id: &H) -> Option<String> {
+    if present_without_verity(repo, id) {
+        return None;
+    }
     match repo.open_object(id) {
         Ok(_) => None,
         Err(e) => {
@@ -608,6 +711,33 @@ fn object_problem<H: FsVerityHashValue>(repo: &Repository<H>, id: &H) -> Option<
             })
         }
     }
+}
+
+/// Whether `id` is, by one `statx`, a regular file without fs-verity in a repository
+/// that does not require it: then opening it and measuring its digest would only
+/// find it missing fs-verity, which such a repository accepts (what
+/// `Repository::open_object` would conclude, without its open, ioctl and close).
+/// `false` whenever that cannot be told this way: the full check decides.
+fn present_without_verity<H: FsVerityHashValue>(repo: &Repository<H>, id: &H) -> bool {
+    use rustix::fs::{statx, AtFlags, FileType, StatxAttributes, StatxFlags};
+    if !repo.is_insecure() {
+        return false;
+    }
+    let Ok(objects) = repo.objects_dir() else {
+        return false;
+    };
+    let Ok(st) = statx(
+        objects,
+        id.to_object_pathname().as_str(),
+        AtFlags::SYMLINK_NOFOLLOW,
+        StatxFlags::TYPE,
+    ) else {
+        return false;
+    };
+    FileType::from_raw_mode(st.stx_mode.into()) == FileType::RegularFile
+        // The filesystem says whether the file has fs-verity, and it has not.
+        && st.stx_attributes_mask.contains(StatxAttributes::VERITY)
+        && !st.stx_attributes.contains(StatxAttributes::VERITY)
 }
 
 /// Problems of one splitstream (opened by its fs-verity digest) and every object it
@@ -633,17 +763,47 @@ fn stream_problems<H: FsVerityHashValue>(
         Ok(r) => r,
         Err(e) => return vec![damage(name.to_string(), format!("{}", e.root_cause()))],
     };
-    let mut out = vec![];
+    let mut new = vec![];
     let mut i = 0;
     while let Some(id) = reader.lookup_external_ref(i) {
         if seen.insert(id.clone()) {
-            if let Some(p) = object_problem(repo, id) {
-                out.push(damage(id.to_hex(), p));
-            }
+            new.push(id);
         }
         i += 1;
     }
-    out
+    objects_problems(repo, &new)
+        .into_iter()
+        .map(|(id, p)| damage(id.to_hex(), p))
+        .collect()
+}
+
+/// [`object_problem`] of each of `ids`, in their order; the checks are spread over two
+/// threads when there are many (each is a system call or three: the kernel's path
+/// lookups are what takes the time, and they run in parallel).
+fn objects_problems<'a, H: FsVerityHashValue>(
+    repo: &Repository<H>,
+    ids: &[&'a H],
+) -> Vec<(&'a H, String)> {
+    let check = |part: &[&'a H]| -> Vec<(&'a H, String)> {
+        part.iter()
+            .filter_map(|&id| object_problem(repo, id).map(|p| (id, p)))
+            .collect()
+    };
+    const PARALLEL_FROM: usize = 1024;
+    if ids.len() < PARALLEL_FROM {
+        return check(ids);
+    }
+    let (first, second) = ids.split_at(ids.len() / 2);
+    std::thread::scope(|s| {
+        let other = s.spawn(|| check(second));
+        let mut out = check(first);
+        match other.join() {
+            Ok(rest) => out.extend(rest),
+            // The thread cannot panic short of a bug; check its half here then.
+            Err(_) => out.extend(check(second)),
+        }
+        out
+    })
 }
 
 fn layer_problems<H: FsVerityHashValue>(
@@ -677,14 +837,19 @@ pub fn check_image<H: FsVerityHashValue>(
     repo: &Repository<H>,
     manifest_digest: &OciDigest,
 ) -> Result<ImageDamage> {
-    check_image_seen(repo, manifest_digest, &mut HashSet::new())
+    check_image_seen(repo, manifest_digest, &mut HashSet::new(), false)
 }
 
-/// [`check_image`], taking the objects in `seen` as checked already.
+/// [`check_image`], taking the objects in `seen` as checked already. `boot_from_layers`:
+/// the boot image was written in this run from the tree of the image's layer streams,
+/// so every object it references is one those streams reference (checked here as the
+/// layers' objects): only the image object itself is checked, its objects are not
+/// read back out of it.
 fn check_image_seen<H: FsVerityHashValue>(
     repo: &Repository<H>,
     manifest_digest: &OciDigest,
     seen: &mut HashSet<H>,
+    boot_from_layers: bool,
 ) -> Result<ImageDamage> {
     let mut out = vec![];
     let manifest_name = composefs_oci::oci_image::manifest_identifier(manifest_digest);
@@ -753,7 +918,7 @@ fn check_image_seen<H: FsVerityHashValue>(
                     object: image.to_hex(),
                     problem: p,
                 });
-            } else {
+            } else if !boot_from_layers {
                 match repo.objects_for_image(&image.to_hex()) {
                     Ok(objects) => {
                         // Mostly the layers' objects, checked above.

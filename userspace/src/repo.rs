@@ -18,6 +18,7 @@ use composefs_oci::{ImportStats, SharedReporter};
 use containers_image_proxy::ImageProxyConfig;
 
 use crate::imgref::{ImageReference, Transport};
+use crate::integrity::PulledTree;
 
 /// Prefix of the tag that keeps a deployment's image alive across GC.
 pub(crate) const DEPLOYMENT_TAG_PREFIX: &str = "bootc-deployment-";
@@ -110,6 +111,17 @@ pub fn pull<H: FsVerityHashValue>(
     imgref: &ImageReference,
     opts: &PullOpts,
 ) -> Result<Pulled> {
+    Ok(pull_tree(repo, imgref, opts)?.0)
+}
+
+/// [`pull`], also returning the boot tree ([`boot_tree`]) when the pull committed the
+/// boot image from it (not when the image was already stored): the caller then need
+/// not read and digest the tree again.
+pub(crate) fn pull_tree<H: FsVerityHashValue>(
+    repo: &Arc<Repository<H>>,
+    imgref: &ImageReference,
+    opts: &PullOpts,
+) -> Result<(Pulled, Option<PulledTree<H>>)> {
     let proxy_config = || proxy_config(opts.insecure_registry);
     let source = imgref.to_skopeo();
     // An image that is already in the repository with its boot image is not pulled
@@ -151,11 +163,12 @@ pub fn pull<H: FsVerityHashValue>(
                 composefs_oci::tag_image(repo, &digest, &deployment_tag(&id))
                     .with_context(|| format!("tagging {source} in the repository"))?;
                 tracing::info!("{source} ({digest}) is already in the repository");
-                return Ok(Pulled {
+                let pulled = Pulled {
                     manifest_digest: digest.to_string(),
                     id,
                     stats: ImportStats::default(),
-                });
+                };
+                return Ok((pulled, None));
             }
         }
     }
@@ -175,7 +188,7 @@ pub fn pull<H: FsVerityHashValue>(
     let pull = async move {
         crate::integrity::pull_verified(&task_repo, &task_imgref, proxy, progress, check).await
     };
-    let (manifest_digest, stats) =
+    let (manifest_digest, stats, tree) =
         interruptible(pull).with_context(|| format!("pulling {source}"))?;
     let image_id = composefs_oci::boot_image(repo, &manifest_digest)
         .with_context(|| format!("looking up the boot image of {source}"))?
@@ -185,11 +198,12 @@ pub fn pull<H: FsVerityHashValue>(
     composefs_oci::tag_image(repo, &manifest_digest, &deployment_tag(&id))
         .with_context(|| format!("tagging {source} in the repository"))?;
     tracing::info!("imported {source}: {stats}");
-    Ok(Pulled {
+    let pulled = Pulled {
         manifest_digest: manifest_digest.to_string(),
         id,
         stats,
-    })
+    };
+    Ok((pulled, tree))
 }
 
 /// Runs `fut` to completion on a fresh runtime, or fails on SIGINT/SIGTERM: the network
@@ -437,6 +451,23 @@ pub fn boot_tree<H: FsVerityHashValue>(
     pulled: &Pulled,
 ) -> Result<(FileSystem<H>, Vec<BootEntry<H>>)> {
     image_tree(repo, pulled, true)
+}
+
+/// The boot tree of a pull: the one it committed the boot image from, else read back
+/// and checked against the committed image ([`boot_tree`]). Either way checked to be
+/// bootable.
+pub(crate) fn pulled_boot_tree<H: FsVerityHashValue>(
+    repo: &Arc<Repository<H>>,
+    pulled: &Pulled,
+    tree: Option<PulledTree<H>>,
+) -> Result<(FileSystem<H>, Vec<BootEntry<H>>)> {
+    match tree {
+        Some(t) => {
+            check_bootable(&t.fs).context("the image cannot boot with composefs")?;
+            Ok((t.fs, t.entries))
+        }
+        None => boot_tree(repo, pulled),
+    }
 }
 
 /// [`boot_tree`], with `check_id` false for an image that was checked when it was

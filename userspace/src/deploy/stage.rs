@@ -112,7 +112,7 @@ fn stage_typed<H: FsVerityHashValue>(host: &Host, opts: &StageOpts) -> Result<St
     let repo = repo::open::<H>(&host.sysroot)?;
     let current = host.current_set()?;
 
-    let pulled = repo::pull(
+    let (pulled, tree) = repo::pull_tree(
         &repo,
         &imgref,
         &PullOpts {
@@ -165,7 +165,7 @@ fn stage_typed<H: FsVerityHashValue>(host: &Host, opts: &StageOpts) -> Result<St
     }
     // The pull healed what it found damaged and checked the whole image
     // (`check_complete`): nothing it needs is missing.
-    let (fs, boot_entries) = repo::boot_tree(&repo, &pulled)
+    let (fs, boot_entries) = repo::pulled_boot_tree(&repo, &pulled, tree)
         .map_err(bls::explain_image_error)
         .with_context(|| format!("deploying {imgref}"))?;
     // A sealed UKI makes it a UKI deployment, checked before anything is written.

@@ -341,7 +341,7 @@ fn install_typed<H: FsVerityHashValue>(
         None => source.clone(),
     };
     let repo = repo::init::<H>(root_fd, verity)?;
-    let pulled = repo::pull(
+    let (pulled, tree) = repo::pull_tree(
         &repo,
         &source,
         &PullOpts {
@@ -358,7 +358,7 @@ fn install_typed<H: FsVerityHashValue>(
     .map_err(bls::explain_image_error)?;
     let id = pulled.id.clone();
     tracing::info!("deployment {}", id.short());
-    let (fs, boot_entries) = repo::boot_tree(&repo, &pulled)
+    let (fs, boot_entries) = repo::pulled_boot_tree(&repo, &pulled, tree)
         .map_err(bls::explain_image_error)
         .with_context(|| format!("installing {source}"))?;
     // A sealed UKI in the image makes it a UKI deployment; checked (its composefs=
