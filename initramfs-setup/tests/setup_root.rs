@@ -280,8 +280,10 @@ if touch "$T/usr/should-fail" 2>/dev/null; then echo WRITABLE; else echo READONL
         .find(|l| l.contains(" overlay "))
         .expect("an overlay mount");
     assert!(root_line.contains("composefs:"), "{root_line}");
+    // Named by path before Linux 6.15 (`lowerdir=L::D`), by descriptor since
+    // (`lowerdir+=L,datadir+=D`).
     assert!(
-        root_line.contains("::"),
+        root_line.contains("::") || root_line.contains(",datadir+="),
         "data-only lower layer: {root_line}"
     );
     assert!(
