@@ -913,6 +913,7 @@ def main():
     p.add_argument("--argv", required=True)
     p.add_argument("--quick", action="store_true")
     p.add_argument("--no-perf", action="store_true")
+    p.add_argument("--reuse-image", action="store_true", help="(bench/run.sh) the test image was taken as it is")
     p.add_argument("--cases", default="import,incremental,storage,initramfs,etc")
     p.add_argument("--etc-sizes", default="1000,10000,50000")
     p.add_argument("--runs", type=int, help="measured runs per tool (default 5, --quick 3)")
@@ -940,7 +941,8 @@ def main():
         img = read_layout(oci)
         raw = {tag: sum(l["size"] for l in man["layers"]) for tag, (man, _) in img.items()}
         meta["inputs"].append(
-            f"- the mkosi test OS image `target/vm-images/oci` (built by `mkosi/build.sh`): "
+            f"- the mkosi test OS image `target/vm-images/oci` (built by `mkosi/build.sh`"
+            + ("; taken as it was, `--reuse-image`" if ARGS.reuse_image else "") + "): "
             + ", ".join(f"{t}: {len(img[t][0]['layers'])} layer(s), {mib(raw[t])} uncompressed" for t in sorted(img)))
     if ARGS.baseline:
         meta["inputs"].append(f"- baseline: `{ARGS.baseline}`, run as the tools marked [baseline], "

@@ -4,6 +4,7 @@
 #
 #   bench/run.sh [--quick] [--cases import,incremental,storage,initramfs,etc,incremental-gen]
 #                [--etc-sizes 1000,10000,50000] [--runs N] [--baseline OTHER-BOOTC] [--no-perf]
+#                [--reuse-image]
 #
 # --cases picks cases (default: all but incremental-gen). `etc` and `incremental-gen`
 # build their own small images, so with only those the mkosi image and the peer
@@ -12,6 +13,11 @@
 # cases, alternating with ours round by round: a before/after in one sitting, e.g.
 #   bench/run.sh --quick --no-perf --cases etc,incremental-gen --etc-sizes 10000 \
 #       --baseline /var/tmp/bootc-before
+#
+# --reuse-image: take the test OS image already in target/vm-images (e.g. a copy of
+# CI's) as it is, building only our binaries (initramfs-setup/build-static.sh
+# --with-bootc): mkosi/build.sh would rebuild the image whenever bootc changed, and the
+# image's own bootc plays no part in the measurements.
 #
 # Run as root on Debian 12. It installs the tools it compares against (ostree, time, strace,
 # erofs-utils, zstd, linux-perf) from Debian, builds its inputs (the static
@@ -53,7 +59,14 @@ for ((i = 0; i < ${#args[@]}; i++)); do
         --cases=*) cases=${args[i]#--cases=} ;;
     esac
 done
-if [[ ,$cases, =~ ,(import|incremental|storage|initramfs), ]]; then
+reuse_image=0
+[[ " $* " == *" --reuse-image "* ]] && reuse_image=1
+if [[ ,$cases, =~ ,(import|incremental|storage|initramfs), ]] && (( reuse_image )); then
+    [[ -e $ws/target/vm-images/oci/index.json ]] \
+        || { echo "bench/run.sh: --reuse-image: no $ws/target/vm-images/oci" >&2; exit 1; }
+    echo "bench/run.sh: building the binaries (initramfs-setup/build-static.sh --with-bootc), reusing the test image" >&2
+    "$ws/initramfs-setup/build-static.sh" --with-bootc >&2
+elif [[ ,$cases, =~ ,(import|incremental|storage|initramfs), ]]; then
     echo "bench/run.sh: building the binaries and the test image (mkosi/build.sh)" >&2
     "$ws/mkosi/build.sh" >&2
 else

@@ -14,7 +14,9 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "bootc-initramfs-setup",
     version,
-    about = "Mount a composefs deployment as the root filesystem (run from the initramfs)"
+    about = "Mount a composefs deployment as the root filesystem (run from the initramfs)",
+    // Written out: clap's generated usage (its `usage` feature) costs 10 KiB of every initrd.
+    override_usage = "bootc-initramfs-setup setup-root [--sysroot DIR] [--cmdline TEXT] [--config FILE] [--target DIR]"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -24,6 +26,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Compose the deployment named by composefs= and make it the new root.
+    #[command(
+        override_usage = "bootc-initramfs-setup setup-root [--sysroot DIR] [--cmdline TEXT] [--config FILE] [--target DIR]"
+    )]
     SetupRoot {
         /// The physical root filesystem (holds composefs/ and state/).
         #[arg(long, default_value = layout::DEFAULT_SYSROOT)]

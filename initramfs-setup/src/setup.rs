@@ -19,7 +19,7 @@
 //! [`crate::bootable::check`] before anything is attached.
 
 use std::ffi::OsStr;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
@@ -164,7 +164,22 @@ fn setup_typed<H: FsVerityHashValue>(
     let image = open_image(&repo_dir, id, &image_path)?;
     check_image_verity::<H>(&image, karg, &image_path)?;
     check_erofs_superblock(&image, &image_path)?;
+    compose_root(args, karg, &sysroot_fd, objects.as_fd(), image, &image_path)
+}
 
+/// The rest of [`setup_typed`], which does not depend on the hash type: one copy in the
+/// binary, not one per algorithm.
+#[inline(never)]
+fn compose_root(
+    args: &SetupArgs,
+    karg: &ComposefsKarg,
+    sysroot_fd: &OwnedFd,
+    objects: BorrowedFd<'_>,
+    image: OwnedFd,
+    image_path: &Path,
+) -> Result<(), SetupError> {
+    let sysroot = &args.sysroot;
+    let id = &karg.id;
     // The deployment's state, checked before anything is mounted. Its directories are
     // resolved inside the physical root without following any symlink: a planted
     // `etc -> /etc` must never be bound over the new root's /etc.
@@ -282,7 +297,7 @@ fn setup_typed<H: FsVerityHashValue>(
         args.config.etc.mount,
         etc_state
             .as_ref()
-            .map(|fd| (fd, &sysroot_fd, layout::deploy_etc(id))),
+            .map(|fd| (fd, sysroot_fd, layout::deploy_etc(id))),
     )?;
     provide_dir(
         &mut attached,
@@ -293,7 +308,7 @@ fn setup_typed<H: FsVerityHashValue>(
         args.config.var.mount,
         var_state
             .as_ref()
-            .map(|fd| (fd, &sysroot_fd, var_rel.clone().unwrap_or_default())),
+            .map(|fd| (fd, sysroot_fd, var_rel.clone().unwrap_or_default())),
     )?;
 
     let in_root = mountpoint.join(layout::SYSROOT_IN_ROOT);
