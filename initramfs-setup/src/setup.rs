@@ -184,13 +184,13 @@ fn compose_root(
     // resolved inside the physical root without following any symlink: a planted
     // `etc -> /etc` must never be bound over the new root's /etc.
     let deploy_dir = layout::deploy_dir(id);
-    open_real_dir(&sysroot_fd, &deploy_dir).map_err(|e| {
+    open_real_dir(sysroot_fd, &deploy_dir).map_err(|e| {
         fail("opening the deployment state", sysroot.join(&deploy_dir), e)
             .hint("the deployment was not written by bootc install/upgrade, or was removed")
     })?;
     let etc_state = match args.config.etc.mount {
         MountMode::Bind | MountMode::Overlay => Some(
-            open_real_dir(&sysroot_fd, &layout::deploy_etc(id)).map_err(|e| {
+            open_real_dir(sysroot_fd, &layout::deploy_etc(id)).map_err(|e| {
                 fail(
                     "opening the deployment's /etc",
                     sysroot.join(layout::deploy_etc(id)),
@@ -203,7 +203,7 @@ fn compose_root(
     };
     let (var_state, var_rel) = match args.config.var.mount {
         MountMode::Bind | MountMode::Overlay => {
-            let (fd, rel) = open_shared_var(&sysroot_fd, id).map_err(|(e, hint)| {
+            let (fd, rel) = open_shared_var(sysroot_fd, id).map_err(|(e, hint)| {
                 fail(
                     "opening the shared /var",
                     sysroot.join(layout::deploy_var(id)),
@@ -243,12 +243,12 @@ fn compose_root(
     let root = mount_image(image, &how).map_err(|e| match e {
         MountError::Image(e) => fail(
             "mounting the composefs image",
-            &image_path,
+            image_path,
             format!("the image is corrupt: EROFS refuses it: {e}"),
         )
         .hint("the repository is damaged; choose another boot entry"),
         MountError::Other(e) => {
-            fail("mounting the composefs image", &image_path, e).hint(mount_failure_hint(karg))
+            fail("mounting the composefs image", image_path, e).hint(mount_failure_hint(karg))
         }
     })?;
 
@@ -268,14 +268,14 @@ fn compose_root(
             }
             _ => "choose another boot entry",
         };
-        fail("checking the deployment image", &image_path, e).hint(hint)
+        fail("checking the deployment image", image_path, e).hint(hint)
     })?;
 
     // From here on, undo what we attached if a later step fails.
     let mountpoint = args.target.clone().unwrap_or_else(|| sysroot.clone());
     let mut attached = Attached::default();
     let sysroot_clone = open_tree(
-        &sysroot_fd,
+        sysroot_fd,
         "",
         OpenTreeFlags::OPEN_TREE_CLONE
             | OpenTreeFlags::OPEN_TREE_CLOEXEC
