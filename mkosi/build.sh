@@ -10,7 +10,10 @@
 #                   layer from mkosi/v2-bad/: a marker that fails the image's health
 #                   check), uncompressed layers; with bootc also v1-uki and v2-uki (v1,
 #                   resp. v2, plus a layer adding /boot/EFI/Linux/bootc-test-<v>.efi: an
-#                   unsigned UKI built by `bootc container ukify`, sealed to the image)
+#                   unsigned UKI built by `bootc container ukify`, sealed to the image);
+#                   v1-uki-sb and v2-uki-sb: the same, signed with Debian's snakeoil key
+#                   (when sbsign is installed)
+#   systemd-bootx64.efi.signed   the image's systemd-boot signed with that key (idem)
 #   kver            the image's kernel release
 #   vmlinuz, initramfs.img   copies of the image's /usr/lib/modules/<kver>/ boot files
 #   build-stamp     hash of the inputs: a later run with the same inputs does nothing
@@ -81,9 +84,19 @@ for u in "$ws"/systemd/*.service "$ws"/systemd/*.timer; do
     [[ -e $u ]] && install -m 0644 "$u" "$stage/usr/lib/systemd/system/"
 done
 
-# 3. Skip the build when nothing changed.
+# 3. Skip the build when nothing changed (whether the signed variants can be made is an
+# input too, see 6).
+sb_key=${BOOTC_VM_SB_KEY:-/usr/share/ovmf/PkKek-1-snakeoil.key}
+sb_cert=${BOOTC_VM_SB_CERT:-/usr/share/ovmf/PkKek-1-snakeoil.pem}
+sign=0
+if command -v sbsign >/dev/null && [[ -r $sb_key && -r $sb_cert ]]; then
+    sign=1
+else
+    log "no sbsign or no $sb_key: no signed (Secure Boot) variants"
+fi
 stamp=$( (cd "$here" && find . -type f -print0 | sort -z | xargs -0 sha256sum; \
-          cd "$stage" && find . -type f -print0 | sort -z | xargs -0 sha256sum) | sha256sum | cut -d' ' -f1)
+          cd "$stage" && find . -type f -print0 | sort -z | xargs -0 sha256sum; echo "sign=$sign") \
+        | sha256sum | cut -d' ' -f1)
 if [[ $force == 0 && -e $out/build-stamp && $(cat "$out/build-stamp") == "$stamp" && -e $out/oci/index.json ]]; then
     log "image inputs unchanged, reusing $out/oci"
     exit 0
@@ -128,38 +141,59 @@ echo "$kver" > "$out/kver"
 # /boot, so the digest does not change). The tree on disk follows the image: the v2 and
 # UKI layers are applied to it as the OCI merge applies them (sealed.py apply), and
 # `compute-composefs-digest` of the final tree must equal the digest in the UKI.
-sealed_layers=()
+# v1-uki and v2-uki are unsigned. When sbsign and Debian's snakeoil key (package ovmf,
+# enrolled in OVMF_VARS_4M.snakeoil.fd) are there, v1-uki-sb and v2-uki-sb hold the same
+# UKIs signed with that key (ukify's --secureboot-* options, through `bootc container
+# ukify --`), and systemd-bootx64.efi.signed is the image's systemd-boot signed with it
+# (tests-vm's installer VM offers it to bootctl; see 3 for $sign).
+sealed_tags=()
+rm -f "$out/systemd-bootx64.efi.signed"
 if [[ $bootc_bin != none ]]; then
     t4=$(date +%s)
     sealed=$out/sealed
     rm -rf "$sealed"
     mkdir -p "$sealed"
-    seal() {  # seal TAG: $sealed/TAG-uki.tar, a layer with the UKI of the current $tree
-        local tag=$1 d=$sealed/$1 efi cmdline sealed_to final
-        efi=$d/boot/EFI/Linux/bootc-test-$1.efi
+    # seal BASE TAG [UKIFY_ARGS...]: tag TAG = BASE + a layer with a UKI of the current $tree
+    seal() {
+        local base=$1 tag=$2 d=$sealed/$2 efi cmdline sealed_to final
+        shift 2
+        efi=$d/boot/EFI/Linux/bootc-test-$base.efi
         mkdir -p "${efi%/*}"
-        "$bootc_bin" container ukify --rootfs "$tree" -- --output "$efi" >&2 \
+        "$bootc_bin" container ukify --rootfs "$tree" -- --output "$efi" "$@" >&2 \
             || die "bootc container ukify --rootfs $tree failed ($tag)"
         cmdline=$(/usr/bin/python3 "$here/sealed.py" cmdline "$efi")
         sealed_to=$(grep -oE '(^| )composefs=sha256:[0-9a-f]{64}( |$)' <<<"$cmdline" | tr -d ' ')
         [[ -n $sealed_to ]] || die "the $tag UKI's .cmdline has no composefs=sha256:<id>: $cmdline"
-        python3 "$here/sealed.py" layer "$d" - "$sealed/$tag-uki.tar"
-        python3 "$here/sealed.py" apply "$sealed/$tag-uki.tar" "$tree"
+        if [[ $# -gt 0 ]]; then
+            sbverify --cert "$sb_cert" "$efi" >&2 || die "$efi: the signature does not verify"
+        fi
+        python3 "$here/sealed.py" layer "$d" - "$sealed/$tag.tar"
+        python3 "$here/sealed.py" apply "$sealed/$tag.tar" "$tree"
         final=$("$bootc_bin" container compute-composefs-digest "$tree")
         [[ composefs=$final == "$sealed_to" ]] \
-            || die "$tag-uki: the image with its UKI is $final, the UKI is sealed to ${sealed_to#composefs=}"
+            || die "$tag: the image with its UKI is $final, the UKI is sealed to ${sealed_to#composefs=}"
         rm -rf "$tree/boot/EFI"
-        log "$tag-uki: sealed to $final ($(du -h "$efi" | cut -f1) UKI); cmdline: $cmdline"
-        sealed_layers+=("$sealed/$tag-uki.tar")
+        log "$tag: sealed to $final ($(du -h "$efi" | cut -f1) UKI); cmdline: $cmdline"
+        sealed_tags+=("$tag=$base+$sealed/$tag.tar")
     }
-    seal v1
+    sb_args=(--secureboot-private-key "$sb_key" --secureboot-certificate "$sb_cert")
+    seal v1 v1-uki
+    if [[ $sign == 1 ]]; then
+        seal v1 v1-uki-sb "${sb_args[@]}"
+        sbsign --key "$sb_key" --cert "$sb_cert" --output "$out/systemd-bootx64.efi.signed" \
+            "$tree/usr/lib/systemd/boot/efi/systemd-bootx64.efi" >/dev/null \
+            || die "signing the image's systemd-bootx64.efi failed"
+    fi
     python3 "$here/sealed.py" layer "$here/v2" "$here/v2.remove" "$sealed/v2.tar"
     python3 "$here/sealed.py" apply "$sealed/v2.tar" "$tree"
-    seal v2
+    seal v2 v2-uki
+    if [[ $sign == 1 ]]; then
+        seal v2 v2-uki-sb "${sb_args[@]}"
+    fi
     log "sealed variants: $(($(date +%s) - t4)) s"
 fi
 python3 "$here/oci-layout.py" "$rootfs" "$here/v2" "$here/v2.remove" "$here/v2-bad" "$out/oci" \
-    "${sealed_layers[@]}" >&2
+    "${sealed_tags[@]}" >&2
 rm -rf "${sealed:-$out/sealed}"
 rm -rf "$out/mkosi"
 echo "$stamp" > "$out/build-stamp"

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Turn mkosi's rootfs tar into an OCI image layout with three tags (five when sealed).
 
-  oci-layout.py ROOTFS.tar V2DIR V2REMOVE V2BADDIR LAYOUT [V1UKI.tar V2UKI.tar]
+  oci-layout.py ROOTFS.tar V2DIR V2REMOVE V2BADDIR LAYOUT [TAG=BASE+LAYER.tar...]
 
 v1 = [rootfs]; v2 = [rootfs, a small layer with the files of V2DIR plus whiteouts for the
 paths listed in V2REMOVE]; v2-bad = [rootfs, a small layer with the files of V2BADDIR]
@@ -9,8 +9,8 @@ paths listed in V2REMOVE]; v2-bad = [rootfs, a small layer with the files of V2B
 the v2 layer is reproducible (fixed mtimes, uid/gid 0). The rootfs tar is moved, not
 copied, into blobs/. Re-running replaces the layout.
 
-With V1UKI.tar and V2UKI.tar (layers adding a sealed UKI under boot/EFI/Linux/, made by
-sealed.py layer): v1-uki = [rootfs, V1UKI] and v2-uki = [rootfs, v2's layer, V2UKI].
+Each TAG=BASE+LAYER.tar adds a tag: the layers of BASE (v1 or v2) plus LAYER.tar (the
+sealed variants: a layer adding a UKI under boot/EFI/Linux/, made by sealed.py layer).
 """
 import hashlib
 import io
@@ -73,7 +73,7 @@ def small_layer(v2dir, remove_list):
 
 def main():
     rootfs, v2dir, v2remove, v2baddir, layout = sys.argv[1:6]
-    ukis = sys.argv[6:8]
+    extra = sys.argv[6:]
     tmp = layout + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(os.path.join(tmp, "blobs/sha256"))
@@ -87,11 +87,12 @@ def main():
         ("v2", [(base, base_size), (top, top_size)]),
         ("v2-bad", [(base, base_size), (bad, bad_size)]),
     ]
-    if ukis:
-        u1 = put_blob(tmp, open(ukis[0], "rb").read())
-        u2 = put_blob(tmp, open(ukis[1], "rb").read())
-        tags.append(("v1-uki", [(base, base_size), u1]))
-        tags.append(("v2-uki", [(base, base_size), (top, top_size), u2]))
+    for spec in extra:
+        tag, rest = spec.split("=", 1)
+        base_tag, path = rest.split("+", 1)
+        layers = dict(tags)[base_tag]
+        with open(path, "rb") as f:
+            tags.append((tag, layers + [put_blob(tmp, f.read())]))
 
     manifests = []
     for tag, layers in tags:

@@ -1130,15 +1130,25 @@ pub(crate) fn oci_disk(ctx: &Ctx) -> Result<PathBuf> {
 /// second disk and the OCI layout on a third, run `bootc install to-disk /dev/vdb` there
 /// (the guest kernel has fs-verity), and return the installed disk.
 pub fn guest_install(ctx: &Ctx, dir: &Path, tag: &str) -> Result<PathBuf> {
+    guest_install_with(ctx, dir, tag, vec![], "")
+}
+
+/// [`guest_install`] with `extra` disks after the three (`/dev/vdd`, …) and `prep`, a
+/// shell command run in the installer before `bootc install`.
+pub(crate) fn guest_install_with(
+    ctx: &Ctx,
+    dir: &Path,
+    tag: &str,
+    extra: Vec<Disk>,
+    prep: &str,
+) -> Result<PathBuf> {
     let installer = ctx.host_install(dir, "installer", "v1", None)?;
     let target = dir.join("secure.img");
     disk::sparse_disk(&target, 8)?;
     let oci = oci_disk(ctx)?;
-    let mut vm = ctx.boot(
-        dir,
-        "installer",
-        vec![Disk::rw(&installer), Disk::rw(&target), Disk::ro(&oci)],
-    )?;
+    let mut disks = vec![Disk::rw(&installer), Disk::rw(&target), Disk::ro(&oci)];
+    disks.extend(extra);
+    let mut vm = ctx.boot(dir, "installer", disks)?;
     // udev runs during the install, as on a real machine: its watch re-reads the fresh
     // partition table and re-probes the formatted partitions, which bootc waits for.
     let (rc, out) = vm.run(
@@ -1150,6 +1160,9 @@ pub fn guest_install(ctx: &Ctx, dir: &Path, tag: &str) -> Result<PathBuf> {
         "systemd-udevd is not running in the installer VM: {}",
         out.trim()
     );
+    if !prep.is_empty() {
+        vm.ok(prep)?;
+    }
     let t = Instant::now();
     let out = vm.ok_within(
         &format!(
