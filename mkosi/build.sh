@@ -89,7 +89,7 @@ done
 sb_key=${BOOTC_VM_SB_KEY:-/usr/share/ovmf/PkKek-1-snakeoil.key}
 sb_cert=${BOOTC_VM_SB_CERT:-/usr/share/ovmf/PkKek-1-snakeoil.pem}
 sign=0
-if command -v sbsign >/dev/null && [[ -r $sb_key && -r $sb_cert ]]; then
+if command -v sbsign >/dev/null && command -v openssl >/dev/null && [[ -r $sb_key && -r $sb_cert ]]; then
     sign=1
 else
     log "no sbsign or no $sb_key: no signed (Secure Boot) variants"
@@ -176,6 +176,13 @@ if [[ $bootc_bin != none ]]; then
         log "$tag: sealed to $final ($(du -h "$efi" | cut -f1) UKI); cmdline: $cmdline"
         sealed_tags+=("$tag=$base+$sealed/$tag.tar")
     }
+    if [[ $sign == 1 ]]; then
+        # Debian's snakeoil key is encrypted (passphrase "snakeoil", README.Debian of
+        # ovmf); sbsign cannot be given a passphrase, so it gets a decrypted copy.
+        (umask 077; openssl pkey -in "$sb_key" -passin "pass:${BOOTC_VM_SB_KEY_PASS:-snakeoil}" \
+            -out "$sealed/sb-key.pem") || die "cannot read the signing key $sb_key"
+        sb_key=$sealed/sb-key.pem
+    fi
     sb_args=(--secureboot-private-key "$sb_key" --secureboot-certificate "$sb_cert")
     seal v1 v1-uki
     if [[ $sign == 1 ]]; then
