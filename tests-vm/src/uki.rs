@@ -338,7 +338,8 @@ fn uki_upgrade(ctx: &Ctx, dir: &Path, sh: &mut Shared) -> Result<Outcome> {
     ensure!(v2 != v1, "switch staged {v2}, which is v1");
     let up = vm.reboot(ctx.t(limits::BOOT + limits::POWEROFF))?;
     println!(
-        "uki-upgrade: v2-uki up {:.0} s after the reboot",
+        "uki-upgrade: {} up {:.0} s after the reboot",
+        sh.tag(2),
         up.as_secs_f64()
     );
     let st = check_uki_booted(&mut vm, &v2, "2")?;
@@ -357,7 +358,8 @@ fn uki_upgrade(ctx: &Ctx, dir: &Path, sh: &mut Shared) -> Result<Outcome> {
     vm.ok("bootc rollback")?;
     let up = vm.reboot(ctx.t(limits::BOOT + limits::POWEROFF))?;
     println!(
-        "uki-upgrade: v1-uki up {:.0} s after rollback + reboot",
+        "uki-upgrade: {} up {:.0} s after rollback + reboot",
+        sh.tag(1),
         up.as_secs_f64()
     );
     let st = check_uki_booted(&mut vm, &v1, "1")?;
