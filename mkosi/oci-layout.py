@@ -1,13 +1,16 @@
 #!/usr/bin/python3
-"""Turn mkosi's rootfs tar into an OCI image layout with three tags.
+"""Turn mkosi's rootfs tar into an OCI image layout with three tags (five when sealed).
 
-  oci-layout.py ROOTFS.tar V2DIR V2REMOVE V2BADDIR LAYOUT
+  oci-layout.py ROOTFS.tar V2DIR V2REMOVE V2BADDIR LAYOUT [TAG=BASE+LAYER.tar...]
 
 v1 = [rootfs]; v2 = [rootfs, a small layer with the files of V2DIR plus whiteouts for the
 paths listed in V2REMOVE]; v2-bad = [rootfs, a small layer with the files of V2BADDIR]
 (an image whose boots fail the test image's health check). Layers are uncompressed (bootc reads `oci:` in-process) and
 the v2 layer is reproducible (fixed mtimes, uid/gid 0). The rootfs tar is moved, not
 copied, into blobs/. Re-running replaces the layout.
+
+Each TAG=BASE+LAYER.tar adds a tag: the layers of BASE (v1 or v2) plus LAYER.tar (the
+sealed variants: a layer adding a UKI under boot/EFI/Linux/, made by sealed.py layer).
 """
 import hashlib
 import io
@@ -70,6 +73,7 @@ def small_layer(v2dir, remove_list):
 
 def main():
     rootfs, v2dir, v2remove, v2baddir, layout = sys.argv[1:6]
+    extra = sys.argv[6:]
     tmp = layout + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(os.path.join(tmp, "blobs/sha256"))
@@ -78,13 +82,20 @@ def main():
     os.rename(rootfs, os.path.join(tmp, "blobs/sha256", base))
     top, top_size = put_blob(tmp, small_layer(v2dir, v2remove))
     bad, bad_size = put_blob(tmp, small_layer(v2baddir, None))
-
-    manifests = []
-    for tag, layers in (
+    tags = [
         ("v1", [(base, base_size)]),
         ("v2", [(base, base_size), (top, top_size)]),
         ("v2-bad", [(base, base_size), (bad, bad_size)]),
-    ):
+    ]
+    for spec in extra:
+        tag, rest = spec.split("=", 1)
+        base_tag, path = rest.split("+", 1)
+        layers = dict(tags)[base_tag]
+        with open(path, "rb") as f:
+            tags.append((tag, layers + [put_blob(tmp, f.read())]))
+
+    manifests = []
+    for tag, layers in tags:
         config = {
             "architecture": "amd64",
             "os": "linux",

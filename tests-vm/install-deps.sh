@@ -5,6 +5,7 @@
 #              systemd-boot-efi, dracut
 #   bookworm:  ovmf, e2fsprogs (mkfs.ext4 -d, debugfs, dumpe2fs), mtools, fdisk (sfdisk),
 #              util-linux (losetup), fsverity, dosfstools, python3, zstd, cpio,
-#              debian-archive-keyring
+#              debian-archive-keyring, python3-pefile (ukify), sbsigntool + openssl (the
+#              Secure Boot variants, signed with ovmf's snakeoil key)
 set -euo pipefail
 exec "$(dirname "$0")/../.ci/install-deps"

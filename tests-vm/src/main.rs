@@ -22,6 +22,7 @@
 mod disk;
 mod qemu;
 mod scenarios;
+mod uki;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -152,6 +153,7 @@ fn cmd_scenarios(ctx: &Ctx, names: &[String]) -> Result<bool> {
     // boot-secure leaves its disk for tamper (one installer VM run for both).
     let mut secure_disk: Option<scenarios::SecureDisk> = None;
     let secure_dir = ctx.work.join("secure");
+    let mut uki = uki::Shared::default();
     for &name in &selected {
         println!("=== scenario {name}");
         let t = Instant::now();
@@ -185,6 +187,7 @@ fn cmd_scenarios(ctx: &Ctx, names: &[String]) -> Result<bool> {
             "upgrade" => scenarios::upgrade(ctx, &dir),
             "grub" => scenarios::grub(ctx, &dir),
             "bootcount" => scenarios::bootcount(ctx, &dir),
+            n if uki::NAMES.contains(&n) => uki::run(ctx, n, &dir, &selected, &mut uki),
             _ => unreachable!(),
         };
         let secs = t.elapsed().as_secs_f64();

@@ -18,6 +18,11 @@ use anyhow::{bail, Context, Result};
 pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
 /// The template of the UEFI variable store; each run gets its own copy.
 pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+/// OVMF with Secure Boot (built with SMM, which QEMU must then emulate).
+pub const OVMF_CODE_SECURE: &str = "/usr/share/OVMF/OVMF_CODE_4M.snakeoil.fd";
+/// Variables with Secure Boot on: PK, KEK and db hold Debian's snakeoil certificate
+/// (`/usr/share/ovmf/PkKek-1-snakeoil.pem`, the key beside it).
+pub const OVMF_VARS_SECURE: &str = "/usr/share/OVMF/OVMF_VARS_4M.snakeoil.fd";
 
 /// Console lines that mean the boot has failed for good: waiting longer is pointless.
 pub const FATAL_CONSOLE: &[&str] = &[
@@ -39,6 +44,9 @@ pub enum Boot {
     /// UEFI (OVMF) from the first disk: systemd-boot and its BLS entries.
     /// `vars` is this disk's own copy of the variable store.
     Uefi { vars: PathBuf },
+    /// UEFI with Secure Boot enforced ([`OVMF_CODE_SECURE`], `vars` a copy of
+    /// [`OVMF_VARS_SECURE`]): only binaries signed with the snakeoil key start.
+    UefiSecure { vars: PathBuf },
 }
 
 /// A virtio disk.
@@ -85,6 +93,13 @@ pub fn fresh_vars(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Copies the Secure Boot variable template ([`OVMF_VARS_SECURE`]) for one disk.
+pub fn fresh_secure_vars(path: &Path) -> Result<()> {
+    fs::copy(OVMF_VARS_SECURE, path)
+        .with_context(|| format!("copying {OVMF_VARS_SECURE} (apt-get install ovmf)"))?;
+    Ok(())
+}
+
 /// A running guest.
 pub struct Vm {
     pub label: String,
@@ -104,7 +119,10 @@ fn qemu_args(cfg: &VmConfig, console: &Path, sock: &Path) -> Vec<String> {
         "-accel".into(),
         "tcg".into(),
         "-machine".into(),
-        "q35".into(),
+        match cfg.boot {
+            Boot::Uefi { .. } => "q35".into(),
+            Boot::UefiSecure { .. } => "q35,smm=on".into(),
+        },
         "-cpu".into(),
         "max".into(),
         "-smp".into(),
@@ -131,6 +149,16 @@ fn qemu_args(cfg: &VmConfig, console: &Path, sock: &Path) -> Vec<String> {
             a.extend([
                 "-drive".into(),
                 format!("if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"),
+                "-drive".into(),
+                format!("if=pflash,format=raw,unit=1,file={}", vars.display()),
+            ]);
+        }
+        Boot::UefiSecure { vars } => {
+            a.extend([
+                "-global".into(),
+                "driver=cfi.pflash01,property=secure,value=on".into(),
+                "-drive".into(),
+                format!("if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE_SECURE}"),
                 "-drive".into(),
                 format!("if=pflash,format=raw,unit=1,file={}", vars.display()),
             ]);

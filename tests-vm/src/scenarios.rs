@@ -64,10 +64,13 @@ pub const ALL: &[&str] = &[
     "upgrade",
     "grub",
     "bootcount",
+    "uki-boot",
+    "uki-upgrade",
+    "uki-tamper",
 ];
 
 impl Ctx {
-    fn t(&self, secs: u64) -> Duration {
+    pub(crate) fn t(&self, secs: u64) -> Duration {
         Duration::from_secs_f64(secs as f64 * self.scale)
     }
 
@@ -75,7 +78,7 @@ impl Ctx {
         format!("oci:{}:{tag}", self.images.join("oci").display())
     }
 
-    fn uefi(&self, dir: &Path, label: &str, disks: Vec<Disk>) -> Result<VmConfig> {
+    pub(crate) fn uefi(&self, dir: &Path, label: &str, disks: Vec<Disk>) -> Result<VmConfig> {
         let vars = dir.join(format!(
             "vars-{}.fd",
             disks[0].path.file_stem().unwrap().to_string_lossy()
@@ -319,13 +322,13 @@ pub fn bad_cmdline(ctx: &Ctx, dir: &Path) -> Result<Outcome> {
 }
 
 /// Reads a file in the guest (trimmed), or `None` when it does not exist.
-fn guest_file(vm: &mut Vm, path: &str) -> Result<Option<String>> {
+pub(crate) fn guest_file(vm: &mut Vm, path: &str) -> Result<Option<String>> {
     let (rc, out) = vm.run(&format!("cat {path}"), Duration::from_secs(30))?;
     Ok((rc == 0).then(|| out.trim().to_string()))
 }
 
 /// `bootc status --format json` in the guest.
-fn guest_status(vm: &mut Vm) -> Result<serde_json::Value> {
+pub(crate) fn guest_status(vm: &mut Vm) -> Result<serde_json::Value> {
     let out = vm.ok("bootc status --format json")?;
     serde_json::from_str(out.trim()).with_context(|| format!("bootc status --format json: {out}"))
 }
@@ -600,7 +603,7 @@ fn cut_report(console: &str) -> Result<String> {
 }
 
 /// The staged deployment `bootc status --format json` shows.
-fn guest_staged(vm: &mut Vm) -> Result<String> {
+pub(crate) fn guest_staged(vm: &mut Vm) -> Result<String> {
     let st = guest_status(vm)?;
     Ok(st["status"]["staged"]["composefs"]["verity"]
         .as_str()
@@ -727,7 +730,7 @@ fn health_line(text: &str) -> Option<String> {
 }
 
 /// The `composefs=` digest (hex) on the kernel's `Command line:` in a boot's console.
-fn console_composefs(text: &str) -> Option<String> {
+pub(crate) fn console_composefs(text: &str) -> Option<String> {
     text.lines()
         .find(|l| l.contains("Command line:"))
         .and_then(composefs_arg)
@@ -893,7 +896,7 @@ pub fn bootcount(ctx: &Ctx, dir: &Path) -> Result<Outcome> {
 /// `bootc switch` in the guest to `tag` of the OCI layout offered on its second disk
 /// (`/dev/vdb`, the read-only ext4 of [`oci_disk`], mounted on `/run/oci`). Returns
 /// the last line bootc printed.
-fn guest_switch(ctx: &Ctx, vm: &mut Vm, tag: &str) -> Result<String> {
+pub(crate) fn guest_switch(ctx: &Ctx, vm: &mut Vm, tag: &str) -> Result<String> {
     let out = vm.ok_within(
         &format!(
             "mkdir -p /run/oci && {{ mountpoint -q /run/oci || mount -o ro /dev/vdb /run/oci; }} \
@@ -1098,7 +1101,7 @@ pub fn grub(ctx: &Ctx, dir: &Path) -> Result<Outcome> {
 }
 
 /// An ext4 image holding the OCI layout, attached read-only to the installer VM.
-fn oci_disk(ctx: &Ctx) -> Result<PathBuf> {
+pub(crate) fn oci_disk(ctx: &Ctx) -> Result<PathBuf> {
     let img = ctx.images.join("oci.ext4");
     let stamp = fs::read_to_string(ctx.images.join("build-stamp")).unwrap_or_default();
     let stamp_file = ctx.images.join("oci.ext4.stamp");
@@ -1127,15 +1130,25 @@ fn oci_disk(ctx: &Ctx) -> Result<PathBuf> {
 /// second disk and the OCI layout on a third, run `bootc install to-disk /dev/vdb` there
 /// (the guest kernel has fs-verity), and return the installed disk.
 pub fn guest_install(ctx: &Ctx, dir: &Path, tag: &str) -> Result<PathBuf> {
+    guest_install_with(ctx, dir, tag, vec![], "")
+}
+
+/// [`guest_install`] with `extra` disks after the three (`/dev/vdd`, …) and `prep`, a
+/// shell command run in the installer before `bootc install`.
+pub(crate) fn guest_install_with(
+    ctx: &Ctx,
+    dir: &Path,
+    tag: &str,
+    extra: Vec<Disk>,
+    prep: &str,
+) -> Result<PathBuf> {
     let installer = ctx.host_install(dir, "installer", "v1", None)?;
     let target = dir.join("secure.img");
     disk::sparse_disk(&target, 8)?;
     let oci = oci_disk(ctx)?;
-    let mut vm = ctx.boot(
-        dir,
-        "installer",
-        vec![Disk::rw(&installer), Disk::rw(&target), Disk::ro(&oci)],
-    )?;
+    let mut disks = vec![Disk::rw(&installer), Disk::rw(&target), Disk::ro(&oci)];
+    disks.extend(extra);
+    let mut vm = ctx.boot(dir, "installer", disks)?;
     // udev runs during the install, as on a real machine: its watch re-reads the fresh
     // partition table and re-probes the formatted partitions, which bootc waits for.
     let (rc, out) = vm.run(
@@ -1147,6 +1160,9 @@ pub fn guest_install(ctx: &Ctx, dir: &Path, tag: &str) -> Result<PathBuf> {
         "systemd-udevd is not running in the installer VM: {}",
         out.trim()
     );
+    if !prep.is_empty() {
+        vm.ok(prep)?;
+    }
     let t = Instant::now();
     let out = vm.ok_within(
         &format!(
@@ -1306,7 +1322,7 @@ fn fsverity_digest(dir: &Path, data: &[u8]) -> Result<String> {
 /// Flips one byte of the object `composefs/objects/<xx>/<rest>` on the root partition of
 /// `disk`, in place on the image (no mount: the guest-made ext4 has the verity feature
 /// the host kernel may not mount read-write). Returns the object's path.
-fn flip_object_byte(disk: &Path, hex: &str) -> Result<String> {
+pub(crate) fn flip_object_byte(disk: &Path, hex: &str) -> Result<String> {
     let obj = format!("/composefs/objects/{}/{}", &hex[..2], &hex[2..]);
     let root = disk::partitions(disk)?
         .into_iter()
