@@ -71,6 +71,7 @@ pub(crate) enum Command {
     /// The new deployment is staged: it becomes the default when the system shuts
     /// down, after the local changes to /etc are merged into it. Only one upgrade can
     /// be staged at a time; a new upgrade replaces the staged one.
+    #[command(alias = "update")]
     Upgrade(UpgradeArgs),
 
     /// Target a new container image reference to boot.
@@ -183,10 +184,22 @@ pub(crate) struct LintArgs {
 /// `bootc config-diff`.
 #[derive(Debug, Args)]
 pub(crate) struct ConfigDiffArgs {
-    /// The output format [default: human]; json and yaml give the lists `added`,
-    /// `modified` and `removed`.
+    /// The output format [default: human].
     #[arg(long, value_enum)]
-    pub(crate) format: Option<OutputFormat>,
+    pub(crate) format: Option<ConfigDiffFormat>,
+}
+
+/// Output formats of `bootc config-diff`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum ConfigDiffFormat {
+    /// One line per changed path (`Added`, `Modified`, `Removed`); may change between
+    /// versions.
+    #[value(alias = "humanreadable")]
+    Human,
+    /// JSON: an object with the lists `added`, `modified` and `removed` (paths under /etc).
+    Json,
+    /// YAML: the same object as json.
+    Yaml,
 }
 
 /// `bootc completion`.
@@ -396,6 +409,11 @@ pub(crate) struct StatusArgs {
     /// Only display status for the booted deployment.
     #[arg(long)]
     pub(crate) booted: bool,
+
+    /// Include additional fields in the human-readable format (whether each deployment
+    /// can be soft-rebooted into, whether it is download-only).
+    #[arg(long, short = 'v')]
+    pub(crate) verbose: bool,
 }
 
 /// `bootc usr-overlay`.
