@@ -229,10 +229,11 @@ pub(crate) struct UpgradeArgs {
     #[arg(long)]
     pub(crate) apply: bool,
 
-    /// With --apply: soft-reboot (restart userspace only, keeping the kernel) when the
-    /// new deployment has the booted kernel, initramfs and kernel arguments. `required`
-    /// refuses when it has not; `auto` reboots instead.
-    #[arg(long, value_enum, value_name = "MODE", requires = "apply")]
+    /// Soft-reboot (restart userspace only, keeping the kernel) into the next deployment
+    /// when it has the booted kernel, initramfs and kernel arguments: prepared at
+    /// /run/nextroot, so that `systemctl soft-reboot` boots it; with --apply, now.
+    /// `required` refuses when it cannot; `auto` reboots instead (with --apply).
+    #[arg(long, value_enum, value_name = "MODE", conflicts_with_all = ["check", "download_only"])]
     pub(crate) soft_reboot: Option<SoftRebootMode>,
 
     /// Download and stage the update without applying it: it is not applied at
@@ -277,10 +278,11 @@ pub(crate) struct SwitchArgs {
     #[arg(long)]
     pub(crate) apply: bool,
 
-    /// With --apply: soft-reboot (restart userspace only, keeping the kernel) when the
-    /// new deployment has the booted kernel, initramfs and kernel arguments. `required`
-    /// refuses when it has not; `auto` reboots instead.
-    #[arg(long, value_enum, value_name = "MODE", requires = "apply")]
+    /// Soft-reboot (restart userspace only, keeping the kernel) into the next deployment
+    /// when it has the booted kernel, initramfs and kernel arguments: prepared at
+    /// /run/nextroot, so that `systemctl soft-reboot` boots it; with --apply, now.
+    /// `required` refuses when it cannot; `auto` reboots instead (with --apply).
+    #[arg(long, value_enum, value_name = "MODE")]
     pub(crate) soft_reboot: Option<SoftRebootMode>,
 
     /// Retain reference to currently booted image: its image stays in the repository
@@ -371,10 +373,11 @@ pub(crate) struct RollbackArgs {
     #[arg(long)]
     pub(crate) apply: bool,
 
-    /// With --apply: soft-reboot (restart userspace only, keeping the kernel) when the
-    /// new deployment has the booted kernel, initramfs and kernel arguments. `required`
-    /// refuses when it has not; `auto` reboots instead.
-    #[arg(long, value_enum, value_name = "MODE", requires = "apply")]
+    /// Soft-reboot (restart userspace only, keeping the kernel) into the next deployment
+    /// when it has the booted kernel, initramfs and kernel arguments: prepared at
+    /// /run/nextroot, so that `systemctl soft-reboot` boots it; with --apply, now.
+    /// `required` refuses when it cannot; `auto` reboots instead (with --apply).
+    #[arg(long, value_enum, value_name = "MODE")]
     pub(crate) soft_reboot: Option<SoftRebootMode>,
 }
 
