@@ -1,12 +1,13 @@
 #!/bin/bash
-# Build the test image (mkosi), install v1 with `bootc install to-disk --via-loopback`,
-# and boot it under QEMU (TCG, OVMF, systemd-boot).
+# Build the test image (mkosi), install v1 with `bootc install to-disk --require-verity`
+# inside an installer VM (fs-verity enforced; --insecure: from the host with
+# --via-loopback, composefs=?), and boot it under QEMU (TCG, OVMF, systemd-boot).
 #
-#   tests-vm/run-vm.sh [--batch] [--tag v1|v2] [--install-deps]
+#   tests-vm/run-vm.sh [--batch] [--insecure] [--tag v1|v2] [--install-deps]
 #
 # Without --batch the serial console is this terminal (root autologin; leave with
 # `poweroff` or Ctrl-a x). --batch prints the kernel command line, the mounts and
-# `bootc status`, then powers off. --install-deps first apt-get installs what is needed
+# `bootc status`, checks they show what the install promises, then powers off. --install-deps first apt-get installs what is needed
 # (see tests-vm/README.md). Runs as root.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)

@@ -1,12 +1,15 @@
 //! `bootc-vm`: the VM test rig (see tests-vm/README.md).
 //!
 //! ```text
-//! bootc-vm run [--batch] [--tag v1|v2]   build the image, install it with bootc to a disk
-//!                                        image, boot it (interactive serial console, or
-//!                                        --batch: print state and power off)
+//! bootc-vm run [--batch] [--insecure] [--tag v1|v2]
+//!                                        build the image, install it with bootc to a disk
+//!                                        image (in the installer VM: fs-verity enforced;
+//!                                        --insecure: from the host, composefs=?), boot it
+//!                                        (interactive serial console, or --batch: print
+//!                                        and check the state, power off)
 //! bootc-vm scenarios [NAME...]           run the scenarios (all by default): boot,
 //!                                        bad-cmdline, boot-secure, tamper, upgrade,
-//!                                        grub, bootcount
+//!                                        grub, bootcount, soft
 //! ```
 //! Both build the test image first (`mkosi/build.sh`, a no-op when nothing changed)
 //! unless `--no-build` is given. Must run as root (loop devices, mounts).
@@ -23,6 +26,7 @@ mod disk;
 mod qemu;
 mod scenarios;
 mod uki;
+mod soft;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -78,15 +82,31 @@ fn build_images(ctx: &Ctx) -> Result<()> {
     Ok(())
 }
 
-fn cmd_run(ctx: &Ctx, batch: bool, tag: &str) -> Result<()> {
+/// `run`: installs `tag` and boots it. By default the install is the secure one, made
+/// inside the installer VM (the guest kernel has fs-verity, which a host like ours lacks;
+/// `scenarios::guest_install`, as `boot-secure`), so the machine boots
+/// `composefs=sha256:<id>` with `verity=require` on its root. `insecure` installs from
+/// the host instead (quicker; `composefs=?`, fs-verity not enforced). `--batch` prints
+/// the state, checks it is what the install promises (`scenarios::check_booted`, and
+/// `bootc status` saying whether verity is enforced) and powers off.
+fn cmd_run(ctx: &Ctx, batch: bool, tag: &str, insecure: bool) -> Result<()> {
     let dir = ctx.work.join("run");
     scenarios::cleanup(&dir);
     std::fs::create_dir_all(&dir)?;
     let t = Instant::now();
-    let disk = ctx.host_install(&dir, "disk", tag, None)?;
+    let disk = if insecure {
+        ctx.host_install(&dir, "disk", tag, None)?
+    } else {
+        scenarios::guest_install(ctx, &dir, tag)?
+    };
     println!(
-        "phase install: {:.0} s ({})",
+        "phase install: {:.0} s ({}, {})",
         t.elapsed().as_secs_f64(),
+        if insecure {
+            "host install, composefs=?: fs-verity not enforced"
+        } else {
+            "installed in the installer VM, fs-verity enforced"
+        },
         disk.display()
     );
     let vars = dir.join("vars-disk.fd");
@@ -112,14 +132,35 @@ fn cmd_run(ctx: &Ctx, batch: bool, tag: &str) -> Result<()> {
         let out = vm.ok(
             "echo '# cat /proc/cmdline'; cat /proc/cmdline; \
              echo '# mounts'; for m in / /etc /var /sysroot /boot; do findmnt -no TARGET,SOURCE,FSTYPE,OPTIONS --mountpoint $m; done; \
-             echo '# bootc status'; if bootc status --help >/dev/null 2>&1; then bootc status; else echo '(bootc status: not implemented yet)'; fi; \
+             echo '# bootc status'; bootc status; \
              echo '# systemctl is-system-running'; systemctl is-system-running || true",
         )?;
         print!("{out}");
-        vm.poweroff(Duration::from_secs(90))
+        let id = scenarios::check_booted(&mut vm, !insecure)?;
+        let want = if insecure {
+            "FsVerity: not enforced"
+        } else {
+            "FsVerity: enforced"
+        };
+        let booted = vm.ok("bootc status --booted")?;
+        anyhow::ensure!(
+            booted.contains(&id) && booted.contains(want),
+            "bootc status --booted does not say {id} with {want:?}:\n{booted}"
+        );
+        println!(
+            "# checked: composefs={}sha256:{id}, {} on /, bootc status: {want}",
+            if insecure { "?" } else { "" },
+            if insecure {
+                "no verity=require"
+            } else {
+                "verity=require"
+            }
+        );
+        vm.poweroff(Duration::from_secs(180))
     })();
     match r {
         Ok(()) => {
+            println!("phase run-total: {:.0} s", t.elapsed().as_secs_f64());
             scenarios::cleanup(&dir);
             Ok(())
         }
@@ -188,6 +229,7 @@ fn cmd_scenarios(ctx: &Ctx, names: &[String]) -> Result<bool> {
             "grub" => scenarios::grub(ctx, &dir),
             "bootcount" => scenarios::bootcount(ctx, &dir),
             n if uki::NAMES.contains(&n) => uki::run(ctx, n, &dir, &selected, &mut uki),
+            "soft" => soft::soft(ctx, &dir),
             _ => unreachable!(),
         };
         let secs = t.elapsed().as_secs_f64();
@@ -278,7 +320,8 @@ fn main() {
                 if !no_build {
                     build_images(&ctx)?;
                 }
-                cmd_run(&ctx, batch, tag)?;
+                let insecure = rest.iter().any(|a| a == "--insecure");
+                cmd_run(&ctx, batch, tag, insecure)?;
                 Ok(true)
             }
             Some("scenarios") => {
@@ -290,7 +333,7 @@ fn main() {
                 cmd_scenarios(&ctx, &rest[1..])
             }
             _ => bail!(
-                "usage: bootc-vm [--no-build] run [--batch] [--tag v1|v2] | scenarios [NAME...]"
+                "usage: bootc-vm [--no-build] run [--batch] [--insecure] [--tag v1|v2] | scenarios [NAME...]"
             ),
         }
     })();

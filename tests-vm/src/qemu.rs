@@ -254,6 +254,84 @@ impl Vm {
         self.wait_shell(timeout)
     }
 
+    /// Runs `script`, which ends this userspace (`systemctl soft-reboot`), and waits for
+    /// the guest shell of the next userspace on the same kernel. Its output goes to the
+    /// console, then `bootc-vm-soft: exited <status>`; a non-zero status fails at once,
+    /// and so does a restart of the machine (a real reboot). The old userspace is told
+    /// from the new one by a file on the guest's `/tmp`, a tmpfs each userspace mounts
+    /// afresh. Returns the time from the script's start to the new shell.
+    pub fn soft_reboot(&mut self, script: &str, timeout: Duration) -> Result<Duration> {
+        const OLD: &str = "/tmp/.bootc-vm-old-userspace";
+        const EXITED: &str = "bootc-vm-soft: exited ";
+        self.ok(&format!("touch {OLD}"))?;
+        let from = fs::read(&self.console).map(|b| b.len()).unwrap_or(0);
+        let line = format!(
+            "{{ bash -c \"$(echo {} | base64 -d)\" </dev/null; echo \"{EXITED}$?\"; }} >/dev/console 2>&1\n",
+            base64(script.as_bytes())
+        );
+        self.shell
+            .as_mut()
+            .context("the guest shell is not connected")?
+            .write_all(line.as_bytes())
+            .context("writing to the guest shell")?;
+        let t = Instant::now();
+        let deadline = t + timeout;
+        let mut last_ping = Instant::now();
+        loop {
+            if let Some(st) = self.child.try_wait()? {
+                bail!("[{}] QEMU exited ({st}) during the soft reboot", self.label);
+            }
+            let text = fs::read(&self.console).unwrap_or_default();
+            let text = String::from_utf8_lossy(text.get(from..).unwrap_or(&[])).into_owned();
+            if text.contains("reboot: Restarting system") {
+                bail!("[{}] the machine restarted: not a soft reboot", self.label);
+            }
+            if let Some(i) = text.find(EXITED) {
+                let rc = text[i + EXITED.len()..]
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or("");
+                if rc != "0" {
+                    bail!(
+                        "[{}] the soft reboot command exited {rc}:\n{}",
+                        self.label,
+                        &text[..i]
+                    );
+                }
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "[{}] timeout ({timeout:?}) waiting for the soft-rebooted userspace; console: {}",
+                    self.label,
+                    self.console.display()
+                );
+            }
+            if !self.connect()? {
+                std::thread::sleep(Duration::from_millis(500));
+                continue;
+            }
+            if last_ping.elapsed() > Duration::from_secs(3) {
+                self.seq += 1;
+                let ping = format!("test -e {OLD} || echo __SOFT_{}__\n", self.seq);
+                if let Some(s) = self.shell.as_mut() {
+                    let _ = s.write_all(ping.as_bytes());
+                }
+                last_ping = Instant::now();
+            }
+            self.read_some()?;
+            if String::from_utf8_lossy(&self.buf).contains("__SOFT_") {
+                self.buf.clear();
+                let took = t.elapsed();
+                eprintln!(
+                    "[{}] soft-rebooted userspace up after {:.1} s",
+                    self.label,
+                    took.as_secs_f64()
+                );
+                return Ok(took);
+            }
+        }
+    }
+
     /// Waits until the current boot ends in a restart (the kernel's `reboot: Restarting
     /// system` on the console; QEMU keeps running and the firmware starts again), then
     /// makes the next boot the current one. Returns the time from the start of the boot

@@ -67,6 +67,7 @@ pub const ALL: &[&str] = &[
     "uki-boot",
     "uki-upgrade",
     "uki-tamper",
+    "soft",
 ];
 
 impl Ctx {
@@ -153,7 +154,7 @@ pub fn parse_mountinfo(text: &str) -> Vec<MountInfo> {
 }
 
 /// The visible (last) mount on `mp`.
-fn mount_at<'a>(m: &'a [MountInfo], mp: &str) -> Result<&'a MountInfo> {
+pub(crate) fn mount_at<'a>(m: &'a [MountInfo], mp: &str) -> Result<&'a MountInfo> {
     m.iter()
         .rev()
         .find(|x| x.mount_point == mp)
@@ -327,6 +328,39 @@ pub(crate) fn guest_file(vm: &mut Vm, path: &str) -> Result<Option<String>> {
     Ok((rc == 0).then(|| out.trim().to_string()))
 }
 
+/// v2 runs with the /etc 3-way merge done on top of v1 plus the local addition
+/// `/etc/bootc-test/local.conf` (`local`): v2's `/usr/share/bootc-test/version`, the
+/// untouched default took v2's, v2's new file appears, the file v2 removed is gone, the
+/// local addition stays.
+pub(crate) fn check_v2_merged(vm: &mut Vm) -> Result<()> {
+    let v = guest_file(vm, "/usr/share/bootc-test/version")?;
+    ensure!(
+        v.as_deref() == Some("2"),
+        "/usr/share/bootc-test/version is {v:?} in v2"
+    );
+    let d = guest_file(vm, "/etc/bootc-test/default.conf")?;
+    ensure!(
+        d.as_deref() == Some("default=v2"),
+        "untouched /etc default: {d:?} (expected v2's)"
+    );
+    let n = guest_file(vm, "/etc/bootc-test/new-in-v2.conf")?;
+    ensure!(
+        n.is_some(),
+        "/etc/bootc-test/new-in-v2.conf missing after the merge"
+    );
+    let r = guest_file(vm, "/etc/bootc-test/removed-in-v2.conf")?;
+    ensure!(
+        r.is_none(),
+        "/etc/bootc-test/removed-in-v2.conf survived: {r:?}"
+    );
+    let l = guest_file(vm, "/etc/bootc-test/local.conf")?;
+    ensure!(
+        l.as_deref() == Some("local"),
+        "the local addition was lost: {l:?}"
+    );
+    Ok(())
+}
+
 /// `bootc status --format json` in the guest.
 pub(crate) fn guest_status(vm: &mut Vm) -> Result<serde_json::Value> {
     let out = vm.ok("bootc status --format json")?;
@@ -430,31 +464,7 @@ pub fn upgrade(ctx: &Ctx, dir: &Path) -> Result<Outcome> {
     let id2 = check_booted(&mut vm, false)?;
     ensure!(id2 != id1, "still booted {id1} after the switch to v2");
     ensure!(id2 == staged, "booted {id2}, but {staged} was staged");
-    let v = guest_file(&mut vm, "/usr/share/bootc-test/version")?;
-    ensure!(
-        v.as_deref() == Some("2"),
-        "/usr/share/bootc-test/version is {v:?} in v2"
-    );
-    let d = guest_file(&mut vm, "/etc/bootc-test/default.conf")?;
-    ensure!(
-        d.as_deref() == Some("default=v2"),
-        "untouched /etc default: {d:?} (expected v2's)"
-    );
-    let n = guest_file(&mut vm, "/etc/bootc-test/new-in-v2.conf")?;
-    ensure!(
-        n.is_some(),
-        "/etc/bootc-test/new-in-v2.conf missing after the merge"
-    );
-    let r = guest_file(&mut vm, "/etc/bootc-test/removed-in-v2.conf")?;
-    ensure!(
-        r.is_none(),
-        "/etc/bootc-test/removed-in-v2.conf survived: {r:?}"
-    );
-    let l = guest_file(&mut vm, "/etc/bootc-test/local.conf")?;
-    ensure!(
-        l.as_deref() == Some("local"),
-        "the local addition was lost: {l:?}"
-    );
+    check_v2_merged(&mut vm)?;
     let st = check_blessed(&mut vm, &id2)?;
     check_status_agrees(&mut vm, &st)?;
     ensure!(
@@ -613,7 +623,7 @@ pub(crate) fn guest_staged(vm: &mut Vm) -> Result<String> {
 
 /// `bootc status` agrees with the kernel: `status.booted` is the `composefs=` digest on
 /// `/proc/cmdline`.
-fn check_status_agrees(vm: &mut Vm, st: &serde_json::Value) -> Result<()> {
+pub(crate) fn check_status_agrees(vm: &mut Vm, st: &serde_json::Value) -> Result<()> {
     let cmdline = vm.ok("cat /proc/cmdline")?;
     let arg = composefs_arg(&cmdline).context("no composefs= on /proc/cmdline")?;
     let booted = &st["status"]["booted"]["composefs"]["verity"];
@@ -908,7 +918,7 @@ pub(crate) fn guest_switch(ctx: &Ctx, vm: &mut Vm, tag: &str) -> Result<String> 
 }
 
 /// The OCI layout as the guest sees it: [`oci_disk`] on `/dev/vdb`, mounted on `/run/oci`.
-const GUEST_OCI: &str = "oci:/run/oci";
+pub(crate) const GUEST_OCI: &str = "oci:/run/oci";
 
 /// The GRUB menu on the ESP, relative to its root (the userspace's
 /// `layout::GRUB_USER_CFG`, spelled again here: the harness checks the disk as a boot

@@ -71,6 +71,7 @@ pub(crate) enum Command {
     /// The new deployment is staged: it becomes the default when the system shuts
     /// down, after the local changes to /etc are merged into it. Only one upgrade can
     /// be staged at a time; a new upgrade replaces the staged one.
+    #[command(alias = "update")]
     Upgrade(UpgradeArgs),
 
     /// Target a new container image reference to boot.
@@ -183,10 +184,22 @@ pub(crate) struct LintArgs {
 /// `bootc config-diff`.
 #[derive(Debug, Args)]
 pub(crate) struct ConfigDiffArgs {
-    /// The output format [default: human]; json and yaml give the lists `added`,
-    /// `modified` and `removed`.
+    /// The output format [default: human].
     #[arg(long, value_enum)]
-    pub(crate) format: Option<OutputFormat>,
+    pub(crate) format: Option<ConfigDiffFormat>,
+}
+
+/// Output formats of `bootc config-diff`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum ConfigDiffFormat {
+    /// One line per changed path (`Added`, `Modified`, `Removed`); may change between
+    /// versions.
+    #[value(alias = "humanreadable")]
+    Human,
+    /// JSON: an object with the lists `added`, `modified` and `removed` (paths under /etc).
+    Json,
+    /// YAML: the same object as json.
+    Yaml,
 }
 
 /// `bootc completion`.
@@ -216,10 +229,11 @@ pub(crate) struct UpgradeArgs {
     #[arg(long)]
     pub(crate) apply: bool,
 
-    /// With --apply: soft-reboot (restart userspace only, keeping the kernel) when the
-    /// new deployment has the booted kernel, initramfs and kernel arguments. `required`
-    /// refuses when it has not; `auto` reboots instead.
-    #[arg(long, value_enum, value_name = "MODE", requires = "apply")]
+    /// Soft-reboot (restart userspace only, keeping the kernel) into the next deployment
+    /// when it has the booted kernel, initramfs and kernel arguments: prepared at
+    /// /run/nextroot, so that `systemctl soft-reboot` boots it; with --apply, now.
+    /// `required` refuses when it cannot; `auto` reboots instead (with --apply).
+    #[arg(long, value_enum, value_name = "MODE", conflicts_with_all = ["check", "download_only"])]
     pub(crate) soft_reboot: Option<SoftRebootMode>,
 
     /// Download and stage the update without applying it: it is not applied at
@@ -264,10 +278,11 @@ pub(crate) struct SwitchArgs {
     #[arg(long)]
     pub(crate) apply: bool,
 
-    /// With --apply: soft-reboot (restart userspace only, keeping the kernel) when the
-    /// new deployment has the booted kernel, initramfs and kernel arguments. `required`
-    /// refuses when it has not; `auto` reboots instead.
-    #[arg(long, value_enum, value_name = "MODE", requires = "apply")]
+    /// Soft-reboot (restart userspace only, keeping the kernel) into the next deployment
+    /// when it has the booted kernel, initramfs and kernel arguments: prepared at
+    /// /run/nextroot, so that `systemctl soft-reboot` boots it; with --apply, now.
+    /// `required` refuses when it cannot; `auto` reboots instead (with --apply).
+    #[arg(long, value_enum, value_name = "MODE")]
     pub(crate) soft_reboot: Option<SoftRebootMode>,
 
     /// Retain reference to currently booted image: its image stays in the repository
@@ -358,10 +373,11 @@ pub(crate) struct RollbackArgs {
     #[arg(long)]
     pub(crate) apply: bool,
 
-    /// With --apply: soft-reboot (restart userspace only, keeping the kernel) when the
-    /// new deployment has the booted kernel, initramfs and kernel arguments. `required`
-    /// refuses when it has not; `auto` reboots instead.
-    #[arg(long, value_enum, value_name = "MODE", requires = "apply")]
+    /// Soft-reboot (restart userspace only, keeping the kernel) into the next deployment
+    /// when it has the booted kernel, initramfs and kernel arguments: prepared at
+    /// /run/nextroot, so that `systemctl soft-reboot` boots it; with --apply, now.
+    /// `required` refuses when it cannot; `auto` reboots instead (with --apply).
+    #[arg(long, value_enum, value_name = "MODE")]
     pub(crate) soft_reboot: Option<SoftRebootMode>,
 }
 
@@ -396,6 +412,11 @@ pub(crate) struct StatusArgs {
     /// Only display status for the booted deployment.
     #[arg(long)]
     pub(crate) booted: bool,
+
+    /// Include additional fields in the human-readable format (whether each deployment
+    /// can be soft-rebooted into, whether it is download-only).
+    #[arg(long, short = 'v')]
+    pub(crate) verbose: bool,
 }
 
 /// `bootc usr-overlay`.

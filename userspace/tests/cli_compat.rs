@@ -278,6 +278,21 @@ fn status_prints_the_human_summary_by_default_and_takes_format_version() {
         }
         assert!(block.contains("FsVerity: not enforced"), "{block}");
     }
+    // Without --verbose a deployment no soft reboot reaches has no Soft-reboot row;
+    // with it (upstream's `--verbose` / `-v`) every block says yes or no, and
+    // Download-only too.
+    assert!(!blocks[1].contains("Soft-reboot"), "{human}");
+    let verbose = s.bootc_ok(&v2, &["status", "--verbose"]);
+    assert_eq!(s.bootc_ok(&v2, &["status", "-v"]), verbose);
+    let vblocks: Vec<&str> = verbose.split("\n\n").collect();
+    assert_eq!(vblocks.len(), 3, "{verbose}");
+    for (block, slot) in vblocks.iter().zip(["staged", "booted", "rollback"]) {
+        let capable = st["status"][slot]["softRebootCapable"].as_bool().unwrap();
+        let want = format!("Soft-reboot: {}", if capable { "yes" } else { "no" });
+        let has = |row: &str| block.lines().any(|l| l.trim_start() == row);
+        assert!(has(&want), "{slot}: {block}");
+        assert!(has("Download-only: no"), "{slot}: {block}");
+    }
     // --booted: one block.
     let booted = s.bootc_ok(&v2, &["status", "--booted"]);
     assert!(booted.starts_with("● Booted image: oci:"), "{booted}");
@@ -440,4 +455,29 @@ fn download_only_stages_locked_until_from_downloaded() {
     assert_eq!(s.status(&v1)["status"]["staged"]["downloadOnly"], false);
     s.bootc_ok(&v1, &["composefs-finalize-staged"]);
     assert_eq!(s.order(false), vec![v2.clone(), v1.clone()]);
+}
+
+/// Upstream's spellings that need no system: `update` is `upgrade`, `status` takes
+/// `--verbose`/`-v`, and `config-diff --help` describes its own formats (not status's
+/// BootcHost).
+#[test]
+fn update_is_upgrade_and_help_texts_name_their_own_formats() {
+    let help = |args: &[&str]| {
+        let o = std::process::Command::new(BOOTC)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "bootc {args:?}: {o:?}");
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let upgrade = help(&["upgrade", "--help"]);
+    assert!(upgrade.contains("Usage: bootc upgrade"), "{upgrade}");
+    assert_eq!(help(&["update", "--help"]), upgrade);
+    let status = help(&["status", "--help"]);
+    assert!(status.contains("-v, --verbose"), "{status}");
+    let diff = help(&["config-diff", "--help"]);
+    assert!(!diff.contains("BootcHost"), "{diff}");
+    for f in ["human", "json", "yaml", "`added`, `modified` and `removed`"] {
+        assert!(diff.contains(f), "config-diff --help lacks {f:?}: {diff}");
+    }
 }

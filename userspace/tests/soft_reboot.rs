@@ -55,6 +55,8 @@ fn usr_overlay_is_writable_transient_and_not_stacked() {
         echo "new-file: $(cat "$1/usr/new-file")"
         echo "hello: $(cat "$1/usr/bin/hello")"
         echo "mount: $(findmnt -n -o FSTYPE,SOURCE --mountpoint "$1/usr")"
+        echo "upper attached: $(findmnt -n -t tmpfs -o SOURCE | grep -c bootc-usr-overlay)"
+        echo "held dirs: $(ls -a /run | grep -c bootc-usr-overlay)"
         if "$B" usr-overlay --root "$1" 2>"$1/../second.err"; then echo second: mounted; else echo second: refused; fi
         cat "$1/../second.err"
         "#,
@@ -66,6 +68,10 @@ fn usr_overlay_is_writable_transient_and_not_stacked() {
     assert!(all.contains("new-file: added"), "{all}");
     assert!(all.contains("hello: changed"), "{all}");
     assert!(all.contains("mount: overlay bootc-usr-overlay"), "{all}");
+    // The upper layer's tmpfs was attached (under /run) only while the overlay was
+    // mounted: no tmpfs of ours is left attached, no directory left behind.
+    assert!(all.contains("upper attached: 0"), "{all}");
+    assert!(all.contains("held dirs: 0"), "{all}");
     assert!(all.contains("second: refused"), "{all}");
     assert!(
         all.contains("an overlay is already mounted there")
@@ -186,8 +192,30 @@ fn soft_reboot_prepares_nextroot_only_when_the_kernel_is_the_same() {
     assert!(all.contains("Not rebooting"), "{all}");
     assert!(all.contains("nextroot: empty"), "{all}");
 
-    // --soft-reboot needs --apply.
-    let out = s.bootc(&v1, &["rollback", "--soft-reboot=auto"]);
+    // Without --apply (as upstream) the next root is only prepared: a later
+    // `systemctl soft-reboot` boots it, nothing is restarted now.
+    let mut args = s.args(&v1, &["switch", "--soft-reboot=required"]);
+    args.push(s.imgref("v2"));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = in_namespace(
+        &format!(
+            r#""$B" "$@"; echo "version: $(cat {}/usr/share/version)""#,
+            nextroot.display()
+        ),
+        &refs,
+    );
+    let all = text(&out);
+    assert!(out.status.success(), "{all}");
+    assert!(all.contains("Prepared "), "{all}");
+    assert!(all.contains("`systemctl soft-reboot` boots it"), "{all}");
+    assert!(!all.contains("Not soft-rebooting"), "{all}");
+    assert!(all.contains("version: 2"), "{all}");
+
+    // --check only looks: it takes no --soft-reboot.
+    let out = s.bootc(&v1, &["upgrade", "--check", "--soft-reboot=auto"]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--apply"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--check"),
+        "{out:?}"
+    );
 }

@@ -2,7 +2,8 @@
 //! runtime directory, and which deployment is booted.
 //!
 //! On a booted machine these are `/sysroot`, the ESP at `/boot`, `/run`, and the
-//! deployment named by `composefs=` on `/proc/cmdline`. For tests and offline work,
+//! deployment the running root is composed from: the one named by `composefs=` on
+//! `/proc/cmdline`, unless a soft reboot switched to another (see [`booted_live`]). For tests and offline work,
 //! `--sysroot DIR --booted-deployment ID` (and optionally `--boot-dir`, `--run-dir`) point every
 //! verb at a mounted disk image instead.
 
@@ -74,13 +75,47 @@ pub(crate) fn booted_from_cmdline() -> Result<ComposefsKarg, BootedError> {
     }
 }
 
+/// The deployment the running system is, with the fs-verity requirement of its boot.
+///
+/// That is the command line's `composefs=` deployment, except after a soft reboot:
+/// userspace then runs on another deployment's root (composed at `/run/nextroot` by
+/// `--soft-reboot`, see [`crate::deploy::soft_reboot`]) while the kernel keeps its
+/// command line. The root's overlay names its image (`composefs:<hex>` as its mount
+/// source), so that id wins when it is a well-formed digest of the same algorithm. A
+/// soft reboot only goes to a deployment with the same fs-verity requirement, so the
+/// command line's `?` still holds.
+pub(crate) fn booted_live() -> Result<ComposefsKarg, BootedError> {
+    let mut k = booted_from_cmdline()?;
+    if let Some(id) = crate::sys::mount::mount_source(Path::new("/"))
+        .ok()
+        .flatten()
+        .as_deref()
+        .and_then(root_image_id)
+    {
+        if id != k.id && id.algorithm() == k.id.algorithm() {
+            tracing::debug!(
+                "the root is {} while the command line names {}: soft-rebooted",
+                id.short(),
+                k.id.short()
+            );
+            k.id = id;
+        }
+    }
+    Ok(k)
+}
+
+/// The deployment id in a composefs root's mount source (`composefs:<hex>`).
+pub(crate) fn root_image_id(source: &str) -> Option<DeploymentId> {
+    DeploymentId::parse(source.strip_prefix("composefs:")?).ok()
+}
+
 impl Host {
     /// Opens the host; fails clearly when it was not booted from composefs.
     pub(crate) fn open(opts: &HostOpts) -> Result<Host> {
         let (booted, booted_insecure) = match &opts.booted {
             Some(id) => (id.clone(), false),
             None => {
-                let k = booted_from_cmdline()?;
+                let k = booted_live()?;
                 (k.id, k.insecure)
             }
         };
@@ -379,6 +414,25 @@ pub(crate) mod test_sets {
 mod tests {
     use super::test_sets::*;
     use super::*;
+
+    /// The root's mount source names the running deployment after a soft reboot.
+    #[test]
+    fn a_composefs_root_source_names_its_deployment() {
+        let hex = "ab".repeat(32);
+        assert_eq!(
+            root_image_id(&format!("composefs:{hex}")).map(|i| i.hex().to_string()),
+            Some(hex.clone())
+        );
+        for bad in [
+            hex.clone(),
+            "composefs:".into(),
+            "composefs:xyz".into(),
+            "/dev/vda2".into(),
+            format!("composefs:{}", &hex[..10]),
+        ] {
+            assert_eq!(root_image_id(&bad), None, "{bad}");
+        }
+    }
 
     /// The truth table of the marker against the entries.
     #[test]

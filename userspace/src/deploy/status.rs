@@ -503,15 +503,17 @@ pub(crate) fn assemble(input: &StatusInput) -> BootcHost {
 
 /// The human-readable form, laid out as upstream's: one block per deployment (staged,
 /// booted, rollback, then the others), a title line `PREFIX: IMAGE` and rows whose
-/// names end under the title's colon.
-pub(crate) fn render_human(h: &BootcHost, booted_only: bool) -> String {
+/// names end under the title's colon. `verbose` (upstream's `--verbose`) adds the rows
+/// that are otherwise shown only when they say yes: `Soft-reboot` and `Download-only`
+/// on every deployment.
+pub(crate) fn render_human(h: &BootcHost, booted_only: bool, verbose: bool) -> String {
     let Some(booted) = &h.status.booted else {
         return "System is not deployed via bootc.\n".into();
     };
     let mut blocks = Vec::new();
     if !booted_only {
         if let Some(s) = &h.status.staged {
-            blocks.push(human_block("  Staged image", s, &soft_row(s)));
+            blocks.push(human_block("  Staged image", s, &verbose_rows(s, verbose)));
         }
     }
     let overlay: Vec<(&str, String)> = h
@@ -526,17 +528,19 @@ pub(crate) fn render_human(h: &BootcHost, booted_only: bool) -> String {
             ("/usr overlay", format!("{}, {mode}", o.persistence))
         })
         .collect();
-    blocks.push(human_block("● Booted image", booted, &overlay));
+    let mut rows = overlay;
+    rows.extend(verbose_rows(booted, verbose));
+    blocks.push(human_block("● Booted image", booted, &rows));
     if !booted_only {
         if let Some(r) = &h.status.rollback {
-            let mut rows = soft_row(r);
+            let mut rows = verbose_rows(r, verbose);
             if h.status.rollback_queued {
                 rows.push(("Queued", "the default for the next boot".to_string()));
             }
             blocks.push(human_block("  Rollback image", r, &rows));
         }
         for o in &h.status.other_deployments {
-            blocks.push(human_block("   Other image", o, &[]));
+            blocks.push(human_block("   Other image", o, &verbose_rows(o, verbose)));
         }
     }
     let mut out = blocks.join("\n");
@@ -548,13 +552,19 @@ pub(crate) fn render_human(h: &BootcHost, booted_only: bool) -> String {
     out
 }
 
-/// The `Soft-reboot: yes` row of a deployment a soft reboot can reach.
-fn soft_row(e: &BootEntry) -> Vec<(&'static str, String)> {
-    if e.soft_reboot_capable {
-        vec![("Soft-reboot", "yes".to_string())]
-    } else {
-        vec![]
+/// The `Soft-reboot: yes` row of a deployment a soft reboot can reach; with `verbose`,
+/// `Soft-reboot` and `Download-only` yes or no for every deployment.
+fn verbose_rows(e: &BootEntry, verbose: bool) -> Vec<(&'static str, String)> {
+    let yes_no = |b: bool| if b { "yes" } else { "no" }.to_string();
+    let mut rows = vec![];
+    if e.soft_reboot_capable || verbose {
+        rows.push(("Soft-reboot", yes_no(e.soft_reboot_capable)));
     }
+    if verbose && !e.download_only {
+        // (A download-only deployment has its own row in the block.)
+        rows.push(("Download-only", yes_no(false)));
+    }
+    rows
 }
 
 /// One deployment's block; `extra` rows come last.

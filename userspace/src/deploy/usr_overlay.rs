@@ -1,8 +1,11 @@
 //! `bootc usr-overlay`: a transient writable overlay on `/usr`, until the next boot.
 //!
 //! The booted `/usr` is part of the read-only composefs image. The overlay stacks a
-//! fresh upper layer on a private, detached tmpfs (never attached anywhere, so nothing
-//! else can reach it) over the current `/usr`, which stays unchanged underneath.
+//! fresh upper layer on a private tmpfs over the current `/usr`, which stays unchanged
+//! underneath. The tmpfs is attached only while the overlay is mounted (at a 0700
+//! directory under `/run`: overlayfs clones its upper layer's mount, which kernels
+//! before 6.15 refuse for a detached one) and detached right after, so nothing else
+//! can reach it.
 //! Everything written there lives in memory and is gone after a reboot (or a soft
 //! reboot: the next root is composed from the image again).
 
@@ -11,10 +14,10 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use rustix::fs::{mkdirat, open, Mode, OFlags, StatVfsMountFlags};
+use rustix::fs::{mkdirat, open, Mode, OFlags, StatVfsMountFlags, CWD};
 use rustix::mount::{
-    fsconfig_create, fsconfig_set_string, fsmount, fsopen, mount, FsMountFlags, FsOpenFlags,
-    MountAttrFlags, MountFlags,
+    fsconfig_create, fsconfig_set_string, fsmount, fsopen, mount, move_mount, unmount,
+    FsMountFlags, FsOpenFlags, MountAttrFlags, MountFlags, MoveMountFlags, UnmountFlags,
 };
 use serde::Serialize;
 
@@ -110,6 +113,7 @@ pub(crate) fn mount_overlay(root: &Path, read_only: bool) -> Result<()> {
     )
     .with_context(|| format!("opening {}", usr.display()))?;
     let scratch = detached_tmpfs().context("creating the overlay's in-memory upper layer")?;
+    let hold = Held::attach(&scratch)?;
     let mut dirs = Vec::new();
     for name in ["upper", "work"] {
         mkdirat(&scratch, name, Mode::from_raw_mode(0o755))
@@ -156,8 +160,56 @@ pub(crate) fn mount_overlay(root: &Path, read_only: bool) -> Result<()> {
     };
     mount(SOURCE, &usr, "overlay", flags, Some(data.as_c_str()))
         .with_context(|| format!("mounting an overlay on {}", usr.display()))?;
+    drop(hold);
     tracing::info!("mounted a transient overlay on {}", usr.display());
     Ok(())
+}
+
+/// The upper layer's tmpfs attached at a private directory (0700, under `/run`, or
+/// the temporary directory where there is no `/run`) for as long as this lives: the
+/// overlay takes its own clone of the mount, after which it is detached again.
+struct Held {
+    dir: Option<tempfile::TempDir>,
+}
+
+impl Held {
+    fn attach(mnt: &OwnedFd) -> Result<Held> {
+        let base = Path::new("/run");
+        let base = if base.is_dir() {
+            base.to_path_buf()
+        } else {
+            std::env::temp_dir()
+        };
+        let dir = tempfile::Builder::new()
+            .prefix(".bootc-usr-overlay-")
+            .tempdir_in(&base)
+            .with_context(|| format!("creating a private directory in {}", base.display()))?;
+        move_mount(
+            mnt.as_fd(),
+            "",
+            CWD,
+            dir.path(),
+            MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+        )
+        .with_context(|| {
+            format!(
+                "attaching the overlay's upper layer at {}",
+                dir.path().display()
+            )
+        })?;
+        Ok(Held { dir: Some(dir) })
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some(dir) = self.dir.take() {
+            if let Err(e) = unmount(dir.path(), UnmountFlags::DETACH) {
+                tracing::warn!("detaching {}: {e}", dir.path().display());
+            }
+            // TempDir's drop removes the (now empty) directory.
+        }
+    }
 }
 
 /// A tmpfs that is attached nowhere: only our file descriptor reaches it.

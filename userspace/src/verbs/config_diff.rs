@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 
-use crate::cli::{Cli, ConfigDiffArgs, OutputFormat};
+use crate::cli::{Cli, ConfigDiffArgs, ConfigDiffFormat};
 use crate::deploy::config_diff;
 
 use super::{host, locked};
@@ -13,11 +13,11 @@ pub(crate) fn config_diff(cli: &Cli, a: &ConfigDiffArgs) -> Result<()> {
     // The pristine /etc is extracted under state/, which gc cleans: one bootc at a time.
     let _lock = locked(&host)?;
     let d = config_diff::config_diff(&host)?;
-    match a.format.unwrap_or(OutputFormat::Human) {
-        OutputFormat::Human if d.is_empty() => eprintln!("No local changes to /etc."),
-        OutputFormat::Human => print!("{}", d.render_human()),
-        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&d)?),
-        OutputFormat::Yaml => print!("{}", serde_yaml::to_string(&d)?),
+    match a.format.unwrap_or(ConfigDiffFormat::Human) {
+        ConfigDiffFormat::Human if d.is_empty() => eprintln!("No local changes to /etc."),
+        ConfigDiffFormat::Human => print!("{}", d.render_human()),
+        ConfigDiffFormat::Json => println!("{}", serde_json::to_string_pretty(&d)?),
+        ConfigDiffFormat::Yaml => print!("{}", serde_yaml::to_string(&d)?),
     }
     Ok(())
 }

@@ -116,16 +116,19 @@ pub(crate) fn reboot(host: &Host) -> Result<()> {
 /// The unit `systemctl soft-reboot` starts; systemd without it cannot soft-reboot.
 const SOFT_REBOOT_TARGET: &str = "/usr/lib/systemd/system/soft-reboot.target";
 
-/// `--apply`: boots `target` next, by a soft reboot when `soft` asks for one and the
-/// deployment allows it (see [`soft_reboot`]), else by a reboot. With another
-/// --sysroot the next root is prepared under --run-dir but nothing is restarted.
+/// `--apply` and `--soft-reboot`: boots `target` next, by a soft reboot when `soft`
+/// asks for one and the deployment allows it (see [`soft_reboot`]), else (with `now`)
+/// by a reboot. Without `now` (`--soft-reboot` alone, as upstream) the next root is
+/// only prepared: `systemctl soft-reboot` boots it later. With another --sysroot the
+/// next root is prepared under --run-dir but nothing is restarted.
 pub(crate) fn apply(
     host: &Host,
     target: &DeploymentId,
     soft: Option<SoftRebootMode>,
+    now: bool,
 ) -> Result<()> {
     let Some(mode) = soft else {
-        return reboot(host);
+        return if now { reboot(host) } else { Ok(()) };
     };
     let (mut refusal, target_options) = soft_reboot_check(host, target)?;
     if host.is_live() && !std::path::Path::new(SOFT_REBOOT_TARGET).exists() {
@@ -139,9 +142,13 @@ pub(crate) fn apply(
                 "cannot soft-reboot into {}: {why} (use --soft-reboot=auto to reboot instead)",
                 target.short()
             ),
-            SoftRebootMode::Auto => {
+            SoftRebootMode::Auto if now => {
                 println!("Soft reboot not possible ({why}); rebooting.");
                 return reboot(host);
+            }
+            SoftRebootMode::Auto => {
+                println!("Soft reboot not possible ({why}); it boots at the next reboot.");
+                return Ok(());
             }
         }
     }
@@ -156,6 +163,10 @@ pub(crate) fn apply(
     let config = host.is_live().then(soft_reboot::setup_config_path);
     let next = soft_reboot::prepare_nextroot(&host.sysroot_path, &host.run_dir, &options, config)?;
     println!("Prepared {} at {}.", target.short(), next.display());
+    if !now {
+        println!("`systemctl soft-reboot` boots it (a reboot boots it too).");
+        return Ok(());
+    }
     if !host.is_live() {
         println!(
             "Not soft-rebooting: {} is not the running system.",

@@ -16,8 +16,5 @@ pub(crate) fn rollback(cli: &Cli, a: &RollbackArgs) -> Result<()> {
         println!("Discarded the staged deployment {}.", d.short());
     }
     println!("Next boot: {}.", r.default.short());
-    if a.apply {
-        apply(&host, &r.default, a.soft_reboot)?;
-    }
-    Ok(())
+    apply(&host, &r.default, a.soft_reboot, a.apply)
 }

@@ -22,7 +22,7 @@ pub(crate) fn status(cli: &Cli, a: &StatusArgs) -> Result<()> {
         _ => OutputFormat::Human,
     };
     match format {
-        OutputFormat::Human => print!("{}", st::render_human(&h, a.booted)),
+        OutputFormat::Human => print!("{}", st::render_human(&h, a.booted, a.verbose)),
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&h)?),
         OutputFormat::Yaml => print!("{}", serde_yaml::to_string(&h)?),
     }

@@ -49,10 +49,7 @@ fn from_downloaded(host: &Host, now: bool, soft: Option<SoftRebootMode>) -> Resu
         );
     }
     start_finalize_unit(host)?;
-    if now {
-        apply(host, &id, soft)?;
-    }
-    Ok(())
+    apply(host, &id, soft, now)
 }
 
 /// The staging options of `upgrade` and `switch`.
@@ -102,9 +99,7 @@ pub(crate) fn report(
                 id.short()
             );
             start_finalize_unit(host)?;
-            if now {
-                apply(host, &id, soft)?;
-            }
+            apply(host, &id, soft, now)?;
         }
     }
     Ok(())
