@@ -9,7 +9,8 @@
 //!                                        and check the state, power off)
 //! bootc-vm scenarios [NAME...]           run the scenarios (all by default): boot,
 //!                                        bad-cmdline, boot-secure, tamper, upgrade,
-//!                                        grub, bootcount, soft
+//!                                        grub, bootcount, uki-boot, uki-upgrade,
+//!                                        uki-tamper, soft
 //! ```
 //! Both build the test image first (`mkosi/build.sh`, a no-op when nothing changed)
 //! unless `--no-build` is given. Must run as root (loop devices, mounts).
