@@ -26,8 +26,8 @@
 mod disk;
 mod qemu;
 mod scenarios;
-mod uki;
 mod soft;
+mod uki;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

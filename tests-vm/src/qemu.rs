@@ -306,21 +306,11 @@ impl Vm {
                     self.console.display()
                 );
             }
-            if !self.connect()? {
-                std::thread::sleep(Duration::from_millis(500));
-                continue;
-            }
-            if last_ping.elapsed() > Duration::from_secs(3) {
-                self.seq += 1;
-                let ping = format!("test -e {OLD} || echo __SOFT_{}__\n", self.seq);
-                if let Some(s) = self.shell.as_mut() {
-                    let _ = s.write_all(ping.as_bytes());
-                }
-                last_ping = Instant::now();
-            }
-            self.read_some()?;
-            if String::from_utf8_lossy(&self.buf).contains("__SOFT_") {
-                self.buf.clear();
+            if self.ping(
+                &mut last_ping,
+                |n| format!("test -e {OLD} || echo __SOFT_{n}__"),
+                "__SOFT_",
+            )? {
                 let took = t.elapsed();
                 eprintln!(
                     "[{}] soft-rebooted userspace up after {:.1} s",
@@ -440,6 +430,36 @@ impl Vm {
         }
     }
 
+    /// One step of waiting for a guest shell: connects (or waits half a second when the
+    /// port is not up yet), sends `line(n)` with a fresh sequence number at most every
+    /// 3 s, reads what came, and says whether `marker` arrived (the buffer is then
+    /// cleared).
+    fn ping(
+        &mut self,
+        last_ping: &mut Instant,
+        line: impl Fn(u64) -> String,
+        marker: &str,
+    ) -> Result<bool> {
+        if !self.connect()? {
+            std::thread::sleep(Duration::from_millis(500));
+            return Ok(false);
+        }
+        if last_ping.elapsed() > Duration::from_secs(3) {
+            self.seq += 1;
+            let text = format!("{}\n", line(self.seq));
+            if let Some(s) = self.shell.as_mut() {
+                let _ = s.write_all(text.as_bytes());
+            }
+            *last_ping = Instant::now();
+        }
+        self.read_some()?;
+        if String::from_utf8_lossy(&self.buf).contains(marker) {
+            self.buf.clear();
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
     /// Waits for the guest's root shell (i.e. multi-user reached and the harness port
     /// up). Fails early on a fatal console message or when QEMU exits.
     pub fn wait_shell(&mut self, timeout: Duration) -> Result<Duration> {
@@ -454,21 +474,7 @@ impl Vm {
                     self.console.display()
                 );
             }
-            if !self.connect()? {
-                std::thread::sleep(Duration::from_millis(500));
-                continue;
-            }
-            if last_ping.elapsed() > Duration::from_secs(3) {
-                self.seq += 1;
-                let line = format!("echo __PING_{}__\n", self.seq);
-                if let Some(s) = self.shell.as_mut() {
-                    let _ = s.write_all(line.as_bytes());
-                }
-                last_ping = Instant::now();
-            }
-            self.read_some()?;
-            if String::from_utf8_lossy(&self.buf).contains("__PING_") {
-                self.buf.clear();
+            if self.ping(&mut last_ping, |n| format!("echo __PING_{n}__"), "__PING_")? {
                 let t = self.started.elapsed();
                 eprintln!(
                     "[{}] guest shell up after {:.1} s",
