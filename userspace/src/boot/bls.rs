@@ -459,6 +459,9 @@ pub(crate) fn options(
 ///   argument `foo=a b`, a `kargs.d` entry `"x y"` is two. Arguments compare equal
 ///   when these split forms are equal.
 /// - The booted `composefs=` and `composefs.digest=` arguments are dropped.
+/// - When both images' `kargs.d` split into the same arguments, the booted line is
+///   carried as it is (order and repeats kept): an update that does not change the
+///   kernel arguments does not change the command line, so it can be soft-rebooted into.
 /// - Subtraction is a multiset difference: each `old_image` argument removes the first
 ///   equal booted argument still there; one with no match (the user removed it since)
 ///   removes nothing.
@@ -486,20 +489,24 @@ pub(crate) fn carried_options(
         .into_iter()
         .filter(|t| !t.starts_with(&cfs) && !t.starts_with(&cfs_digest))
         .collect();
-    for arg in old_image.iter().flat_map(|k| tokenize(k)) {
-        if let Some(i) = kept.iter().position(|t| *t == arg) {
-            kept.remove(i);
+    let old_args: Vec<String> = old_image.iter().flat_map(|k| tokenize(k)).collect();
+    let new_args: Vec<String> = new_image.iter().flat_map(|k| tokenize(k)).collect();
+    if old_args != new_args {
+        for arg in &old_args {
+            if let Some(i) = kept.iter().position(|t| t == arg) {
+                kept.remove(i);
+            }
         }
-    }
-    let mut matched = vec![false; kept.len()];
-    let mut added = vec![];
-    for arg in new_image.iter().flat_map(|k| tokenize(k)) {
-        match (0..kept.len()).find(|&i| !matched[i] && kept[i] == arg) {
-            Some(i) => matched[i] = true,
-            None => added.push(arg),
+        let mut matched = vec![false; kept.len()];
+        let mut added = vec![];
+        for arg in new_args {
+            match (0..kept.len()).find(|&i| !matched[i] && kept[i] == arg) {
+                Some(i) => matched[i] = true,
+                None => added.push(arg),
+            }
         }
+        kept.extend(added);
     }
-    kept.extend(added);
     kept.push(composefs.to_string());
     let line = join(&kept);
     check_options_length(&line)?;
@@ -1062,6 +1069,13 @@ mod tests {
                 &[],
                 &[],
                 "root=UUID=u rw \"\"",
+            ),
+            (
+                "an unchanged kargs.d keeps the booted line: order and repeats",
+                format!("root=UUID=u rw console=x audit=0 rw user=1 {old_k}"),
+                &["console=x audit=0 rw"],
+                &["console=x", "audit=0 rw"],
+                "root=UUID=u rw console=x audit=0 rw user=1",
             ),
             (
                 "old kargs.d is only compared, never checked",
