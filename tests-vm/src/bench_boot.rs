@@ -222,6 +222,7 @@ fn measure(ctx: &Ctx, dir: &Path, label: &str, disk: &Path, fstype: &str) -> Res
         "systemctl is-system-running --wait >/dev/null || true; \
          echo \"root=$(findmnt -no FSTYPE /)\"; \
          systemd-analyze time | head -n1; \
+         systemd-analyze blame --no-pager | head -n 4 | sed 's/^ */blame: /'; \
          systemctl show -p InitRDTimestampMonotonic -p UserspaceTimestampMonotonic -p FinishTimestampMonotonic",
         ctx.t(limits::BOOT),
     )?;
@@ -236,7 +237,14 @@ fn measure(ctx: &Ctx, dir: &Path, label: &str, disk: &Path, fstype: &str) -> Res
         .lines()
         .find(|l| l.starts_with("Startup finished"))
         .unwrap_or("");
-    println!("  {label}: {analyze}");
+    let blame: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("blame: "))
+        .collect();
+    println!(
+        "  {label}: {analyze}\n    slowest units: {}",
+        blame.join(", ")
+    );
     vm.poweroff(ctx.t(limits::POWEROFF))?;
     Ok(p)
 }
@@ -287,6 +295,17 @@ pub(crate) fn bench_boot(ctx: &Ctx, runs: usize) -> Result<()> {
             let (c, p) = (med(&res[0], f), med(&res[1], f));
             println!("  {n:<18} {c:>9.2}s {p:>9.2}s {:>9.3}×", c / p);
         }
+        // Each round's two boots ran back to back: their ratio cancels load that drifts
+        // between rounds.
+        let paired: Vec<f64> = res[0]
+            .iter()
+            .zip(&res[1])
+            .map(|(c, p)| c.total() / p.total())
+            .collect();
+        println!(
+            "  initrd+userspace, median of the per-round ratios: {:.3}×",
+            median(&paired)
+        );
         for (j, (name, ..)) in disks.iter().enumerate() {
             let all: Vec<String> = res[j]
                 .iter()
