@@ -222,7 +222,7 @@ fn measure(ctx: &Ctx, dir: &Path, label: &str, disk: &Path, fstype: &str) -> Res
         "systemctl is-system-running --wait >/dev/null || true; \
          echo \"root=$(findmnt -no FSTYPE /)\"; \
          systemd-analyze time | head -n1; \
-         systemd-analyze blame --no-pager | head -n 4 | sed 's/^ */blame: /'; \
+         systemd-analyze blame --no-pager | grep -v '[.]device$' | head -n 4 | sed 's/^ */blame: /'; \
          systemctl show -p InitRDTimestampMonotonic -p UserspaceTimestampMonotonic -p FinishTimestampMonotonic",
         ctx.t(limits::BOOT),
     )?;
