@@ -27,6 +27,10 @@
 # warm-up and 5 measured runs each (--quick: one warm-up and 3, for trying it out;
 # --quick does not write bench/RESULTS.md but bench/RESULTS.quick.md).
 #
+# Case 5 of issue 14 (boot: composefs root vs the same image on a plain ext4 root) runs in
+# the VM harness, not here: `target/debug/bootc-vm [--no-build] bench-boot [--runs N]`
+# (tests-vm/src/bench_boot.rs); its figures are a hand-written section of RESULTS.md.
+#
 # Scratch: $BOOTC_BENCH_DIR (default /var/tmp/bootc-bench): loop-file filesystems, the
 # re-packed layouts, the peer's build. Nothing outside it and the workspace's target/
 # is written.

@@ -144,7 +144,7 @@ pub fn composefs_hex(arg: &str) -> &str {
 }
 
 /// The mtools image spec (`<disk>@@<offset>`) of the disk's EFI system partition.
-fn esp_image(disk: &Path) -> Result<String> {
+pub(crate) fn esp_image(disk: &Path) -> Result<String> {
     let esp = partitions(disk)?
         .into_iter()
         .find(|p| p.esp)

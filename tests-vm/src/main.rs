@@ -11,6 +11,8 @@
 //!                                        bad-cmdline, boot-secure, tamper, upgrade,
 //!                                        grub, bootcount, uki-boot, uki-upgrade,
 //!                                        uki-tamper, soft
+//! bootc-vm bench-boot [--runs N]         boot time of the composefs root vs the same
+//!                                        image on a plain ext4 root (bench_boot.rs)
 //! ```
 //! Both build the test image first (`mkosi/build.sh`, a no-op when nothing changed)
 //! unless `--no-build` is given. Must run as root (loop devices, mounts).
@@ -23,6 +25,7 @@
 //! (images, default target/vm-images), BOOTC_VM_TIMEOUT_SCALE (multiplies timeouts),
 //! CI; mkosi/build.sh also reads BOOTC_SETUP_BIN.
 
+mod bench_boot;
 mod disk;
 mod qemu;
 mod scenarios;
@@ -333,8 +336,17 @@ fn main() {
                 }
                 cmd_scenarios(&ctx, &rest[1..])
             }
+            Some("bench-boot") => {
+                if !no_build {
+                    build_images(&ctx)?;
+                } else {
+                    scenarios::check_bootc(&ctx.bootc)?;
+                }
+                bench_boot::bench_boot(&ctx, bench_boot::runs_arg(&rest)?)?;
+                Ok(true)
+            }
             _ => bail!(
-                "usage: bootc-vm [--no-build] run [--batch] [--insecure] [--tag v1|v2] | scenarios [NAME...]"
+                "usage: bootc-vm [--no-build] run [--batch] [--insecure] [--tag v1|v2] | scenarios [NAME...] | bench-boot [--runs N]"
             ),
         }
     })();
