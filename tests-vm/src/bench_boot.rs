@@ -194,18 +194,8 @@ fn make_plain(ctx: &Ctx, dir: &Path, disk: &Path, tag: &str) -> Result<()> {
         "the BLS entry lacks linux/initrd lines:\n{entry}"
     );
 
-    let img = disk::esp_image(disk)?;
-    run(Command::new("mdel")
-        .args(["-i", &img])
-        .arg(format!("::/loader/entries/{}", entries[0]))
-        .env("MTOOLS_SKIP_CHECK", "1"))?;
-    let tmp = dir.join("plain.conf");
-    fs::write(&tmp, &text)?;
-    run(Command::new("mcopy")
-        .args(["-o", "-i", &img])
-        .arg(&tmp)
-        .arg("::/loader/entries/plain.conf")
-        .env("MTOOLS_SKIP_CHECK", "1"))?;
+    disk::esp_delete(disk, &format!("loader/entries/{}", entries[0]))?;
+    disk::esp_write(disk, dir, "loader/entries/plain.conf", &text)?;
     disk::esp_set_default(disk, dir, "plain.conf")?;
     println!(
         "bench-boot: plain disk: ext4 UUID {uuid} on the root partition; entry:\n{}",

@@ -144,7 +144,7 @@ pub fn composefs_hex(arg: &str) -> &str {
 }
 
 /// The mtools image spec (`<disk>@@<offset>`) of the disk's EFI system partition.
-pub(crate) fn esp_image(disk: &Path) -> Result<String> {
+fn esp_image(disk: &Path) -> Result<String> {
     let esp = partitions(disk)?
         .into_iter()
         .find(|p| p.esp)
@@ -178,6 +178,32 @@ pub fn esp_read(disk: &Path, path: &str) -> Result<Option<String>> {
         .env("MTOOLS_SKIP_CHECK", "1"))?))
 }
 
+/// Writes `text` as the file `path` (relative to the ESP's root) on the disk's ESP with
+/// mtools, replacing it when it exists; the text passes through a file in `work`.
+pub fn esp_write(disk: &Path, work: &Path, path: &str, text: &str) -> Result<()> {
+    let img = esp_image(disk)?;
+    let dst = format!("::/{}", path.trim_start_matches('/'));
+    let tmp = work.join(".esp-write.tmp");
+    fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
+    let r = run(Command::new("mcopy")
+        .args(["-o", "-i", &img])
+        .arg(&tmp)
+        .arg(&dst)
+        .env("MTOOLS_SKIP_CHECK", "1"));
+    let _ = fs::remove_file(&tmp);
+    r.map(drop)
+}
+
+/// Deletes the file `path` (relative to the ESP's root) from the disk's ESP with mtools.
+pub fn esp_delete(disk: &Path, path: &str) -> Result<()> {
+    let img = esp_image(disk)?;
+    run(Command::new("mdel")
+        .args(["-i", &img])
+        .arg(format!("::/{}", path.trim_start_matches('/')))
+        .env("MTOOLS_SKIP_CHECK", "1"))
+    .map(drop)
+}
+
 /// The file names of the BLS entries (`*.conf`) in `loader/entries` on the disk's ESP,
 /// sorted, by `mdir` with mtools.
 pub fn esp_entries(disk: &Path) -> Result<Vec<String>> {
@@ -209,14 +235,7 @@ pub fn edit_bls(disk: &Path, work: &Path, f: impl Fn(&str) -> String) -> Result<
             .env("MTOOLS_SKIP_CHECK", "1"))?;
         let (new, changed) = rewrite_options(&text, &f);
         if changed {
-            let tmp = work.join("bls-entry.conf");
-            fs::write(&tmp, &new)?;
-            run(Command::new("mcopy")
-                .args(["-o", "-i", &img])
-                .arg(&tmp)
-                .arg(&src)
-                .env("MTOOLS_SKIP_CHECK", "1"))?;
-            let _ = fs::remove_file(&tmp);
+            esp_write(disk, work, &format!("loader/entries/{name}"), &new)?;
             eprintln!(
                 "host: edited {src}: {}",
                 new.lines().find(|l| l.starts_with("options")).unwrap_or("")
@@ -237,7 +256,6 @@ pub fn edit_bls(disk: &Path, work: &Path, f: impl Fn(&str) -> String) -> Result<
 /// `default` line of `loader/loader.conf` on the disk's ESP (other lines kept), with
 /// mtools. The host-side stand-in for a user choosing an entry in the boot menu.
 pub fn esp_set_default(disk: &Path, work: &Path, pattern: &str) -> Result<()> {
-    let img = esp_image(disk)?;
     let old = esp_read(disk, "loader/loader.conf")?.unwrap_or_default();
     let mut text: String = old
         .lines()
@@ -245,14 +263,7 @@ pub fn esp_set_default(disk: &Path, work: &Path, pattern: &str) -> Result<()> {
         .map(|l| format!("{l}\n"))
         .collect();
     text.push_str(&format!("default {pattern}\n"));
-    let tmp = work.join("loader.conf");
-    fs::write(&tmp, &text)?;
-    run(Command::new("mcopy")
-        .args(["-o", "-i", &img])
-        .arg(&tmp)
-        .arg("::/loader/loader.conf")
-        .env("MTOOLS_SKIP_CHECK", "1"))?;
-    let _ = fs::remove_file(&tmp);
+    esp_write(disk, work, "loader/loader.conf", &text)?;
     eprintln!(
         "host: loader/loader.conf now: {}",
         text.trim().replace('\n', "; ")
