@@ -41,6 +41,38 @@ pub(crate) fn uki_path(id: &DeploymentId) -> String {
     format!("/{}/{}", layout::EFI_LINUX_BOOTC, layout::uki_file_name(id))
 }
 
+/// Whether an entry named like ours (`bls.file_stem`) boots the deployment it names, as
+/// every entry bootc writes does: a UKI entry (an `efi` path, nothing else) boots the UKI
+/// named after its deployment ([`uki_path`]); a kernel entry has a valid `composefs=`
+/// argument. `Err(why)` otherwise, in the loader's words for the line naming the UKI and
+/// for the options (`efi line`/`options` in a BLS file, `chainloader line`/`linux line`
+/// in GRUB's menu).
+pub(crate) fn check_boots_a_deployment(
+    bls: &BlsEntry,
+    uki_line: &str,
+    options: &str,
+) -> std::result::Result<(), String> {
+    let Some(efi) = &bls.efi else {
+        return match ComposefsKarg::from_cmdline(&bls.options) {
+            Ok(_) => Ok(()),
+            Err(_) => Err(format!("its {options} have no valid composefs= argument")),
+        };
+    };
+    let id = bls
+        .file_stem
+        .strip_prefix(layout::BOOT_PREFIX)
+        .and_then(|hex| DeploymentId::parse(hex).ok());
+    if id.is_none_or(|id| *efi != uki_path(&id)) {
+        return Err(format!(
+            "its {uki_line} does not name the UKI of the deployment its name names"
+        ));
+    }
+    if !bls.options.is_empty() || !bls.linux.is_empty() || !bls.initrd.is_empty() {
+        return Err("it boots a UKI and also names a kernel, initrd or options".into());
+    }
+    Ok(())
+}
+
 /// One entry of the set.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Entry {
@@ -413,25 +445,7 @@ fn parse_ours(name: &OsStr, content: &RawContent) -> std::result::Result<Option<
             .map(str::to_string)
             .unwrap_or(e)
     })?;
-    if bls.efi.is_some() {
-        // A UKI deployment's entry: no options, its UKI named after it.
-        let id = stem
-            .strip_prefix(layout::BOOT_PREFIX)
-            .and_then(|hex| DeploymentId::parse(hex).ok());
-        match id {
-            Some(id) if bls.efi.as_deref() == Some(uki_path(&id).as_str()) => {}
-            _ => {
-                return Err(
-                    "its efi line does not name the UKI of the deployment its name names".into(),
-                )
-            }
-        }
-        if !bls.options.is_empty() || !bls.linux.is_empty() || !bls.initrd.is_empty() {
-            return Err("it has an efi line and also linux, initrd or options".into());
-        }
-    } else if ComposefsKarg::from_cmdline(&bls.options).is_err() {
-        return Err("its options have no valid composefs= argument".into());
-    }
+    check_boots_a_deployment(&bls, "efi line", "options")?;
     // A whole-set write renders our entries anew: only an entry that renders back to
     // itself may be rewritten (control characters, for one, are written as spaces and
     // would change what it boots). Anything else is carried byte for byte.
@@ -876,6 +890,8 @@ mod tests {
         assert!(err.unwrap_err().contains("efi line"));
         let both = format!("{text}options rw\n");
         let err = parse_entry_file(OsStr::new(&format!("{stem}.conf")), both.as_bytes());
-        assert!(err.unwrap_err().contains("also linux, initrd or options"));
+        assert!(err
+            .unwrap_err()
+            .contains("also names a kernel, initrd or options"));
     }
 }

@@ -2,6 +2,8 @@
 //! ESP (`EFI/BOOT/BOOTX64.EFI`, no NVRAM changes), a fixed `grub2/grub.cfg`, and the
 //! menu in `grub2/user.cfg` (docs/architecture.md, on-disk layout): one `menuentry`
 //! block per deployment, in boot order; `grub.cfg` sets `default=0`, so the first boots.
+//! A kernel deployment's block boots with `linux` and `initrd`; a UKI deployment's
+//! chainloads its UKI (`chainloader`), which brings its own sealed command line.
 //!
 //! The menu is an [`EntrySet`] like systemd-boot's entry directory, kept as one file: a
 //! new menu is written in full to `grub2/user.cfg.staged` (temporary name, fsync,
@@ -22,13 +24,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
-use bootc_initramfs_setup::cmdline::{self, ComposefsKarg};
+use bootc_initramfs_setup::cmdline;
 use bootc_initramfs_setup::layout;
 use rustix::fs::{renameat_with, RenameFlags};
 use rustix::io::Errno;
 
 use super::bls::{self, BlsEntry};
-use super::entries::{Entry, EntrySet, RawContent, RawEntry};
+use super::entries::{check_boots_a_deployment, Entry, EntrySet, RawContent, RawEntry};
 use super::Bootloader;
 use crate::sys::cmd::{run, which};
 use crate::sys::durable;
@@ -46,8 +48,9 @@ fn platform() -> Result<(&'static str, &'static str)> {
     }
 }
 
-/// The modules built into the image: enough to find the ESP, read the menu and boot
-/// a Linux kernel.
+/// The modules built into the image: enough to find the ESP, read the menu, boot a
+/// Linux kernel and chainload a UKI (`chain`: its `chainloader` starts an EFI program
+/// through the firmware's LoadImage, so Secure Boot checks the UKI's signature).
 const MODULES: &[&str] = &[
     "part_gpt",
     "fat",
@@ -56,6 +59,7 @@ const MODULES: &[&str] = &[
     "configfile",
     "normal",
     "linux",
+    "chain",
     "echo",
     "test",
     "gzio",
@@ -104,7 +108,9 @@ const HEADER: &str = "# Written by bootc: one entry per deployment, the first bo
 /// The `menuentry` block of one entry. Every value is one quoted word: the title, the
 /// id, the kernel and initrd paths, and each kernel argument (split as the kernel splits
 /// its command line; GRUB's `linux` joins them again, quoting an argument that holds a
-/// space). The version, which GRUB has no place for, is a comment.
+/// space). The version, which GRUB has no place for, is a comment. A UKI entry (an `efi`
+/// path) is one `chainloader` line and no arguments: the UKI's sealed `.cmdline` is the
+/// command line.
 fn render_block(e: &BlsEntry) -> String {
     let args: Vec<String> = cmdline::tokenize(&e.options)
         .iter()
@@ -117,6 +123,10 @@ fn render_block(e: &BlsEntry) -> String {
     );
     if !e.version.is_empty() {
         s.push_str(&format!("    # version {}\n", quote(&e.version)));
+    }
+    if let Some(efi) = &e.efi {
+        s.push_str(&format!("    chainloader {}\n}}\n", quote(efi)));
+        return s;
     }
     s.push_str(&format!(
         "    linux {} {}\n",
@@ -146,12 +156,6 @@ fn render_menu(set: &EntrySet) -> Result<Vec<u8>> {
     let mut out = HEADER.as_bytes().to_vec();
     for e in &set.ours {
         bls::check_entry(&e.bls)?;
-        if let Some(efi) = &e.bls.efi {
-            bail!(
-                "boot entry {} boots the UKI {efi}, which the GRUB menu cannot (no chainload support): use systemd-boot",
-                bls::show(&e.bls.file_name())
-            );
-        }
         out.extend_from_slice(render_block(&e.bls).as_bytes());
     }
     for r in &set.foreign {
@@ -253,20 +257,21 @@ fn parse_block(text: &str) -> std::result::Result<BlsEntry, String> {
             .as_slice()
         {
             ["#", "version", v] => e.version = v.to_string(),
-            ["linux", path, args @ ..] if e.linux.is_empty() => {
+            ["linux", path, args @ ..] if e.linux.is_empty() && e.efi.is_none() => {
                 e.linux = path.to_string();
                 e.options = cmdline::join(args);
             }
-            ["initrd", path] => e.initrd.push(path.to_string()),
+            ["initrd", path] if e.efi.is_none() => e.initrd.push(path.to_string()),
+            ["chainloader", path] if e.efi.is_none() && e.linux.is_empty() => {
+                e.efi = Some(path.to_string())
+            }
             _ => return bad("it has a line bootc does not write"),
         }
     }
-    if e.linux.is_empty() {
-        return bad("it has no linux line");
+    if e.linux.is_empty() && e.efi.is_none() {
+        return bad("it has no linux or chainloader line");
     }
-    if ComposefsKarg::from_cmdline(&e.options).is_err() {
-        return Err("its linux line has no valid composefs= argument".into());
-    }
+    check_boots_a_deployment(&e, "chainloader line", "linux line")?;
     bls::check_entry(&e).map_err(|err| format!("{err:#}"))?;
     if render_block(&e) != text {
         return bad("it does not read back to itself");
@@ -642,6 +647,65 @@ mod tests {
         assert_eq!(back.ours[0].bls.options, ea.options);
         assert!(!back.ours[0].insecure && back.ours[1].insecure);
         assert_eq!(render_menu(&back).unwrap(), text);
+    }
+
+    /// A UKI deployment's block chainloads its UKI, with nothing else: it reads back to
+    /// the same entry (the deployment named by its id); a block whose chainloader names
+    /// another file, or that also has a kernel line, is not ours to rewrite.
+    #[test]
+    fn uki_blocks_chainload_and_round_trip() {
+        let (a, b) = ("a".repeat(64), "b".repeat(64));
+        let id = cmdline::DeploymentId::parse(&format!("sha256:{a}")).unwrap();
+        let uki = BlsEntry {
+            efi: Some(super::super::entries::uki_path(&id)),
+            file_stem: format!("{}{a}", layout::BOOT_PREFIX),
+            title: "Sealed OS".into(),
+            version: "2".into(),
+            sort_key: None,
+            linux: String::new(),
+            initrd: vec![],
+            options: String::new(),
+        };
+        let block = render_block(&uki);
+        assert_eq!(
+            block,
+            format!(
+                "menuentry 'Sealed OS' --id 'bootc_composefs-{a}' {{\n    # version '2'\n    chainloader '/EFI/Linux/bootc/bootc_composefs-{a}.efi'\n}}\n"
+            )
+        );
+        let kernel = entry(&b, "B", &format!("rw composefs=sha256:{b}"));
+        let set = EntrySet {
+            ours: vec![Entry::new(uki.clone()), Entry::new(kernel)],
+            foreign: vec![],
+        };
+        let text = render_menu(&set).unwrap();
+        let back = parse_menu(&text);
+        assert_eq!(back, set, "{}", String::from_utf8_lossy(&text));
+        assert_eq!(back.ours[0].deployment.as_ref(), Some(&id));
+        assert_eq!(render_menu(&back).unwrap(), text);
+
+        // Carried, with the reason: another deployment's UKI, a UKI and a kernel.
+        let other = block.replace(&format!("composefs-{a}.efi"), &format!("composefs-{b}.efi"));
+        let both = block.replace(
+            "    chainloader",
+            &format!(
+                "    linux '/bootc_composefs-{a}/vmlinuz' 'composefs=sha256:{a}'\n    chainloader"
+            ),
+        );
+        let after = block.replace("    # version '2'\n", "").replace(
+            "}\n",
+            &format!("    linux '/x' 'composefs=sha256:{a}'\n}}\n"),
+        );
+        for (text, why) in [
+            (&other, "does not name the UKI"),
+            (&both, "does not write"),
+            (&after, "does not write"),
+        ] {
+            let set = parse_menu(text.as_bytes());
+            assert!(set.ours.is_empty(), "{text}");
+            let problem = set.unparsed_ours().next().unwrap().problem.clone().unwrap();
+            assert!(problem.contains(why), "{problem}");
+        }
     }
 
     /// Everything that is not exactly a block we would write is carried byte for byte,

@@ -42,6 +42,8 @@ pub(crate) struct ImageUki {
     pub(crate) addons: Vec<(String, Vec<u8>)>,
     /// `.uname`, if present (the entry's version when os-release has none).
     pub(crate) uname: Option<String>,
+    /// Its sealed `composefs=` allows booting without fs-verity (`composefs=?…`).
+    pub(crate) insecure: bool,
 }
 
 impl ImageUki {
@@ -144,6 +146,7 @@ pub(crate) fn find<H: FsVerityHashValue>(
         bytes,
         addons: own,
         uname,
+        insecure: karg.insecure,
     }))
 }
 
@@ -215,14 +218,4 @@ pub(crate) fn deployment_entry(id: &DeploymentId, os: bls::OsInfo, u: &ImageUki)
         initrd: vec![],
         options: String::new(),
     }
-}
-
-/// Refuses a UKI deployment with a loader that cannot boot one (`grub`).
-pub(crate) fn check_loader(loader: super::BootloaderKind, what: &str) -> Result<()> {
-    if loader == super::BootloaderKind::Grub {
-        bail!(
-            "{what} boots a UKI, which bootc does not deploy with GRUB (its menu has no chainload entries): install with --bootloader systemd"
-        );
-    }
-    Ok(())
 }

@@ -171,9 +171,6 @@ fn stage_typed<H: FsVerityHashValue>(host: &Host, opts: &StageOpts) -> Result<St
     // A sealed UKI makes it a UKI deployment, checked before anything is written.
     let sealed = uki_deploy::find(&repo, &boot_entries, &id)
         .with_context(|| format!("refusing {imgref}"))?;
-    if let Some(u) = &sealed {
-        uki_deploy::check_loader(host.loader, &format!("{imgref} ({})", u.path))?;
-    }
     let kernel = match &sealed {
         Some(_) => None,
         None => {
@@ -257,8 +254,9 @@ fn stage_typed<H: FsVerityHashValue>(host: &Host, opts: &StageOpts) -> Result<St
     }
     let mut origin = Origin::for_image(&imgref, &digest, &pulled.manifest_digest, host.loader);
     origin.boot_tries = Some(tries);
-    if sealed.is_some() {
+    if let Some(u) = &sealed {
         origin.boot_type = uki_deploy::BOOT_TYPE_UKI.to_string();
+        origin.missing_verity_allowed = u.insecure;
     }
     state::write_deployment(&host.sysroot, &repo, &fs, &id, &origin, false)?;
 

@@ -366,7 +366,6 @@ fn install_typed<H: FsVerityHashValue>(
     let sealed = uki_deploy::find(&repo, &boot_entries, &id)
         .with_context(|| format!("installing {source}"))?;
     if let Some(u) = &sealed {
-        uki_deploy::check_loader(opts.bootloader, &format!("{source} ({})", u.path))?;
         if !opts.kargs.is_empty() || !opts.karg_delete.is_empty() {
             bail!(
                 "{source} boots the sealed UKI {}: its kernel command line is fixed, --karg and --karg-delete cannot change it (rebuild the UKI with the arguments in kargs.d)",
@@ -485,6 +484,7 @@ fn install_uki<H: FsVerityHashValue>(
 
     let mut origin = Origin::for_image(target, &digest, &pulled.manifest_digest, opts.bootloader);
     origin.boot_type = uki_deploy::BOOT_TYPE_UKI.to_string();
+    origin.missing_verity_allowed = u.insecure;
     origin.boot_tries = opts.boot_tries;
     state::write_deployment(root_fd, repo, fs, &id, &origin, true)?;
     if let (Some(keys), Some(home)) = (&opts.root_ssh_authorized_keys, &ssh_home) {
