@@ -691,6 +691,7 @@ fn kernel_and_initrd_are_shared_between_deployments() {
             boot_digest: Some(digest.clone()),
             bootloader: None,
             boot_tries: None,
+            missing_verity_allowed: false,
             manifest_digest: Some(pulled.manifest_digest.clone()),
         };
         state::write_deployment(&fd, &repo, &fs, &pulled.id, &origin, i == 0).unwrap();

@@ -128,6 +128,7 @@ mod tests {
             boot_digest: digest.map(str::to_string),
             bootloader: None,
             boot_tries: None,
+            missing_verity_allowed: false,
             manifest_digest: None,
         }
     }

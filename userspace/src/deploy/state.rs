@@ -40,6 +40,7 @@ const BOOT_TYPE: &str = "boot_type";
 const BOOT_DIGEST: &str = "digest";
 const BOOT_LOADER: &str = "bootloader";
 const BOOT_TRIES: &str = "boot_tries";
+const BOOT_MISSING_VERITY_ALLOWED: &str = "missing_verity_allowed";
 const IMAGE: &str = "image";
 const IMAGE_MANIFEST_DIGEST: &str = "manifest_digest";
 
@@ -58,6 +59,10 @@ pub struct Origin {
     /// `[boot] boot_tries`: the boot tries later updates get (`install --boot-tries`,
     /// `upgrade/switch --boot-tries`), handed on from deployment to deployment.
     pub boot_tries: Option<u32>,
+    /// `[boot] missing_verity_allowed=true`: a UKI deployment whose sealed command line
+    /// names it with `composefs=?…` (boots without fs-verity). A kernel deployment's
+    /// says so in its entry's options instead; written only when true.
+    pub missing_verity_allowed: bool,
     /// `[image] manifest_digest`: `sha256:…`.
     pub manifest_digest: Option<String>,
 }
@@ -101,6 +106,7 @@ impl Origin {
             boot_digest: Some(boot_digest.to_string()),
             bootloader: Some(loader.as_str().to_string()),
             boot_tries: None,
+            missing_verity_allowed: false,
             manifest_digest: Some(manifest_digest.to_string()),
         }
     }
@@ -120,6 +126,9 @@ impl Origin {
         }
         if let Some(t) = &self.boot_tries {
             s.push_str(&format!("{BOOT_TRIES}={t}\n"));
+        }
+        if self.missing_verity_allowed {
+            s.push_str(&format!("{BOOT_MISSING_VERITY_ALLOWED}=true\n"));
         }
         if let Some(d) = &self.manifest_digest {
             s.push_str(&format!("\n[{IMAGE}]\n{IMAGE_MANIFEST_DIGEST}={d}\n"));
@@ -153,6 +162,8 @@ impl Origin {
             bootloader: get(BOOT, BOOT_LOADER).filter(|v| !v.is_empty()),
             // A value that is not a number is ignored (the default applies).
             boot_tries: get(BOOT, BOOT_TRIES).and_then(|v| v.parse().ok()),
+            missing_verity_allowed: get(BOOT, BOOT_MISSING_VERITY_ALLOWED).as_deref()
+                == Some("true"),
             manifest_digest: get(IMAGE, IMAGE_MANIFEST_DIGEST),
         })
     }
@@ -638,12 +649,14 @@ mod tests {
             boot_digest: Some("ab".repeat(32)),
             bootloader: Some("grub".into()),
             boot_tries: Some(2),
+            missing_verity_allowed: true,
             manifest_digest: Some(format!("sha256:{}", "cd".repeat(32))),
         };
         let text = o.render();
         assert!(text.starts_with("[origin]\ncontainer-image-reference=ostree-unverified-image:registry:quay.io/x/os:latest\n"));
         assert!(text.contains("[boot]\nboot_type=bls\ndigest="));
         assert!(text.contains("\nbootloader=grub\n"));
+        assert!(text.contains("\nmissing_verity_allowed=true\n"));
         assert!(text.contains("[image]\nmanifest_digest=sha256:"));
         assert_eq!(Origin::parse(&text, Path::new("x.origin")).unwrap(), o);
     }
@@ -656,6 +669,7 @@ mod tests {
         assert_eq!(o.boot_type, "uki");
         assert_eq!(o.boot_digest, None);
         assert_eq!(o.bootloader, None);
+        assert!(!o.missing_verity_allowed);
         assert_eq!(o.manifest_digest, None);
     }
 

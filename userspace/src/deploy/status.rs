@@ -238,7 +238,13 @@ fn boot_entry(input: &StatusInput, id: &DeploymentId, entry: Option<&Entry>) -> 
                 "Bls"
             },
             bootloader: input.bootloader.as_str(),
-            missing_verity_allowed: entry.map(|e| e.insecure).unwrap_or(input.booted_insecure),
+            missing_verity_allowed: match entry {
+                // A UKI's entry has no options: its sealed command line, recorded in
+                // the origin when it was deployed, says.
+                Some(e) if e.bls.efi.is_some() => origin.is_some_and(|o| o.missing_verity_allowed),
+                Some(e) => e.insecure,
+                None => input.booted_insecure,
+            },
             boot_digest: origin.and_then(|o| o.boot_digest.clone()),
             damage: input.damage.get(id).cloned(),
             boot_counting: entry.and_then(|e| e.counter).map(|c| BootCounting {
