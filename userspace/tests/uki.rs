@@ -1,9 +1,11 @@
 //! Host integration tests of UKI deployments (boot type `uki`), as root, with UKIs
 //! built by `bootc container ukify` (systemd's ukify) from the test images: install
-//! puts the UKI on the ESP with an `efi` entry and `boot_type=uki`; a UKI sealed to
+//! puts the UKI on the ESP with an entry booting it (systemd-boot: `efi`, GRUB:
+//! `chainloader`) and `boot_type=uki`; a UKI sealed to
 //! another image and an addon that sets `composefs=` are refused with nothing changed
 //! on disk; upgrade, finalize, rollback; gc keeps the UKIs entries use and removes the
-//! dropped one with its addons; status says `bootType: Uki`.
+//! dropped one with its addons; status says `bootType: Uki` and `missingVerityAllowed`
+//! as each UKI's sealed command line does.
 
 mod common;
 
@@ -32,22 +34,17 @@ fn have_ukify() -> bool {
 }
 
 /// The sealed UKI of the test image `v<version>` (written to `out`), built as an OS
-/// builder would: unpack the rootfs, `bootc container ukify --rootfs` it.
-fn build_uki(layout: &Path, version: u32, work: &Path) -> Vec<u8> {
+/// builder would: unpack the rootfs, `bootc container ukify --rootfs [EXTRA…]` it.
+fn build_uki(layout: &Path, version: u32, work: &Path, extra: &[&str]) -> Vec<u8> {
     let tag = format!("v{version}");
     let rootfs = work.join(format!("rootfs-{tag}"));
     fs::create_dir(&rootfs).unwrap();
     oci::unpack_image(layout, &tag, &rootfs).unwrap();
     let out = work.join(format!("{tag}.efi"));
-    bootc_ok(&[
-        "container",
-        "ukify",
-        "--rootfs",
-        rootfs.to_str().unwrap(),
-        "--",
-        "--output",
-        out.to_str().unwrap(),
-    ]);
+    let mut args = vec!["container", "ukify", "--rootfs", rootfs.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    args.extend(["--", "--output", out.to_str().unwrap()]);
+    bootc_ok(&args);
     fs::read(out).unwrap()
 }
 
@@ -93,27 +90,49 @@ fn uki_image(layout: &Path, tag: &str, version: u32, uki: &[u8], addons: &[(&str
 }
 
 /// What the tests build: the UKIs of v1–v3 and two addons.
+#[derive(Clone)]
 struct Built {
     uki: Vec<Vec<u8>>,
     addon: Vec<u8>,
+    hostile: Vec<u8>,
 }
 
-/// Writes v1-uki, v2-uki (with an addon), v3-uki, v2-bad (v2 carrying v1's UKI) and
-/// v2-hostile (v2's UKI with an addon setting composefs=) into `layout`.
-fn prepare(layout: &Path, work: &Path) -> Built {
-    let uki: Vec<Vec<u8>> = (1..=3).map(|v| build_uki(layout, v, work)).collect();
+/// Builds the UKIs of v1–v3 (from the test images in `layout`) and the addons in `work`.
+fn build(layout: &Path, work: &Path) -> Built {
+    // v3's is sealed with `composefs=?…` (boots without fs-verity).
+    let uki: Vec<Vec<u8>> = (1..=3)
+        .map(|v| {
+            let extra: &[&str] = if v == 3 {
+                &["--allow-missing-verity"]
+            } else {
+                &[]
+            };
+            build_uki(layout, v, work, extra)
+        })
+        .collect();
     let addon = build_addon("console=ttyS1", &work.join("console.addon.efi"));
     let hostile = build_addon(
         &format!("composefs=sha256:{}", "ab".repeat(32)),
         &work.join("hostile.addon.efi"),
     );
+    Built {
+        uki,
+        addon,
+        hostile,
+    }
+}
+
+/// Writes v1-uki, v2-uki (with an addon), v3-uki, v2-bad (v2 carrying v1's UKI) and
+/// v2-hostile (v2's UKI with an addon setting composefs=) into `layout`.
+fn write_images(layout: &Path, b: &Built) {
+    let (uki, addon, hostile) = (&b.uki, &b.addon, &b.hostile);
     uki_image(layout, "v1-uki", 1, &uki[0], &[]);
     uki_image(
         layout,
         "v2-uki",
         2,
         &uki[1],
-        &[("console.addon.efi", &addon)],
+        &[("console.addon.efi", addon)],
     );
     uki_image(layout, "v3-uki", 3, &uki[2], &[]);
     uki_image(layout, "v2-bad", 2, &uki[0], &[]);
@@ -122,9 +141,8 @@ fn prepare(layout: &Path, work: &Path) -> Built {
         "v2-hostile",
         2,
         &uki[1],
-        &[("hostile.addon.efi", &hostile)],
+        &[("hostile.addon.efi", hostile)],
     );
-    Built { uki, addon }
 }
 
 fn uki_on_esp(s: &System, id: &str) -> PathBuf {
@@ -136,42 +154,61 @@ fn origin(s: &System, id: &str) -> String {
     fs::read_to_string(s.root.join(format!("state/deploy/{id}/{id}.origin"))).unwrap()
 }
 
+/// The UKI lifecycle with each boot loader: systemd-boot boots the UKI from an `efi`
+/// entry, GRUB chainloads it from a `chainloader` block; the same UKIs (built once)
+/// for both.
 #[test]
 fn uki_install_upgrade_rollback_gc() {
-    if !can_run(&["touch"]) || !have_ukify() {
+    if !can_run(&["touch", "grub-mkimage"]) || !have_ukify() {
         return;
     }
     let _g = serial();
     let work = tempdir("bootc-uki-");
-    let mut built = None;
-    let s = System::install_image(
-        1 << 30,
-        &[],
-        "loop",
-        |layout| built = Some(prepare(layout, work.path())),
-        "v1-uki",
-        &[],
-    );
-    let built = built.unwrap();
-    let v1 = s.v1.clone();
+    let mut built: Option<Built> = None;
+    for loader in ["systemd", "grub"] {
+        let s = System::install_image(
+            1 << 30,
+            &[],
+            "loop",
+            |layout| {
+                let b = built.get_or_insert_with(|| build(layout, work.path()));
+                write_images(layout, b)
+            },
+            "v1-uki",
+            &["--bootloader", loader],
+        );
+        uki_lifecycle(&s, built.as_ref().unwrap());
+    }
+}
 
-    // Install: the UKI on the ESP, an efi entry naming it, no kernel directory.
-    assert_eq!(fs::read(uki_on_esp(&s, &v1)).unwrap(), built.uki[0]);
+fn uki_lifecycle(s: &System, built: &Built) {
+    let v1 = s.v1.clone();
+    let loader = s.loader.as_str();
+
+    // Install: the UKI on the ESP, an entry booting it (systemd-boot: `efi`, GRUB:
+    // `chainloader`) with no kernel, initrd or arguments, no kernel directory.
+    assert_eq!(fs::read(uki_on_esp(s, &v1)).unwrap(), built.uki[0]);
     let e = s.entry_of(&v1);
-    assert!(
-        e.text
-            .lines()
-            .any(|l| l == format!("efi /EFI/Linux/bootc/bootc_composefs-{v1}.efi")),
-        "{}",
-        e.text
-    );
-    assert!(
-        !e.text.contains("options") && !e.text.contains("linux "),
-        "{}",
+    assert_eq!(
+        e.efi,
+        format!("/EFI/Linux/bootc/bootc_composefs-{v1}.efi"),
+        "{loader}: {}",
         e.text
     );
+    assert!(
+        e.linux.is_empty() && e.initrd.is_empty() && e.args.is_empty(),
+        "{loader}: {}",
+        e.text
+    );
+    let keyword = if loader == "grub" {
+        "    chainloader '"
+    } else {
+        "efi /"
+    };
+    assert!(e.text.contains(keyword), "{loader}: {}", e.text);
+    s.assert_bootable(&s.menu(false), &format!("{loader}: install"));
     assert!(!s.root.join(format!("boot/bootc_composefs-{v1}")).exists());
-    let o = origin(&s, &v1);
+    let o = origin(s, &v1);
     assert!(o.contains("boot_type=uki"), "{o}");
     assert!(o.contains("\ndigest="), "{o}");
     let st = s.status(&v1);
@@ -195,12 +232,12 @@ fn uki_install_upgrade_rollback_gc() {
     // Upgrade to v2-uki: its UKI and its addon, the new entry first after finalize.
     let v2 = s.switch_and_finalize(&v1, "v2-uki", &[]);
     assert_eq!(s.order(false), vec![v2.clone(), v1.clone()]);
-    assert_eq!(fs::read(uki_on_esp(&s, &v2)).unwrap(), built.uki[1]);
+    assert_eq!(fs::read(uki_on_esp(s, &v2)).unwrap(), built.uki[1]);
     let addon = s.root.join(format!(
         "boot/EFI/Linux/bootc/bootc_composefs-{v2}.efi.extra.d/console.addon.efi"
     ));
     assert_eq!(fs::read(&addon).unwrap(), built.addon);
-    assert!(origin(&s, &v2).contains("boot_type=uki"));
+    assert!(origin(s, &v2).contains("boot_type=uki"));
     let st = s.status(&v2);
     assert_eq!(st["status"]["booted"]["composefs"]["bootType"], "Uki");
     assert_eq!(st["status"]["rollback"]["composefs"]["bootType"], "Uki");
@@ -210,27 +247,32 @@ fn uki_install_upgrade_rollback_gc() {
     assert_eq!(s.order(false), vec![v1.clone(), v2.clone()]);
     let out = s.bootc_ok(&v1, &["gc"]);
     assert!(out.contains("0 deployments"), "{out}");
-    assert!(uki_on_esp(&s, &v1).is_file() && uki_on_esp(&s, &v2).is_file());
+    assert!(uki_on_esp(s, &v1).is_file() && uki_on_esp(s, &v2).is_file());
 
     // Booted v1, upgrade to v3-uki keeping one previous: v2 drops out of the menu, and
     // finalize's gc removes its UKI and its addons, never the UKIs entries reference.
     let v3 = s.switch_and_finalize(&v1, "v3-uki", &["--keep-previous", "1"]);
     assert_eq!(s.order(false), vec![v3.clone(), v1.clone()]);
+    // v3's UKI is sealed with `composefs=?`, v1's is not: status follows each UKI.
+    let st = s.status(&v3);
+    assert_eq!(
+        st["status"]["booted"]["composefs"]["missingVerityAllowed"],
+        true
+    );
+    assert_eq!(
+        st["status"]["rollback"]["composefs"]["missingVerityAllowed"],
+        false
+    );
+    assert!(origin(s, &v3).contains("\nmissing_verity_allowed=true\n"));
     assert!(!s.root.join(format!("state/deploy/{v2}")).exists());
     let out = s.bootc_ok(&v3, &["gc"]);
     assert!(out.contains("0 deployments, 0 boot directories"), "{out}");
-    assert!(!uki_on_esp(&s, &v2).exists(), "gc left v2's UKI");
+    assert!(!uki_on_esp(s, &v2).exists(), "gc left v2's UKI");
     assert!(!addon.exists() && !addon.parent().unwrap().exists());
-    assert_eq!(fs::read(uki_on_esp(&s, &v1)).unwrap(), built.uki[0]);
-    assert_eq!(fs::read(uki_on_esp(&s, &v3)).unwrap(), built.uki[2]);
-    for e in s.menu(false) {
-        let efi = e
-            .text
-            .lines()
-            .find_map(|l| l.strip_prefix("efi /"))
-            .unwrap();
-        assert!(s.root.join("boot").join(efi).is_file(), "{efi}");
-    }
+    assert_eq!(fs::read(uki_on_esp(s, &v1)).unwrap(), built.uki[0]);
+    assert_eq!(fs::read(uki_on_esp(s, &v3)).unwrap(), built.uki[2]);
+    s.assert_bootable(&s.menu(false), &format!("{loader}: after gc"));
+    assert_eq!(s.menu(false).len(), 2, "{loader}");
 }
 
 #[test]
@@ -244,7 +286,7 @@ fn mismatching_uki_install_refused_before_writing() {
     for v in 1..=2 {
         oci::write_image(&layout, &format!("v{v}"), &images::bootable(v), &[]).unwrap();
     }
-    let uki1 = build_uki(&layout, 1, t.path());
+    let uki1 = build_uki(&layout, 1, t.path(), &[]);
     uki_image(&layout, "v2-bad", 2, &uki1, &[]);
     let root = t.path().join("root");
     fs::create_dir_all(root.join("boot")).unwrap();
@@ -268,19 +310,5 @@ fn mismatching_uki_install_refused_before_writing() {
     assert_eq!(
         after, before,
         "a refused install wrote outside the repository"
-    );
-
-    // On GRUB a UKI image is refused, saying so.
-    let uki2 = build_uki(&layout, 2, t.path());
-    uki_image(&layout, "v2-uki", 2, &uki2, &[]);
-    let src = format!("oci:{}:v2-uki", layout.display());
-    let root2 = t.path().join("root2");
-    fs::create_dir_all(root2.join("boot")).unwrap();
-    let out = install_to_filesystem(&src, &root2, &["--bootloader", "grub"]);
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("GRUB") && err.contains("--bootloader systemd"),
-        "{err}"
     );
 }

@@ -28,8 +28,11 @@ pub struct System {
 pub struct MenuEntry {
     /// The deployment id (hex).
     pub id: String,
-    /// The kernel path on the ESP.
+    /// The kernel path on the ESP (empty for a UKI entry).
     pub linux: String,
+    /// The UKI path on the ESP of a UKI entry (systemd-boot's `efi`, GRUB's
+    /// `chainloader`), else empty.
+    pub efi: String,
     /// The initrd paths.
     pub initrd: Vec<String>,
     /// The kernel arguments, one per argument (quotes removed, as the kernel reads them).
@@ -128,6 +131,7 @@ pub fn read_menu(boot: &Path, loader: &str, staged: bool) -> Vec<MenuEntry> {
                         counter,
                         id: id.to_string(),
                         linux: get("linux ").pop().unwrap_or_default(),
+                        efi: get("efi ").pop().unwrap_or_default(),
                         initrd: get("initrd "),
                         args: bootc_initramfs_setup::cmdline::tokenize(
                             &get("options ").pop().unwrap_or_default(),
@@ -163,6 +167,7 @@ pub fn read_menu(boot: &Path, loader: &str, staged: bool) -> Vec<MenuEntry> {
                             counter: None,
                             id: id.to_string(),
                             linux: String::new(),
+                            efi: String::new(),
                             initrd: vec![],
                             args: vec![],
                             text: String::new(),
@@ -177,6 +182,11 @@ pub fn read_menu(boot: &Path, loader: &str, staged: bool) -> Vec<MenuEntry> {
                     Some("initrd") => {
                         if let Some(c) = cur.as_mut() {
                             c.initrd.extend(w[1..].iter().cloned());
+                        }
+                    }
+                    Some("chainloader") => {
+                        if let Some(c) = cur.as_mut() {
+                            c.efi = w[1..].join(" ");
                         }
                     }
                     Some("}") => out.extend(cur.take()),
@@ -362,12 +372,18 @@ impl System {
     }
 
     /// The entry of deployment `id` in the current menu.
-    /// Every file each entry of `menu` needs exists: kernel and initrds on the boot
-    /// partition, the deployment's EROFS image, state and /etc on the physical root.
+    /// Every file each entry of `menu` needs exists: kernel and initrds (or the UKI)
+    /// on the boot partition, the deployment's EROFS image, state and /etc on the
+    /// physical root.
     pub fn assert_bootable(&self, menu: &[MenuEntry], what: &str) {
         let boot = self.root.join("boot");
         for e in menu {
-            for p in std::iter::once(&e.linux).chain(&e.initrd) {
+            let files: Vec<&String> = if e.efi.is_empty() {
+                std::iter::once(&e.linux).chain(&e.initrd).collect()
+            } else {
+                vec![&e.efi]
+            };
+            for p in files {
                 let f = boot.join(p.trim_start_matches('/'));
                 assert!(
                     f.is_file(),
@@ -381,6 +397,11 @@ impl System {
                 format!("state/deploy/{}/etc", e.id),
             ] {
                 assert!(self.root.join(&p).exists(), "{what}: {p} is missing");
+            }
+            if !e.efi.is_empty() {
+                // A UKI's command line is sealed in it, not in the menu.
+                assert!(e.args.is_empty(), "{what}: {}", e.text);
+                continue;
             }
             let cfs = e
                 .args
