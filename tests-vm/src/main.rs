@@ -10,7 +10,7 @@
 //! bootc-vm scenarios [NAME...]           run the scenarios (all by default): boot,
 //!                                        bad-cmdline, boot-secure, tamper, upgrade,
 //!                                        grub, bootcount, uki-boot, uki-upgrade,
-//!                                        uki-tamper, soft
+//!                                        uki-tamper, uki-grub, soft
 //! bootc-vm bench-boot [--runs N]         boot time of the composefs root vs the same
 //!                                        image on a plain ext4 root (bench_boot.rs)
 //! ```
@@ -233,6 +233,7 @@ fn cmd_scenarios(ctx: &Ctx, names: &[String]) -> Result<bool> {
             "grub" => scenarios::grub(ctx, &dir),
             "bootcount" => scenarios::bootcount(ctx, &dir),
             n if uki::NAMES.contains(&n) => uki::run(ctx, n, &dir, &selected, &mut uki),
+            "uki-grub" => uki::uki_grub(ctx, &dir),
             "soft" => soft::soft(ctx, &dir),
             _ => unreachable!(),
         };

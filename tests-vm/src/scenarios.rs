@@ -67,6 +67,7 @@ pub const ALL: &[&str] = &[
     "uki-boot",
     "uki-upgrade",
     "uki-tamper",
+    "uki-grub",
     "soft",
 ];
 
@@ -923,9 +924,9 @@ pub(crate) const GUEST_OCI: &str = "oci:/run/oci";
 /// The GRUB menu on the ESP, relative to its root (the userspace's
 /// `layout::GRUB_USER_CFG`, spelled again here: the harness checks the disk as a boot
 /// loader reads it).
-const GRUB_USER_CFG: &str = "grub2/user.cfg";
+pub(crate) const GRUB_USER_CFG: &str = "grub2/user.cfg";
 /// Where the test image mounts the ESP (`bootc-test-esp.service`).
-const GUEST_ESP: &str = "/boot";
+pub(crate) const GUEST_ESP: &str = "/boot";
 
 /// The `composefs=` digests (hex) of the menu entries of a `grub2/user.cfg`, in order;
 /// fails when an entry has none.
@@ -1140,17 +1141,19 @@ pub(crate) fn oci_disk(ctx: &Ctx) -> Result<PathBuf> {
 /// second disk and the OCI layout on a third, run `bootc install to-disk /dev/vdb` there
 /// (the guest kernel has fs-verity), and return the installed disk.
 pub fn guest_install(ctx: &Ctx, dir: &Path, tag: &str) -> Result<PathBuf> {
-    guest_install_with(ctx, dir, tag, vec![], "")
+    guest_install_with(ctx, dir, tag, vec![], "", "")
 }
 
-/// [`guest_install`] with `extra` disks after the three (`/dev/vdd`, …) and `prep`, a
-/// shell command run in the installer before `bootc install`.
+/// [`guest_install`] with `extra` disks after the three (`/dev/vdd`, …), `prep`, a
+/// shell command run in the installer before `bootc install`, and `args`, more
+/// arguments to `bootc install to-disk` (e.g. `--bootloader grub`).
 pub(crate) fn guest_install_with(
     ctx: &Ctx,
     dir: &Path,
     tag: &str,
     extra: Vec<Disk>,
     prep: &str,
+    args: &str,
 ) -> Result<PathBuf> {
     let installer = ctx.host_install(dir, "installer", "v1", None)?;
     let target = dir.join("secure.img");
@@ -1177,7 +1180,7 @@ pub(crate) fn guest_install_with(
     let out = vm.ok_within(
         &format!(
             "set -e; mkdir -p /run/oci; mount -o ro /dev/vdc /run/oci; \
-             bootc install to-disk /dev/vdb --source-imgref oci:/run/oci:{tag} --wipe --require-verity"
+             bootc install to-disk /dev/vdb --source-imgref oci:/run/oci:{tag} --wipe --require-verity {args}"
         ),
         ctx.t(limits::GUEST_INSTALL),
     )?;

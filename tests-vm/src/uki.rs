@@ -15,6 +15,12 @@
 //! - `uki-tamper`: one byte of v1's EROFS image object flipped on the disk: the boot of
 //!   v1's UKI stops with the initramfs's one-line error and never reaches multi-user.
 //!
+//! `uki-grub` has its own disk: v1-uki installed from the installer VM with
+//! `--bootloader grub`; GRUB chainloads the UKI (its menu block has a `chainloader` line
+//! and nothing else), then `bootc switch` to v2-uki and a reboot into v2's UKI through
+//! the new menu. Under the plain firmware: bootc's GRUB is built by grub-mkimage and
+//! not signed.
+//!
 //! With Secure Boot: when the build made the signed variants (`v1-uki-sb`, `v2-uki-sb`
 //! and `systemd-bootx64.efi.signed`, all signed with Debian's snakeoil key; needs
 //! sbsigntool), the scenarios install and switch to those, the installer's bootctl is
@@ -33,7 +39,8 @@ use crate::disk;
 use crate::qemu::{self, initramfs_message, Boot, Disk, Vm, VmConfig};
 use crate::scenarios::{
     check_booted, cleanup, console_composefs, flip_object_byte, guest_file, guest_install_with,
-    guest_staged, guest_status, guest_switch, limits, oci_disk, Ctx, Outcome,
+    guest_staged, guest_status, guest_switch, limits, oci_disk, Ctx, Outcome, GRUB_USER_CFG,
+    GUEST_ESP,
 };
 
 /// The scenario names, in the order they run.
@@ -193,7 +200,7 @@ fn install(ctx: &Ctx, dir: &Path, sh: &mut Shared) -> Result<PathBuf> {
     } else {
         (vec![], String::new())
     };
-    let disk = guest_install_with(ctx, dir, &sh.tag(1), extra, &prep)?;
+    let disk = guest_install_with(ctx, dir, &sh.tag(1), extra, &prep, "")?;
     let entries = disk::esp_entries(&disk)?;
     ensure!(
         entries.len() == 1,
@@ -233,11 +240,24 @@ fn disks(ctx: &Ctx, disk: &Path) -> Result<Vec<Disk>> {
 /// systemd-stub ran (it sets `StubInfo`), `/proc/cmdline` has no `?`, and `bootc
 /// status` shows it booted with `bootType: Uki` and `version`.
 fn check_uki_booted(vm: &mut Vm, id: &str, version: &str) -> Result<serde_json::Value> {
+    check_uki_booted_by(vm, id, version, "systemd")
+}
+
+/// [`check_uki_booted`] for the boot loader `loader`: `systemd` (systemd-boot selected
+/// the entry) or `grub` (GRUB's menu was on the console, systemd-boot never ran: no
+/// `LoaderEntrySelected`; the command line is the sealed one, without the
+/// `BOOT_IMAGE=` GRUB's `linux` adds).
+fn check_uki_booted_by(
+    vm: &mut Vm,
+    id: &str,
+    version: &str,
+    loader: &str,
+) -> Result<serde_json::Value> {
     let booted = check_booted(vm, true)?;
     ensure!(booted == id, "booted {booted}, expected {id}");
     let vars = vm.ok(&format!(
         "cd /sys/firmware/efi/efivars && for v in LoaderEntrySelected StubInfo; do \
-         printf '%s=' $v; cat $v-{LOADER_GUID} | tail -c +5 | tr -d '\\000'; echo; done; \
+         printf '%s=' $v; cat $v-{LOADER_GUID} 2>/dev/null | tail -c +5 | tr -d '\\000'; echo; done; \
          echo \"vars: $(ls | grep -E '^(Loader|Stub)' | cut -d- -f1 | sort | paste -sd' ')\""
     ))?;
     let var = |name: &str| {
@@ -253,11 +273,28 @@ fn check_uki_booted(vm: &mut Vm, id: &str, version: &str) -> Result<serde_json::
         "[{}] LoaderEntrySelected={selected} StubInfo={stub}",
         vm.label
     );
-    ensure!(
-        selected.starts_with(&format!("bootc_composefs-{id}")),
-        "systemd-boot selected entry {selected:?}, expected bootc_composefs-{id} ({})",
-        var("vars")
-    );
+    if loader == "grub" {
+        ensure!(
+            selected.is_empty(),
+            "LoaderEntrySelected is {selected:?}: systemd-boot ran, not GRUB"
+        );
+        ensure!(
+            vm.console_text().contains("GNU GRUB"),
+            "the console never showed GRUB's menu (`GNU GRUB`)"
+        );
+        let cmdline = vm.ok("cat /proc/cmdline")?;
+        ensure!(
+            !cmdline.contains("BOOT_IMAGE="),
+            "/proc/cmdline has GRUB's BOOT_IMAGE=: the kernel was not started from the UKI: {}",
+            cmdline.trim()
+        );
+    } else {
+        ensure!(
+            selected.starts_with(&format!("bootc_composefs-{id}")),
+            "systemd-boot selected entry {selected:?}, expected bootc_composefs-{id} ({})",
+            var("vars")
+        );
+    }
     ensure!(
         stub.starts_with("systemd-stub"),
         "StubInfo is {stub:?}: the kernel was not started by systemd-stub (no UKI boot)"
@@ -270,8 +307,12 @@ fn check_uki_booted(vm: &mut Vm, id: &str, version: &str) -> Result<serde_json::
     let st = guest_status(vm)?;
     let b = &st["status"]["booted"]["composefs"];
     ensure!(
-        b["verity"].as_str() == Some(id) && b["bootType"] == "Uki",
-        "bootc status: booted is not {id} with bootType Uki: {st}"
+        b["verity"].as_str() == Some(id)
+            && b["bootType"] == "Uki"
+            && b["bootloader"] == loader
+            && b["missingVerityAllowed"] == false,
+        "bootc status: booted is not {id} with bootType Uki, bootloader {loader} and \
+         missingVerityAllowed false: {st}"
     );
     Ok(st)
 }
@@ -420,4 +461,80 @@ fn secure_boot_state(vm: &mut Vm) -> Result<String> {
          bootctl status 2>/dev/null | grep -m1 'Secure Boot' | sed 's/^ *//'"
     ))?;
     Ok(out.split_whitespace().collect::<Vec<_>>().join(" "))
+}
+
+/// The deployments of GRUB menu `cfg` (`grub2/user.cfg`), in order, each block checked
+/// to chainload its own UKI and nothing else (no `linux` or `initrd` line).
+fn grub_uki_menu(cfg: &str) -> Result<Vec<String>> {
+    let mut ids = vec![];
+    for block in cfg.split("menuentry ").skip(1) {
+        let id = block
+            .split("--id 'bootc_composefs-")
+            .nth(1)
+            .and_then(|s| s.split('\'').next())
+            .with_context(|| format!("a menu block without an id of ours:\n{cfg}"))?;
+        let efi = format!("chainloader '/EFI/Linux/bootc/bootc_composefs-{id}.efi'");
+        ensure!(
+            block.contains(&efi) && !block.contains("linux ") && !block.contains("initrd "),
+            "the GRUB block of {id} does not chainload its UKI alone:\n{cfg}"
+        );
+        ids.push(id.to_string());
+    }
+    Ok(ids)
+}
+
+/// `uki-grub` (see the module doc).
+pub(crate) fn uki_grub(ctx: &Ctx, dir: &Path) -> Result<Outcome> {
+    let t0 = Instant::now();
+    let disk = guest_install_with(ctx, dir, "v1-uki", vec![], "", "--bootloader grub")?;
+    let cfg = disk::esp_read(&disk, GRUB_USER_CFG)?
+        .with_context(|| format!("the GRUB install left no {GRUB_USER_CFG} on the ESP"))?;
+    let installed = grub_uki_menu(&cfg)?;
+    ensure!(
+        installed.len() == 1,
+        "{GRUB_USER_CFG} after the install of v1-uki has {} entries, expected 1:\n{cfg}",
+        installed.len()
+    );
+    let v1 = installed[0].clone();
+    for f in [
+        "EFI/BOOT/BOOTX64.EFI".to_string(),
+        format!("EFI/Linux/bootc/bootc_composefs-{v1}.efi"),
+    ] {
+        ensure!(
+            disk::esp_has(&disk, &f)?,
+            "the install left no {f} on the ESP"
+        );
+    }
+    let (mut vm, up) = boot(ctx, dir, "uki-grub-v1", disks(ctx, &disk)?, false)?;
+    println!(
+        "uki-grub: v1-uki up through GRUB in {:.0} s",
+        up.as_secs_f64()
+    );
+    check_uki_booted_by(&mut vm, &v1, "1", "grub")?;
+
+    let out = guest_switch(ctx, &mut vm, "v2-uki")?;
+    println!("uki-grub: bootc switch v2-uki: {out}");
+    let v2 = guest_staged(&mut vm)?;
+    ensure!(v2 != v1, "switch staged {v2}, which is v1");
+    let up = vm.reboot(ctx.t(limits::BOOT + limits::POWEROFF))?;
+    println!(
+        "uki-grub: v2-uki up {:.0} s after the reboot",
+        up.as_secs_f64()
+    );
+    check_uki_booted_by(&mut vm, &v2, "2", "grub")?;
+    let cfg = vm.ok(&format!("cat {GUEST_ESP}/{GRUB_USER_CFG}"))?;
+    let menu = grub_uki_menu(&cfg)?;
+    ensure!(
+        menu == [v2.clone(), v1.clone()],
+        "the GRUB menu lists {menu:?} after the upgrade, expected [v2, v1]:\n{cfg}"
+    );
+    let n = vm.ok("ls /boot/EFI/Linux/bootc | grep -c '^bootc_composefs-.*\\.efi$'")?;
+    ensure!(
+        n.trim() == "2",
+        "the ESP holds {} UKIs after the upgrade, expected 2",
+        n.trim()
+    );
+    vm.poweroff(ctx.t(limits::POWEROFF))?;
+    println!("uki-grub: scenario {:.0} s", t0.elapsed().as_secs_f64());
+    Ok(Outcome::Passed)
 }
