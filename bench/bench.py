@@ -540,7 +540,7 @@ def case_initramfs(oci):
         peer = ARGS.peer_setup_root
 
         def script(binary):
-            verb = " setup-root" if binary == ours else ""
+            verb = " setup-root" if binary in (ours, ARGS.baseline_setup) else ""
             inner = (f"{binary}{verb} --sysroot {fs.root} --cmdline '{cmdline}' --config {conf} && "
                      f"test -e {fs.root}/usr/lib/os-release && test -e {fs.root}/sysroot/composefs")
             return ["unshare", "-m", "--propagation", "private", "sh", "-euc", inner]
@@ -552,10 +552,13 @@ def case_initramfs(oci):
             ("bootc-initramfs-setup setup-root", mk(ours)),
             ("composefs-setup-root 0.9", mk(peer)),
             ("unshare + sh only (floor)", lambda: steps([["unshare", "-m", "--propagation", "private", "sh", "-euc", "true"]])),
-        ], "bootc-initramfs-setup setup-root", max(ARGS.runs, 20 if not ARGS.quick else 5))
+        ] + ([("bootc-initramfs-setup setup-root [baseline]", mk(ARGS.baseline_setup))] if ARGS.baseline_setup else []),
+            "bootc-initramfs-setup setup-root", max(ARGS.runs, 20 if not ARGS.quick else 5))
         c.run()
         c.sizes = {"bootc-initramfs-setup": os.path.getsize(ours),
                    "composefs-setup-root 0.9": os.path.getsize(peer)}
+        if ARGS.baseline_setup:
+            c.sizes["baseline"] = os.path.getsize(ARGS.baseline_setup)
         c.peer_version = sh([peer, "--version"]).strip()
         ours_ms = statistics.median(s["wall"] for s in c.samples[c.ours])
         peer_ms = statistics.median(s["wall"] for s in c.samples["composefs-setup-root 0.9"])
@@ -996,6 +999,8 @@ def main():
     p.add_argument("--runs", type=int, help="measured runs per tool (default 5, --quick 3)")
     p.add_argument("--baseline", help="another bootc binary (e.g. a build of an earlier commit) run as "
                    "an extra tool in the etc and incremental-gen cases, alternating with ours")
+    p.add_argument("--baseline-setup", help="another bootc-initramfs-setup binary (e.g. a build of an earlier "
+                   "commit) run as an extra tool in the initramfs case, alternating with ours")
     ARGS = p.parse_args()
     ARGS.runs = ARGS.runs or (3 if ARGS.quick else 5)
     ws = ARGS.workspace
@@ -1077,6 +1082,10 @@ def main():
                     f"Static binary sizes: " + ", ".join(f"{k} {v:,} bytes" for k, v in ir.sizes.items())
                     + f" (ours / peer {ir.sizes['bootc-initramfs-setup'] / ir.sizes['composefs-setup-root 0.9']:.3f}); "
                     f"peer `--version`: {ir.peer_version}."]
+        if ARGS.baseline_setup:
+            b = med(ir, "bootc-initramfs-setup setup-root [baseline]")
+            ir.extra += ["", f"Ours / baseline (`{ARGS.baseline_setup}`), medians: {med(ir, ir.ours) / b:.2f}× "
+                         f"({fmt_t(med(ir, ir.ours) - fl)} vs {fmt_t(b - fl)} above the floor)."]
     if "incremental-gen" in cases:
         ig = case_incremental_gen()
         if ARGS.baseline:

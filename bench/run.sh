@@ -4,7 +4,7 @@
 #
 #   bench/run.sh [--quick] [--cases import,incremental,storage,initramfs,etc,boot,incremental-gen]
 #                [--etc-sizes 1000,10000,50000] [--runs N] [--baseline OTHER-BOOTC] [--no-perf]
-#                [--reuse-image]
+#                [--reuse-image] [--baseline-setup OTHER-INITRAMFS-SETUP]
 #
 # --cases picks cases (default: all but incremental-gen). `etc` and `incremental-gen`
 # build their own small images, so with only those the mkosi image and the peer
@@ -13,6 +13,8 @@
 # cases, alternating with ours round by round: a before/after in one sitting, e.g.
 #   bench/run.sh --quick --no-perf --cases etc,incremental-gen --etc-sizes 10000 \
 #       --baseline /var/tmp/bootc-before
+# --baseline-setup does the same with another static bootc-initramfs-setup in the
+# initramfs case.
 #
 # --reuse-image: take the test OS image already in target/vm-images (e.g. a copy of
 # CI's) as it is, building only our binaries (initramfs-setup/build-static.sh
