@@ -1113,7 +1113,16 @@ def main():
         ec.doc = ("The table's wall is `bootc composefs-finalize-staged` (merge, entry swap, gc); "
                   "the tools are the sizes, alternating.")
 
-    bc = case_boot() if "boot" in cases else None
+    bc = None
+    boot_failed = None
+    if "boot" in cases:
+        # Booting VMs can fail for reasons of the VM rig: keep the other cases' figures.
+        try:
+            bc = case_boot()
+        except (RuntimeError, OSError, ValueError, KeyError) as e:
+            boot_failed = str(e).splitlines()[0]
+            log(f"boot: {boot_failed}")
+            NOTES.append(f"- boot: failed, no figures: `{boot_failed}`")
 
     # Targets, and profiles where we miss them.
     def verdict(ok):
@@ -1174,6 +1183,8 @@ def main():
         r = statistics.median(x["total"] for x in b["composefs"]) / statistics.median(x["total"] for x in b["plain"])
         targets.append(f"- boot overhead ≤ 1.05× a plain ext4 root (initrd + userspace, QEMU/TCG, `composefs=?`): "
                        f"{r:.2f}× (per-round ratios' median {bc.paired:.2f}×) — {verdict(r <= 1.05)}")
+    if boot_failed:
+        targets.append("- boot overhead ≤ 1.05× a plain ext4 root (initrd + userspace): **not measured** (see Notes)")
     meta["targets"] = targets
     meta["up1"] = sh(["uptime"]).strip()
     meta["took"] = time.time() - t0
