@@ -2,9 +2,9 @@
 # Benchmarks of bootc against its peers (tar, OSTree, mkfs.erofs, composefs-setup-root),
 # written to bench/RESULTS.md as medians, ranges and ratios.
 #
-#   bench/run.sh [--quick] [--cases import,incremental,storage,initramfs,etc,incremental-gen]
+#   bench/run.sh [--quick] [--cases import,incremental,storage,initramfs,etc,boot,incremental-gen]
 #                [--etc-sizes 1000,10000,50000] [--runs N] [--baseline OTHER-BOOTC] [--no-perf]
-#                [--reuse-image]
+#                [--reuse-image] [--baseline-setup OTHER-INITRAMFS-SETUP]
 #
 # --cases picks cases (default: all but incremental-gen). `etc` and `incremental-gen`
 # build their own small images, so with only those the mkosi image and the peer
@@ -13,11 +13,14 @@
 # cases, alternating with ours round by round: a before/after in one sitting, e.g.
 #   bench/run.sh --quick --no-perf --cases etc,incremental-gen --etc-sizes 10000 \
 #       --baseline /var/tmp/bootc-before
+# --baseline-setup does the same with another static bootc-initramfs-setup in the
+# initramfs case.
 #
 # --reuse-image: take the test OS image already in target/vm-images (e.g. a copy of
 # CI's) as it is, building only our binaries (initramfs-setup/build-static.sh
 # --with-bootc): mkosi/build.sh would rebuild the image whenever bootc changed, and the
-# image's own bootc plays no part in the measurements.
+# image's own bootc plays no part in the measurements. (For `boot` the image's bootc and
+# bootc-initramfs-setup are the ones booted: with --reuse-image, those of the copy.)
 #
 # Run as root on Debian 12. It installs the tools it compares against (ostree, time, strace,
 # erofs-utils, zstd, linux-perf) from Debian, builds its inputs (the static
@@ -27,9 +30,14 @@
 # warm-up and 5 measured runs each (--quick: one warm-up and 3, for trying it out;
 # --quick does not write bench/RESULTS.md but bench/RESULTS.quick.md).
 #
-# Case 5 of issue 14 (boot: composefs root vs the same image on a plain ext4 root) runs in
-# the VM harness, not here: `target/debug/bootc-vm [--no-build] bench-boot [--runs N]`
-# (tests-vm/src/bench_boot.rs); its figures are a hand-written section of RESULTS.md.
+# `boot` (issue 14, case 5: the composefs root vs the same image on a plain ext4 root)
+# boots QEMU (TCG) through the VM harness, `target/debug/bootc-vm --no-build bench-boot
+# --runs N --json FILE` (tests-vm/src/bench_boot.rs), which this builds
+# (`cargo build -p bootc-tests-vm`); its tools (qemu, OVMF, mtools, sfdisk) are the VM
+# tests' (tests-vm/install-deps.sh), not installed here. One boot takes a minute or two.
+#
+# The hand-written before/after notes live in bench/HISTORY.md: RESULTS.md is rewritten
+# whole by every full run.
 #
 # Scratch: $BOOTC_BENCH_DIR (default /var/tmp/bootc-bench): loop-file filesystems, the
 # re-packed layouts, the peer's build. Nothing outside it and the workspace's target/
@@ -55,7 +63,7 @@ if (( ${#need[@]} )); then
 fi
 
 # 2. The inputs: our binaries and the test OS image (a no-op when nothing changed).
-cases=import,incremental,storage,initramfs,etc
+cases=import,incremental,storage,initramfs,etc,boot
 args=("$@")
 for ((i = 0; i < ${#args[@]}; i++)); do
     case ${args[i]} in
@@ -65,17 +73,29 @@ for ((i = 0; i < ${#args[@]}; i++)); do
 done
 reuse_image=0
 [[ " $* " == *" --reuse-image "* ]] && reuse_image=1
-if [[ ,$cases, =~ ,(import|incremental|storage|initramfs), ]] && (( reuse_image )); then
+image_cases=',(import|incremental|storage|initramfs|boot),'
+if [[ ,$cases, =~ $image_cases ]] && (( reuse_image )); then
     [[ -e $ws/target/vm-images/oci/index.json ]] \
         || { echo "bench/run.sh: --reuse-image: no $ws/target/vm-images/oci" >&2; exit 1; }
     echo "bench/run.sh: building the binaries (initramfs-setup/build-static.sh --with-bootc), reusing the test image" >&2
     "$ws/initramfs-setup/build-static.sh" --with-bootc >&2
-elif [[ ,$cases, =~ ,(import|incremental|storage|initramfs), ]]; then
+elif [[ ,$cases, =~ $image_cases ]]; then
     echo "bench/run.sh: building the binaries and the test image (mkosi/build.sh)" >&2
     "$ws/mkosi/build.sh" >&2
 else
     echo "bench/run.sh: building the release bootc (cases $cases need no OS image)" >&2
     (cd "$ws" && cargo build --quiet --locked --release -p bootc) >&2
+fi
+
+if [[ ,$cases, == *,boot,* ]]; then
+    for tool in qemu-system-x86_64 mcopy sfdisk mkfs.ext4; do
+        command -v "$tool" >/dev/null \
+            || { echo "bench/run.sh: boot: $tool is missing (run tests-vm/install-deps.sh)" >&2; exit 1; }
+    done
+    [[ -e /usr/share/OVMF/OVMF_CODE_4M.fd ]] \
+        || { echo "bench/run.sh: boot: OVMF is missing (run tests-vm/install-deps.sh)" >&2; exit 1; }
+    echo "bench/run.sh: building the VM harness (cargo build -p bootc-tests-vm)" >&2
+    (cd "$ws" && cargo build --quiet --locked -p bootc-tests-vm) >&2
 fi
 
 # 3. The peer initramfs binary, built like ours (static glibc, size-optimised), outside

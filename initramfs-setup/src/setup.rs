@@ -25,7 +25,7 @@ use std::path::{Component, Path, PathBuf};
 
 use composefs::fsverity::{measure_verity, FsVerityHashValue, MeasureVerityError};
 use composefs::mount::VerityRequirement;
-use composefs::repository::{read_repo_algorithm, Repository, RepositoryOpenError};
+use composefs::repository::{Repository, RepositoryOpenError};
 use rustix::fs::{
     fcntl_setfl, fstat, fstatfs, mkdirat, openat, openat2, readlinkat, statat, AtFlags, FileType,
     Mode, OFlags, ResolveFlags, CWD,
@@ -106,51 +106,11 @@ fn setup_typed<H: FsVerityHashValue>(
         fail("opening the physical root", sysroot, e).hint("is the root filesystem mounted there?")
     })?;
 
-    // The repository: it must be one, and of the digest's algorithm.
-    let repo_dir = open_dir(&sysroot_fd, layout::REPOSITORY).map_err(|e| {
-        fail("opening the composefs repository", &repo_path, e)
-            .hint("was this disk installed with bootc's composefs backend?")
-    })?;
-    match read_repo_algorithm(&repo_dir) {
-        Ok(Some(alg)) if alg.hash_name() == id.algorithm().name() => {}
-        Ok(Some(alg)) => {
-            return Err(fail(
-                "opening the composefs repository",
-                &repo_path,
-                format!(
-                    "the repository uses {} but the command line names a {} digest",
-                    alg.hash_name(),
-                    id.algorithm()
-                ),
-            )
-            .hint("check composefs= on the kernel command line"))
-        }
-        Ok(None) => {
-            return Err(fail(
-                "opening the composefs repository",
-                &repo_path,
-                "not a composefs repository (no meta.json)",
-            )
-            .hint("was this disk installed with bootc's composefs backend?"))
-        }
-        Err(e) => {
-            return Err(fail(
-                "opening the composefs repository",
-                &repo_path,
-                format!("{e:#}"),
-            )
-            .hint("the repository metadata is damaged"))
-        }
-    }
-    let repo = Repository::<H>::open_path(&sysroot_fd, layout::REPOSITORY).map_err(|e| {
-        let hint = match e {
-            RepositoryOpenError::MetadataMissing | RepositoryOpenError::OldFormatRepository => {
-                "was this disk installed with bootc's composefs backend?"
-            }
-            _ => "the repository metadata is damaged or from a newer tool",
-        };
-        fail("opening the composefs repository", &repo_path, e).hint(hint)
-    })?;
+    // The repository: it must be one, and of the digest's algorithm. Opening it reads and
+    // checks meta.json once (the algorithm among the rest); its directory, held by the
+    // repository, is where the image is looked up.
+    let repo = Repository::<H>::open_path(&sysroot_fd, layout::REPOSITORY)
+        .map_err(|e| repository_error(e, &repo_path, karg))?;
     let objects = repo.objects_dir().map_err(|e| {
         fail(
             "opening the object store",
@@ -161,10 +121,45 @@ fn setup_typed<H: FsVerityHashValue>(
 
     // The image, and its fs-verity digest.
     let image_path = sysroot.join(layout::image_path(id));
-    let image = open_image(&repo_dir, id, &image_path)?;
+    let (image, size) = open_image(repo.repo_fd(), id, &image_path)?;
     check_image_verity::<H>(&image, karg, &image_path)?;
-    check_erofs_superblock(&image, &image_path)?;
+    check_erofs_superblock(&image, size, &image_path)?;
     compose_root(args, karg, &sysroot_fd, objects.as_fd(), image, &image_path)
+}
+
+/// Why the repository could not be opened, as the step's one line. Not generic: one copy
+/// for both hash types.
+#[inline(never)]
+fn repository_error(e: RepositoryOpenError, repo_path: &Path, karg: &ComposefsKarg) -> SetupError {
+    let step = "opening the composefs repository";
+    let not_ours = "was this disk installed with bootc's composefs backend?";
+    match e {
+        RepositoryOpenError::MetadataMissing | RepositoryOpenError::OldFormatRepository => {
+            fail(step, repo_path, "not a composefs repository (no meta.json)").hint(not_ours)
+        }
+        RepositoryOpenError::AlgorithmMismatch { found, .. } => fail(
+            step,
+            repo_path,
+            format!(
+                "the repository uses {} but the command line names a {} digest",
+                found.hash_name(),
+                karg.id.algorithm()
+            ),
+        )
+        .hint("check composefs= on the kernel command line"),
+        RepositoryOpenError::Io(e)
+            if matches!(
+                e.raw_os_error().map(Errno::from_raw_os_error),
+                Some(Errno::NOENT | Errno::NOTDIR)
+            ) =>
+        {
+            fail(step, repo_path, e).hint(not_ours)
+        }
+        e @ RepositoryOpenError::Io(_) => fail(step, repo_path, e),
+        e => {
+            fail(step, repo_path, e).hint("the repository metadata is damaged or from a newer tool")
+        }
+    }
 }
 
 /// The rest of [`setup_typed`], which does not depend on the hash type: one copy in the
@@ -285,13 +280,9 @@ fn compose_root(
     .map_err(|e| fail("cloning the physical root mount", sysroot, e))?;
     attach(&root, &mountpoint).map_err(|e| fail("attaching the composed root", &mountpoint, e))?;
     attached.push(mountpoint.clone());
-    let root_dir = open_dir(CWD, &mountpoint)
-        .map_err(|e| fail("opening the composed root", &mountpoint, e))?;
-
     provide_dir(
         &mut attached,
         &mut scratch,
-        &root_dir,
         &mountpoint,
         layout::ETC_IN_ROOT,
         args.config.etc.mount,
@@ -302,7 +293,6 @@ fn compose_root(
     provide_dir(
         &mut attached,
         &mut scratch,
-        &root_dir,
         &mountpoint,
         layout::VAR_IN_ROOT,
         args.config.var.mount,
@@ -323,12 +313,13 @@ fn compose_root(
 /// image's own object: a regular file is taken as it is; a symlink is followed only when
 /// it is exactly `../objects/<xx>/<rest>` of the same digest (what the repository
 /// writes), and that object is opened without following any symlink. Anything else is
-/// refused, so a planted link can never make us mount a file from elsewhere.
+/// refused, so a planted link can never make us mount a file from elsewhere. Returns the
+/// image and its size.
 fn open_image(
-    repo_dir: &OwnedFd,
+    repo_dir: BorrowedFd<'_>,
     id: &crate::cmdline::DeploymentId,
     image_path: &Path,
-) -> Result<OwnedFd, SetupError> {
+) -> Result<(OwnedFd, i64), SetupError> {
     let step = "opening the deployment image";
     let in_repo = |p: PathBuf| -> PathBuf {
         p.strip_prefix(layout::REPOSITORY)
@@ -336,23 +327,10 @@ fn open_image(
             .unwrap_or(p)
     };
     let link = in_repo(layout::image_path(id));
-    let st = match statat(repo_dir, &link, AtFlags::SYMLINK_NOFOLLOW) {
-        Ok(st) => st,
-        Err(Errno::NOENT) => {
-            return Err(fail(
-                step,
-                image_path.parent().unwrap_or(image_path),
-                format!("image {} not found", id.short()),
-            )
-            .hint("was the deployment garbage-collected? choose another boot entry"))
-        }
-        Err(e) => return Err(fail(step, image_path, e)),
-    };
-    let file = match FileType::from_raw_mode(st.st_mode) {
-        FileType::RegularFile => link,
-        FileType::Symlink => {
-            let target =
-                readlinkat(repo_dir, &link, Vec::new()).map_err(|e| fail(step, image_path, e))?;
+    // The usual case, a symlink, in one call; EINVAL: not a symlink, then it must be a
+    // regular file (checked before opening it: a device node is never opened).
+    let file = match readlinkat(repo_dir, &link, Vec::new()) {
+        Ok(target) => {
             let target = PathBuf::from(OsStr::from_bytes(target.as_bytes()));
             let expected = layout::image_link_target(id);
             if target != expected {
@@ -369,10 +347,24 @@ fn open_image(
             }
             in_repo(layout::image_object_path(id))
         }
-        _ => {
-            return Err(fail(step, image_path, "not a regular file")
-                .hint("the repository was damaged or tampered with; choose another boot entry"))
+        Err(Errno::INVAL) => match statat(repo_dir, &link, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile => link,
+            Ok(_) => {
+                return Err(fail(step, image_path, "not a regular file").hint(
+                    "the repository was damaged or tampered with; choose another boot entry",
+                ))
+            }
+            Err(e) => return Err(fail(step, image_path, e)),
+        },
+        Err(Errno::NOENT) => {
+            return Err(fail(
+                step,
+                image_path.parent().unwrap_or(image_path),
+                format!("image {} not found", id.short()),
+            )
+            .hint("was the deployment garbage-collected? choose another boot entry"))
         }
+        Err(e) => return Err(fail(step, image_path, e)),
     };
     // O_NONBLOCK so a fifo planted as the object cannot hang the boot; cleared below.
     let fd = openat2(
@@ -401,7 +393,7 @@ fn open_image(
             .hint("the repository was damaged or tampered with; choose another boot entry"));
     }
     fcntl_setfl(&fd, OFlags::empty()).map_err(|e| fail(step, image_path, e))?;
-    Ok(fd)
+    Ok((fd, st.st_size))
 }
 
 /// EROFS keeps its superblock at byte 1024, starting with this little-endian magic.
@@ -410,10 +402,9 @@ const EROFS_SUPER_MAGIC: u32 = 0xE0F5_E1E2;
 
 /// Refuses an empty or garbage image before the kernel sees it, so the error says what
 /// is wrong with the image instead of suggesting the kernel lacks a filesystem.
-fn check_erofs_superblock(image: &OwnedFd, path: &Path) -> Result<(), SetupError> {
+fn check_erofs_superblock(image: &OwnedFd, size: i64, path: &Path) -> Result<(), SetupError> {
     let step = "checking the deployment image";
     let hint = "the repository is damaged; choose another boot entry";
-    let size = fstat(image).map_err(|e| fail(step, path, e))?.st_size;
     if size == 0 {
         return Err(fail(step, path, "the image is empty (0 bytes)").hint(hint));
     }
@@ -518,7 +509,6 @@ fn open_shared_var(
 fn provide_dir(
     attached: &mut Attached,
     scratch: &mut Scratch,
-    root_dir: &OwnedFd,
     mountpoint: &Path,
     name: &'static str,
     mode: MountMode,
@@ -548,7 +538,7 @@ fn provide_dir(
             }
             let work = open_real_dir(sysroot_fd, &work_rel)
                 .map_err(|e| fail("opening the overlay work directory", &work_rel, e))?;
-            let lower = open_dir(root_dir, name)
+            let lower = open_dir(CWD, &target)
                 .map_err(|e| fail("opening the image directory", &target, e))?;
             overlay_at(&lower, state, &work, &target)
                 .map_err(|e| fail("mounting the state overlay", &target, e))?;
@@ -559,7 +549,7 @@ fn provide_dir(
             let (upper, work) = scratch
                 .upper_work(name)
                 .map_err(|e| fail("preparing a transient layer", scratch.describe(), e))?;
-            let lower = open_dir(root_dir, name)
+            let lower = open_dir(CWD, &target)
                 .map_err(|e| fail("opening the image directory", &target, e))?;
             overlay_at(&lower, &upper, &work, &target)
                 .map_err(|e| fail("mounting the transient overlay", &target, e))?;

@@ -913,3 +913,51 @@ fn damaged_image_is_called_corrupt() {
         );
     }
 }
+
+/// A sha512 digest on the command line against this sha256 repository is refused before
+/// anything is mounted, naming both algorithms (meta.json is read once, by the
+/// repository open).
+#[test]
+fn digest_of_another_algorithm_is_refused() {
+    if !can_run() {
+        return;
+    }
+    let fx = Fixture::new(Backing::Ext4Loop);
+    let t = fx.target();
+    let sha512 = "ab".repeat(64);
+    assert_refused_with(
+        &format!(
+            "--sysroot '{}' --config /nonexistent --target '{}' --cmdline 'composefs=?sha512:{sha512}'",
+            fx.sysroot.display(),
+            t.display()
+        ),
+        &format!(
+            "bootc-initramfs-setup: opening the composefs repository: {}: the repository uses \
+             sha256 but the command line names a sha512 digest (check composefs= on the \
+             kernel command line)",
+            fx.sysroot.join("composefs").display()
+        ),
+    );
+}
+
+/// `images/<id>` that is neither the link to its object nor a regular file (here a fifo,
+/// which must not hang the boot either) is refused as such.
+#[test]
+fn image_that_is_not_a_file_is_refused() {
+    if !can_run() {
+        return;
+    }
+    let fx = Fixture::new(Backing::Ext4Loop);
+    let link = fx.image_link();
+    fs::remove_file(&link).unwrap();
+    let st = Command::new("mkfifo").arg(&link).status().unwrap();
+    assert!(st.success(), "mkfifo {}", link.display());
+    assert_refused_with(
+        &fx.args(),
+        &format!(
+            "bootc-initramfs-setup: opening the deployment image: {}: not a regular file (the \
+             repository was damaged or tampered with; choose another boot entry)",
+            link.display()
+        ),
+    );
+}

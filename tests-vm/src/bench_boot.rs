@@ -12,6 +12,9 @@
 //! `InitRDTimestampMonotonic`, `UserspaceTimestampMonotonic`, `FinishTimestampMonotonic`,
 //! which `systemd-analyze time` prints), read once the boot has finished. Under TCG only
 //! the ratios mean something.
+//!
+//! `--json FILE` also writes every measured boot (not the warm-ups) for bench/bench.py,
+//! which renders the `boot` section of bench/RESULTS.md from it: see [`report_json`].
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -204,9 +207,17 @@ fn make_plain(ctx: &Ctx, dir: &Path, disk: &Path, tag: &str) -> Result<()> {
     Ok(())
 }
 
+/// One measured boot: systemd's phases and its slowest non-device units
+/// (`systemd-analyze blame`, e.g. `6.512s systemd-boot-update.service`).
+#[derive(Debug, Clone)]
+pub(crate) struct Boot {
+    pub phases: Phases,
+    pub slowest: Vec<String>,
+}
+
 /// Boots `disk`, waits for the boot to finish, checks the root is of `fstype`, and
-/// returns systemd's phases.
-fn measure(ctx: &Ctx, dir: &Path, label: &str, disk: &Path, fstype: &str) -> Result<Phases> {
+/// returns systemd's phases and its slowest units.
+fn measure(ctx: &Ctx, dir: &Path, label: &str, disk: &Path, fstype: &str) -> Result<Boot> {
     let mut vm = ctx.boot(dir, label, vec![Disk::rw(disk)])?;
     let out = vm.ok_within(
         "systemctl is-system-running --wait >/dev/null || true; \
@@ -236,12 +247,49 @@ fn measure(ctx: &Ctx, dir: &Path, label: &str, disk: &Path, fstype: &str) -> Res
         blame.join(", ")
     );
     vm.poweroff(ctx.t(limits::POWEROFF))?;
-    Ok(p)
+    Ok(Boot {
+        phases: p,
+        slowest: blame.iter().map(|b| b.trim().to_string()).collect(),
+    })
 }
 
-/// `bench-boot [--runs N]`: one warm-up boot of each disk, then `runs` boots of each,
-/// alternating; prints the medians and the ratios composefs / plain.
-pub(crate) fn bench_boot(ctx: &Ctx, runs: usize) -> Result<()> {
+/// The machine-readable results of `bench-boot --json FILE`: per root (`composefs`,
+/// `plain`), every measured boot in the order it ran, with its phases in seconds
+/// (`initrd + userspace` as `total`) and its slowest units; `runs` boots of each, round
+/// `i` is index `i` of both lists.
+pub(crate) fn report_json(runs: usize, composefs: &[Boot], plain: &[Boot]) -> serde_json::Value {
+    let boots = |v: &[Boot]| -> Vec<serde_json::Value> {
+        v.iter()
+            .map(|b| {
+                serde_json::json!({
+                    "kernel": b.phases.kernel,
+                    "initrd": b.phases.initrd,
+                    "userspace": b.phases.userspace,
+                    "total": b.phases.total(),
+                    "slowest": b.slowest,
+                })
+            })
+            .collect()
+    };
+    serde_json::json!({
+        "runs": runs,
+        "composefs": boots(composefs),
+        "plain": boots(plain),
+    })
+}
+
+/// Writes `value` to `path` whole or not at all (a temporary file renamed into place).
+fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    fs::write(&tmp, serde_json::to_vec_pretty(value)?)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    fs::rename(&tmp, path).with_context(|| format!("renaming {} into place", path.display()))
+}
+
+/// `bench-boot [--runs N] [--json FILE]`: one warm-up boot of each disk, then `runs`
+/// boots of each, alternating; prints the medians and the ratios composefs / plain, and
+/// writes every measured boot to `json` when given ([`report_json`]).
+pub(crate) fn bench_boot(ctx: &Ctx, runs: usize, json: Option<&Path>) -> Result<()> {
     if runs == 0 {
         bail!("--runs must be at least 1");
     }
@@ -257,15 +305,20 @@ pub(crate) fn bench_boot(ctx: &Ctx, runs: usize) -> Result<()> {
         for (name, d, fstype) in disks {
             measure(ctx, &dir, &format!("{name}-warmup"), d, fstype)?;
         }
-        let mut res: [Vec<Phases>; 2] = [vec![], vec![]];
+        let mut boots: [Vec<Boot>; 2] = [vec![], vec![]];
         for i in 0..runs {
             // Alternate, and rotate which goes first.
             for k in 0..2 {
                 let j = (i + k) % 2;
                 let (name, d, fstype) = disks[j];
-                res[j].push(measure(ctx, &dir, &format!("{name}-{}", i + 1), d, fstype)?);
+                boots[j].push(measure(ctx, &dir, &format!("{name}-{}", i + 1), d, fstype)?);
             }
         }
+        if let Some(path) = json {
+            write_json(path, &report_json(runs, &boots[0], &boots[1]))?;
+            println!("bench-boot: wrote {}", path.display());
+        }
+        let res = boots.map(|v| v.into_iter().map(|b| b.phases).collect::<Vec<_>>());
         let med =
             |v: &[Phases], f: fn(&Phases) -> f64| median(&v.iter().map(f).collect::<Vec<_>>());
         let fields: [Field; 4] = [
@@ -315,6 +368,16 @@ pub(crate) fn bench_boot(ctx: &Ctx, runs: usize) -> Result<()> {
             scenarios::cleanup(&dir);
             Err(e.context(format!("console logs kept in {}", kept.display())))
         }
+    }
+}
+
+/// The `--json` value of the arguments, if any.
+pub(crate) fn json_arg(args: &[String]) -> Result<Option<PathBuf>> {
+    match args.iter().position(|a| a == "--json") {
+        None => Ok(None),
+        Some(i) => Ok(Some(PathBuf::from(
+            args.get(i + 1).context("--json needs a file name")?,
+        ))),
     }
 }
 
@@ -371,5 +434,38 @@ mod tests {
         assert_eq!(runs_arg(&a(&["bench-boot", "--runs", "5"])).unwrap(), 5);
         assert!(runs_arg(&a(&["bench-boot", "--runs"])).is_err());
         assert!(runs_arg(&a(&["bench-boot", "--runs", "x"])).is_err());
+    }
+
+    #[test]
+    fn json_argument() {
+        let a = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(json_arg(&a(&["bench-boot"])).unwrap(), None);
+        assert_eq!(
+            json_arg(&a(&["bench-boot", "--runs", "1", "--json", "/tmp/b.json"])).unwrap(),
+            Some(PathBuf::from("/tmp/b.json"))
+        );
+        assert!(json_arg(&a(&["bench-boot", "--json"])).is_err());
+    }
+
+    #[test]
+    fn json_report_has_every_boot() {
+        let b = |i: f64, u: f64| Boot {
+            phases: Phases {
+                kernel: 1.0,
+                initrd: i,
+                userspace: u,
+            },
+            slowest: vec!["6.512s systemd-boot-update.service".into()],
+        };
+        let v = report_json(2, &[b(2.0, 3.0), b(2.5, 3.5)], &[b(2.0, 4.0), b(2.0, 5.0)]);
+        assert_eq!(v["runs"], 2);
+        assert_eq!(v["composefs"].as_array().unwrap().len(), 2);
+        assert_eq!(v["composefs"][1]["initrd"], 2.5);
+        assert_eq!(v["composefs"][1]["total"], 6.0);
+        assert_eq!(v["plain"][1]["userspace"], 5.0);
+        assert_eq!(
+            v["plain"][0]["slowest"][0],
+            "6.512s systemd-boot-update.service"
+        );
     }
 }

@@ -11,8 +11,10 @@
 //!                                        bad-cmdline, boot-secure, tamper, upgrade,
 //!                                        grub, bootcount, uki-boot, uki-upgrade,
 //!                                        uki-tamper, uki-grub, soft
-//! bootc-vm bench-boot [--runs N]         boot time of the composefs root vs the same
-//!                                        image on a plain ext4 root (bench_boot.rs)
+//! bootc-vm bench-boot [--runs N] [--json FILE]
+//!                                        boot time of the composefs root vs the same
+//!                                        image on a plain ext4 root (bench_boot.rs);
+//!                                        bench/run.sh's `boot` case runs it
 //! ```
 //! Both build the test image first (`mkosi/build.sh`, a no-op when nothing changed)
 //! unless `--no-build` is given. Must run as root (loop devices, mounts).
@@ -343,11 +345,12 @@ fn main() {
                 } else {
                     scenarios::check_bootc(&ctx.bootc)?;
                 }
-                bench_boot::bench_boot(&ctx, bench_boot::runs_arg(&rest)?)?;
+                let json = bench_boot::json_arg(&rest)?;
+                bench_boot::bench_boot(&ctx, bench_boot::runs_arg(&rest)?, json.as_deref())?;
                 Ok(true)
             }
             _ => bail!(
-                "usage: bootc-vm [--no-build] run [--batch] [--insecure] [--tag v1|v2] | scenarios [NAME...] | bench-boot [--runs N]"
+                "usage: bootc-vm [--no-build] run [--batch] [--insecure] [--tag v1|v2] | scenarios [NAME...] | bench-boot [--runs N] [--json FILE]"
             ),
         }
     })();
