@@ -414,3 +414,153 @@ impl AsyncRead for TarReader {
         Poll::Ready(Ok(()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+
+    use tokio::io::AsyncReadExt as _;
+
+    use super::*;
+
+    fn sha(data: &[u8]) -> String {
+        crate::integrity::finish(Sha256::new_with_prefix(data))
+    }
+
+    /// Bytes that compress, but not to nothing: several chunks' worth.
+    fn sample(len: usize, seed: u8) -> Vec<u8> {
+        (0..len)
+            .map(|i| ((i / 7) as u8).wrapping_mul(31) ^ seed ^ (i % 251) as u8)
+            .collect()
+    }
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    /// Decodes `blob` (limit: its length + 1, as a pull reads), reading the tar to
+    /// its end or, with `stop_after`, dropping the reader after that many bytes.
+    async fn decode(
+        blob: Vec<u8>,
+        compression: Compression,
+        stop_after: Option<usize>,
+    ) -> (Vec<u8>, Decoded) {
+        let limit = blob.len() as u64 + 1;
+        let (mut tar, handle) = spawn(
+            Box::new(io::Cursor::new(blob)),
+            limit,
+            compression,
+            None,
+            None,
+        );
+        let mut out = Vec::new();
+        match stop_after {
+            None => {
+                tar.read_to_end(&mut out).await.unwrap();
+            }
+            Some(n) => {
+                out.resize(n, 0);
+                tar.read_exact(&mut out).await.unwrap();
+                drop(tar);
+            }
+        }
+        (out, handle.await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn gzip_members_decode_to_their_concatenation() {
+        let (a, b) = (sample(3 * CHUNK + 17, 1), sample(CHUNK / 3, 2));
+        let mut blob = gzip(&a);
+        blob.extend(gzip(&b));
+        let (out, d) = decode(blob.clone(), Compression::Gzip, None).await;
+        d.result.unwrap();
+        let whole = [a, b].concat();
+        assert!(
+            out == whole,
+            "decoded {} bytes, expected {}",
+            out.len(),
+            whole.len()
+        );
+        assert_eq!(d.tar_digest, sha(&whole));
+        assert_eq!((d.blob_digest, d.blob_len), (sha(&blob), blob.len() as u64));
+    }
+
+    #[tokio::test]
+    async fn zstd_frames_and_skippable_frames_decode() {
+        let (a, b) = (sample(2 * CHUNK + 5, 3), sample(1000, 4));
+        let mut blob = zstd::encode_all(a.as_slice(), 3).unwrap();
+        // A skippable frame (magic 0x184D2A50, length, payload), as zstd:chunked has.
+        blob.extend(0x184D_2A50u32.to_le_bytes());
+        blob.extend(4u32.to_le_bytes());
+        blob.extend(b"skip");
+        blob.extend(zstd::encode_all(b.as_slice(), 3).unwrap());
+        let (out, d) = decode(blob.clone(), Compression::Zstd, None).await;
+        d.result.unwrap();
+        assert!(out == [a, b].concat());
+        assert_eq!(d.tar_digest, sha(&out));
+        assert_eq!(d.blob_digest, sha(&blob));
+    }
+
+    #[tokio::test]
+    async fn plain_passes_through_and_the_limit_holds() {
+        let data = sample(CHUNK + 3, 5);
+        let (mut tar, handle) = spawn(
+            Box::new(io::Cursor::new(data.clone())),
+            1000,
+            Compression::None,
+            None,
+            None,
+        );
+        let mut out = Vec::new();
+        tar.read_to_end(&mut out).await.unwrap();
+        let d = handle.await.unwrap();
+        d.result.unwrap();
+        assert!(out == data[..1000]);
+        assert_eq!((d.blob_digest, d.blob_len), (sha(&data[..1000]), 1000));
+    }
+
+    #[tokio::test]
+    async fn corrupt_gzip_fails_and_the_blob_is_still_digested_whole() {
+        let mut blob = gzip(&sample(4 * CHUNK, 6));
+        // Past the header: inside the deflate data.
+        for i in (20..blob.len() - 8).step_by(97) {
+            blob[i] ^= 0x55;
+        }
+        let (_, d) = decode(blob.clone(), Compression::Gzip, None).await;
+        let e = format!("{:#}", d.result.unwrap_err());
+        assert!(e.starts_with("deflate decompression error: "), "{e}");
+        assert_eq!((d.blob_digest, d.blob_len), (sha(&blob), blob.len() as u64));
+    }
+
+    #[tokio::test]
+    async fn truncated_gzip_and_empty_blobs_fail() {
+        let blob = gzip(&sample(CHUNK, 7));
+        for cut in [
+            blob[..blob.len() / 2].to_vec(),
+            blob[..blob.len() - 4].to_vec(),
+            vec![],
+        ] {
+            let (_, d) = decode(cut.clone(), Compression::Gzip, None).await;
+            let e = format!("{:#}", d.result.unwrap_err());
+            assert!(
+                e.starts_with("deflate decompression error: "),
+                "{} bytes: {e}",
+                cut.len()
+            );
+            assert_eq!(d.blob_len, cut.len() as u64);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_consumer_that_stops_early_leaves_the_blob_digested_whole() {
+        let data = sample(20 * CHUNK, 8);
+        let blob = gzip(&data);
+        let (out, d) = decode(blob.clone(), Compression::Gzip, Some(1000)).await;
+        assert!(out == data[..1000]);
+        assert_eq!((d.blob_digest, d.blob_len), (sha(&blob), blob.len() as u64));
+        // Decoding stopped: the tar digest is not that of the whole tar.
+        assert_ne!(d.tar_digest, sha(&data));
+    }
+}
