@@ -14,8 +14,9 @@
 //!   blob digests itself too; the check here does not rely on it, and skopeo checks no
 //!   `diff_id`). composefs-oci's own `pull` reads `oci:` layouts without checking any
 //!   digest and names each layer stream before the config is known to be right, so its
-//!   public building blocks (`decompress_async`, `import_tar_async`,
-//!   `write_config_raw`, `generate_boot_image`) are used instead.
+//!   public building blocks (`import_tar_async`, `write_config_raw`,
+//!   `generate_boot_image`) are used instead; a layer is read, hashed and decompressed
+//!   on a thread of its own ([`crate::layer_stream`]) while it is split and written.
 //! - [`check_image`]: every object an image needs (its manifest, config and layer
 //!   streams, the objects they reference, its boot EROFS image and the objects that
 //!   references) exists and, where the repository requires fs-verity, has it. The pull
@@ -37,7 +38,6 @@ use composefs::repository::Repository;
 use composefs::tree::FileSystem;
 use composefs_boot::bootloader::BootEntry;
 use composefs_oci::oci_image::OciImage;
-use composefs_oci::progress::ProgressRead;
 use composefs_oci::{ComponentId, ImportStats, OciDigest, ProgressEvent, SharedReporter};
 use containers_image_proxy::oci_spec::image::{Descriptor, ImageManifest, MediaType};
 use containers_image_proxy::{ImageProxy, ImageProxyConfig, OpenedImage};
@@ -46,6 +46,7 @@ use sha2::{Digest as _, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 
 use crate::imgref::{ImageReference, Transport};
+use crate::layer_stream::{self, Compression, Progress, Writeback};
 
 /// composefs-oci's content type of a manifest splitstream (`"ocimanif"`); composefs-oci
 /// exports the layer one but not this one. `OciImage::open` checks it, so a drift shows
@@ -58,7 +59,7 @@ fn config_content_id(digest: &OciDigest) -> String {
 }
 
 /// `sha256:<hex>` of what a hasher saw.
-fn finish(hasher: Sha256) -> String {
+pub(crate) fn finish(hasher: Sha256) -> String {
     format!("sha256:{}", hex::encode(hasher.finalize()))
 }
 
@@ -247,6 +248,22 @@ impl Source {
         }
     }
 
+    /// The blob as a blocking reader (for a thread of its own; read in-process from a
+    /// layout, else bridged from skopeo's stream) and a future that must be awaited
+    /// alongside the reading.
+    async fn blob_sync(&self, desc: &Descriptor) -> Result<(Box<dyn Read + Send>, Driver<'_>)> {
+        match self {
+            Source::Layout(layout, _) => {
+                let reader = layout.read_blob(desc)?;
+                Ok((reader, Box::pin(std::future::ready(Ok(())))))
+            }
+            Source::Proxy { .. } => {
+                let (reader, driver) = self.blob(desc).await?;
+                Ok((Box::new(tokio_util::io::SyncIoBridge::new(reader)), driver))
+            }
+        }
+    }
+
     async fn close(self) {
         if let Source::Proxy { proxy, img, .. } = self {
             let _ = proxy.close_image(&img).await;
@@ -382,6 +399,8 @@ async fn pull_from<H: FsVerityHashValue>(
         ..Default::default()
     };
     let mut layer_refs: Vec<(OciDigest, H)> = Vec::new();
+    // Started with the first layer fetched.
+    let mut writeback = None;
     // Objects checked so far (of the layers already present), for the final check.
     let mut seen = HashSet::new();
     for (i, (desc, diff_id)) in fetch_descs.iter().zip(&diff_ids).enumerate() {
@@ -399,15 +418,26 @@ async fn pull_from<H: FsVerityHashValue>(
             seen.clear();
         }
         let what = format!("layer {} of {name}", i + 1);
-        let (verity, layer_stats) = import_layer(repo, source, &what, desc, diff_id, reporter)
-            .await
-            .inspect_err(|_| {
-                // Close the progress bar the layer opened.
-                reporter.report(ProgressEvent::Done {
-                    id: ComponentId::from(diff_id.to_string()),
-                    transferred: 0,
-                });
-            })?;
+        if writeback.is_none() {
+            writeback = Writeback::start(repo.objects_dir()?);
+        }
+        let (verity, layer_stats) = import_layer(
+            repo,
+            source,
+            &what,
+            desc,
+            diff_id,
+            reporter,
+            writeback.as_ref(),
+        )
+        .await
+        .inspect_err(|_| {
+            // Close the progress bar the layer opened.
+            reporter.report(ProgressEvent::Done {
+                id: ComponentId::from(diff_id.to_string()),
+                transferred: 0,
+            });
+        })?;
         repo.register_stream(&verity, &content_id, None)
             .await
             .with_context(|| format!("storing {what}"))?;
@@ -582,57 +612,60 @@ async fn import_layer<H: FsVerityHashValue>(
     desc: &Descriptor,
     diff_id: &OciDigest,
     reporter: &SharedReporter,
+    writeback: Option<&Writeback>,
 ) -> Result<(H, ImportStats)> {
-    if !composefs_oci::layer::is_tar_media_type(desc.media_type()) {
+    let Some(compression) = Compression::of(desc.media_type()) else {
         bail!(
             "{what}: blob {} has media type {}, not a tar layer",
             desc.digest(),
             desc.media_type()
         );
-    }
+    };
     let id = ComponentId::from(diff_id.to_string());
     reporter.report(ProgressEvent::Started {
         id: id.clone(),
         total: Some(desc.size()),
         unit: composefs_oci::progress::ProgressUnit::Bytes,
     });
-    let (reader, driver) = source
-        .blob(desc)
+    let (input, driver) = source
+        .blob_sync(desc)
         .await
         .with_context(|| format!("fetching {what}"))?;
-    let (reader, progress) = ProgressRead::new(
-        reader.take(desc.size() + 1),
-        Arc::clone(reporter),
-        id.clone(),
-        Some(desc.size()),
-    );
-    // The progress driver ends when its reader is dropped: the work owns it.
-    let work = async move {
-        let mut compressed = Digesting::new(reader);
-        let imported = async {
-            let mut tar = Digesting::new(composefs_oci::layer::decompress_async(
-                &mut compressed,
-                desc.media_type(),
-            )?);
-            let imported = composefs_oci::layer::import_tar_async(Arc::clone(repo), &mut tar)
-                .await
-                .with_context(|| format!("importing {what}"))?;
-            // The tar reader stops at the end-of-archive marker: the rest counts too.
-            tokio::io::copy(&mut tar, &mut tokio::io::sink())
-                .await
-                .with_context(|| format!("reading {what}"))?;
-            anyhow::Ok((imported, tar.result().0))
-        }
-        .await;
-        // Whatever happened, the compressed digest is over the whole blob.
-        let drained = tokio::io::copy(&mut compressed, &mut tokio::io::sink()).await;
-        (imported, drained, compressed.result())
+    let progress = Progress {
+        reporter: Arc::clone(reporter),
+        id: id.clone(),
+        total: Some(desc.size()),
     };
-    let ((imported, drained, (digest, len)), driven, ()) = tokio::join!(work, driver, progress);
+    // Reading, hashing and decompressing run on a thread of their own, splitting and
+    // writing here.
+    let (mut tar, decoding) = layer_stream::spawn(
+        input,
+        desc.size() + 1,
+        compression,
+        Some(progress),
+        writeback,
+    );
+    let imported = async move {
+        let imported = composefs_oci::layer::import_tar_async(Arc::clone(repo), &mut tar)
+            .await
+            .with_context(|| format!("importing {what}"))?;
+        // The tar reader stops at the end-of-archive marker: the rest counts too.
+        tokio::io::copy(&mut tar, &mut tokio::io::sink())
+            .await
+            .with_context(|| format!("reading {what}"))?;
+        anyhow::Ok(imported)
+        // Dropping the reader stops the decoding thread if it is still sending.
+    };
+    let (imported, driven) = tokio::join!(imported, driver);
+    let decoded = decoding.await.context("the layer decoding task failed")?;
+    let (digest, len) = (decoded.blob_digest, decoded.blob_len);
     check_blob(what, desc, &digest, len)?;
-    let ((verity, stats), tar_digest) = imported?;
-    drained.with_context(|| format!("reading {what}"))?;
+    decoded
+        .result
+        .with_context(|| format!("importing {what}"))?;
+    let (verity, stats) = imported?;
     driven.with_context(|| format!("fetching {what}"))?;
+    let tar_digest = decoded.tar_digest;
     if tar_digest != diff_id.as_ref() {
         bail!(
             "{what}: blob {} uncompresses to digest {tar_digest}, the config says {diff_id}",

@@ -13,6 +13,7 @@ pub(crate) mod digest;
 pub mod imgref;
 pub(crate) mod install;
 pub mod integrity;
+pub(crate) mod layer_stream;
 pub(crate) mod lint;
 pub(crate) mod lock;
 pub(crate) mod progress;
