@@ -44,9 +44,12 @@ const WRITEBACK_STEP: usize = 32 << 20;
 
 /// How a layer blob is compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Compression {
+pub enum Compression {
+    /// A plain tar.
     None,
+    /// gzip, one or more members.
     Gzip,
+    /// zstd, one or more frames (skippable ones skipped).
     Zstd,
 }
 
@@ -376,6 +379,40 @@ fn inflate_gzip(r: &mut impl Read, out: &mut Sink) -> Result<()> {
     chunk.truncate(filled);
     out.put(chunk);
     Ok(())
+}
+
+/// Decodes all of `data` as `compression` on this thread, as the pull's decoding
+/// thread does, and returns the decoded bytes and the decoding result (`Err`: corrupt
+/// or truncated data, one line). For the `layer_decode` fuzz target: a blob from a
+/// registry is decoded before its digest can be compared, so no input may panic it.
+#[doc(hidden)]
+pub fn decode_all(data: &[u8], compression: Compression) -> (Vec<u8>, Result<()>) {
+    let (tx, mut rx) = mpsc::channel(DEPTH);
+    let (_spent_tx, spent_rx) = std::sync::mpsc::sync_channel(DEPTH + 2);
+    let input = data.to_vec();
+    let decoder = std::thread::spawn(move || {
+        let mut out = Sink {
+            tx,
+            hasher: Sha256::new(),
+            spent: spent_rx,
+            writeback: None,
+            unsynced: 0,
+        };
+        let mut r = input.as_slice();
+        match compression {
+            Compression::None => copy_plain(&mut r, &mut out),
+            Compression::Gzip => inflate_gzip(&mut r, &mut out),
+            Compression::Zstd => decode_zstd(&mut r, &mut out),
+        }
+    });
+    let mut got = vec![];
+    while let Some(chunk) = rx.blocking_recv() {
+        got.extend_from_slice(&chunk);
+    }
+    let result = decoder
+        .join()
+        .unwrap_or_else(|_| Err(anyhow!("the decoder panicked")));
+    (got, result)
 }
 
 /// The consumer's end: the decoded tar as an [`AsyncRead`]. End of stream when the

@@ -13,7 +13,8 @@ pub(crate) mod digest;
 pub mod imgref;
 pub(crate) mod install;
 pub mod integrity;
-pub(crate) mod layer_stream;
+#[doc(hidden)]
+pub mod layer_stream; // `pub` for the fuzz target only (`decode_all`).
 pub(crate) mod lint;
 pub(crate) mod lock;
 pub(crate) mod progress;
