@@ -523,6 +523,11 @@ def case_incremental_gen(usr_files=20000):
     return c
 
 
+# Rounds of the initramfs case: one takes milliseconds, and single runs on a shared
+# machine vary 4x (a median of 20 moved by 20 % between two runs of the same binaries).
+INITRAMFS_ROUNDS = 200
+
+
 def case_initramfs(oci):
     """setup-root of an installed v1, ours vs composefs-setup-root, each in its own mount
     namespace (the mounts die with it), insecure (no fs-verity on this kernel), /etc and
@@ -553,7 +558,7 @@ def case_initramfs(oci):
             ("composefs-setup-root 0.9", mk(peer)),
             ("unshare + sh only (floor)", lambda: steps([["unshare", "-m", "--propagation", "private", "sh", "-euc", "true"]])),
         ] + ([("bootc-initramfs-setup setup-root [baseline]", mk(ARGS.baseline_setup))] if ARGS.baseline_setup else []),
-            "bootc-initramfs-setup setup-root", max(ARGS.runs, 20 if not ARGS.quick else 5))
+            "bootc-initramfs-setup setup-root", max(ARGS.runs, INITRAMFS_ROUNDS if not ARGS.quick else 30))
         c.run()
         c.sizes = {"bootc-initramfs-setup": os.path.getsize(ours),
                    "composefs-setup-root 0.9": os.path.getsize(peer)}
@@ -1074,7 +1079,8 @@ def main():
     if "initramfs" in cases:
         ir = case_initramfs(oci)
         fl = med(ir, "unshare + sh only (floor)")
-        ir.extra = [f"Above the floor (`unshare` + `sh` alone), medians: ours {fmt_t(med(ir, ir.ours) - fl)}, "
+        ir.extra = [f"{ir.runs} rounds (a round takes milliseconds). "
+                    f"Above the floor (`unshare` + `sh` alone), medians: ours {fmt_t(med(ir, ir.ours) - fl)}, "
                     f"peer {fmt_t(med(ir, 'composefs-setup-root 0.9') - fl)}. Both with `composefs=?HEX` "
                     "(insecure: no fs-verity here), the same config (/etc and /var bind-mounted), "
                     "`--sysroot` = the installed root, no `--target`: each replaces the sysroot mount in "
