@@ -110,18 +110,8 @@ pub(crate) fn spawn(
             progress,
             reported: 0,
         };
-        let mut out = Sink {
-            tx,
-            hasher: Sha256::new(),
-            spent: spent_rx,
-            writeback,
-            unsynced: 0,
-        };
-        let result = match compression {
-            Compression::None => copy_plain(&mut blob, &mut out),
-            Compression::Gzip => inflate_gzip(&mut blob, &mut out),
-            Compression::Zstd => decode_zstd(&mut blob, &mut out),
-        };
+        let mut out = Sink::new(tx, spent_rx, writeback);
+        let result = decode(&mut blob, compression, &mut out);
         // The consumer sees the end of the stream now.
         let Sink { tx, hasher, .. } = out;
         drop(tx);
@@ -195,6 +185,20 @@ struct Sink {
 }
 
 impl Sink {
+    fn new(
+        tx: mpsc::Sender<Vec<u8>>,
+        spent: std::sync::mpsc::Receiver<Vec<u8>>,
+        writeback: Option<std::sync::mpsc::SyncSender<()>>,
+    ) -> Sink {
+        Sink {
+            tx,
+            hasher: Sha256::new(),
+            spent,
+            writeback,
+            unsynced: 0,
+        }
+    }
+
     /// An empty chunk of `CHUNK` bytes to fill: a spent one when there is one.
     fn chunk(&mut self) -> Vec<u8> {
         match self.spent.try_recv() {
@@ -287,6 +291,15 @@ fn fill(r: &mut impl Read, chunk: &mut [u8]) -> io::Result<usize> {
         filled += n;
     }
     Ok(filled)
+}
+
+/// Decodes `r` as `compression` into `out`, up to its end or until the consumer goes.
+fn decode(r: &mut impl Read, compression: Compression, out: &mut Sink) -> Result<()> {
+    match compression {
+        Compression::None => copy_plain(r, out),
+        Compression::Gzip => inflate_gzip(r, out),
+        Compression::Zstd => decode_zstd(r, out),
+    }
 }
 
 fn copy_plain(r: &mut impl Read, out: &mut Sink) -> Result<()> {
@@ -391,19 +404,8 @@ pub fn decode_all(data: &[u8], compression: Compression) -> (Vec<u8>, Result<()>
     let (_spent_tx, spent_rx) = std::sync::mpsc::sync_channel(DEPTH + 2);
     let input = data.to_vec();
     let decoder = std::thread::spawn(move || {
-        let mut out = Sink {
-            tx,
-            hasher: Sha256::new(),
-            spent: spent_rx,
-            writeback: None,
-            unsynced: 0,
-        };
-        let mut r = input.as_slice();
-        match compression {
-            Compression::None => copy_plain(&mut r, &mut out),
-            Compression::Gzip => inflate_gzip(&mut r, &mut out),
-            Compression::Zstd => decode_zstd(&mut r, &mut out),
-        }
+        let mut out = Sink::new(tx, spent_rx, None);
+        decode(&mut input.as_slice(), compression, &mut out)
     });
     let mut got = vec![];
     while let Some(chunk) = rx.blocking_recv() {
