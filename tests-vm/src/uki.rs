@@ -317,6 +317,20 @@ fn check_uki_booted_by(
     Ok(st)
 }
 
+/// After an upgrade: the guest's ESP holds two UKIs of ours (the booted one's and the
+/// rollback's).
+fn check_two_ukis(vm: &mut Vm) -> Result<()> {
+    let n = vm.ok(&format!(
+        "ls {GUEST_ESP}/EFI/Linux/bootc | grep -c '^bootc_composefs-.*\\.efi$'"
+    ))?;
+    ensure!(
+        n.trim() == "2",
+        "the ESP holds {} UKIs after the upgrade, expected 2",
+        n.trim()
+    );
+    Ok(())
+}
+
 /// `uki-boot`; leaves the guest running for `uki-upgrade` when `keep`.
 fn uki_boot(ctx: &Ctx, dir: &Path, sh: &mut Shared, keep: bool) -> Result<Outcome> {
     let disk = install(ctx, dir, sh)?;
@@ -389,12 +403,7 @@ fn uki_upgrade(ctx: &Ctx, dir: &Path, sh: &mut Shared) -> Result<Outcome> {
         rb["verity"].as_str() == Some(v1.as_str()) && rb["bootType"] == "Uki",
         "bootc status: the rollback is not v1 {v1} with bootType Uki: {st}"
     );
-    let n = vm.ok("ls /boot/EFI/Linux/bootc | grep -c '^bootc_composefs-.*\\.efi$'")?;
-    ensure!(
-        n.trim() == "2",
-        "the ESP holds {} UKIs after the upgrade, expected 2",
-        n.trim()
-    );
+    check_two_ukis(&mut vm)?;
 
     vm.ok("bootc rollback")?;
     let up = vm.reboot(ctx.t(limits::BOOT + limits::POWEROFF))?;
@@ -528,12 +537,7 @@ pub(crate) fn uki_grub(ctx: &Ctx, dir: &Path) -> Result<Outcome> {
         menu == [v2.clone(), v1.clone()],
         "the GRUB menu lists {menu:?} after the upgrade, expected [v2, v1]:\n{cfg}"
     );
-    let n = vm.ok("ls /boot/EFI/Linux/bootc | grep -c '^bootc_composefs-.*\\.efi$'")?;
-    ensure!(
-        n.trim() == "2",
-        "the ESP holds {} UKIs after the upgrade, expected 2",
-        n.trim()
-    );
+    check_two_ukis(&mut vm)?;
     vm.poweroff(ctx.t(limits::POWEROFF))?;
     println!("uki-grub: scenario {:.0} s", t0.elapsed().as_secs_f64());
     Ok(Outcome::Passed)
