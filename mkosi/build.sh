@@ -121,6 +121,12 @@ fi
 t2=$(date +%s)
 tree=$out/mkosi/bootc-test
 [[ -d $tree/usr ]] || die "mkosi produced no $tree"
+# An image's /var only seeds a machine's /var, copied once at install. mkosi leaves
+# apt's package lists and caches there (~170 MB, stale by the time anyone installs):
+# every install would copy them and every layer carry them. Dropped here, as an OS
+# builder's Containerfile does (`rm -rf /var/lib/apt/lists/*`); apt in a booted guest
+# fetches fresh lists with `apt-get update` as usual.
+find "$tree/var/lib/apt/lists" "$tree/var/cache/apt" -xdev -type f -delete 2>/dev/null || true
 rootfs=$out/mkosi/bootc-test.tar
 # A pax tar with xattrs and numeric owners, sorted (reproducible order), no sparse entries.
 tar --create --file "$rootfs" --directory "$tree" --format=pax --xattrs --xattrs-include='*' \
