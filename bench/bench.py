@@ -916,8 +916,8 @@ def write_report(path, meta):
     L.append("# Benchmarks: bootc against its peers")
     L.append("")
     L.append(f"Written by `{meta['argv']}` on {meta['date']} at commit `{meta['commit']}`"
-             f" ({'quick: 1 warm-up + 3 runs' if ARGS.quick else f'1 warm-up + {ARGS.runs} runs'} per tool, "
-             f"tools alternating: the order rotates every round). Took {meta['took'] / 60:.0f} min.")
+             f" ({'quick: 1 warm-up + 3 runs' if ARGS.quick else f'1 warm-up + {ARGS.runs} runs'} per tool unless a "
+             f"case says otherwise, tools alternating: the order rotates every round). Took {meta['took'] / 60:.0f} min.")
     L.append("")
     L.append("Ratios are **ours / peer** on the median wall time: below 1 we are faster. "
              "Wall time is the command plus `sync -f` of its filesystem where that column is shown "
