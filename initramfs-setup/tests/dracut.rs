@@ -23,6 +23,8 @@ const HOST_DRACUT: &str = "/usr/lib/dracut";
 const UNIT: &str = "usr/lib/systemd/system/bootc-root-setup.service";
 const WANTS: &str = "usr/lib/systemd/system/initrd-root-fs.target.wants/bootc-root-setup.service";
 const SETUP: &str = "usr/lib/bootc/initramfs-setup";
+/// Loads erofs and overlay early; pulled in by [`UNIT`]'s `Wants=`.
+const MODULES_UNIT: &str = "usr/lib/systemd/system/bootc-root-modules.service";
 
 /// Host dracut modules linked into the temporary base dir: what a systemd initrd needs
 /// (dracut-systemd and its dependencies). Missing ones are left out; dracut then says which
@@ -289,6 +291,31 @@ fn dracut_module_installs_setup_unit_and_kernel_modules() {
         "{UNIT} differs from systemd/"
     );
 
+    // The early module loader: there, as in systemd/, pulled in by the setup unit, and
+    // its modprobe with it.
+    let repo_modules = fs::read(workspace().join("systemd/bootc-root-modules.service")).unwrap();
+    assert_eq!(
+        file_in_image(&image, MODULES_UNIT),
+        repo_modules,
+        "{MODULES_UNIT} differs from systemd/ (or is missing)"
+    );
+    assert!(
+        String::from_utf8_lossy(&repo_unit)
+            .lines()
+            .any(|l| l == "Wants=bootc-root-modules.service"),
+        "bootc-root-setup.service does not pull in bootc-root-modules.service"
+    );
+    assert!(
+        String::from_utf8_lossy(&repo_modules).contains("ExecStart=-/sbin/modprobe "),
+        "bootc-root-modules.service does not run /sbin/modprobe"
+    );
+    assert!(
+        ["usr/sbin/modprobe", "sbin/modprobe"]
+            .iter()
+            .any(|p| find(&entries, p).is_some()),
+        "modprobe missing from the image"
+    );
+
     let wants = find(&entries, WANTS).unwrap_or_else(|| panic!("{WANTS} missing"));
     assert!(
         wants.mode.starts_with('l'),
@@ -334,7 +361,7 @@ fn dracut_module_is_opt_in() {
     let entries = lsinitrd(&image);
     // The image is otherwise complete: the systemd initrd modules passed check().
     assert!(find(&entries, "usr/lib/systemd/system/initrd-root-fs.target").is_some());
-    for path in [SETUP, UNIT, WANTS] {
+    for path in [SETUP, UNIT, MODULES_UNIT, WANTS] {
         assert!(
             find(&entries, path).is_none(),
             "{path} is in an image built without --add bootc"

@@ -15,6 +15,11 @@
 //!
 //! `--json FILE` also writes every measured boot (not the warm-ups) for bench/bench.py,
 //! which renders the `boot` section of bench/RESULTS.md from it: see [`report_json`].
+//!
+//! Diagnostics (environment): `BOOTC_BENCH_BOOT_JOURNAL=DIR` keeps each boot's journal
+//! (the initrd's part included) to time single steps; `BOOTC_BENCH_BOOT_BASELINE=IMAGES`
+//! adds the composefs install of another image build to the rotation, for a before/after
+//! of an image change under the same load.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -30,6 +35,17 @@ use crate::scenarios::{self, limits, Ctx};
 /// composefs root and the harness shell requires the check. It still runs (same work as
 /// on the composefs boot), its failure is ignored (`-`).
 const HEALTH_DROPIN: &str = "[Service]\nExecStart=\nExecStart=-/usr/lib/bootc-test/health-check\n";
+
+/// Diagnostics: when set to a directory, every boot's journal (`journalctl -b -o
+/// short-monotonic`, the initrd's part included) is written there as `<label>.journal`,
+/// to time single steps (far less noisy than whole phases under TCG).
+const JOURNAL_ENV: &str = "BOOTC_BENCH_BOOT_JOURNAL";
+
+/// Diagnostics: when set to another images directory (the `BOOTC_VM_OUT` of an older
+/// build), a third disk, the host install of that directory's v1, joins the rotation as
+/// `baseline`: a before/after of an image change under the same load. Its boots are
+/// printed, not in the report or the JSON.
+const BASELINE_ENV: &str = "BOOTC_BENCH_BOOT_BASELINE";
 
 /// systemd's boot phases of one boot, in seconds.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -246,6 +262,14 @@ fn measure(ctx: &Ctx, dir: &Path, label: &str, disk: &Path, fstype: &str) -> Res
         "  {label}: {analyze}\n    slowest units: {}",
         blame.join(", ")
     );
+    if let Some(dir) = std::env::var_os(JOURNAL_ENV) {
+        let journal = vm.ok_within(
+            "journalctl -b -o short-monotonic --no-pager",
+            ctx.t(limits::BOOT),
+        )?;
+        let path = Path::new(&dir).join(format!("{label}.journal"));
+        fs::write(&path, journal).with_context(|| format!("writing {}", path.display()))?;
+    }
     vm.poweroff(ctx.t(limits::POWEROFF))?;
     Ok(Boot {
         phases: p,
@@ -300,20 +324,49 @@ pub(crate) fn bench_boot(ctx: &Ctx, runs: usize, json: Option<&Path>) -> Result<
         let cfs = ctx.host_install(&dir, "composefs", "v1", None)?;
         let plain = ctx.host_install(&dir, "plain", "v1", None)?;
         make_plain(ctx, &dir, &plain, "v1")?;
-        let disks = [("composefs", &cfs, "overlay"), ("plain", &plain, "ext4")];
+        let baseline = match std::env::var_os(BASELINE_ENV) {
+            None => None,
+            Some(images) => Some(
+                Ctx {
+                    images: images.into(),
+                    bootc: ctx.bootc.clone(),
+                    debug_bootc: ctx.debug_bootc.clone(),
+                    work: ctx.work.clone(),
+                    artifacts: ctx.artifacts.clone(),
+                    scale: ctx.scale,
+                }
+                .host_install(&dir, "baseline", "v1", None)?,
+            ),
+        };
+        let mut disks = vec![("composefs", &cfs, "overlay"), ("plain", &plain, "ext4")];
+        if let Some(b) = &baseline {
+            disks.push(("baseline", b, "overlay"));
+        }
         println!("bench-boot: warm-up boot of each disk (not counted)");
-        for (name, d, fstype) in disks {
+        for &(name, d, fstype) in &disks {
             measure(ctx, &dir, &format!("{name}-warmup"), d, fstype)?;
         }
-        let mut boots: [Vec<Boot>; 2] = [vec![], vec![]];
+        let mut all: Vec<Vec<Boot>> = vec![vec![]; disks.len()];
         for i in 0..runs {
             // Alternate, and rotate which goes first.
-            for k in 0..2 {
-                let j = (i + k) % 2;
+            for k in 0..disks.len() {
+                let j = (i + k) % disks.len();
                 let (name, d, fstype) = disks[j];
-                boots[j].push(measure(ctx, &dir, &format!("{name}-{}", i + 1), d, fstype)?);
+                all[j].push(measure(ctx, &dir, &format!("{name}-{}", i + 1), d, fstype)?);
             }
         }
+        if let Some(b) = all.get(2) {
+            let runs: Vec<String> = b
+                .iter()
+                .map(|b| format!("{:.2}+{:.2}", b.phases.initrd, b.phases.userspace))
+                .collect();
+            println!(
+                "bench-boot: baseline (composefs from ${BASELINE_ENV}) runs (initrd+userspace s): {}",
+                runs.join(", ")
+            );
+        }
+        let mut all = all.into_iter();
+        let boots: [Vec<Boot>; 2] = [all.next().unwrap(), all.next().unwrap()];
         if let Some(path) = json {
             write_json(path, &report_json(runs, &boots[0], &boots[1]))?;
             println!("bench-boot: wrote {}", path.display());
@@ -349,7 +402,7 @@ pub(crate) fn bench_boot(ctx: &Ctx, runs: usize, json: Option<&Path>) -> Result<
             "  initrd+userspace, median of the per-round ratios: {:.3}×",
             median(&paired)
         );
-        for (j, (name, ..)) in disks.iter().enumerate() {
+        for (j, (name, ..)) in disks.iter().take(2).enumerate() {
             let all: Vec<String> = res[j]
                 .iter()
                 .map(|p| format!("{:.2}+{:.2}", p.initrd, p.userspace))
