@@ -4,7 +4,7 @@
 # Installs /usr/lib/bootc/initramfs-setup (the static bootc-initramfs-setup
 # binary), its unit bootc-root-setup.service (pulled in by
 # initrd-root-fs.target), bootc-root-modules.service (pulled in by the former: loads
-# erofs and overlay early, in parallel with udev), the optional
+# erofs and overlay while the root filesystem is mounted), the optional
 # /usr/lib/composefs/setup-root-conf.toml, and the erofs, overlay and loop kernel
 # modules (loop: the fallback for a repository on tmpfs, loaded on demand).
 #
