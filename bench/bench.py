@@ -1089,7 +1089,7 @@ def main():
     if "initramfs" in cases:
         ir = case_initramfs(oci)
         fl = med(ir, "unshare + sh only (floor)")
-        q = round_ratio_quartiles(ir, ir.ours, "composefs-setup-root 0.9")
+        q = ir.round_q = round_ratio_quartiles(ir, ir.ours, "composefs-setup-root 0.9")
         ir.extra = [f"{ir.runs} rounds (a round takes milliseconds). "
                     f"Ours / peer per round (each round runs both, back to back, which cancels load "
                     f"that drifts between rounds): median {q[1]:.2f}×, quartiles {q[0]:.2f}–{q[2]:.2f}×. "
@@ -1178,7 +1178,7 @@ def main():
     if ir:
         ours = med(ir, ir.ours)
         peer = med(ir, "composefs-setup-root 0.9")
-        q = round_ratio_quartiles(ir, ir.ours, "composefs-setup-root 0.9")
+        q = ir.round_q
         targets.append(f"- initramfs step ≤ 1.0× composefs-setup-root: {ours / peer:.3f}× — {verdict(ours / peer <= 1.0)} "
                        f"(per-round ratios: median {q[1]:.2f}×, quartiles {q[0]:.2f}–{q[2]:.2f}×)")
     if ec:

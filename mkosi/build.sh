@@ -126,7 +126,9 @@ tree=$out/mkosi/bootc-test
 # every install would copy them and every layer carry them. Dropped here, as an OS
 # builder's Containerfile does (`rm -rf /var/lib/apt/lists/*`); apt in a booted guest
 # fetches fresh lists with `apt-get update` as usual.
-find "$tree/var/lib/apt/lists" "$tree/var/cache/apt" -xdev -type f -delete 2>/dev/null || true
+for d in "$tree/var/lib/apt/lists" "$tree/var/cache/apt"; do
+    [[ ! -d $d ]] || find "$d" -xdev -type f -delete || die "cannot empty $d"
+done
 rootfs=$out/mkosi/bootc-test.tar
 # A pax tar with xattrs and numeric owners, sorted (reproducible order), no sparse entries.
 tar --create --file "$rootfs" --directory "$tree" --format=pax --xattrs --xattrs-include='*' \

@@ -329,11 +329,7 @@ pub(crate) fn bench_boot(ctx: &Ctx, runs: usize, json: Option<&Path>) -> Result<
             Some(images) => Some(
                 Ctx {
                     images: images.into(),
-                    bootc: ctx.bootc.clone(),
-                    debug_bootc: ctx.debug_bootc.clone(),
-                    work: ctx.work.clone(),
-                    artifacts: ctx.artifacts.clone(),
-                    scale: ctx.scale,
+                    ..ctx.clone()
                 }
                 .host_install(&dir, "baseline", "v1", None)?,
             ),

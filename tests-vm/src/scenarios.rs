@@ -14,6 +14,7 @@ use crate::disk::{self, composefs_arg, composefs_hex, run};
 use crate::qemu::{self, initramfs_message, Boot, Disk, Vm, VmConfig};
 
 /// Where things are.
+#[derive(Clone)]
 pub struct Ctx {
     /// `target/vm-images`: oci/, vmlinuz, initramfs.img, kver.
     pub images: PathBuf,
