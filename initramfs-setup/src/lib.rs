@@ -2,11 +2,12 @@
 //!
 //! This crate owns what the kernel command line and the disk mean: the `composefs=`
 //! grammar ([`cmdline`]), the on-disk layout ([`layout`]), the initramfs configuration
-//! ([`config`]), what an image must contain to boot ([`bootable`]) and the code that
-//! composes the root at boot ([`setup`]). The userspace `bootc` depends on this library
-//! so each fact is defined once.
+//! ([`config`]), what an image must contain to boot ([`bootable`]), the code that
+//! composes the root at boot ([`setup`]) and the grammar of the command that runs it
+//! ([`cli`]). The userspace `bootc` depends on this library so each fact is defined once.
 
 pub mod bootable;
+pub mod cli;
 pub mod cmdline;
 mod compose;
 pub mod config;

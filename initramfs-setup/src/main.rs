@@ -1,86 +1,72 @@
 //! `bootc-initramfs-setup`: the command the initrd runs to mount the composefs root.
 //!
-//! CLI only; the work is in [`bootc_initramfs_setup::setup`].
+//! The entry point only; the grammar is [`bootc_initramfs_setup::cli`], the work
+//! [`bootc_initramfs_setup::setup`]. Exit status: 0 when the root is in place, 1 when
+//! the setup failed (one line on stderr), 2 for a usage error (the error and the usage
+//! line on stderr).
+//!
+//! The binary has no Rust `main`: glibc calls the C `main` below directly, which skips
+//! std's runtime start-up (reading /proc/self/maps for the stack guard, a signal stack,
+//! the SIGPIPE disposition, polling the standard descriptors). None of it is needed by a
+//! short-lived program whose descriptors the initrd's service manager opened, and it is
+//! work in every boot. std still learns the arguments from glibc (`std::env::args_os`).
 
-use std::path::PathBuf;
-use std::process::ExitCode;
+#![no_main]
 
+use std::ffi::{c_char, c_int};
+use std::io::Write;
+
+use bootc_initramfs_setup::cli::{self, Action, SetupRootArgs, NAME, USAGE};
 use bootc_initramfs_setup::config::SetupConfig;
-use bootc_initramfs_setup::layout;
 use bootc_initramfs_setup::setup::{setup_root, SetupArgs};
-use clap::{Parser, Subcommand};
 
-#[derive(Parser)]
-#[command(
-    name = "bootc-initramfs-setup",
-    version,
-    about = "Mount a composefs deployment as the root filesystem (run from the initramfs)",
-    // Written out: clap's generated usage (its `usage` feature) costs 10 KiB of every initrd.
-    override_usage = "bootc-initramfs-setup setup-root [--sysroot DIR] [--cmdline TEXT] [--config FILE] [--target DIR]"
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
+fn run(args: SetupRootArgs) -> Result<(), String> {
+    let cmdline = match args.cmdline {
+        Some(c) => c,
+        None => std::fs::read_to_string("/proc/cmdline")
+            .map_err(|e| format!("reading the kernel command line: /proc/cmdline: {e}"))?,
+    };
+    let config =
+        SetupConfig::load(&args.config).map_err(|e| format!("reading the configuration: {e}"))?;
+    setup_root(&SetupArgs {
+        sysroot: args.sysroot,
+        cmdline,
+        config,
+        target: args.target,
+    })
+    .map_err(|e| e.to_string())
 }
 
-#[derive(Subcommand)]
-enum Command {
-    /// Compose the deployment named by composefs= and make it the new root.
-    #[command(
-        override_usage = "bootc-initramfs-setup setup-root [--sysroot DIR] [--cmdline TEXT] [--config FILE] [--target DIR]"
-    )]
-    SetupRoot {
-        /// The physical root filesystem (holds composefs/ and state/).
-        #[arg(long, default_value = layout::DEFAULT_SYSROOT)]
-        sysroot: PathBuf,
-        /// Use this kernel command line instead of /proc/cmdline.
-        #[arg(long)]
-        cmdline: Option<String>,
-        /// Configuration file.
-        #[arg(long, default_value = layout::SETUP_CONFIG)]
-        config: PathBuf,
-        /// Attach the composed root here and leave the physical root alone.
-        #[arg(long)]
-        target: Option<PathBuf>,
-    },
-}
-
-const NAME: &str = "bootc-initramfs-setup";
-
-fn run(cli: Cli) -> Result<(), String> {
-    match cli.command {
-        Command::SetupRoot {
-            sysroot,
-            cmdline,
-            config,
-            target,
-        } => {
-            let cmdline = match cmdline {
-                Some(c) => c,
-                None => std::fs::read_to_string("/proc/cmdline")
-                    .map_err(|e| format!("reading the kernel command line: /proc/cmdline: {e}"))?,
-            };
-            let config = SetupConfig::load(&config)
-                .map_err(|e| format!("reading the configuration: {e}"))?;
-            setup_root(&SetupArgs {
-                sysroot,
-                cmdline,
-                config,
-                target,
-            })
-            .map_err(|e| e.to_string())
+fn print(text: &str) -> c_int {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("{NAME}: writing to stdout: {e}");
+            1
         }
     }
 }
 
-fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+// The C entry point (see the module documentation): exporting the unmangled `main`
+// symbol is what `no_main` requires, and nothing here reads argc/argv directly.
+#[allow(unsafe_code)]
+#[no_mangle]
+extern "C" fn main(_argc: c_int, _argv: *const *const c_char) -> c_int {
+    match cli::parse(std::env::args_os().skip(1)) {
+        Ok(Action::Help) => print(&cli::help()),
+        Ok(Action::Version) => print(&format!("{NAME} {}\n", env!("CARGO_PKG_VERSION"))),
+        Ok(Action::SetupRoot(args)) => match run(args) {
+            Ok(()) => 0,
+            Err(e) => {
+                // One line, on stderr, which the initrd's console and journal show.
+                eprintln!("{NAME}: {e}");
+                1
+            }
+        },
         Err(e) => {
-            // One line, on stderr, which the initrd's console and journal show.
-            eprintln!("{NAME}: {e}");
-            ExitCode::FAILURE
+            eprintln!("{NAME}: {e}\nUsage: {USAGE}");
+            2
         }
     }
 }

@@ -961,3 +961,61 @@ fn image_that_is_not_a_file_is_refused() {
         ),
     );
 }
+
+/// The real binary's command line (no root needed): help and version on stdout with
+/// status 0, a usage error as its one line plus the usage line on stderr with status 2,
+/// and a setup failure as one line with status 1.
+#[test]
+fn command_line() {
+    use bootc_initramfs_setup::cli::{self, NAME, USAGE};
+    let out = |args: &[&str]| {
+        let o = Command::new(BIN).args(args).output().unwrap();
+        (
+            o.status.code(),
+            String::from_utf8(o.stdout).unwrap(),
+            String::from_utf8(o.stderr).unwrap(),
+        )
+    };
+    assert_eq!(out(&["--help"]), (Some(0), cli::help(), String::new()));
+    assert_eq!(
+        out(&["setup-root", "-V"]),
+        (
+            Some(0),
+            format!("{NAME} {}\n", env!("CARGO_PKG_VERSION")),
+            String::new()
+        )
+    );
+    for (args, error) in [
+        (&[][..], "no command given (the command is setup-root)"),
+        (
+            &["setup-root", "--sysroot"][..],
+            "option --sysroot needs a value",
+        ),
+        (
+            &["setup-root", "--root", "/"][..],
+            "unknown option '--root'",
+        ),
+    ] {
+        assert_eq!(
+            out(args),
+            (
+                Some(2),
+                String::new(),
+                format!("{NAME}: {error}\nUsage: {USAGE}\n")
+            ),
+            "{args:?}"
+        );
+    }
+    let (code, stdout, stderr) = out(&[
+        "setup-root",
+        "--cmdline=quiet",
+        "--config",
+        "/nonexistent",
+        "--target=/nonexistent",
+    ]);
+    assert_eq!((code, stdout.as_str()), (Some(1), ""), "{stderr}");
+    assert!(
+        stderr.starts_with(&format!("{NAME}: ")) && stderr.lines().count() == 1,
+        "{stderr:?}"
+    );
+}
