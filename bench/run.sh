@@ -118,13 +118,13 @@ fi
 # 4. For the profiles (unless --no-perf): both initramfs binaries built the same way but
 # with their symbols kept, in the scratch directory; the measured ones stay stripped.
 if (( initramfs )) && [[ " $* " != *" --no-perf "* ]]; then
-    if [[ ! -x $scratch/unstripped-ours/x86_64-unknown-linux-gnu/initramfs/bootc-initramfs-setup ]]; then
-        echo "bench/run.sh: building bootc-initramfs-setup with symbols (for perf)" >&2
-        (cd "$ws" && OPENSSL_STATIC=1 RUSTFLAGS="-C target-feature=+crt-static" \
-            CARGO_PROFILE_INITRAMFS_STRIP=false CARGO_TARGET_DIR=$scratch/unstripped-ours \
-            cargo build --quiet --locked --profile initramfs -p bootc-initramfs-setup \
-                --target x86_64-unknown-linux-gnu) >&2
-    fi
+    # Always through cargo (a no-op when up to date): a build kept from an earlier
+    # checkout would profile code that is no longer ours.
+    echo "bench/run.sh: building bootc-initramfs-setup with symbols (for perf)" >&2
+    (cd "$ws" && OPENSSL_STATIC=1 RUSTFLAGS="-C target-feature=+crt-static" \
+        CARGO_PROFILE_INITRAMFS_STRIP=false CARGO_TARGET_DIR=$scratch/unstripped-ours \
+        cargo build --quiet --locked --profile initramfs -p bootc-initramfs-setup \
+            --target x86_64-unknown-linux-gnu) >&2
     if [[ ! -x $scratch/unstripped-peer/bin/composefs-setup-root ]]; then
         echo "bench/run.sh: building composefs-setup-root with symbols (for perf)" >&2
         OPENSSL_STATIC=1 RUSTFLAGS="-C target-feature=+crt-static" \
