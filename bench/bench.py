@@ -869,6 +869,9 @@ def fmt_t(s):
 
 
 def mib(b):
+    if abs(b) < 1024:
+        # The incremental cases' new layer compresses to a few hundred bytes.
+        return f"{b} bytes"
     if abs(b) < 1 << 20:
         return f"{b / 1024:.0f} KiB"
     return f"{b / (1 << 20):.1f} MiB"
