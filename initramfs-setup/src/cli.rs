@@ -47,9 +47,12 @@ pub struct SetupRootArgs {
 /// A command line that does not follow the grammar. Displays as one line.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum UsageError {
-    /// Nothing but options, or nothing at all.
+    /// No arguments at all.
     #[error("no command given (the command is setup-root)")]
     NoCommand,
+    /// An option before the command.
+    #[error("option '{0}' before the command (the command, setup-root, comes first)")]
+    OptionBeforeCommand(String),
     /// A first word that is not `setup-root`.
     #[error("unknown command '{0}' (the command is setup-root)")]
     UnknownCommand(String),
@@ -94,7 +97,7 @@ where
                 continue;
             }
             return Err(if bytes.starts_with(b"-") {
-                UsageError::NoCommand
+                UsageError::OptionBeforeCommand(shown(&arg))
             } else {
                 UsageError::UnknownCommand(shown(&arg))
             });
@@ -229,7 +232,10 @@ mod tests {
         use UsageError::*;
         let cases: &[(&[&str], UsageError)] = &[
             (&[], NoCommand),
-            (&["--sysroot", "/s"], NoCommand),
+            (
+                &["--sysroot", "/s"],
+                OptionBeforeCommand("--sysroot".into()),
+            ),
             (&["mount"], UnknownCommand("mount".into())),
             (
                 &["setup-root", "--root=/"],
